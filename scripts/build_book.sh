@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Build the Jupyter Book into _build/html (called by `make book`).
+#
+#   scripts/build_book.sh            # incremental: jupyter-cache re-executes changed pages only
+#   scripts/build_book.sh --clean    # remove _build (and the execution cache) first
+#
+# Warnings are errors (-W), references are checked (-n), and a failing cell fails the build
+# (execute.raise_on_error in _config.yml). On failure, the execution reports are kept in
+# _build/html/reports/ (upload them as CI artifacts).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+VENV="${VENV:-$ROOT/.venv}"
+# The notebook kernel (kernelspec "python3") starts `python` from PATH: make it the venv's.
+export PATH="$VENV/bin:$PATH"
+# Persistent XLA compilation cache shared by builds, tests and benchmarks.
+export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$ROOT/.jax_cache}"
+# The device is never hard-coded: JAX picks the accelerator if there is one.
+unset JAX_PLATFORMS || true
+export PYDEVD_DISABLE_FILE_VALIDATION=1
+export MPLBACKEND=Agg
+
+if [[ "${1:-}" == "--clean" ]]; then
+    rm -rf "$ROOT/_build"
+fi
+
+start=$(date +%s)
+status=0
+"$VENV/bin/jupyter-book" build "$ROOT" --builder html -W -n --keep-going || status=$?
+echo "jupyter-book build finished in $(( $(date +%s) - start )) s (exit $status)"
+if [[ $status -ne 0 && -d "$ROOT/_build/html/reports" ]]; then
+    echo "Execution reports (failing cells):"
+    for f in "$ROOT"/_build/html/reports/*.err.log "$ROOT"/_build/html/reports/*.log; do
+        [[ -f "$f" ]] && { echo "== $f"; tail -n 40 "$f"; }
+    done
+fi
+exit $status

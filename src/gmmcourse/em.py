@@ -1,0 +1,182 @@
+"""Maximum-likelihood EM for 1-D Gaussian mixtures (jitted; per-point arrays kept (K, N))."""
+
+from __future__ import annotations
+
+import contextlib
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import logsumexp
+
+from gmmcourse.validation import check_data, check_k, check_positive_int
+
+__all__ = ["EMResult", "em", "kmeans_plus_plus", "x64_context"]
+
+_LOG_2PI = float(np.log(2 * np.pi))
+
+
+class EMResult(NamedTuple):
+    """A maximum-likelihood fit, components sorted by increasing mean.
+
+    Attributes:
+        weights, means, sds: numpy arrays of shape (K,).
+        log_likelihood: total log-likelihood sum_i log p(x_i) at the fit.
+        n_iter: EM iterations of the best restart.
+        converged: whether the best restart met the tolerance before `max_iter`.
+        restart_log_likelihoods: final log-likelihood of every restart, shape (restarts,).
+    """
+
+    weights: np.ndarray
+    means: np.ndarray
+    sds: np.ndarray
+    log_likelihood: float
+    n_iter: int
+    converged: bool
+    restart_log_likelihoods: np.ndarray
+
+
+def x64_context(dtype):
+    """A context in which JAX may use `dtype` (enables x64 for float64)."""
+    if np.dtype(dtype) == np.float64:
+        return jax.enable_x64(True)
+    return contextlib.nullcontext()
+
+
+def kmeans_plus_plus(key, x, k):
+    """k-means++ seeding: `k` distinct data points, far apart with high probability, sorted.
+
+    Args:
+        key: PRNG key. x: (N,) data. k: static int.
+
+    Returns:
+        (k,) initial means.
+    """
+    n = x.shape[0]
+    keys = jax.random.split(key, k)
+    first = x[jax.random.randint(keys[0], (), 0, n)]
+    centers = jnp.full((k,), first)
+
+    def body(j, centers):
+        d2 = jnp.min((x[None, :] - centers[:, None]) ** 2 + jnp.where(jnp.arange(k)[:, None] < j, 0.0, jnp.inf), axis=0)
+        logits = jnp.where(d2 > 0, jnp.log(jnp.maximum(d2, 1e-300)), -jnp.inf)
+        # if every point coincides with a centre (duplicates), fall back to uniform
+        logits = jnp.where(jnp.all(jnp.isneginf(logits)), jnp.zeros_like(logits), logits)
+        idx = jax.random.categorical(keys[j], logits)
+        return centers.at[j].set(x[idx])
+
+    centers = jax.lax.fori_loop(1, k, body, centers)
+    return jnp.sort(centers)
+
+
+def _log_joint(x, weights, means, variances):
+    """(K, N) log [w_k N(x_i; mu_k, var_k)]."""
+    return (
+        jnp.log(weights)[:, None]
+        - 0.5 * (_LOG_2PI + jnp.log(variances))[:, None]
+        - 0.5 * (x[None, :] - means[:, None]) ** 2 / variances[:, None]
+    )
+
+
+def _em_step(x, weights, means, variances, reg_var):
+    """One E+M step; returns new parameters and the log-likelihood of the OLD ones."""
+    lj = _log_joint(x, weights, means, variances)
+    lse = logsumexp(lj, axis=0)  # (N,)
+    r = jnp.exp(lj - lse[None, :])  # (K, N) responsibilities
+    nk = jnp.sum(r, axis=1) + 10 * jnp.finfo(x.dtype).tiny
+    means = (r @ x) / nk
+    variances = jnp.sum(r * (x[None, :] - means[:, None]) ** 2, axis=1) / nk + reg_var
+    weights = nk / x.shape[0]
+    return weights, means, variances, jnp.sum(lse)
+
+
+@partial(jax.jit, static_argnames=("k", "max_iter"))
+def _em_one(key, x, k, max_iter, tol, reg_var):
+    n = x.shape[0]
+    means = kmeans_plus_plus(key, x, k)
+    variances = jnp.full((k,), jnp.var(x) / k**2 + reg_var)
+    weights = jnp.full((k,), 1.0 / k, dtype=x.dtype)
+
+    def cond(state):
+        _, _, _, ll, ll_prev, it = state
+        return (it < max_iter) & ~(jnp.abs(ll - ll_prev) <= tol * n)
+
+    def body(state):
+        w, m, v, ll, _, it = state
+        w, m, v, ll_new = _em_step(x, w, m, v, reg_var)
+        return w, m, v, ll_new, ll, it + 1
+
+    inf = jnp.asarray(jnp.inf, x.dtype)
+    state = (weights, means, variances, -inf, inf, jnp.asarray(0))
+    w, m, v, ll_prev_step, _, it = jax.lax.while_loop(cond, body, state)
+    final_ll = jnp.sum(logsumexp(_log_joint(x, w, m, v), axis=0))
+    converged = jnp.abs(final_ll - ll_prev_step) <= tol * n
+    return w, m, v, final_ll, it, converged
+
+
+@partial(jax.jit, static_argnames=("k", "max_iter"))
+def _em_restarts(keys, x, k, max_iter, tol, reg_var):
+    return jax.vmap(lambda key: _em_one(key, x, k, max_iter, tol, reg_var))(keys)
+
+
+def em(
+    x,
+    k: int,
+    *,
+    restarts: int = 5,
+    max_iter: int = 1000,
+    tol: float = 1e-10,
+    reg_var: float = 1e-6,
+    seed: int = 0,
+    dtype=np.float64,
+) -> EMResult:
+    """Fit a K-component 1-D Gaussian mixture by expectation-maximisation.
+
+    Each restart starts from k-means++ seeds and iterates until the average
+    log-likelihood per point changes by at most `tol` (or `max_iter` steps); the restart
+    with the highest log-likelihood wins. `reg_var` is added to every variance, as
+    scikit-learn's ``reg_covar``, so a component that collapses onto one point stays finite.
+
+    Args:
+        x: observations, shape (N,).
+        k: number of components, 1 <= k <= N.
+        restarts: number of random restarts (run in parallel with `vmap`).
+        max_iter: iteration cap per restart.
+        tol: convergence tolerance on the change of the mean log-likelihood per point.
+        reg_var: non-negative variance floor added in every M-step.
+        seed: integer seed for the restarts' initialisations.
+        dtype: ``np.float64`` (default) or ``np.float32``.
+
+    Returns:
+        An `EMResult`, components sorted by mean.
+    """
+    x = check_data(x)
+    k = check_k(k, x.shape[0])
+    restarts = check_positive_int(restarts, "restarts")
+    max_iter = check_positive_int(max_iter, "max_iter")
+    if not (np.isfinite(tol) and tol >= 0):
+        raise ValueError(f"tol must be a non-negative number, got {tol!r}")
+    if not (np.isfinite(reg_var) and reg_var >= 0):
+        raise ValueError(f"reg_var must be a non-negative number, got {reg_var!r}")
+    dtype = np.dtype(dtype)
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    with x64_context(dtype):
+        keys = jax.random.split(jax.random.key(seed), restarts)
+        xs = jnp.asarray(x, dtype)
+        w, m, v, ll, it, conv = _em_restarts(keys, xs, k, max_iter, jnp.asarray(tol, dtype), jnp.asarray(reg_var, dtype))
+        w, m, v, ll, it, conv = (np.asarray(a) for a in (w, m, v, ll, it, conv))
+    lls = np.where(np.isfinite(ll), ll, -np.inf)
+    best = int(np.argmax(lls))
+    order = np.argsort(m[best])
+    return EMResult(
+        weights=w[best][order],
+        means=m[best][order],
+        sds=np.sqrt(v[best][order]),
+        log_likelihood=float(ll[best]),
+        n_iter=int(it[best]),
+        converged=bool(conv[best]),
+        restart_log_likelihoods=ll,
+    )

@@ -1,0 +1,326 @@
+"""Bayesian GMM inference that works: a Gibbs sampler driven by the GenJAX model.
+
+One sweep of the sampler, for the model `gmmcourse.models.gmm`:
+
+1. **z** -- for every point i and component k, the joint density
+   ``p(z_i = k, x_i | weights, means, sds)`` is computed by the model's own
+   `mixture_point.assess`; z_i is drawn from the normalised (K, N) table
+   (exact enumeration of the discrete choice).
+2. **weights** -- Dirichlet(concentration + n_k), the exact conditional (conjugate).
+3. **means** -- Normal, the exact conditional given z and sds (conjugate).
+4. **sds** -- the Gamma(a, b) prior on a standard deviation is not conjugate, so each sd gets
+   independence Metropolis-Hastings steps. The proposal is the precision's conditional under a
+   flat prior, tau ~ Gamma(n_k/2 + 1, S_k/2) with S_k = sum over the component's points of
+   (x_i - mean_k)^2; the acceptance ratio reduces to w(sd')/w(sd) with w(s) = s^(a+2) exp(-b s),
+   a bounded function, so the chain is uniformly ergodic. An empty component's sd is drawn from
+   its prior, the exact conditional.
+
+The new choices are written into the GenJAX trace with `update`, whose score is the log joint
+density tracked for diagnostics. Chains run in parallel with `jax.vmap`.
+
+**Label switching.** The posterior is symmetric under permuting components (exactly so for an
+exchangeable prior), so component labels carry no meaning and chains may visit different
+labellings. Every draw is relabelled online: among all K! permutations we pick the one whose
+means are closest, in units of the pivot's sds, to a pivot fit (the maximum-likelihood fit
+from `gmmcourse.em.em`, components sorted by mean). Draws of weights, means and sds and the
+per-draw assignment probabilities are permuted together, so reported component j is "the
+component near the pivot's j-th mean". Raw (unrelabelled) draws are kept for teaching.
+"""
+
+from __future__ import annotations
+
+import itertools
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import logsumexp
+
+from gmmcourse.em import em, kmeans_plus_plus, x64_context
+from gmmcourse.models import GMMPrior, as_prior, gmm, gmm_choices, gmm_params, mixture_point
+from gmmcourse.validation import check_data, check_k, check_positive_int
+
+__all__ = [
+    "Draws",
+    "Posterior",
+    "posterior",
+    "sweep",
+    "z_log_table",
+    "update_params",
+    "init_trace",
+    "permutations",
+]
+
+MAX_K_RELABEL = 7  # K! permutations are enumerated; 7! = 5040
+
+
+class Draws(NamedTuple):
+    """Posterior draws of the component parameters, each (chains, samples, K)."""
+
+    weights: np.ndarray
+    means: np.ndarray
+    sds: np.ndarray
+
+
+class Posterior(NamedTuple):
+    """Result of `posterior`.
+
+    Attributes:
+        weights, means, sds: relabelled draws, each (chains, samples, K), components in the
+            order of the pivot (increasing mean).
+        assignment_probs: P(z_i = k | data), shape (N, K), Rao-Blackwellised: the average over
+            draws of the exact conditional P(z_i = k | x_i, parameters), relabelled per draw.
+        log_joint: log p(parameters, z, x) of every draw, (chains, samples) (the trace score).
+        raw: the same draws before relabelling (`Draws`).
+        pivot: the EM fit used for relabelling (`gmmcourse.em.EMResult`).
+        prior: the `GMMPrior` used.
+    """
+
+    weights: np.ndarray
+    means: np.ndarray
+    sds: np.ndarray
+    assignment_probs: np.ndarray
+    log_joint: np.ndarray
+    raw: Draws
+    pivot: object
+    prior: GMMPrior
+
+    @property
+    def num_chains(self) -> int:
+        return self.means.shape[0]
+
+    @property
+    def num_samples(self) -> int:
+        return self.means.shape[1]
+
+    def to_arviz(self):
+        """The relabelled draws as an ArviZ `DataTree` (dims: chain, draw, component)."""
+        import arviz as az
+
+        dims = {name: ["component"] for name in ("weights", "means", "sds")}
+        return az.from_dict(
+            {
+                "posterior": {"weights": self.weights, "means": self.means, "sds": self.sds},
+                "sample_stats": {"lp": self.log_joint},
+            },
+            dims=dims,
+        )
+
+    def summary(self):
+        """ArviZ summary table: mean, sd, interval, ESS (bulk, tail), R-hat per parameter."""
+        import arviz as az
+
+        return az.summary(self.to_arviz(), round_to="none")
+
+    def diagnostics(self) -> dict:
+        """Worst-case convergence numbers: max R-hat and min bulk/tail ESS over all parameters."""
+        table = self.summary()
+        return {
+            "max_r_hat": float(table["r_hat"].max()),
+            "min_ess_bulk": float(table["ess_bulk"].min()),
+            "min_ess_tail": float(table["ess_tail"].min()),
+        }
+
+
+def permutations(k: int) -> np.ndarray:
+    """All permutations of range(k), shape (k!, k)."""
+    return np.array(list(itertools.permutations(range(k))), dtype=np.int32)
+
+
+def z_log_table(x, weights, means, sds):
+    """log p(z_i = k, x_i | parameters) for every k and i, shape (K, N), by `assess`.
+
+    The discrete choice is enumerated: the GenJAX point model is assessed at every
+    (component, point) pair.
+    """
+    k = weights.shape[0]
+
+    def assess(z, xi):
+        logp, _ = mixture_point.assess({"z": z, "x": xi}, weights, means, sds)
+        return logp
+
+    return jax.vmap(lambda z: jax.vmap(lambda xi: assess(z, xi))(x))(jnp.arange(k))
+
+
+def _sd_update(key, sds, n_k, ss, prior, num_mh):
+    """Independence-MH steps for each sd (exact prior draw for empty components)."""
+    a, b = prior.sd_shape, prior.sd_rate
+
+    def step(sds, key):
+        kp, kprior, ku = jax.random.split(key, 3)
+        tau = jax.random.gamma(kp, n_k / 2 + 1, dtype=sds.dtype) / (jnp.maximum(ss, jnp.finfo(sds.dtype).tiny) / 2)
+        proposal = jax.lax.rsqrt(tau)
+        log_accept = (a + 2) * (jnp.log(proposal) - jnp.log(sds)) - b * (proposal - sds)
+        accept = jnp.log(jax.random.uniform(ku, sds.shape, dtype=sds.dtype)) < log_accept
+        from_prior = jax.random.gamma(kprior, a, shape=sds.shape, dtype=sds.dtype) / b
+        new = jnp.where(accept, proposal, sds)
+        return jnp.where(n_k > 0, new, from_prior), None
+
+    sds, _ = jax.lax.scan(step, sds, jax.random.split(key, num_mh))
+    return sds
+
+
+def update_params(key, x, z, sds, prior: GMMPrior, num_mh: int = 2):
+    """Draw weights, means and sds given the assignments z (steps 2-4 of the sweep)."""
+    k = prior.mean_loc.shape[0]
+    kw, km, ks = jax.random.split(key, 3)
+    onehot = (z[None, :] == jnp.arange(k)[:, None]).astype(x.dtype)  # (K, N)
+    n_k = jnp.sum(onehot, axis=1)
+    weights = jax.random.dirichlet(kw, prior.concentration + n_k, dtype=x.dtype)
+    weights = jnp.maximum(weights, jnp.finfo(x.dtype).tiny)
+    weights = weights / jnp.sum(weights)
+    precision = 1 / prior.mean_scale**2 + n_k / sds**2
+    centre = (prior.mean_loc / prior.mean_scale**2 + (onehot @ x) / sds**2) / precision
+    means = centre + jax.random.normal(km, (k,), dtype=x.dtype) * jax.lax.rsqrt(precision)
+    ss = jnp.sum(onehot * (x[None, :] - means[:, None]) ** 2, axis=1)
+    sds = _sd_update(ks, sds, n_k, ss, prior, num_mh)
+    return weights, means, sds
+
+
+def sweep(key, trace, x, prior: GMMPrior, num_mh: int = 2):
+    """One Gibbs sweep on a `gmm` trace. Returns the new trace and the (K, N) conditional
+    assignment probabilities P(z_i = k | x_i, parameters) used to draw z."""
+    weights, means, sds = gmm_params(trace.get_choices())
+    kz, kp = jax.random.split(key)
+    table = z_log_table(x, weights, means, sds)
+    probs = jnp.exp(table - logsumexp(table, axis=0, keepdims=True))
+    z = jnp.argmax(table + jax.random.gumbel(kz, table.shape, dtype=table.dtype), axis=0).astype(jnp.int32)
+    weights, means, sds = update_params(kp, x, z, sds, prior, num_mh)
+    new_trace, _, _ = trace.update(gmm_choices(weights, means, sds, z=z))
+    return new_trace, probs
+
+
+def init_trace(key, x, prior: GMMPrior):
+    """A starting trace: k-means++ seeds for the means (matched to the prior locations'
+    order), sds = sd(x)/K, equal weights, z = the nearest mean."""
+    k = prior.mean_loc.shape[0]
+    seeds = kmeans_plus_plus(key, x, k)
+    rank = jnp.argsort(jnp.argsort(prior.mean_loc))  # component with the j-th smallest loc gets the j-th seed
+    means = seeds[rank]
+    sds = jnp.full((k,), jnp.maximum(jnp.std(x) / k, 1e-3), dtype=x.dtype)
+    weights = jnp.full((k,), 1.0 / k, dtype=x.dtype)
+    z = jnp.argmin(jnp.abs(x[None, :] - means[:, None]), axis=0).astype(jnp.int32)
+    trace, _ = gmm.generate(gmm_choices(weights, means, sds, z, x), _n(x), prior)
+    return trace
+
+
+def _n(x):
+    from genjax import const
+
+    return const(int(x.shape[0]))
+
+
+def _relabel(means, pivot_means, pivot_sds, perms):
+    """Index into `perms` of the permutation whose permuted means best match the pivot."""
+    cost = jnp.sum(((means[perms] - pivot_means[None, :]) / pivot_sds[None, :]) ** 2, axis=1)
+    return perms[jnp.argmin(cost)]
+
+
+@partial(jax.jit, static_argnames=("num_warmup", "num_samples", "num_mh"))
+def _run_chain(key, x, prior, pivot_means, pivot_sds, perms, num_warmup, num_samples, num_mh):
+    kinit, kwarm, ksample = jax.random.split(key, 3)
+    trace = init_trace(kinit, x, prior)
+
+    def warm(trace, key):
+        trace, _ = sweep(key, trace, x, prior, num_mh)
+        return trace, None
+
+    trace, _ = jax.lax.scan(warm, trace, jax.random.split(kwarm, num_warmup))
+
+    def sample(carry, key):
+        trace, prob_sum = carry
+        # the conditional probabilities this sweep uses come from the parameters before it:
+        # relabel them with those parameters' permutation
+        perm_before = _relabel(trace.get_choices()["means"], pivot_means, pivot_sds, perms)
+        trace, probs = sweep(key, trace, x, prior, num_mh)
+        prob_sum = prob_sum + probs[perm_before]
+        raw = gmm_params(trace.get_choices())
+        perm = _relabel(raw[1], pivot_means, pivot_sds, perms)
+        return (trace, prob_sum), (raw, tuple(a[perm] for a in raw), -trace.get_score())
+
+    zeros = jnp.zeros((prior.mean_loc.shape[0], x.shape[0]), x.dtype)
+    (trace, prob_sum), outs = jax.lax.scan(sample, (trace, zeros), jax.random.split(ksample, num_samples))
+    return outs, prob_sum / num_samples
+
+
+def posterior(
+    x,
+    k: int,
+    *,
+    prior: GMMPrior | None = None,
+    num_chains: int = 4,
+    num_samples: int = 1000,
+    num_warmup: int = 200,
+    num_mh: int = 2,
+    seed: int = 0,
+    dtype=np.float32,
+) -> Posterior:
+    """Sample the posterior of the Bayesian GMM `gmmcourse.models.gmm` by Gibbs sampling.
+
+    Args:
+        x: observations, shape (N,).
+        k: number of components (1 <= k <= N, and k <= 7 for relabelling).
+        prior: a `GMMPrior` with K = k components; default: means ~ Normal(mean(x), 2 sd(x))
+            for every component, sds ~ Gamma(2, 1), weights ~ Dirichlet(1).
+        num_chains: independent chains, run in parallel with `jax.vmap`.
+        num_samples: kept sweeps per chain.
+        num_warmup: discarded sweeps per chain.
+        num_mh: independence-MH steps per sd per sweep.
+        seed: integer seed.
+        dtype: float32 (default) or float64.
+
+    Returns:
+        A `Posterior` (relabelled draws, assignment probabilities, diagnostics helpers).
+    """
+    x = check_data(x)
+    n = x.shape[0]
+    k = check_k(k, n)
+    if k > MAX_K_RELABEL:
+        raise ValueError(f"k={k}: relabelling enumerates k! permutations and supports k <= {MAX_K_RELABEL}")
+    num_chains = check_positive_int(num_chains, "num_chains")
+    num_samples = check_positive_int(num_samples, "num_samples")
+    num_mh = check_positive_int(num_mh, "num_mh")
+    if isinstance(num_warmup, bool) or not isinstance(num_warmup, (int, np.integer)) or num_warmup < 0:
+        raise ValueError(f"num_warmup must be a non-negative integer, got {num_warmup!r}")
+    if prior is None:
+        spread = float(np.std(x)) if n > 1 else 1.0
+        prior = GMMPrior.exchangeable(k, loc=float(np.mean(x)), scale=2 * max(spread, 1e-3))
+    if not isinstance(prior, GMMPrior):
+        raise ValueError(f"prior must be a gmmcourse.models.GMMPrior, got {type(prior).__name__}")
+    if prior.k != k:
+        raise ValueError(f"prior has {prior.k} components (len(prior.mean_loc)) but k={k}")
+    for name in ("mean_scale", "sd_shape", "sd_rate", "concentration"):
+        v = np.asarray(getattr(prior, name))
+        if not (np.all(np.isfinite(v)) and np.all(v > 0)):
+            raise ValueError(f"prior.{name} must be positive and finite, got {v}")
+    if not np.all(np.isfinite(np.asarray(prior.mean_loc))):
+        raise ValueError("prior.mean_loc contains NaN or infinite values")
+    dtype = np.dtype(dtype)
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+
+    pivot = em(x, k, seed=seed)
+    with x64_context(dtype):
+        xs = jnp.asarray(x, dtype)
+        p = as_prior(prior, dtype)
+        perms = jnp.asarray(permutations(k))
+        pivot_means = jnp.asarray(pivot.means, dtype)
+        pivot_sds = jnp.asarray(np.maximum(pivot.sds, 1e-6 * max(float(np.std(x)), 1.0)), dtype)
+        keys = jax.random.split(jax.random.key(seed), num_chains)
+        run = jax.vmap(_run_chain, in_axes=(0, None, None, None, None, None, None, None, None))
+        (raw, relabelled, log_joint), probs = run(keys, xs, p, pivot_means, pivot_sds, perms, num_warmup, num_samples, num_mh)
+        assignment = jnp.mean(probs, axis=0)  # average over chains, (K, N)
+        to_np = lambda a: np.asarray(a)
+        result = Posterior(
+            weights=to_np(relabelled[0]),
+            means=to_np(relabelled[1]),
+            sds=to_np(relabelled[2]),
+            assignment_probs=to_np(assignment).T,
+            log_joint=to_np(log_joint),
+            raw=Draws(*(to_np(a) for a in raw)),
+            pivot=pivot,
+            prior=prior,
+        )
+    return result

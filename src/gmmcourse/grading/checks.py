@@ -1,0 +1,551 @@
+"""Trusted checks: validate exported (untrusted) answers and compare them with the reference.
+
+Every check has the signature ``(answer, context) -> Verdict`` (see `gmmcourse.grading.spec`).
+``answer`` is plain JSON data produced by a part's export code in the student's kernel; it is
+never trusted: every check validates types, shapes and finiteness itself before comparing.
+``context`` is the dict returned by the assignment's ``reference()`` (computed from the
+`gmmcourse` reference package, outside the sandbox).
+
+Posterior summaries are compared within Monte Carlo tolerance:
+``|student - reference| <= Z_MC * sqrt(se_student^2 + se_reference^2) + floor``, where each
+standard error comes from batch means of the draws (``BATCHES`` batches per chain), and
+components are matched permutation-invariantly (all K! permutations, best one kept).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import numpy as np
+
+from gmmcourse.grading.spec import Verdict
+
+__all__ = [
+    "Z_MC",
+    "BATCHES",
+    "MIN_CHAINS",
+    "MIN_SAMPLES",
+    "as_array",
+    "batch_summary",
+    "mc_compare",
+    "best_permutation",
+    # categorization
+    "check_categorize_basic",
+    "check_categorize_stable",
+    "check_425_equal",
+    "check_425_unequal",
+    "check_425_outlier",
+    # coffee_blends
+    "check_coffee_assess",
+    "check_coffee_simulate",
+    "check_coffee_draws",
+    "check_coffee_means",
+    "check_coffee_weights",
+    "check_coffee_sds",
+    "check_coffee_assignments",
+    # uncertainty
+    "check_bento_em",
+    "check_bento_labels",
+    "check_bento_posterior_probs",
+    "check_bento_posterior_means",
+    "check_bento_ambiguity",
+]
+
+Z_MC = 4.5
+"""z multiplier of the Monte Carlo tolerance (per compared number)."""
+BATCHES = 20
+"""Batches per chain for batch-means standard errors (computed in the export code)."""
+MIN_CHAINS = 4
+MIN_SAMPLES = 1000
+"""The notebooks ask for at least MIN_CHAINS chains of MIN_SAMPLES kept draws each."""
+PROB_TOL = 0.05
+"""Absolute tolerance on posterior assignment probabilities (Monte Carlo + estimator choice)."""
+
+_FAIL_EXPORT = "Your answer could not be read: "
+
+
+class BadAnswer(ValueError):
+    """The exported answer has the wrong type, shape or contains non-finite numbers."""
+
+
+def _err(answer) -> str | None:
+    if isinstance(answer, dict) and isinstance(answer.get("error"), str):
+        return answer["error"][:300]
+    return None
+
+
+def as_array(value, shape=None, *, name="value", integer=False, allow_none=False) -> np.ndarray:
+    """Validate untrusted JSON data as a finite float (or integer) array of `shape`.
+
+    Args:
+        value: nested lists of numbers (never trusted).
+        shape: expected shape; ``None`` in a position means any size.
+        name: used in the error message.
+        integer: require integral values (returned as int64).
+
+    Raises:
+        BadAnswer: on wrong type, shape, or non-finite entries.
+    """
+    if isinstance(value, bool) or value is None:
+        raise BadAnswer(f"{name} is missing")
+    if isinstance(value, (int, float)):
+        pass
+    elif not isinstance(value, list):
+        raise BadAnswer(f"{name} should be a number or an array, got {type(value).__name__}")
+    try:
+        arr = np.array(value, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise BadAnswer(f"{name} is not a rectangular array of numbers") from None
+    if arr.dtype != np.float64:
+        raise BadAnswer(f"{name} is not numeric")
+    if shape is not None:
+        if arr.ndim != len(shape) or any(s is not None and a != s for a, s in zip(arr.shape, shape)):
+            want = "(" + ", ".join("?" if s is None else str(s) for s in shape) + ")"
+            raise BadAnswer(f"{name} should have shape {want}, got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise BadAnswer(f"{name} contains NaN or infinite values")
+    if integer:
+        if not np.all(arr == np.round(arr)):
+            raise BadAnswer(f"{name} should contain integers")
+        return arr.astype(np.int64)
+    return arr
+
+
+def _guard(fn):
+    """Turn validation errors (and any crash on malformed data) into a zero verdict."""
+
+    def wrapped(answer, context):
+        err = _err(answer)
+        if err is not None:
+            return Verdict(0.0, _FAIL_EXPORT + err)
+        try:
+            verdict = fn(answer, context)
+        except BadAnswer as exc:
+            return Verdict(0.0, f"Format problem: {exc}.")
+        except (KeyError, TypeError, IndexError, AttributeError, ValueError):
+            return Verdict(0.0, "Your answer has an unexpected structure; re-read the instructions of this part.")
+        fraction = float(verdict.fraction)
+        if not math.isfinite(fraction):
+            fraction = 0.0
+        return Verdict(min(1.0, max(0.0, fraction)), verdict.message)
+
+    wrapped.__name__ = fn.__name__
+    wrapped.__doc__ = fn.__doc__
+    wrapped.__wrapped__ = fn
+    return wrapped
+
+
+def _close(a, b, rtol, atol) -> bool:
+    return bool(np.all(np.abs(np.asarray(a) - np.asarray(b)) <= atol + rtol * np.abs(np.asarray(b))))
+
+
+# ----------------------------------------------------------------------------- MC helpers
+
+
+def batch_summary(draws: np.ndarray, batches: int = BATCHES) -> dict:
+    """What the export code computes from draws (chains, samples, K): trusted-side twin.
+
+    Returns a dict with ``mean`` (K,), ``sd`` (K,), ``batch_means`` (chains*batches, K),
+    ``chains`` and ``samples``.
+    """
+    d = np.asarray(draws, dtype=np.float64)
+    c, s, k = d.shape
+    b = min(batches, s)
+    usable = (s // b) * b
+    bm = d[:, :usable].reshape(c, b, usable // b, k).mean(axis=2).reshape(c * b, k)
+    return {
+        "mean": d.reshape(-1, k).mean(axis=0).tolist(),
+        "sd": d.reshape(-1, k).std(axis=0, ddof=1).tolist(),
+        "batch_means": bm.tolist(),
+        "chains": int(c),
+        "samples": int(s),
+    }
+
+
+def _summary_arrays(summary, k, name):
+    """Validate a batch summary (exported) → (mean, sd, se, chains, samples)."""
+    if not isinstance(summary, dict):
+        raise BadAnswer(f"{name}: draws are missing")
+    chains = summary.get("chains")
+    samples = summary.get("samples")
+    if isinstance(chains, bool) or isinstance(samples, bool) or not isinstance(chains, int) or not isinstance(samples, int):
+        raise BadAnswer(f"{name}: could not read the number of chains and samples")
+    mean = as_array(summary.get("mean"), (k,), name=f"{name} posterior mean")
+    sd = as_array(summary.get("sd"), (k,), name=f"{name} posterior sd")
+    bm = as_array(summary.get("batch_means"), (None, k), name=f"{name} batch means")
+    if bm.shape[0] < 2:
+        raise BadAnswer(f"{name}: too few draws")
+    se = bm.std(axis=0, ddof=1) / math.sqrt(bm.shape[0])
+    return mean, sd, se, chains, samples
+
+
+def mc_compare(student, se_student, ref, se_ref, floor, z=Z_MC) -> np.ndarray:
+    """Per-component boolean: within ``z * sqrt(se_s^2 + se_r^2) + floor``."""
+    tol = z * np.sqrt(np.asarray(se_student) ** 2 + np.asarray(se_ref) ** 2) + floor
+    return np.abs(np.asarray(student) - np.asarray(ref)) <= tol
+
+
+def best_permutation(student: np.ndarray, ref: np.ndarray, scale: np.ndarray | float = 1.0) -> tuple:
+    """The permutation p (a tuple) minimising sum(((student[..., p] - ref) / scale)^2)."""
+    k = ref.shape[-1]
+    best, best_cost = None, np.inf
+    for p in itertools.permutations(range(k)):
+        cost = float(np.sum(((student[..., list(p)] - ref) / scale) ** 2))
+        if cost < best_cost:
+            best, best_cost = p, cost
+    return best
+
+
+# ----------------------------------------------------------------------------- categorization
+
+
+def _categorize_cases(answer, cases_ref):
+    if not isinstance(answer, list) or len(answer) != len(cases_ref):
+        raise BadAnswer("expected one result per test case")
+    ok = 0
+    for got, ref in zip(answer, cases_ref):
+        ref = np.asarray(ref)
+        try:
+            arr = as_array(got, ref.shape, name="categorize(...)")
+        except BadAnswer:
+            continue
+        if _close(arr, ref, 1e-5, 1e-6):
+            ok += 1
+    return ok
+
+
+@_guard
+def check_categorize_basic(answer, context):
+    """categorize() on moderate inputs (several K, weights, sds) equals the exact posterior."""
+    ok = _categorize_cases(answer, context["categorize_basic"])
+    n = len(context["categorize_basic"])
+    if ok == n:
+        return Verdict(1.0, "categorize returns the exact P(z | x) on all test cases.")
+    return Verdict(ok / n, f"categorize is correct on {ok} of {n} test cases.")
+
+
+@_guard
+def check_categorize_stable(answer, context):
+    """categorize() on observations far in the tails (needs log-sum-exp)."""
+    ok = _categorize_cases(answer, context["categorize_stable"])
+    n = len(context["categorize_stable"])
+    if ok == n:
+        return Verdict(1.0, "categorize is numerically stable far from every component.")
+    return Verdict(0.0, "categorize fails (NaN or wrong values) for observations far from every component. "
+                        "Work with log densities.")
+
+
+def _scalar(answer, key):
+    if not isinstance(answer, dict):
+        raise BadAnswer("expected a dict")
+    return float(as_array(answer.get(key), (), name=key))
+
+
+@_guard
+def check_425_equal(answer, context):
+    """P(tonkatsu | 425 g) with the shop's recipe (equal sds): set by the weights alone."""
+    got = _scalar(answer, "p_tonkatsu_425")
+    if abs(got - context["p_tonkatsu_425"]) <= 1e-6:
+        return Verdict(1.0, "Correct.")
+    return Verdict(0.0, "Not the posterior probability for 425 g under the shop's recipe.")
+
+
+@_guard
+def check_425_unequal(answer, context):
+    """log-odds tonkatsu vs hamburger at 425 g with unequal sds: decided by the tails."""
+    got = _scalar(answer, "log_odds_425_unequal")
+    ref = context["log_odds_425_unequal"]
+    if abs(got - ref) <= 1e-6 * max(1.0, abs(ref)):
+        return Verdict(1.0, "Correct.")
+    if abs(got + ref) <= 1e-6 * max(1.0, abs(ref)):
+        return Verdict(0.5, "Right magnitude, but the sign is flipped: log P(tonkatsu|x) - log P(hamburger|x).")
+    return Verdict(0.0, "Not the log-odds for 425 g with unequal sds.")
+
+
+@_guard
+def check_425_outlier(answer, context):
+    """log predictive density at 425 g and 500 g (425 g is an outlier)."""
+    got425 = _scalar(answer, "log_pred_425")
+    got500 = _scalar(answer, "log_pred_500")
+    ok = [abs(g - r) <= 1e-6 * max(1.0, abs(r)) for g, r in
+          ((got425, context["log_pred_425"]), (got500, context["log_pred_500"]))]
+    if all(ok):
+        return Verdict(1.0, "Correct log predictive densities.")
+    if any(ok):
+        return Verdict(0.5, "One of the two log predictive densities is correct.")
+    return Verdict(0.0, "The log predictive densities are not correct (natural log, density in 1/g).")
+
+
+# ----------------------------------------------------------------------------- coffee_blends
+
+
+@_guard
+def check_coffee_assess(answer, context):
+    """The student's model's log density on reference choice maps equals the reference model's."""
+    ref = np.asarray(context["assess"], dtype=np.float64)
+    if not isinstance(answer, list) or len(answer) != len(ref):
+        raise BadAnswer("expected one log density per choice map")
+    ok = 0
+    for got, r in zip(answer, ref):
+        try:
+            g = float(as_array(got, (), name="log density"))
+        except BadAnswer:
+            continue
+        if abs(g - r) <= 1e-3 * max(1.0, abs(r)):
+            ok += 1
+    n = len(ref)
+    if ok == n:
+        return Verdict(1.0, "Your model's log density matches the specification on all test choice maps.")
+    if ok == 0:
+        return Verdict(0.0, "Your model's log density differs from the specification. Check the priors "
+                            "(Dirichlet(1,1,1), Normal(125, 37.5), Gamma(shape 2, rate 1) on sds), "
+                            "that Normal takes a standard deviation, and the addresses.")
+    return Verdict(0.5 * ok / n, f"Your model's log density matches on {ok} of {n} test choice maps only.")
+
+
+@_guard
+def check_coffee_simulate(answer, context):
+    """Simulated choices have the right shapes, support and prior moments."""
+    if not isinstance(answer, dict):
+        raise BadAnswer("expected a dict")
+    k, n = 3, context["n"]
+    sims = answer.get("sims")
+    if not isinstance(sims, list) or len(sims) < 1:
+        raise BadAnswer("no simulations")
+    for s in sims:
+        if not isinstance(s, dict) or not isinstance(s.get("points"), dict):
+            raise BadAnswer("a simulated choice map lacks the addresses 'weights', 'means', 'sds', 'points'")
+        w = as_array(s.get("weights"), (k,), name="weights")
+        as_array(s.get("means"), (k,), name="means")
+        sd = as_array(s.get("sds"), (k,), name="sds")
+        z = as_array(s["points"].get("z"), (n,), name="points/z", integer=True)
+        as_array(s["points"].get("x"), (n,), name="points/x")
+        if np.any(w < 0) or abs(w.sum() - 1) > 1e-4 or np.any(sd <= 0) or np.any((z < 0) | (z >= k)):
+            return Verdict(0.0, "Simulated choices are outside their support (weights on the simplex, "
+                                "sds > 0, z in {0, 1, 2}).")
+    mom = answer.get("moments")
+    if not isinstance(mom, dict):
+        raise BadAnswer("no moments")
+    m = int(as_array(mom.get("count"), (), name="count"))
+    if m < 100:
+        raise BadAnswer("too few simulations")
+    # prior moments with Monte Carlo tolerance (m simulated data sets, K components each)
+    checks = {
+        "mean_of_means": (125.0, 37.5 / math.sqrt(m * k)),
+        "sd_of_means": (37.5, 37.5 / math.sqrt(2 * m * k)),
+        "mean_of_sds": (2.0, math.sqrt(2.0) / math.sqrt(m * k)),
+        "mean_std_resid": (0.0, 1.0 / math.sqrt(m * n)),
+        "var_std_resid": (1.0, math.sqrt(2.0 / (m * n)) * 1.5),
+    }
+    bad = []
+    for key, (target, se) in checks.items():
+        v = float(as_array(mom.get(key), (), name=key))
+        if abs(v - target) > 6 * se + 1e-6:
+            bad.append(key)
+    if bad:
+        return Verdict(0.0, "Data simulated from your model do not follow the specified prior "
+                            "and likelihood.")
+    return Verdict(1.0, "Simulations have the right shapes, support and distribution.")
+
+
+def _draw_counts_ok(summaries):
+    chains = min(s["chains"] for s in summaries)
+    samples = min(s["samples"] for s in summaries)
+    return chains >= MIN_CHAINS and samples >= MIN_SAMPLES, chains, samples
+
+
+@_guard
+def check_coffee_draws(answer, context):
+    """coffee_draws has the required format: >= 4 chains x >= 1000 draws, sorted by mean."""
+    k = context["k"]
+    if not isinstance(answer, dict):
+        raise BadAnswer("expected a dict")
+    shapes = answer.get("shapes")
+    if not isinstance(shapes, dict):
+        raise BadAnswer("coffee_draws is missing")
+    dims = []
+    for name in ("weights", "means", "sds"):
+        shp = as_array(shapes.get(name), (3,), name=f"shape of coffee_draws['{name}']", integer=True)
+        dims.append(tuple(int(v) for v in shp))
+    if len(set(dims)) != 1 or dims[0][2] != k:
+        return Verdict(0.0, f"coffee_draws arrays must all have shape (chains, samples, {k}).")
+    c, s, _ = dims[0]
+    if c < MIN_CHAINS or s < MIN_SAMPLES:
+        return Verdict(0.0, f"Too few draws: {c} chains x {s} samples; at least {MIN_CHAINS} x {MIN_SAMPLES} are required.")
+    if answer.get("sorted") is not True or answer.get("valid") is not True:
+        return Verdict(0.5, "Draws must be finite, with weights on the simplex, sds > 0, and components sorted by mean in every draw.")
+    return Verdict(1.0, "Draws have the required format.")
+
+
+def _posterior_param_check(answer, context, target, floors, what):
+    """Shared logic for posterior summaries: validate, permute (jointly), compare."""
+    k = context["k"]
+    if not isinstance(answer, dict):
+        raise BadAnswer("expected a dict")
+    names = ("weights", "means", "sds")
+    stud = {}
+    for name in names:
+        stud[name] = _summary_arrays(answer.get(name), k, name)
+    ok, chains, samples = _draw_counts_ok([{"chains": stud[n][3], "samples": stud[n][4]} for n in names])
+    if not ok:
+        return Verdict(0.0, f"Too few draws ({chains} chains x {samples} samples); at least "
+                            f"{MIN_CHAINS} x {MIN_SAMPLES} are required for this part.")
+    reported = as_array(answer.get("reported"), (k,), name=f"your reported posterior {target}")
+    ref = context["posterior"]
+    # permutation chosen jointly on the three parameters, in units of the reference posterior sd
+    s_all = np.stack([stud[n][0] for n in names])
+    r_all = np.stack([np.asarray(ref[n]["mean"]) for n in names])
+    scale = np.stack([np.maximum(np.asarray(ref[n]["sd"]), 1e-6) for n in names])
+    perm = list(best_permutation(s_all, r_all, scale))
+    mean, sd, se, _, _ = stud[target]
+    mean, sd, se, reported = mean[perm], sd[perm], se[perm], reported[perm]
+    rmean = np.asarray(ref[target]["mean"])
+    rse = np.asarray(ref[target]["se"])
+    # the reported summary must be the posterior mean of the draws
+    if not _close(reported, mean, 1e-4, 1e-6 + 1e-3 * float(np.max(se))):
+        return Verdict(0.0, f"Your reported posterior {what} is not the average of your draws.")
+    within = mc_compare(mean, se, rmean, rse, floors[target])
+    if np.all(within):
+        return Verdict(1.0, f"Posterior {what} agree with the reference within Monte Carlo error.")
+    frac = float(np.mean(within))
+    return Verdict(0.5 * frac if frac >= 2 / 3 else 0.0,
+                   f"Posterior {what} differ from the reference for {int((~within).sum())} component(s) "
+                   "by more than Monte Carlo error.")
+
+
+COFFEE_FLOORS = {"means": 0.05, "weights": 0.005, "sds": 0.03}
+BENTO_FLOORS = {"means": 0.05, "weights": 0.005, "sds": 0.03}
+
+
+@_guard
+def check_coffee_means(answer, context):
+    """Posterior means of the blend means within MC tolerance (any component order)."""
+    return _posterior_param_check(answer, context, "means", COFFEE_FLOORS, "caffeine means")
+
+
+@_guard
+def check_coffee_weights(answer, context):
+    """Posterior means of the blend proportions within MC tolerance (any component order)."""
+    return _posterior_param_check(answer, context, "weights", COFFEE_FLOORS, "blend proportions")
+
+
+@_guard
+def check_coffee_sds(answer, context):
+    """Posterior means of the blend sds within MC tolerance (any component order)."""
+    return _posterior_param_check(answer, context, "sds", COFFEE_FLOORS, "standard deviations")
+
+
+def _probs_check(answer, ref, name):
+    n, k = ref.shape
+    probs = as_array(answer, (n, k), name=name)
+    if np.any(probs < -1e-6) or not _close(probs.sum(axis=1), np.ones(n), 0, 1e-3):
+        return Verdict(0.0, f"Rows of {name} must be probability vectors (non-negative, summing to 1).")
+    perm = list(best_permutation(probs, ref))
+    err = np.abs(probs[:, perm] - ref).max(axis=1)
+    ok = err <= PROB_TOL
+    if np.all(ok):
+        return Verdict(1.0, "Assignment probabilities agree with the reference posterior.")
+    share = float(np.mean(ok))
+    if share >= 0.8:
+        return Verdict(0.5, f"Assignment probabilities are off for {int((~ok).sum())} observation(s).")
+    return Verdict(0.0, "Assignment probabilities do not agree with the posterior.")
+
+
+@_guard
+def check_coffee_assignments(answer, context):
+    """P(z_i = k | data) for the 30 cups (any component order)."""
+    return _probs_check(answer, np.asarray(context["assignment_probs"]), "coffee_assignment_probs")
+
+
+# ----------------------------------------------------------------------------- uncertainty
+
+
+@_guard
+def check_bento_em(answer, context):
+    """EM point estimate (weights, means, sds) equals the maximum-likelihood fit."""
+    if not isinstance(answer, dict):
+        raise BadAnswer("expected a dict")
+    k = context["k"]
+    got = np.stack([as_array(answer.get(n), (k,), name=f"bento_em['{n}']") for n in ("weights", "means", "sds")])
+    ref = np.asarray(context["em"])  # (3, K)
+    perm = list(best_permutation(got[1], ref[1]))
+    got = got[:, perm]
+    ok = [_close(got[0], ref[0], 1e-3, 1e-4), _close(got[1], ref[1], 1e-5, 1e-3), _close(got[2], ref[2], 2e-3, 1e-4)]
+    if all(ok):
+        return Verdict(1.0, "The EM estimate is the maximum-likelihood fit.")
+    if ok[1] and (ok[0] or ok[2]):
+        return Verdict(0.5, "The EM means are right but not all of weights and sds; check the M-step.")
+    return Verdict(0.0, "The EM estimate is not the maximum-likelihood fit.")
+
+
+@_guard
+def check_bento_labels(answer, context):
+    """Point-estimate (hard) assignment of the 20 bentos (any label order)."""
+    ref = np.asarray(context["labels"], dtype=np.int64)
+    got = as_array(answer, ref.shape, name="bento_point_labels", integer=True)
+    k = context["k"]
+    if np.any((got < 0) | (got >= k)):
+        return Verdict(0.0, f"Labels must be integers in 0..{k - 1}.")
+    for p in itertools.permutations(range(k)):
+        if np.array_equal(np.asarray(p)[got], ref):
+            return Verdict(1.0, "Correct hard assignment.")
+    return Verdict(0.0, "The hard assignment does not match the point estimate's most likely components.")
+
+
+@_guard
+def check_bento_posterior_probs(answer, context):
+    """P(z_i = k | data) for the 20 bentos (any component order)."""
+    return _probs_check(answer, np.asarray(context["assignment_probs"]), "bento_assignment_probs")
+
+
+@_guard
+def check_bento_posterior_means(answer, context):
+    """Posterior mean and posterior sd of the two component means (any component order)."""
+    k = context["k"]
+    if not isinstance(answer, dict):
+        raise BadAnswer("expected a dict")
+    mean, sd, se, chains, samples = _summary_arrays(answer.get("means"), k, "means")
+    if chains < MIN_CHAINS or samples < MIN_SAMPLES:
+        return Verdict(0.0, f"Too few draws ({chains} chains x {samples} samples); at least "
+                            f"{MIN_CHAINS} x {MIN_SAMPLES} are required.")
+    rep_mean = as_array(answer.get("reported_mean"), (k,), name="bento_means_mean")
+    rep_sd = as_array(answer.get("reported_sd"), (k,), name="bento_means_sd")
+    ref = context["posterior"]["means"]
+    perm = list(best_permutation(mean, np.asarray(ref["mean"]), np.maximum(np.asarray(ref["sd"]), 1e-6)))
+    mean, sd, se, rep_mean, rep_sd = mean[perm], sd[perm], se[perm], rep_mean[perm], rep_sd[perm]
+    if not (_close(rep_mean, mean, 1e-4, 1e-6) and _close(rep_sd, sd, 1e-2, 1e-6)):
+        return Verdict(0.0, "The reported posterior mean/sd are not those of your draws.")
+    ok_mean = mc_compare(mean, se, np.asarray(ref["mean"]), np.asarray(ref["se"]), BENTO_FLOORS["means"])
+    # sd of a posterior: relative MC error about 1/sqrt(2 ESS); ESS >= (sd/se)^2 from batch means
+    ess_s = np.maximum((sd / np.maximum(se, 1e-12)) ** 2, 1.0)
+    ess_r = np.maximum(np.asarray(ref["ess"]), 1.0)
+    se_sd = np.sqrt(sd ** 2 / (2 * ess_s) + np.asarray(ref["sd"]) ** 2 / (2 * ess_r))
+    ok_sd = np.abs(sd - np.asarray(ref["sd"])) <= Z_MC * se_sd + 0.02 * np.asarray(ref["sd"])
+    score = 0.5 * float(np.all(ok_mean)) + 0.5 * float(np.all(ok_sd))
+    if score == 1.0:
+        return Verdict(1.0, "Posterior mean and uncertainty of the component means agree with the reference.")
+    if score == 0.5:
+        which = "posterior sds" if np.all(ok_mean) else "posterior means"
+        return Verdict(0.5, f"The {which} of the component means differ from the reference.")
+    return Verdict(0.0, "Posterior mean and sd of the component means differ from the reference.")
+
+
+@_guard
+def check_bento_ambiguity(answer, context):
+    """Plug-in log-odds at 425 g and the most ambiguous of the 20 bentos under the EM fit."""
+    if not isinstance(answer, dict):
+        raise BadAnswer("expected a dict")
+    lo = float(as_array(answer.get("log_odds_425"), (), name="log_odds_425"))
+    idx = int(as_array(answer.get("most_ambiguous"), (), name="most_ambiguous", integer=True))
+    ref_lo = context["log_odds_425"]
+    ok_lo = abs(lo - ref_lo) <= 1e-2 * max(1.0, abs(ref_lo))
+    ok_idx = idx == context["most_ambiguous"]
+    score = 0.5 * ok_lo + 0.5 * ok_idx
+    msgs = []
+    if not ok_lo:
+        msgs.append("log_odds_425 is not the plug-in log-odds (heavier vs lighter component) at 425 g")
+    if not ok_idx:
+        msgs.append("most_ambiguous is not the index of the least certain bento under the EM fit")
+    return Verdict(score, "Correct." if score == 1.0 else "; ".join(msgs) + ".")

@@ -1,0 +1,146 @@
+"""The course's generative models, written as GenJAX generative functions.
+
+Addresses (what `simulate` records, what `generate`/`assess` accept):
+
+* `mixture_point(weights, means, sds)`: ``"z"`` (int component), ``"x"`` (float observation).
+* `bento_model(n)`: ``"bentos"`` holding ``{"z": (n,), "x": (n,)}``, with the shop's known recipe.
+* `gmm(n, prior)`: ``"weights"`` (K,), ``"means"`` (K,), ``"sds"`` (K,) and ``"points"`` holding
+  ``{"z": (N,), "x": (N,)}``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+from genjax import Const, categorical, const, dirichlet, gamma, gen, normal
+
+from gmmcourse.data import BENTO_TRUE
+
+__all__ = [
+    "GMMPrior",
+    "BENTO_PRIOR",
+    "COFFEE_PRIOR",
+    "mixture_point",
+    "bento_model",
+    "gmm",
+    "gmm_choices",
+    "gmm_params",
+    "observations",
+]
+
+
+class GMMPrior(NamedTuple):
+    """Hyper-parameters of the Bayesian GMM (the seed chapter's priors).
+
+    weights ~ Dirichlet(concentration * 1_K); means_k ~ Normal(mean_loc[k], mean_scale);
+    sds_k ~ Gamma(shape=sd_shape, rate=sd_rate). The number of components K is
+    ``len(mean_loc)``.
+    """
+
+    mean_loc: jnp.ndarray
+    mean_scale: float
+    sd_shape: float = 2.0
+    sd_rate: float = 1.0
+    concentration: float = 1.0
+
+    @property
+    def k(self) -> int:
+        """Number of components."""
+        return int(np.shape(self.mean_loc)[0])
+
+    @classmethod
+    def exchangeable(cls, k: int, loc: float, scale: float, **kwargs) -> "GMMPrior":
+        """The same prior for every one of `k` components."""
+        from gmmcourse.validation import check_positive_int
+
+        k = check_positive_int(k, "k")
+        if not (np.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be a positive number, got {scale!r}")
+        return cls(jnp.full((k,), float(loc)), float(scale), **kwargs)
+
+
+BENTO_PRIOR = GMMPrior.exchangeable(2, loc=400.0, scale=50.0)
+"""The seed's priors for the bentos: means ~ Normal(400, 50), sds ~ Gamma(2, 1), weights ~
+Dirichlet(1, 1)."""
+
+COFFEE_PRIOR = GMMPrior.exchangeable(3, loc=125.0, scale=37.5)
+"""Priors for the three coffee blends: caffeine lies in 50-200 mg, so each mean ~
+Normal(125, 37.5) (the range is the mean plus or minus two prior sds)."""
+
+
+@gen
+def mixture_point(weights, means, sds):
+    """One observation of a Gaussian mixture: pick a component, then draw from it."""
+    z = categorical(jnp.log(weights)) @ "z"
+    x = normal(means[z], sds[z]) @ "x"
+    return x
+
+
+@gen
+def bento_model(n: Const[int]):
+    """`n` bentos from the shop's known recipe (`gmmcourse.data.BENTO_TRUE`)."""
+    weights = jnp.asarray(BENTO_TRUE.weights)
+    means = jnp.asarray(BENTO_TRUE.means)
+    sds = jnp.asarray(BENTO_TRUE.sds)
+    return mixture_point.repeat(n.value)(weights, means, sds) @ "bentos"
+
+
+@gen
+def gmm(n: Const[int], prior: GMMPrior):
+    """Bayesian Gaussian mixture over `n` points with K = len(prior.mean_loc) components."""
+    k = prior.mean_loc.shape[0]
+    if k == 1:  # a one-component mixture has the constant weight 1 (Dirichlet needs K >= 2)
+        weights = jnp.ones(1)
+    else:
+        weights = dirichlet(prior.concentration * jnp.ones(k)) @ "weights"
+    means = normal.vmap(in_axes=(0, None), axis_size=k)(prior.mean_loc, prior.mean_scale) @ "means"
+    sds = gamma.repeat(k)(prior.sd_shape, prior.sd_rate) @ "sds"
+    x = mixture_point.repeat(n.value)(weights, means, sds) @ "points"
+    return x
+
+
+def observations(x) -> dict:
+    """The choice map that constrains `gmm`'s observations to the data `x`."""
+    return {"points": {"x": jnp.asarray(x)}}
+
+
+def gmm_choices(weights, means, sds, z=None, x=None) -> dict:
+    """A choice map of `gmm` with the given parameters, and assignments/observations if given.
+
+    For K = 1 there is no ``"weights"`` choice (the weight is the constant 1).
+    """
+    choices = {"means": jnp.asarray(means), "sds": jnp.asarray(sds)}
+    if jnp.shape(means)[0] > 1:
+        choices["weights"] = jnp.asarray(weights)
+    points = {}
+    if z is not None:
+        points["z"] = jnp.asarray(z)
+    if x is not None:
+        points["x"] = jnp.asarray(x)
+    if points:
+        choices["points"] = points
+    return choices
+
+
+def gmm_params(choices) -> tuple:
+    """(weights, means, sds) from a `gmm` choice map (weights = [1] when K = 1)."""
+    means = choices["means"]
+    weights = choices["weights"] if "weights" in choices else jnp.ones_like(means)
+    return weights, means, choices["sds"]
+
+
+def as_prior(prior: GMMPrior, dtype=None) -> GMMPrior:
+    """`prior` with array-valued, dtype-consistent fields (JAX-friendly)."""
+    dtype = dtype or jnp.result_type(float)
+    return GMMPrior(
+        jnp.asarray(prior.mean_loc, dtype),
+        jnp.asarray(prior.mean_scale, dtype),
+        jnp.asarray(prior.sd_shape, dtype),
+        jnp.asarray(prior.sd_rate, dtype),
+        jnp.asarray(prior.concentration, dtype),
+    )
+
+
+_ = const  # re-exported for users building `n` arguments: ``gmm.simulate(const(20), prior)``
