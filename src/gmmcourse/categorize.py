@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import logsumexp
 from jax.scipy.stats import norm
 
+from gmmcourse.precision import x64_context
 from gmmcourse.validation import check_data, check_params
 
 __all__ = ["categorize", "log_joint_by_component", "log_predictive"]
@@ -18,7 +20,7 @@ def log_joint_by_component(x, weights, means, sds):
     return jnp.log(weights)[:, None] + norm.logpdf(x[None, :], means[:, None], sds[:, None])
 
 
-def categorize(x, weights, means, sds) -> jax.Array:
+def categorize(x, weights, means, sds) -> np.ndarray:
     """Posterior probability of each component for each point, with known parameters.
 
     Computed in log space (log-sum-exp), so it stays exact for points far from every
@@ -29,16 +31,18 @@ def categorize(x, weights, means, sds) -> jax.Array:
         weights, means, sds: mixture parameters, shape (K,).
 
     Returns:
-        ``probs`` of shape (N, K): ``probs[i, k] = P(z_i = k | x_i)``; rows sum to 1.
+        ``probs`` of shape (N, K), a numpy array in x's precision (float64 unless x is float32): ``probs[i, k] = P(z_i = k | x_i)``; rows sum to 1.
     """
     x = check_data(x)
     w, m, s = check_params(weights, means, sds)
-    lj = log_joint_by_component(jnp.asarray(x), jnp.asarray(w), jnp.asarray(m), jnp.asarray(s))
-    return jnp.exp(lj - logsumexp(lj, axis=0, keepdims=True)).T
+    with x64_context(x.dtype):
+        lj = log_joint_by_component(*(jnp.asarray(a, x.dtype) for a in (x, w, m, s)))
+        return np.asarray(jnp.exp(lj - logsumexp(lj, axis=0, keepdims=True)).T)
 
 
-def log_predictive(x, weights, means, sds) -> jax.Array:
+def log_predictive(x, weights, means, sds) -> np.ndarray:
     """log p(x_i) under the mixture, shape (N,): how surprising each point is."""
     x = check_data(x)
     w, m, s = check_params(weights, means, sds)
-    return logsumexp(log_joint_by_component(jnp.asarray(x), jnp.asarray(w), jnp.asarray(m), jnp.asarray(s)), axis=0)
+    with x64_context(x.dtype):
+        return np.asarray(logsumexp(log_joint_by_component(*(jnp.asarray(a, x.dtype) for a in (x, w, m, s))), axis=0))

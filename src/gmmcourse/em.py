@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from functools import partial
 from typing import NamedTuple
 
@@ -11,9 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
+from gmmcourse.precision import x64_context
 from gmmcourse.validation import check_data, check_k, check_positive_int
 
-__all__ = ["EMResult", "em", "kmeans_plus_plus", "x64_context"]
+__all__ = ["EMResult", "em", "kmeans_plus_plus"]
 
 _LOG_2PI = float(np.log(2 * np.pi))
 
@@ -36,13 +36,6 @@ class EMResult(NamedTuple):
     n_iter: int
     converged: bool
     restart_log_likelihoods: np.ndarray
-
-
-def x64_context(dtype):
-    """A context in which JAX may use `dtype` (enables x64 for float64)."""
-    if np.dtype(dtype) == np.float64:
-        return jax.enable_x64(True)
-    return contextlib.nullcontext()
 
 
 def kmeans_plus_plus(key, x, k):

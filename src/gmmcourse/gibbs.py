@@ -38,7 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from gmmcourse.em import em, kmeans_plus_plus, x64_context
+from gmmcourse.em import em, kmeans_plus_plus
+from gmmcourse.precision import x64_context
 from gmmcourse.models import GMMPrior, as_prior, gmm, gmm_choices, gmm_params, mixture_point
 from gmmcourse.validation import check_data, check_k, check_positive_int
 

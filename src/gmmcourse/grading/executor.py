@@ -197,10 +197,6 @@ class _Session:
             except BaseException:
                 pass
             self.km.close_client_context()
-            try:
-                self.km.cleanup_resources()
-            except Exception:
-                pass
         self.cgroup.kill_all()
         self.client = self.km = None
 
@@ -214,8 +210,10 @@ class _Session:
             return "timeout"
         except DeadKernelError:
             return "died"
-        except (RuntimeError, zmq.ZMQError, asyncio.TimeoutError):
-            return "died"
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # garbled messages from a tampered kernel, zmq errors, ...
+            return "garbled"
         return None
 
     async def run_extra(self, cell, timeout: float) -> str | None:
@@ -236,6 +234,8 @@ def _why(kind: str, limits: Limits, cgroup: CGroup, oom_before: int) -> str:
         return "it exceeded the time limit"
     if cgroup.oom_events() > oom_before:
         return f"it exceeded the memory limit ({limits.memory_bytes >> 20} MiB)"
+    if kind == "garbled":
+        return "the kernel sent invalid messages (was the notebook tampering with Jupyter?)"
     if cgroup.pids_hit():
         return f"it started too many processes or threads (limit {limits.max_pids})"
     return "the Python kernel died (e.g. os._exit, a crash or the memory limit)"

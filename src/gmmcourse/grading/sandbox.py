@@ -43,7 +43,7 @@ class Limits:
     export_timeout: float = 60.0  # seconds per Part.export
     startup_timeout: float = 60.0  # kernel start
     memory_bytes: int = 2 << 30  # cgroup memory cap (kernel + children)
-    address_space_bytes: int = 0  # RLIMIT_AS; 0 = off (JAX reserves large virtual areas)
+    address_space_bytes: int = 0  # RLIMIT_AS; 0 = only when no memory cgroup is available
     max_pids: int = 64  # cgroup pids cap (threads count too)
     file_size_bytes: int = 64 << 20  # RLIMIT_FSIZE
     output_bytes: int = 1 << 20  # outputs kept per notebook (the rest is truncated)
@@ -224,8 +224,10 @@ def kernel_command(
     env = _kernel_env(cfg, scratch)
     inner = [cfg.python, "-m", "ipykernel_launcher", "-f", connection_file]
     prl = ["prlimit", f"--fsize={limits.file_size_bytes}", "--core=0", "--nofile=1024"]
-    if limits.address_space_bytes:
-        prl.append(f"--as={limits.address_space_bytes}")
+    # Without a memory cgroup, RLIMIT_AS is the memory cap (JAX runs under 1 GiB of it).
+    as_bytes = limits.address_space_bytes or (0 if cgroup.active else max(limits.memory_bytes, 1 << 30))
+    if as_bytes:
+        prl.append(f"--as={as_bytes}")
     if not cgroup.active:  # poor man's fork-bomb guard (not effective for root)
         prl.append(f"--nproc={limits.max_pids}")
     prl.append("--")

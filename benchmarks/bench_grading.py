@@ -1,0 +1,190 @@
+"""Benchmarks of the autograding engine; writes benchmarks/results/grading.json.
+
+    python benchmarks/bench_grading.py [--class-size 40] [--workers 2]
+
+* speed-up: the same class graded ``--serial`` vs on a Dask LocalCluster (``--workers``),
+  wall clock including cluster start-up (goal >= 1.8x on 2 cores);
+* overhead: grading (sandbox + limits + exports) vs plainly executing the same notebooks with
+  nbclient, per notebook (goal <= 1.5x);
+* cache: a JAX notebook graded with an empty JAX compilation cache vs a warmed one
+  (goal >= 2x faster per submission after the first).
+
+The class is made of copies of a toy assignment's solution/blank/wrong notebooks (a JAX
+toy: jitted EM on 1-D data) until the real assignments have solution notebooks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "hostile"))
+
+from gmmcourse.grading.engine import autograde  # noqa: E402
+from gmmcourse.grading.executor import run_submission  # noqa: E402
+from gmmcourse.grading.sandbox import Limits, SandboxConfig  # noqa: E402
+from gmmcourse.grading.spec import Assignment, Part, Verdict  # noqa: E402
+
+SETUP = """import jax, jax.numpy as jnp
+jax.config.update("jax_enable_x64", True)
+x = jnp.concatenate([jnp.linspace(-3, -1, 40), jnp.linspace(2, 4, 60)])
+"""
+SOL = """def em(x, k=2, iters=50):
+    ### BEGIN SOLUTION
+    def step(_, p):
+        w, m, s = p
+        lp = jnp.log(w)[:, None] - 0.5 * ((x[None] - m[:, None]) / s[:, None]) ** 2 - jnp.log(s)[:, None]
+        r = jax.nn.softmax(lp, axis=0)
+        n = r.sum(1)
+        m = (r * x[None]).sum(1) / n
+        s = jnp.sqrt((r * (x[None] - m[:, None]) ** 2).sum(1) / n)
+        return n / n.sum(), m, s
+    p0 = (jnp.ones(k) / k, jnp.linspace(x.min(), x.max(), k), jnp.ones(k) * x.std())
+    return jax.jit(lambda p: jax.lax.fori_loop(0, iters, step, p))(p0)
+    ### END SOLUTION
+"""
+BLANK = "def em(x, k=2, iters=50):\n    # YOUR CODE HERE\n    raise NotImplementedError()\n"
+WRONG = "def em(x, k=2, iters=50):\n    return jnp.ones(k) / k, jnp.zeros(k), jnp.ones(k)\n"
+TEST = "w, m, s = em(x)\nassert abs(float(w.sum()) - 1) < 1e-6\n### BEGIN HIDDEN TESTS\nassert m[0] < m[1]\n### END HIDDEN TESTS\n"
+
+
+def jax_notebook(body: str):
+    md = lambda gid, **k: {"nbgrader": {"grade_id": gid, "schema_version": 3, "locked": False, "solution": False, "grade": False, "task": False, **k}}  # noqa: E731
+    nb = new_notebook(
+        cells=[
+            new_markdown_cell("# EM toy"),
+            new_code_cell(SETUP, metadata=md("setup", locked=True)),
+            new_code_cell(body, metadata=md("answer_em", solution=True)),
+            new_code_cell(TEST, metadata=md("test_em", grade=True, points=2, locked=True)),
+        ]
+    )
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def _check(answer, ref):
+    if not (isinstance(answer, list) and len(answer) == 2 and all(isinstance(v, (int, float)) for v in answer)):
+        return Verdict(0.0, "em should return two component means.")
+    ok = all(abs(a - b) < 1e-3 for a, b in zip(sorted(answer), ref))
+    return Verdict(1.0 if ok else 0.0, "means correct." if ok else "means are off.")
+
+
+JAX_TOY = Assignment(
+    "emtoy", "emtoy.ipynb",
+    (Part("test_em", 2, "answer = [float(v) for v in em(x)[1]]", _check, "EM means"),),
+    reference=lambda: [-2.0, 3.0],
+)
+
+
+def build_class(root: Path, n: int) -> Path:
+    course = root / "grading"
+    src = root / "solutions" / "emtoy"
+    src.mkdir(parents=True)
+    nbformat.write(jax_notebook(SOL), src / "emtoy.ipynb")
+    kinds = [SOL, SOL, BLANK, WRONG]
+    for i in range(n):
+        d = course / "submitted" / f"s{i:03d}" / "emtoy"
+        d.mkdir(parents=True)
+        nbformat.write(jax_notebook(kinds[i % len(kinds)]), d / "emtoy.ipynb")
+    return course
+
+
+def _ref_means():
+    """Reference computed by running the solution outside any sandbox (trusted)."""
+    import jax
+    import jax.numpy as jnp
+
+    ns = {"jax": jax, "jnp": jnp}
+    exec(SETUP + SOL, ns)
+    return sorted(float(v) for v in ns["em"](ns["x"])[1])
+
+
+def plain_nbclient(nb_path: Path) -> float:
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(nb_path, 4)
+    t = time.perf_counter()
+    NotebookClient(nb, timeout=120, allow_errors=True, kernel_name="python3").execute()
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--class-size", type=int, default=40)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--overhead-n", type=int, default=4)
+    args = ap.parse_args()
+    ref = _ref_means()
+    asg = Assignment(JAX_TOY.id, JAX_TOY.notebook, JAX_TOY.parts, reference=lambda: ref)
+    reg = {"emtoy": asg}
+    limits = Limits(cell_timeout=120, notebook_timeout=300)
+    out: dict = {"machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
+                 "class_size": args.class_size, "workers": args.workers}
+    with tempfile.TemporaryDirectory(prefix="gmmbench-") as tmp:
+        tmp = Path(tmp)
+        cache = tmp / "jaxcache"
+        # --- cache benefit (per submission, serial, one solution notebook)
+        nbt = nbformat.writes(jax_notebook(SOL))
+        exports = [(p.grade_id, p.export) for p in asg.parts]
+        cold = []
+        for _ in range(2):
+            shutil.rmtree(cache, ignore_errors=True)
+            t = time.perf_counter()
+            run_submission(nbt, exports, "{}", limits, {"jax_cache": str(cache), "jax_cache_writable": False})
+            cold.append(time.perf_counter() - t)
+        shutil.rmtree(cache, ignore_errors=True)
+        run_submission(nbt, exports, "{}", limits, {"jax_cache": str(cache), "jax_cache_writable": True})  # warm
+        warm = []
+        for _ in range(2):
+            t = time.perf_counter()
+            r = run_submission(nbt, exports, "{}", limits, {"jax_cache": str(cache), "jax_cache_writable": False})
+            warm.append(time.perf_counter() - t)
+        out["cache"] = {"cold_s": min(cold), "warm_s": min(warm), "speedup": min(cold) / min(warm),
+                        "cache_entries": len(list(cache.glob("*")))}
+        print("cache", out["cache"], flush=True)
+        # --- overhead vs plain nbclient
+        course = build_class(tmp / "ov", args.overhead_n)
+        subs = sorted((course / "submitted").glob("*/emtoy/emtoy.ipynb"))
+        plain = [plain_nbclient(p) for p in subs]
+        graded = []
+        for p in subs:
+            t = time.perf_counter()
+            run_submission(nbformat.writes(nbformat.read(p, 4)), exports, "{}", limits,
+                           {"jax_cache": str(cache), "single_thread": False})
+            graded.append(time.perf_counter() - t)
+        # plain nbclient has no compilation cache: compare with an unwarmed grader too
+        out["overhead"] = {"plain_nbclient_s": sum(plain) / len(plain), "grader_s": sum(graded) / len(graded),
+                           "ratio": (sum(graded) / len(graded)) / (sum(plain) / len(plain)), "n": len(subs)}
+        print("overhead", out["overhead"], flush=True)
+        # --- serial vs parallel (whole class, end to end incl. gradebook, feedback, CSV)
+        times = {}
+        for mode in ("serial", "parallel"):
+            course = build_class(tmp / mode, args.class_size)
+            t = time.perf_counter()
+            autograde(["emtoy"], course, registry=reg, serial=(mode == "serial"), workers=args.workers,
+                      limits=limits, progress=True, jax_cache=cache, warm_cache=False, echo=lambda s: None)
+            times[mode] = time.perf_counter() - t
+            print(mode, times[mode], flush=True)
+        out["speedup"] = {"serial_s": times["serial"], "parallel_s": times["parallel"],
+                          "speedup": times["serial"] / times["parallel"],
+                          "per_submission_serial_s": times["serial"] / args.class_size}
+    out["goals"] = {"speedup>=1.8": out["speedup"]["speedup"] >= 1.8, "overhead<=1.5": out["overhead"]["ratio"] <= 1.5,
+                    "cache>=2": out["cache"]["speedup"] >= 2}
+    dest = ROOT / "benchmarks" / "results" / "grading.json"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

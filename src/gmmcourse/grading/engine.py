@@ -1,0 +1,411 @@
+"""The autograding engine: discover submissions, run them (serially or on Dask), check the
+exported answers (trusted, here in the parent), write gradebook, feedback and CSV."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import nbformat
+
+from .executor import run_submission
+from .feedback import autograded_notebook, feedback_html, write_atomic
+from .gradebook import export_csv, graded_hash, open_gradebook, record_submission, sync_assignment
+from .sandbox import REPO_ROOT, Limits, sandbox_available
+from .spec import Assignment, Part, Verdict
+
+__all__ = ["GradingError", "autograde", "load_registry", "Summary"]
+
+log = logging.getLogger("gmmcourse.grading")
+MAX_NOTEBOOK_BYTES = 20 << 20
+ENGINE_VERSION = "1"
+
+
+class GradingError(Exception):
+    """A user-facing error (printed without a traceback)."""
+
+
+@dataclass
+class Job:
+    student: str
+    assignment: str
+    path: Path
+    sha256: str
+    nb_text: str | None = None
+    reason: str | None = None
+    timestamp: str | None = None
+
+
+@dataclass
+class Summary:
+    graded: list[tuple[str, str, float, str]] = field(default_factory=list)  # student, asg, score, status
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    csv: Path | None = None
+    seconds: float = 0.0
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def load_registry(spec: str | None = None) -> dict[str, Assignment]:
+    """``module:ATTR`` (default ``gmmcourse.grading.assignments:ASSIGNMENTS``)."""
+    spec = spec or "gmmcourse.grading.assignments:ASSIGNMENTS"
+    mod, _, attr = spec.partition(":")
+    try:
+        m = importlib.import_module(mod)
+    except ModuleNotFoundError as e:
+        raise GradingError(f"cannot load the assignment registry {spec!r}: {e}") from None
+    reg = getattr(m, attr or "ASSIGNMENTS", None)
+    if not isinstance(reg, dict):
+        raise GradingError(f"{spec!r} is not a dict of assignments")
+    return reg
+
+
+def _strict_json(text: str) -> Any:
+    def bad_const(c):
+        raise ValueError(f"{c} is not allowed")
+
+    return json.loads(text, parse_constant=bad_const)
+
+
+def check_part(part: Part, answer: dict, reference: Any) -> tuple[float, str]:
+    """Trusted verdict for one part: points only for a positive, checked Verdict."""
+    if not answer or not answer.get("ok"):
+        err = (answer or {}).get("error") or "no answer"
+        return 0.0, f"Your answer could not be read from the notebook ({err})."
+    try:
+        value = _strict_json(answer["json"])
+    except (ValueError, RecursionError, TypeError):
+        return 0.0, "Your answer could not be read from the notebook (not plain data)."
+    try:
+        v = part.check(value, reference)
+    except Exception as e:  # the check itself failed on this answer
+        log.debug("check %s raised %r", part.grade_id, e)
+        return 0.0, "Your answer has an unexpected type or shape."
+    if not isinstance(v, Verdict):
+        return 0.0, "Your answer could not be checked."
+    try:
+        frac = float(v.fraction)
+    except (TypeError, ValueError):
+        frac = 0.0
+    if not math.isfinite(frac) or frac <= 0:
+        frac = 0.0
+    frac = min(frac, 1.0)
+    return round(float(part.points) * frac, 6), str(v.message)
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def _fingerprint(a: Assignment, source_text: str) -> str:
+    h = hashlib.sha256(ENGINE_VERSION.encode())
+    h.update(source_text.encode())
+    for p in a.parts:
+        h.update(f"{p.grade_id}\0{p.points}\0{p.export}\0".encode())
+    return h.hexdigest()
+
+
+def _discover(course: Path, a: Assignment, fp: str, students: Iterable[str] | None) -> list[Job]:
+    sub_root = course / "submitted"
+    jobs = []
+    if students:
+        dirs = []
+        for s in students:
+            d = sub_root / s
+            if not d.is_dir():
+                raise GradingError(f"no submissions for student {s!r}: {d} does not exist")
+            dirs.append(d)
+    else:
+        dirs = sorted(p for p in sub_root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for sdir in dirs:
+        adir = sdir / a.id
+        if not adir.is_dir():
+            continue
+        student = sdir.name
+        path = adir / a.notebook
+        ts = None
+        tsf = adir / "timestamp.txt"
+        if tsf.is_file():
+            ts = tsf.read_text(errors="replace").strip()[:64] or None
+        if not path.is_file():
+            found = sorted(p.name for p in adir.glob("*.ipynb"))
+            h = hashlib.sha256((fp + "|missing|" + "|".join(found)).encode()).hexdigest()
+            if found:
+                reason = f"wrong notebook name: expected {a.notebook!r}, found {', '.join(map(repr, found))}. Rename it and resubmit."
+            else:
+                reason = f"no notebook: expected {a.notebook!r} in the submission"
+            jobs.append(Job(student, a.id, path, h, reason=reason, timestamp=ts))
+            continue
+        raw = path.read_bytes()
+        h = hashlib.sha256(fp.encode() + b"|" + raw).hexdigest()
+        job = Job(student, a.id, path, h, timestamp=ts)
+        if len(raw) > MAX_NOTEBOOK_BYTES:
+            job.reason = f"the notebook is too large ({len(raw) >> 20} MiB; limit {MAX_NOTEBOOK_BYTES >> 20} MiB)"
+        else:
+            try:
+                text = raw.decode("utf-8")
+                json.loads(text)
+            except UnicodeDecodeError:
+                job.reason = "the notebook is not UTF-8 text"
+            except json.JSONDecodeError as e:
+                job.reason = f"the notebook is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); was it saved correctly?"
+            else:
+                try:
+                    nb = nbformat.reads(text, as_version=4)
+                    if not isinstance(nb.get("cells"), list):
+                        raise ValueError("no cells")
+                    for c in nb.cells:
+                        if c.get("cell_type") not in ("code", "markdown", "raw") or not isinstance(c.get("source"), str):
+                            raise ValueError("bad cell")
+                    job.nb_text = nbformat.writes(nb)
+                except Exception:
+                    job.reason = "the file is JSON but not a valid Jupyter notebook"
+        jobs.append(job)
+    return jobs
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _load_source(source_root: Path, a: Assignment):
+    p = source_root / a.id / a.notebook
+    if not p.is_file():
+        raise GradingError(f"source notebook for {a.id!r} not found: {p}")
+    text = p.read_text()
+    return nbformat.reads(text, as_version=4), text
+
+
+def _validate_parts(a: Assignment, source_nb) -> None:
+    cells = {}
+    for c in source_nb.cells:
+        md = c.get("metadata", {}).get("nbgrader") or {}
+        if md.get("grade_id"):
+            cells[md["grade_id"]] = md
+    for p in a.parts:
+        md = cells.get(p.grade_id)
+        if md is None or not md.get("grade"):
+            raise GradingError(f"assignment {a.id!r}: part {p.grade_id!r} is not a grade cell of the source notebook")
+        if float(md.get("points", 0) or 0) != float(p.points):
+            raise GradingError(
+                f"assignment {a.id!r}: part {p.grade_id!r} has {p.points} points, the source cell {md.get('points')}"
+            )
+
+
+def _warm_cache(a: Assignment, source_text: str, inputs_json: str, cache: Path, limits: Limits) -> None:
+    """Run the trusted source notebook once with a writable JAX cache."""
+    stamp = cache / f".warm-{a.id}-{hashlib.sha256(source_text.encode()).hexdigest()[:16]}"
+    if stamp.exists() or "jax" not in source_text and "gmmcourse" not in source_text:
+        return
+    cache.mkdir(parents=True, exist_ok=True)
+    t = time.monotonic()
+    run_submission(
+        source_text,
+        [(p.grade_id, p.export) for p in a.parts],
+        inputs_json,
+        limits,
+        {"jax_cache": str(cache), "jax_cache_writable": True, "single_thread": True},
+    )
+    stamp.write_text(f"{time.monotonic() - t:.1f}s\n")
+
+
+def _finish(
+    course: Path, gb, a: Assignment, source_nb, max_score: float, reference: Any, job: Job, result: dict | None,
+    internal_error: str | None,
+) -> tuple[float, str]:
+    """Checks (trusted) + feedback + autograded notebook + ONE gradebook transaction."""
+    parts_out = []
+    scores: dict[str, float | None] = {}
+    comments: dict[str, str] = {}
+    events: list[str] = []
+    status, reason = "ok", job.reason
+    if reason:
+        status = "invalid"
+    elif internal_error:
+        status, reason = "error", f"internal grading error ({internal_error}); it will be retried on the next run"
+    else:
+        events = list(result.get("events", []))
+    for p in a.parts:
+        if status == "ok":
+            pts, msg = check_part(p, result["answers"].get(p.grade_id), reference)
+        else:
+            pts, msg = 0.0, "not graded: " + reason
+        scores[p.grade_id] = pts
+        parts_out.append(
+            {"grade_id": p.grade_id, "description": p.description, "points": float(p.points), "score": pts, "message": msg}
+        )
+    manual = []
+    for c in source_nb.cells:
+        md = c.get("metadata", {}).get("nbgrader") or {}
+        gid = md.get("grade_id")
+        if gid and (md.get("grade") or md.get("task")) and gid not in scores:
+            if status == "ok":
+                scores[gid] = None
+                manual.append(gid)
+            else:
+                scores[gid] = 0.0
+    score = sum(v or 0.0 for v in scores.values())
+    nb_stem = Path(a.notebook).stem
+    fb = feedback_html(
+        student=job.student, assignment=a.id, notebook=a.notebook, parts=parts_out, score=score,
+        max_score=max_score, events=events, reason=reason, manual=manual,
+    )
+    write_atomic(course / "feedback" / job.student / a.id / f"{nb_stem}.html", fb)
+    if status == "ok":
+        executed = nbformat.reads(result["notebook"], as_version=4)
+        agnb = autograded_notebook(executed, source_nb, {p["grade_id"]: p for p in parts_out})
+        write_atomic(course / "autograded" / job.student / a.id / a.notebook, nbformat.writes(agnb))
+        if job.timestamp:
+            write_atomic(course / "autograded" / job.student / a.id / "timestamp.txt", job.timestamp)
+    record_submission(
+        gb, student=job.student, assignment=a.id, notebook_name=a.notebook, sha256=job.sha256, status=status,
+        reason=reason, auto_scores=scores, comments=comments, timestamp=job.timestamp,
+    )
+    return score, status
+
+
+def autograde(
+    assignment_ids: list[str] | None = None,
+    course: str | Path = "grading",
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    serial: bool = False,
+    registry: dict[str, Assignment] | str | None = None,
+    source_root: str | Path | None = None,
+    students: list[str] | None = None,
+    limits: Limits | None = None,
+    force: bool = False,
+    progress: bool = True,
+    jax_cache: str | Path | None = None,
+    warm_cache: bool = True,
+    echo: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+) -> Summary:
+    t0 = time.monotonic()
+    limits = limits or Limits()
+    course = Path(course).resolve()
+    reg = registry if isinstance(registry, dict) else load_registry(registry)
+    if not sandbox_available():
+        raise GradingError("bubblewrap (bwrap) is not installed: apt-get install -y bubblewrap")
+    if not course.is_dir():
+        raise GradingError(f"course directory {course} does not exist")
+    if not (course / "submitted").is_dir():
+        raise GradingError(
+            f"no submissions directory {course / 'submitted'} "
+            "(expected submitted/<student>/<assignment>/<notebook>.ipynb)"
+        )
+    ids = list(assignment_ids or [])
+    for i in ids:
+        if i not in reg:
+            known = ", ".join(sorted(reg)) or "(none)"
+            raise GradingError(f"unknown assignment {i!r}; known assignments: {known}")
+    if not ids:
+        ids = [i for i in sorted(reg) if any((d / i).is_dir() for d in (course / "submitted").iterdir())]
+        if not ids:
+            raise GradingError(f"no submissions for any known assignment under {course / 'submitted'}")
+    source_root = Path(source_root) if source_root else course.parent / "solutions"
+    cache = Path(jax_cache) if jax_cache else REPO_ROOT / ".jax_cache" / "grading"
+    gb = open_gradebook(course)
+    summary = Summary()
+    client = cluster = None
+    try:
+        plans = []
+        for aid in ids:
+            a = reg[aid]
+            source_nb, source_text = _load_source(source_root, a)
+            _validate_parts(a, source_nb)
+            max_score = sync_assignment(gb, a.id, a.notebook, source_nb)
+            fp = _fingerprint(a, source_text)
+            jobs = _discover(course, a, fp, students)
+            todo = []
+            for j in jobs:
+                prev = graded_hash(gb, j.student, a.id)
+                if not force and prev and prev[0] == j.sha256 and prev[1] in ("ok", "invalid"):
+                    summary.skipped.append((j.student, a.id))
+                else:
+                    todo.append(j)
+            if not todo:
+                plans.append((a, source_nb, max_score, None, None, todo))
+                continue
+            reference = a.reference()
+            inputs_json = json.dumps(a.inputs(), allow_nan=False)
+            if warm_cache:
+                _warm_cache(a, source_text, inputs_json, cache, limits)
+            plans.append((a, source_nb, max_score, reference, inputs_json, todo))
+        total = sum(len(p[-1]) for p in plans)
+        if summary.skipped:
+            echo(f"{len(summary.skipped)} submission(s) already graded (unchanged); skipping them.")
+        cfg = {"jax_cache": str(cache), "single_thread": not serial}
+        limits_d = asdict(limits)
+        bar = None
+        if progress and total:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, desc="autograde", unit="nb", file=sys.stderr)
+
+        def done(a, source_nb, max_score, reference, job, result, err):
+            score, status = _finish(course, gb, a, source_nb, max_score, reference, job, result, err)
+            summary.graded.append((job.student, a.id, score, status))
+            if bar:
+                bar.update(1)
+
+        runnable = [(p, j) for p in plans for j in p[-1] if j.reason is None]
+        for p in plans:  # bad submissions: zero with the reason, no sandbox needed
+            for j in p[-1]:
+                if j.reason is not None:
+                    done(p[0], p[1], p[2], p[3], j, None, None)
+        if serial or not runnable:
+            for (a, source_nb, max_score, reference, inputs_json, _), j in runnable:
+                try:
+                    res, err = run_submission(j.nb_text, [(q.grade_id, q.export) for q in a.parts], inputs_json, limits_d, cfg), None
+                except Exception as e:  # infrastructure failure: recorded, retried next run
+                    res, err = None, f"{type(e).__name__}: {str(e)[:200]}"
+                done(a, source_nb, max_score, reference, j, res, err)
+        else:
+            from distributed import Client, LocalCluster, as_completed
+
+            if scheduler:
+                client = Client(scheduler)
+            else:
+                n = workers or os.cpu_count() or 1
+                cluster = LocalCluster(
+                    n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                    silence_logs=logging.ERROR, memory_limit=0,
+                )
+                client = Client(cluster)
+            futs = {}
+            for plan, j in runnable:
+                a, inputs_json = plan[0], plan[4]
+                f = client.submit(
+                    run_submission, j.nb_text, [(q.grade_id, q.export) for q in a.parts], inputs_json,
+                    limits_d, cfg, pure=False, key=f"grade-{a.id}-{j.student}-{j.sha256[:12]}",
+                )
+                futs[f] = (plan, j)
+            for f in as_completed(futs):
+                plan, j = futs.pop(f)
+                try:
+                    res, err = f.result(), None
+                except Exception as e:
+                    res, err = None, f"{type(e).__name__}: {str(e)[:200]}"
+                f.release()
+                done(plan[0], plan[1], plan[2], plan[3], j, res, err)
+        if bar:
+            bar.close()
+        summary.csv = course / "grades.csv"
+        export_csv(gb, summary.csv)
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+        gb.close()
+    summary.seconds = time.monotonic() - t0
+    return summary

@@ -1,0 +1,140 @@
+"""Student feedback (HTML) and the instructor's autograded notebook.
+
+Feedback shows, per autograded part, the description, the points and the checker's message,
+plus what happened while running the notebook (time limits, crashes). It never contains the
+source of hidden tests, the exports or the checks.
+"""
+
+from __future__ import annotations
+
+import copy
+import html
+import os
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+__all__ = ["feedback_html", "autograded_notebook", "write_atomic"]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem;color:#222}
+table{border-collapse:collapse;width:100%}td,th{border:1px solid #ccc;padding:.4rem .6rem;vertical-align:top}
+th{background:#f3f3f3;text-align:left}.full{background:#e9f7ec}.part{background:#fff6dd}.zero{background:#fdeaea}
+.events li{margin:.2rem 0}.total{font-size:1.2rem;font-weight:600}
+"""
+
+
+def feedback_html(
+    *,
+    student: str,
+    assignment: str,
+    notebook: str,
+    parts: list[dict[str, Any]],
+    score: float,
+    max_score: float,
+    events: list[str],
+    reason: str | None = None,
+    manual: list[str] = (),
+) -> str:
+    """``parts``: dicts with description, grade_id, points, score, message."""
+    e = html.escape
+    rows = []
+    for p in parts:
+        cls = "full" if p["score"] >= p["points"] > 0 else ("zero" if p["score"] <= 0 else "part")
+        rows.append(
+            f'<tr class="{cls}"><td>{e(p["grade_id"])}</td><td>{e(p.get("description") or "")}</td>'
+            f'<td>{p["score"]:g} / {p["points"]:g}</td><td>{e(p.get("message") or "")}</td></tr>'
+        )
+    ev = "".join(f"<li>{e(x)}</li>" for x in events)
+    out = [
+        "<!DOCTYPE html>",
+        f'<html lang="en"><head><meta charset="utf-8"><title>Feedback: {e(assignment)}</title>',
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>Feedback: {e(assignment)}</h1>",
+        f"<p>Student: <b>{e(student)}</b> &middot; notebook <code>{e(notebook)}</code></p>",
+        f'<p class="total">Autograded score: {score:g} / {sum(p["points"] for p in parts):g}</p>',
+    ]
+    if reason:
+        out.append(f'<p class="zero"><b>Your submission could not be graded:</b> {e(reason)}</p>')
+    if rows:
+        out.append(
+            "<table><tr><th>Part</th><th>What</th><th>Points</th><th>Feedback</th></tr>"
+            + "".join(rows)
+            + "</table>"
+        )
+    if manual:
+        rest = max_score - sum(p["points"] for p in parts)
+        out.append(
+            f"<p>{rest:g} more point(s) are graded by an instructor later: "
+            + ", ".join(f"<code>{e(m)}</code>" for m in manual)
+            + ".</p>"
+        )
+    if ev:
+        out.append(f'<h2>While running your notebook</h2><ul class="events">{ev}</ul>')
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def autograded_notebook(executed_nb, source_nb, part_results: dict[str, dict]) -> Any:
+    """Student cells with their outputs; nbgrader metadata restored from the SOURCE notebook.
+
+    The student's ``nbgrader`` metadata is never trusted: it is dropped from every cell,
+    then restored from the source for cells whose ``grade_id`` exists there (first
+    occurrence, same cell type). Locked (read-only) and autograder-test cells get the
+    source's content back, test cells get the autograder's verdict as output, and grade
+    cells the student deleted are appended so that formgrader sees all of them.
+    """
+    src_cells = {}
+    for c in source_nb.cells:
+        md = c.get("metadata", {}).get("nbgrader")
+        if md and md.get("grade_id") and md["grade_id"] not in src_cells:
+            src_cells[md["grade_id"]] = c
+    out = copy.deepcopy(executed_nb)
+    seen: set[str] = set()
+    for cell in out.cells:
+        md = cell.get("metadata", {}).pop("nbgrader", None)
+        gid = md.get("grade_id") if isinstance(md, dict) else None
+        if not isinstance(gid, str) or gid in seen or gid not in src_cells:
+            continue
+        src = src_cells[gid]
+        if src.cell_type != cell.cell_type:
+            continue
+        seen.add(gid)
+        smd = copy.deepcopy(src.metadata["nbgrader"])
+        cell.metadata["nbgrader"] = smd
+        _restore(cell, src, smd, part_results.get(gid))
+    for gid, src in src_cells.items():
+        if gid in seen:
+            continue
+        cell = copy.deepcopy(src)
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+        _restore(cell, src, cell.metadata["nbgrader"], part_results.get(gid))
+        out.cells.append(cell)
+    for k in ("nbgrader",):
+        out.metadata.pop(k, None)
+    return out
+
+
+def _restore(cell, src, smd, result) -> None:
+    is_test = smd.get("grade") and not smd.get("solution") and cell.cell_type == "code"
+    if smd.get("locked") or is_test:
+        cell.source = src.source
+    if is_test and result is not None:
+        cell.outputs = [
+            nbformat.v4.new_output(
+                "stream",
+                name="stdout",
+                text=f"[autograder] {result['score']:g} / {result['points']:g} points. {result.get('message') or ''}\n",
+            )
+        ]

@@ -1,0 +1,202 @@
+"""Gradebook writes (nbgrader's own ``nbgrader.api.Gradebook``), from the parent only.
+
+Each submission is recorded in ONE transaction: the nbgrader rows (student, submission,
+notebook, grades, comments) and a row of our own ``gmm_autograde`` table (content hash,
+status, reason) that makes a killed-and-restarted run resume without duplicates.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from pathlib import Path
+from typing import Any
+
+from nbgrader import api as nbapi
+from nbgrader.api import Gradebook
+from sqlalchemy import Column, DateTime, Float, MetaData, String, Table, Text, select
+
+__all__ = ["open_gradebook", "sync_assignment", "record_submission", "graded_hash", "export_csv"]
+
+_meta = MetaData()
+MARKERS = Table(
+    "gmm_autograde",
+    _meta,
+    Column("student", String(128), primary_key=True),
+    Column("assignment", String(128), primary_key=True),
+    Column("sha256", String(64), nullable=False),
+    Column("status", String(16), nullable=False),  # ok | invalid | error
+    Column("reason", Text, nullable=True),
+    Column("score", Float, nullable=True),
+    Column("graded_at", DateTime, nullable=False),
+)
+
+
+def open_gradebook(course: Path) -> Gradebook:
+    import shutil
+    import sys
+
+    if shutil.which("alembic") is None:  # nbgrader runs `alembic` for new databases
+        os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    path = Path(course) / "gradebook.db"
+    gb = Gradebook(f"sqlite:///{path}")
+    _meta.create_all(gb.db.get_bind())
+    return gb
+
+
+def nbgrader_cells(nb) -> list[dict[str, Any]]:
+    """The nbgrader cells of a (trusted, source) notebook, in order."""
+    out = []
+    for cell in nb.cells:
+        md = cell.get("metadata", {}).get("nbgrader")
+        if not md or not md.get("grade_id"):
+            continue
+        out.append({"cell": cell, "md": md, "name": md["grade_id"], "type": cell.cell_type})
+    return out
+
+
+def sync_assignment(gb: Gradebook, assignment_id: str, notebook_name: str, source_nb) -> float:
+    """Create/update the assignment's structure from the SOURCE notebook; returns max score."""
+    nb_name = Path(notebook_name).stem
+    gb.update_or_create_assignment(assignment_id)
+    gb.update_or_create_notebook(nb_name, assignment_id)
+    total = 0.0
+    for c in nbgrader_cells(source_nb):
+        md, name, ctype = c["md"], c["name"], c["type"]
+        if md.get("grade"):
+            pts = float(md.get("points", 0) or 0)
+            total += pts
+            gb.update_or_create_grade_cell(name, nb_name, assignment_id, max_score=pts, cell_type=ctype)
+        if md.get("solution"):
+            gb.update_or_create_solution_cell(name, nb_name, assignment_id)
+        if md.get("task"):
+            pts = float(md.get("points", 0) or 0)
+            total += pts
+            gb.update_or_create_task_cell(name, nb_name, assignment_id, max_score=pts, cell_type=ctype)
+        gb.update_or_create_source_cell(
+            name,
+            nb_name,
+            assignment_id,
+            cell_type=ctype,
+            locked=bool(md.get("locked")),
+            source=c["cell"].source,
+            checksum=md.get("checksum"),
+        )
+    return total
+
+
+def graded_hash(gb: Gradebook, student: str, assignment: str) -> tuple[str, str] | None:
+    row = gb.db.execute(
+        select(MARKERS.c.sha256, MARKERS.c.status).where(
+            MARKERS.c.student == student, MARKERS.c.assignment == assignment
+        )
+    ).first()
+    return (row[0], row[1]) if row else None
+
+
+def record_submission(
+    gb: Gradebook,
+    *,
+    student: str,
+    assignment: str,
+    notebook_name: str,
+    sha256: str,
+    status: str,
+    reason: str | None,
+    auto_scores: dict[str, float | None],
+    comments: dict[str, str],
+    timestamp: str | None = None,
+) -> float:
+    """Replace the student's submission by a freshly graded one, in one transaction.
+
+    ``auto_scores``: grade_id -> auto score (None = needs manual grading).
+    ``comments``: grade_id -> automatic comment (solution/task cells only in nbgrader).
+    """
+    s = gb.db
+    nb_name = Path(notebook_name).stem
+    try:
+        with s.no_autoflush:
+            st = s.query(nbapi.Student).filter(nbapi.Student.id == student).one_or_none()
+            if st is None:
+                st = nbapi.Student(id=student)
+                s.add(st)
+            asg = s.query(nbapi.Assignment).filter(nbapi.Assignment.name == assignment).one()
+            old = (
+                s.query(nbapi.SubmittedAssignment)
+                .filter(nbapi.SubmittedAssignment.assignment == asg, nbapi.SubmittedAssignment.student == st)
+                .one_or_none()
+            )
+            if old is not None:
+                for snb in list(old.notebooks):
+                    for g in list(snb.grades):
+                        s.delete(g)
+                    for c in list(snb.comments):
+                        s.delete(c)
+                    s.delete(snb)
+                s.delete(old)
+                s.flush()
+            kw = {}
+            if timestamp:
+                try:
+                    from nbgrader.utils import parse_utc
+
+                    kw["timestamp"] = parse_utc(timestamp)
+                except Exception:
+                    pass
+            sub = nbapi.SubmittedAssignment(assignment=asg, student=st, **kw)
+            s.add(sub)
+            total = 0.0
+            for notebook in list(asg.notebooks):
+                snb = nbapi.SubmittedNotebook(notebook=notebook, assignment=sub)
+                s.add(snb)
+                for gc in notebook.grade_cells:
+                    score = auto_scores.get(gc.name) if notebook.name == nb_name else 0.0
+                    g = nbapi.Grade(cell_id=gc.id, notebook=snb)
+                    s.add(g)
+                    g.auto_score = score
+                    g.needs_manual_grade = score is None
+                    total += score or 0.0
+                for sc in notebook.solution_cells:
+                    c = nbapi.Comment(cell_id=sc.id, notebook=snb)
+                    s.add(c)
+                    c.auto_comment = comments.get(sc.name)
+                for tc in notebook.task_cells:
+                    c = nbapi.Comment(cell_id=tc.id, notebook=snb)
+                    c.auto_comment = comments.get(tc.name)
+                    g = nbapi.Grade(cell_id=tc.id, notebook=snb)
+                    score = auto_scores.get(tc.name) if notebook.name == nb_name else 0.0
+                    g.auto_score = score
+                    g.needs_manual_grade = score is None
+            s.execute(
+                MARKERS.delete().where(MARKERS.c.student == student, MARKERS.c.assignment == assignment)
+            )
+            s.execute(
+                MARKERS.insert().values(
+                    student=student,
+                    assignment=assignment,
+                    sha256=sha256,
+                    status=status,
+                    reason=reason,
+                    score=total,
+                    graded_at=_dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None),
+                )
+            )
+            s.commit()
+    except BaseException:
+        s.rollback()
+        raise
+    return total
+
+
+def export_csv(gb: Gradebook, dest: Path) -> None:
+    """``nbgrader export`` (its CSV plugin, same columns) written atomically."""
+    from nbgrader.plugins.export import CsvExportPlugin
+
+    tmp = Path(str(dest) + ".tmp")
+    CsvExportPlugin(to=str(tmp)).export(gb)
+    os.replace(tmp, dest)
+
+
+def reasons(gb: Gradebook) -> list[dict[str, Any]]:
+    rows = gb.db.execute(select(MARKERS)).mappings().all()
+    return [dict(r) for r in rows]

@@ -1,0 +1,212 @@
+"""Tests of the autograding engine (gmmcourse.grading) on a toy assignment.
+
+The toy assignment and the hostile corpus live in tests/hostile/toy.py (plain Python, no
+JAX). Needs bubblewrap (``apt-get install -y bubblewrap``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "hostile"))
+
+import toy  # noqa: E402
+
+from gmmcourse.grading.engine import GradingError, autograde  # noqa: E402
+from gmmcourse.grading.sandbox import Limits  # noqa: E402
+
+pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed")
+
+LIMITS = Limits(cell_timeout=3, notebook_timeout=60, export_timeout=10, memory_bytes=512 << 20, max_pids=32)
+FAST = ["solution", "blank", "half", "os_exit", "forged_export", "eq_always_true", "invalid_json", "wrong_name", "read_secrets"]
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE / "hostile"), env.get("PYTHONPATH", "")])
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def _grade(course: Path, **kw):
+    kw.setdefault("serial", True)
+    return autograde(
+        ["toy"], course, registry=toy.ASSIGNMENTS, limits=LIMITS, progress=False, warm_cache=False,
+        echo=lambda s: None, **kw,
+    )
+
+
+def dump(course: Path) -> dict:
+    """The gradebook's grades (not timestamps), for comparisons."""
+    con = sqlite3.connect(course / "gradebook.db")
+    try:
+        rows = con.execute(
+            """select student.id, assignment.name, base_cell.name, grade.auto_score, grade.needs_manual_grade
+               from grade join submitted_notebook on grade.notebook_id = submitted_notebook.id
+               join submitted_assignment on submitted_notebook.assignment_id = submitted_assignment.id
+               join student on submitted_assignment.student_id = student.id
+               join assignment on submitted_assignment.assignment_id = assignment.id
+               join base_cell on grade.cell_id = base_cell.id order by 1, 2, 3"""
+        ).fetchall()
+        marks = con.execute("select student, assignment, sha256, status, reason, score from gmm_autograde order by 1, 2").fetchall()
+        nsub = con.execute("select count(*) from submitted_assignment").fetchone()[0]
+    finally:
+        con.close()
+    return {"grades": rows, "markers": marks, "submissions": nsub}
+
+
+def scores(course: Path) -> dict[str, float]:
+    return {m[0]: round(m[5], 6) for m in dump(course)["markers"]}
+
+
+def _check_outputs(course: Path, names):
+    for name in names:
+        fb = (course / "feedback" / name / "toy" / "toy.html").read_text()
+        assert "SECRET-HIDDEN-TEST" not in fb and "answer = [mean" not in fb and "inputs[" not in fb
+        assert "Autograded score" in fb
+    csv = (course / "grades.csv").read_text().splitlines()
+    assert csv[0] == "assignment,duedate,timestamp,student_id,last_name,first_name,email,raw_score,late_submission_penalty,score,max_score"
+    assert len(csv) == 1 + len(names)
+
+
+# --------------------------------------------------------------------------- bad inputs (fast)
+
+
+def test_unknown_assignment_cli(tmp_path):
+    course = toy.write_course(tmp_path, ["solution"])
+    r = subprocess.run(
+        [sys.executable, "-m", "gmmcourse.grading", "autograde", "nope", "--course", str(course), "--registry", "toy:ASSIGNMENTS"],
+        capture_output=True, text=True, env=_env(), timeout=120,
+    )
+    assert r.returncode == 2
+    assert "unknown assignment 'nope'" in r.stderr and "toy" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_missing_dirs(tmp_path):
+    (tmp_path / "grading").mkdir()
+    with pytest.raises(GradingError, match="no submissions directory"):
+        _grade(tmp_path / "grading")
+    course = toy.write_course(tmp_path, ["solution"])
+    with pytest.raises(GradingError, match="student 'ghost'"):
+        _grade(course, students=["ghost"])
+    with pytest.raises(GradingError, match="does not exist"):
+        _grade(tmp_path / "nowhere")
+
+
+# --------------------------------------------------------------------------- grading
+
+
+def test_small_batch_scores_feedback_and_rerun(tmp_path):
+    course = toy.write_course(tmp_path, FAST)
+    s = _grade(course)
+    want = toy.expected(FAST)
+    got = scores(course)
+    assert got == pytest.approx(want), (got, want)
+    d = dump(course)
+    assert d["submissions"] == len(FAST)
+    assert {m[0]: m[3] for m in d["markers"]}["invalid_json"] == "invalid"
+    reasons = {m[0]: m[4] for m in d["markers"]}
+    assert "not valid JSON" in reasons["invalid_json"] and "expected 'toy.ipynb'" in reasons["wrong_name"]
+    assert not (course / "PWNED").exists()
+    _check_outputs(course, FAST)
+    # autograded notebook: metadata from the SOURCE, student outputs kept
+    ag = nbformat.read(course / "autograded" / "solution" / "toy" / "toy.ipynb", 4)
+    ids = [c.metadata.get("nbgrader", {}).get("grade_id") for c in ag.cells]
+    assert {"answer_mean", "test_mean", "answer_counts", "test_counts", "explain"} <= set(ids)
+    assert all(c.metadata["nbgrader"].get("points", 0) < 10 for c in ag.cells if "nbgrader" in c.metadata)
+    assert len(s.graded) == len(FAST)
+    # idempotent re-run: nothing regraded, same gradebook
+    s2 = _grade(course)
+    assert s2.graded == [] and len(s2.skipped) == len(FAST)
+    assert dump(course) == d
+    # a changed submission is regraded (no duplicate rows)
+    nbformat.write(toy.notebook(toy.MEAN_BLANK), course / "submitted" / "solution" / "toy" / "toy.ipynb")
+    s3 = _grade(course)
+    assert [g[0] for g in s3.graded] == ["solution"]
+    assert scores(course)["solution"] == 3.0 and dump(course)["submissions"] == len(FAST)
+
+
+@pytest.mark.slow
+def test_hostile_corpus_parallel_equals_serial(tmp_path):
+    names = list(toy.expected())
+    par = toy.write_course(tmp_path / "par", names)
+    ser = toy.write_course(tmp_path / "ser", names)
+    _grade(par, serial=False, workers=2)
+    got = scores(par)
+    assert got == pytest.approx(toy.expected()), {k: (got.get(k), v) for k, v in toy.expected().items() if got.get(k) != v}
+    _check_outputs(par, names)
+    for c in (par, ser):
+        assert not (c / "PWNED").exists()
+    ag = (par / "autograded" / "huge_output" / "toy" / "toy.ipynb").stat().st_size
+    assert ag < 3 << 20
+    _grade(ser, serial=True)
+    a, b = dump(par), dump(ser)
+    strip = lambda d: {**d, "markers": [m[:2] + m[3:] for m in d["markers"]]}  # noqa: E731 (paths differ)
+    assert strip(a) == strip(b)
+
+
+@pytest.mark.slow
+def test_kill_and_resume(tmp_path):
+    names = ["solution", "blank", "half", "os_exit", "sys_exit", "nan_answer", "prefilled_answer", "deleted_tests"]
+    course = toy.write_course(tmp_path, names)
+    cmd = [sys.executable, "-m", "gmmcourse.grading", "autograde", "toy", "--course", str(course),
+           "--registry", "toy:ASSIGNMENTS", "--serial", "--no-progress", "--no-warm", "--cell-timeout", "3"]
+    p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    db = course / "gradebook.db"
+    deadline = time.time() + 120
+    n = 0
+    while time.time() < deadline:
+        time.sleep(0.3)
+        try:
+            con = sqlite3.connect(db)
+            n = con.execute("select count(*) from gmm_autograde").fetchone()[0]
+            con.close()
+        except sqlite3.Error:
+            continue
+        if n >= 2:
+            break
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    assert 2 <= n < len(names)
+    mid = dump(course)
+    assert mid["submissions"] == len(mid["markers"])  # every row complete (one transaction each)
+    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f"skipped {len(mid['markers'])} unchanged" in r.stderr
+    d = dump(course)
+    assert d["submissions"] == len(names) and len(d["grades"]) == 3 * len(names)
+    assert scores(course) == pytest.approx(toy.expected(names))
+
+
+@pytest.mark.slow
+def test_real_assignment_solution(tmp_path):
+    """Integration: a real solution notebook graded against the real checks (if landed)."""
+    try:
+        from gmmcourse.grading.assignments import ASSIGNMENTS
+    except Exception:
+        pytest.skip("gmmcourse.grading.assignments has not landed")
+    repo = HERE.parent
+    aid = next((a for a in ASSIGNMENTS if (repo / "solutions" / a / ASSIGNMENTS[a].notebook).is_file()), None)
+    if aid is None:
+        pytest.skip("no solution notebooks yet")
+    a = ASSIGNMENTS[aid]
+    course = tmp_path / "grading"
+    d = course / "submitted" / "teacher" / aid
+    d.mkdir(parents=True)
+    shutil.copy(repo / "solutions" / aid / a.notebook, d / a.notebook)
+    autograde([aid], course, source_root=repo / "solutions", serial=True, progress=False, echo=lambda s: None,
+              limits=Limits(cell_timeout=300, notebook_timeout=900))
+    got = scores(course)["teacher"]
+    assert got == pytest.approx(sum(p.points for p in a.parts))
