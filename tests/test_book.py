@@ -92,33 +92,50 @@ def _book_sources() -> str:
     return "\n".join(p.read_text() for p in sorted((ROOT / "chapters").glob("*.md")))
 
 
+def _package_sources() -> str:
+    """The public package code (the book shows it on purpose, e.g. the GenJAX models)."""
+    pkg = ROOT / "src" / "gmmcourse"
+    return "\n".join(p.read_text() for p in sorted(pkg.glob("*.py")))
+
+
+def _norm_lines(text: str) -> set[str]:
+    return {" ".join(line.split()) for line in text.splitlines()}
+
+
 _IDENT = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\b")
 
 
 def solution_fingerprints(solutions_dir: Path = SOLUTIONS) -> tuple[set[str], set[str]]:
     """Distinctive lines and identifiers of the solution/hidden-test code.
 
+    A solution line or name counts unless the same assignment's released notebook, the book's
+    own sources or the public package source also contain it (those are meant to be public).
+    A solution of one assignment that appears in *another* assignment's release is a leak.
+
     Returns:
-        (lines, identifiers): normalised code lines (at least 25 characters) and defined or
-        assigned names (at least 5 characters) from solution blocks that do not occur in the
-        released student notebook or in the book's own sources.
+        (lines, identifiers): whitespace-normalised code lines (at least 25 characters) and
+        defined or assigned names (with an underscore, at least 6 characters) from solution
+        blocks.
     """
     lines: set[str] = set()
     idents: set[str] = set()
-    book = _book_sources() if (ROOT / "chapters").exists() else ""
+    public = (_book_sources() if (ROOT / "chapters").exists() else "") + "\n" + (
+        _package_sources() if (ROOT / "src").exists() else "")
+    public_lines = _norm_lines(public)
     for nb_path in sorted(solutions_dir.glob("*/*.ipynb")):
-        assignment = nb_path.parent.name
-        release = _release_text(assignment)
+        release = _release_text(nb_path.parent.name)
+        allowed_lines = public_lines | _norm_lines(release)
+        allowed_text = public + "\n" + release
         for block in _solution_blocks(json.loads(nb_path.read_text())):
             for raw in block.splitlines():
                 line = " ".join(raw.split())
-                if len(line) >= 25 and not line.startswith("#") and line not in release and line not in book:
+                if len(line) >= 25 and not line.startswith("#") and line not in allowed_lines:
                     lines.add(line)
                 m = re.match(r"\s*(?:def|class)\s+([A-Za-z_]\w*)|\s*([A-Za-z_]\w*)\s*=[^=]", raw)
                 name = m and (m.group(1) or m.group(2))
-                if (name and len(name) >= 5 and not keyword.iskeyword(name)
-                        and not re.search(rf"\b{re.escape(name)}\b", release)
-                        and not re.search(rf"\b{re.escape(name)}\b", book)):
+                if (name and len(name) >= 6 and "_" in name.strip("_") + ("_" if name.startswith("_") else "")
+                        and not keyword.iskeyword(name)
+                        and not re.search(rf"\b{re.escape(name)}\b", allowed_text)):
                     idents.add(name)
     return lines, idents
 

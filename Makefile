@@ -1,0 +1,73 @@
+# gmm-course: every command is defined here once.
+#   make book    build the book (creating .venv on first use) and print where to open it
+#   make test    run every test, the book build with warnings as errors included
+#   make bench   run the benchmarks, writing benchmarks/results/*.json
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        := .venv
+PY          := $(VENV)/bin/python
+STAMP       := $(VENV)/.installed
+SYS_STAMP   := $(VENV)/.system-deps
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
+export MPLBACKEND := Agg
+PYTEST_ARGS ?=
+
+.PHONY: help venv system-deps book book-clean open test test-fast bench release autograde lock clean
+
+help:
+	@echo "make book      build the book into _build/html (first run creates .venv)"
+	@echo "make test      run every test (book build with -W, browser, grading, statistics)"
+	@echo "make bench     run the benchmarks -> benchmarks/results/*.json"
+	@echo "make release   regenerate exercises/ from solutions/ with nbgrader"
+	@echo "make autograde grade grading/submitted/ (sandboxed) -> gradebook, grades.csv, feedback"
+	@echo "make lock      re-resolve requirements.lock from pyproject.toml"
+
+# The virtual environment, from a Python >= 3.12, with the locked dependencies.
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(PY) || "$$(scripts/find_python.sh)" -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check "uv==0.13.9"
+	$(VENV)/bin/uv pip sync -q --python $(PY) requirements.lock
+	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@touch $@
+venv: $(STAMP)
+
+# Debian packages the tests need: bubblewrap (grading sandbox), chromium (browser tests).
+$(SYS_STAMP): | $(STAMP)
+	@if ! command -v bwrap >/dev/null || ! command -v chromium >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap chromium >/dev/null; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap chromium >/dev/null; fi; fi
+	@touch $@
+system-deps: $(SYS_STAMP)
+
+book: $(STAMP)
+	scripts/build_book.sh
+	@echo "Book built: open file://$(CURDIR)/_build/html/index.html"
+	@command -v xdg-open >/dev/null && [ -n "$${DISPLAY:-}" ] && xdg-open _build/html/index.html || true
+
+book-clean: $(STAMP)
+	scripts/build_book.sh --clean
+
+test: $(STAMP) $(SYS_STAMP)
+	scripts/build_book.sh
+	$(PY) -m pytest $(PYTEST_ARGS); s=$$?; if [ $$s -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$s
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
+
+bench: $(STAMP) $(SYS_STAMP)
+	$(PY) benchmarks/run.py
+
+release: $(STAMP)
+	$(PY) scripts/generate_release.py
+
+autograde: $(STAMP) $(SYS_STAMP)
+	$(PY) -m gmmcourse.grading autograde
+
+lock: $(STAMP)
+	$(VENV)/bin/uv pip compile -q pyproject.toml --extra book --extra grading --extra dev --python-version 3.12 -o requirements.lock
+
+clean:
+	rm -rf _build test-artifacts .pytest_cache
