@@ -108,9 +108,8 @@ _IDENT = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\b")
 def solution_fingerprints(solutions_dir: Path = SOLUTIONS) -> tuple[set[str], set[str]]:
     """Distinctive lines and identifiers of the solution/hidden-test code.
 
-    A solution line or name counts unless the same assignment's released notebook, the book's
-    own sources or the public package source also contain it (those are meant to be public).
-    A solution of one assignment that appears in *another* assignment's release is a leak.
+    A solution line or name counts unless a released notebook, the book's own sources or the
+    public package source also contain it (those are public by design).
 
     Returns:
         (lines, identifiers): whitespace-normalised code lines (at least 25 characters) and
@@ -121,11 +120,12 @@ def solution_fingerprints(solutions_dir: Path = SOLUTIONS) -> tuple[set[str], se
     idents: set[str] = set()
     public = (_book_sources() if (ROOT / "chapters").exists() else "") + "\n" + (
         _package_sources() if (ROOT / "src").exists() else "")
-    public_lines = _norm_lines(public)
+    # every released notebook is public by design; lines shared between a solution and another
+    # assignment's release are checked separately (test_no_solution_given_away_in_another_release)
+    releases = "\n".join(_release_text(d.name) for d in sorted(solutions_dir.glob("*")) if d.is_dir())
+    allowed_lines = _norm_lines(public) | _norm_lines(releases)
+    allowed_text = public + "\n" + releases
     for nb_path in sorted(solutions_dir.glob("*/*.ipynb")):
-        release = _release_text(nb_path.parent.name)
-        allowed_lines = public_lines | _norm_lines(release)
-        allowed_text = public + "\n" + release
         for block in _solution_blocks(json.loads(nb_path.read_text())):
             for raw in block.splitlines():
                 line = " ".join(raw.split())
@@ -213,6 +213,29 @@ def test_no_solution_or_hidden_test_in_site():
     assert not found, "leaks in the built book:\n" + "\n".join(found[:50])
 
 
+def test_no_solution_given_away_in_another_release():
+    """No assignment's release hands out another graded assignment's solution.
+
+    A block of 3 or more distinct solution lines of assignment A (at least 25 characters each)
+    inside the student notebook of assignment B means B's students receive A's answers.
+    """
+    if not SOLUTIONS.exists():
+        pytest.skip("solutions/ is missing")
+    problems = []
+    for sol in sorted(SOLUTIONS.glob("*/*.ipynb")):
+        a = sol.parent.name
+        sol_lines = {" ".join(line.split()) for block in _solution_blocks(json.loads(sol.read_text()))
+                     for line in block.splitlines()}
+        sol_lines = {line for line in sol_lines if len(line) >= 25 and not line.startswith("#")}
+        for b in ASSIGNMENTS:
+            if b == a:
+                continue
+            shared = sorted(sol_lines & _norm_lines(_release_text(b)))
+            if len(shared) >= 3:
+                problems.append(f"{len(shared)} solution lines of {a!r} are in the release of {b!r}, e.g. {shared[:3]}")
+    assert not problems, "\n".join(problems)
+
+
 @needs_build
 def test_exercise_notebooks_are_offered_for_download():
     """Each assignment's student notebook is in the site's downloads and is a valid notebook."""
@@ -291,6 +314,7 @@ def test_page_in_browser(page, site_url, browser):
     pg.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
     failed_requests: list[str] = []
     pg.on("requestfailed", lambda req: failed_requests.append(req.url) if req.url.startswith(site_url) else None)
+    pg.on("response", lambda r: errors.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
     url = f"{site_url}/{page}"
     response = pg.goto(url, wait_until="load")
     assert response is not None and response.status == 200, f"{url}: HTTP {response and response.status}"

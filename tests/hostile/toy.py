@@ -133,7 +133,7 @@ def corpus(course: Path) -> dict[str, tuple[object, float]]:
     c["solution"] = (notebook(), 5.0)
     c["blank"] = (notebook(MEAN_BLANK, COUNTS_BLANK), 0.0)
     c["half"] = (notebook(MEAN_SOL, COUNTS_BLANK), 2.0)
-    c["wrong_mean_partial"] = (notebook("def mean(xs):\n    return 2.5\n"), 3.0 + 2.0 / 3.0)
+    c["wrong_mean_partial"] = (notebook("def mean(xs):\n    return 2.5\n"), 3.0 + 4.0 / 3.0)
     c["infinite_loop"] = (notebook(extra_before=["while True:\n    pass"]), 5.0)
     c["memory_bomb"] = (notebook(extra_before=["x = bytearray(4 << 30)\nx[::4096] = b'1' * len(x[::4096])"]), 5.0)
     c["memory_bomb_list"] = (notebook(extra_before=["blobs = []\nwhile True:\n    blobs.append(b'x' * (64 << 20))"]), 5.0)

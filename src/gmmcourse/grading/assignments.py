@@ -116,7 +116,7 @@ def _categorization_inputs() -> dict:
 
 
 def _f64(fn, *args):
-    from gmmcourse.em import x64_context
+    from gmmcourse.precision import x64_context
 
     with x64_context(np.float64):
         return np.asarray(fn(*(np.asarray(a, dtype=np.float64) for a in args)), dtype=np.float64)

@@ -91,6 +91,11 @@ class _Client(NotebookClient):
         if cell_index == self.export_index:
             return super().output(outs, msg, display_id, cell_index)
         size = _msg_size(msg)
+        if size > self.output_budget and msg.get("msg_type") == "stream" and self.output_budget > 0:
+            msg = {**msg, "content": {**msg["content"], "text": msg["content"].get("text", "")[: self.output_budget]}}
+            super().output(outs, msg, display_id, cell_index)
+            self.output_budget = 0
+            size = 1
         if size > self.output_budget:
             if not self.truncated:
                 outs.append(
@@ -143,6 +148,7 @@ class _Session:
         self.n = 0
         self.output_budget = limits.output_bytes
         self.truncated = False
+        self.dropped_messages = 0
 
     async def start(self) -> None:
         self.n += 1
@@ -173,14 +179,46 @@ class _Session:
         client.output_limit = self.limits.output_bytes
         client.truncated = self.truncated
         self.km, self.client = km, client
+        self.mon = None
         try:
             await client.async_start_new_kernel(
                 cwd=self.scratch, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
             )
             await client.async_start_new_kernel_client()
+            self._watch_iopub()
         except BaseException:
             await self.stop()
             raise
+
+    def _watch_iopub(self) -> None:
+        sock = self.client.kc.iopub_channel.socket
+        self.mon = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+
+    async def _iopub_dropped(self) -> bool:
+        """True if ZeroMQ dropped the IOPub connection (a message over the size cap); the
+        channel is then re-made so that later outputs and exports still arrive."""
+        if self.mon is None:
+            return False
+        dropped = False
+        while True:
+            try:
+                await self.mon.recv_multipart(flags=zmq.NOBLOCK)
+                dropped = True
+            except zmq.Again:
+                break
+        if dropped:
+            kc = self.client.kc
+            try:
+                self.mon.close(linger=0)
+                kc.iopub_channel.socket.disable_monitor()
+            except Exception:
+                pass
+            kc.iopub_channel.close()
+            kc._iopub_channel = None
+            self._watch_iopub()
+            await asyncio.sleep(0.3)  # let the new subscription reach the kernel
+            self.dropped_messages += 1
+        return dropped
 
     async def stop(self) -> None:
         if self.client is not None:
@@ -214,6 +252,14 @@ class _Session:
             raise
         except Exception:  # garbled messages from a tampered kernel, zmq errors, ...
             return "garbled"
+        if await self._iopub_dropped():
+            cell.outputs.append(
+                nbformat.v4.new_output(
+                    "stream",
+                    name="stderr",
+                    text=f"[autograder: output larger than {self.limits.max_message_bytes >> 20} MiB dropped]\n",
+                )
+            )
         return None
 
     async def run_extra(self, cell, timeout: float) -> str | None:
@@ -362,6 +408,8 @@ async def _grade(nb, exports, inputs_json, limits, cfg, scratch, cgroup) -> dict
                 answers[grade_id] = {"ok": False, "error": payload[4:][:400] if payload.startswith("ERR:") else "garbled answer"}
     finally:
         await sess.stop()
+    if sess.dropped_messages:
+        events.append("Some output was too large and was dropped (it is not needed for grading).")
     return {
         "events": events,
         "answers": answers,

@@ -1,0 +1,99 @@
+"""Posterior sampler on coffee: min-ESS per second against NumPyro NUTS (same model), and the
+GenJAX Gibbs kernel against the same kernel in plain JAX."""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from common import best_time, write
+from gmmcourse.data import COFFEE_CAFFEINE
+from gmmcourse.gibbs import _relabel, permutations, posterior
+from gmmcourse.models import COFFEE_PRIOR, as_prior
+
+CHAINS, SAMPLES, WARMUP = 4, 1000, 200
+
+
+def min_ess(weights, means, sds) -> float:
+    import arviz as az
+
+    dt = az.from_dict({"posterior": {"weights": weights, "means": means, "sds": sds}})
+    table = az.summary(dt, round_to="none")
+    return float(min(table["ess_bulk"].min(), table["ess_tail"].min()))
+
+
+def gibbs_run():
+    return posterior(COFFEE_CAFFEINE, 3, prior=COFFEE_PRIOR, num_chains=CHAINS, num_samples=SAMPLES, num_warmup=WARMUP, seed=1)
+
+
+def numpyro_run(seed=0):
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.infer import MCMC, NUTS
+
+    def model(x):
+        w = numpyro.sample("weights", dist.Dirichlet(jnp.ones(3)))
+        with numpyro.plate("k", 3):
+            mu = numpyro.sample("means", dist.Normal(125.0, 37.5))
+            sd = numpyro.sample("sds", dist.Gamma(2.0, 1.0))
+        numpyro.sample("x", dist.MixtureSameFamily(dist.Categorical(w), dist.Normal(mu, sd)), obs=x)
+
+    mcmc = MCMC(NUTS(model), num_warmup=500, num_samples=SAMPLES, num_chains=CHAINS, chain_method="vectorized", progress_bar=False)
+    mcmc.run(jax.random.key(seed), jnp.asarray(COFFEE_CAFFEINE, jnp.float32))
+    s = mcmc.get_samples(group_by_chain=True)
+    return tuple(np.asarray(s[a]) for a in ("weights", "means", "sds"))
+
+
+def relabel(draws, pivot):
+    """The package's relabelling applied to NumPyro's draws (same pivot)."""
+    w, m, s = draws
+    perms = jnp.asarray(permutations(3))
+    perm = jax.vmap(jax.vmap(lambda mm: _relabel(mm, jnp.asarray(pivot.means, jnp.float32), jnp.asarray(pivot.sds, jnp.float32), perms)))(jnp.asarray(m))
+    take = lambda a: np.take_along_axis(a, np.asarray(perm), axis=-1)
+    return take(w), take(m), take(s)
+
+
+def main() -> dict:
+    # cold = first call in this process, compile included (persistent cache may help both)
+    t = time.perf_counter(); post = gibbs_run(); gibbs_cold = time.perf_counter() - t
+    gibbs_warm = best_time(gibbs_run, 3)
+    ess_gibbs = min_ess(post.weights, post.means, post.sds)
+
+    t = time.perf_counter(); draws = numpyro_run(); nuts_cold = time.perf_counter() - t
+    nuts_warm = best_time(lambda: numpyro_run(1), 2)
+    ess_nuts = min_ess(*relabel(draws, post.pivot))
+
+    # the same Gibbs kernel: GenJAX-driven vs plain JAX (warm, sampling only)
+    from gmmcourse.gibbs import _run_chain
+    from gmmcourse.plain import run_plain_chain
+
+    p = as_prior(COFFEE_PRIOR)
+    x = jnp.asarray(COFFEE_CAFFEINE, jnp.float32)
+    keys = jax.random.split(jax.random.key(0), CHAINS)
+    perms = jnp.asarray(permutations(3))
+    gen_fn = jax.jit(jax.vmap(lambda k: _run_chain(k, x, p, jnp.zeros(3), jnp.ones(3), perms, WARMUP, SAMPLES, 2)))
+    plain_fn = jax.jit(jax.vmap(lambda k: run_plain_chain(k, x, p, WARMUP, SAMPLES, 2)))
+    jax.block_until_ready(gen_fn(keys)); jax.block_until_ready(plain_fn(keys))
+    t_gen = best_time(lambda: jax.block_until_ready(gen_fn(keys)), 7)
+    t_plain = best_time(lambda: jax.block_until_ready(plain_fn(keys)), 7)
+
+    result = {
+        "data": "coffee (N=30, K=3)", "chains": CHAINS, "samples_per_chain": SAMPLES,
+        "gibbs": {"cold_s": gibbs_cold, "warm_s": gibbs_warm, "min_ess": ess_gibbs,
+                  "min_ess_per_s_warm": ess_gibbs / gibbs_warm, "min_ess_per_s_cold": ess_gibbs / gibbs_cold},
+        "numpyro_nuts": {"cold_s": nuts_cold, "warm_s": nuts_warm, "min_ess": ess_nuts,
+                         "min_ess_per_s_warm": ess_nuts / nuts_warm, "min_ess_per_s_cold": ess_nuts / nuts_cold},
+        "speedup_warm": (ess_gibbs / gibbs_warm) / (ess_nuts / nuts_warm),
+        "speedup_cold": (ess_gibbs / gibbs_cold) / (ess_nuts / nuts_cold),
+        "genjax_kernel_s": t_gen, "plain_jax_kernel_s": t_plain, "genjax_over_plain": t_gen / t_plain,
+        "goal": "speedup_warm >= 30, speedup_cold >= 2, genjax_over_plain <= 1.25",
+    }
+    write("sampler", result)
+    return result
+
+
+if __name__ == "__main__":
+    print(main())

@@ -1,0 +1,40 @@
+"""Run every benchmark (make bench); each writes benchmarks/results/<name>.json.
+
+    python benchmarks/run.py            # all
+    python benchmarks/run.py em sampler # some
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+ALL = ["em", "sampler", "startup", "book", "grading", "false_fail"]
+MODULES = {"em": "bench_em", "sampler": "bench_sampler", "startup": "bench_startup", "book": "bench_book",
+           "grading": "bench_grading", "false_fail": "false_fail"}
+
+
+def main(names):
+    failed = []
+    for name in names or ALL:
+        path = Path(__file__).resolve().parent / f"{MODULES[name]}.py"
+        if not path.exists():
+            print(f"[{name}] skipped: {path.name} does not exist")
+            continue
+        t = time.perf_counter()
+        print(f"[{name}] running {path.name} ...", flush=True)
+        try:
+            importlib.import_module(MODULES[name]).main()
+        except Exception as err:  # one broken benchmark must not hide the others
+            failed.append(name)
+            print(f"[{name}] FAILED: {type(err).__name__}: {err}")
+        print(f"[{name}] {time.perf_counter() - t:.1f} s")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,72 @@
+"""The same Gibbs kernel as `gmmcourse.gibbs`, written in plain JAX without GenJAX.
+
+It exists to measure what GenJAX's trace machinery costs (benchmarks) and to check that
+the GenJAX sampler is exactly this algorithm (tests: same keys, same draws). The
+parameter updates are shared (`gmmcourse.gibbs.update_params`); only the two places
+where `gibbs` uses the model -- the (K, N) table of log p(z_i = k, x_i | params) and the
+log joint density -- are written by hand here.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import gammaln, logsumexp
+from jax.scipy.stats import gamma, norm
+
+from gmmcourse.em import kmeans_plus_plus
+from gmmcourse.gibbs import update_params
+
+__all__ = ["plain_sweep", "plain_log_joint", "run_plain_chain"]
+
+
+def plain_log_joint(x, weights, means, sds, z, prior):
+    """log p(weights, means, sds, z, x) of `gmmcourse.models.gmm`, by hand."""
+    k = means.shape[0]
+    alpha = prior.concentration * jnp.ones(k)
+    lp_w = jnp.where(k > 1, gammaln(alpha.sum()) - gammaln(alpha).sum() + jnp.sum((alpha - 1) * jnp.log(weights)), 0.0)
+    lp = lp_w + jnp.sum(norm.logpdf(means, prior.mean_loc, prior.mean_scale))
+    lp += jnp.sum(gamma.logpdf(sds, prior.sd_shape, scale=1 / prior.sd_rate))
+    lp += jnp.sum(jnp.log(weights)[z] + norm.logpdf(x, means[z], sds[z]))
+    return lp
+
+
+def plain_sweep(key, state, x, prior, num_mh=2):
+    """One sweep on a state (weights, means, sds, z); same random calls as `gibbs.sweep`."""
+    weights, means, sds, _ = state
+    kz, kp = jax.random.split(key)
+    table = jnp.log(weights)[:, None] + norm.logpdf(x[None, :], means[:, None], sds[:, None])
+    probs = jnp.exp(table - logsumexp(table, axis=0, keepdims=True))
+    z = jnp.argmax(table + jax.random.gumbel(kz, table.shape, dtype=table.dtype), axis=0).astype(jnp.int32)
+    weights, means, sds = update_params(kp, x, z, sds, prior, num_mh)
+    return (weights, means, sds, z), probs
+
+
+@partial(jax.jit, static_argnames=("num_warmup", "num_samples", "num_mh"))
+def run_plain_chain(key, x, prior, num_warmup, num_samples, num_mh=2):
+    """Warm-up then sampling, like `gibbs._run_chain` (without relabelling); returns the
+    draws (weights, means, sds) and log joint densities, and the mean assignment probs."""
+    kinit, kwarm, ksample = jax.random.split(key, 3)
+    k = prior.mean_loc.shape[0]
+    seeds = kmeans_plus_plus(kinit, x, k)
+    means = seeds[jnp.argsort(jnp.argsort(prior.mean_loc))]
+    sds = jnp.full((k,), jnp.maximum(jnp.std(x) / k, 1e-3), dtype=x.dtype)
+    weights = jnp.full((k,), 1.0 / k, dtype=x.dtype)
+    z = jnp.argmin(jnp.abs(x[None, :] - means[:, None]), axis=0).astype(jnp.int32)
+    state = (weights, means, sds, z)
+
+    def warm(state, key):
+        return plain_sweep(key, state, x, prior, num_mh)[0], None
+
+    state, _ = jax.lax.scan(warm, state, jax.random.split(kwarm, num_warmup))
+
+    def sample(carry, key):
+        state, prob_sum = carry
+        state, probs = plain_sweep(key, state, x, prior, num_mh)
+        return (state, prob_sum + probs), (state[:3], plain_log_joint(x, *state, prior))
+
+    zeros = jnp.zeros((k, x.shape[0]), x.dtype)
+    (_, prob_sum), (draws, lj) = jax.lax.scan(sample, (state, zeros), jax.random.split(ksample, num_samples))
+    return draws, lj, prob_sum / num_samples
