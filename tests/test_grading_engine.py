@@ -190,23 +190,54 @@ def test_kill_and_resume(tmp_path):
     assert scores(course) == pytest.approx(toy.expected(names))
 
 
+TEACHER = {
+    "categorize_solution": (
+        "def categorize(x, weights, means, sds):\n"
+        "    lj = np.log(np.asarray(weights, float)) + norm.logpdf(np.asarray(x, float)[:, None], means, sds)\n"
+        "    return np.exp(lj - logsumexp(lj, axis=1, keepdims=True))\n"
+    ),
+    "q1_solution": "p_tonkatsu_425 = float(categorize(np.array([425.0]), WEIGHTS, MEANS, SDS)[0, 0])\n",
+    "q2_solution": (
+        "_lj = np.log([0.7, 0.3]) + norm.logpdf(425.0, [500.0, 350.0], [2.0, 4.0])\n"
+        "log_odds_425_unequal = float(_lj[0] - _lj[1])\n"
+    ),
+    "q3_solution": (
+        "log_pred_425 = float(logsumexp(np.log(WEIGHTS) + norm.logpdf(425.0, MEANS, SDS)))\n"
+        "log_pred_500 = float(logsumexp(np.log(WEIGHTS) + norm.logpdf(500.0, MEANS, SDS)))\n"
+    ),
+}
+
+
 @pytest.mark.slow
-def test_real_assignment_solution(tmp_path):
-    """Integration: a real solution notebook graded against the real checks (if landed)."""
+def test_real_assignment_categorization(tmp_path):
+    """Integration with the real ASSIGNMENTS: the released categorization notebook, blank
+    (0 points) and with correct answers filled in (full marks), graded against the real checks."""
     try:
         from gmmcourse.grading.assignments import ASSIGNMENTS
     except Exception:
         pytest.skip("gmmcourse.grading.assignments has not landed")
     repo = HERE.parent
-    aid = next((a for a in ASSIGNMENTS if (repo / "solutions" / a / ASSIGNMENTS[a].notebook).is_file()), None)
-    if aid is None:
-        pytest.skip("no solution notebooks yet")
-    a = ASSIGNMENTS[aid]
+    a = ASSIGNMENTS["categorization"]
+    release = repo / "exercises" / "categorization" / a.notebook
+    if not release.is_file():
+        pytest.skip("no released categorization notebook")
+    solutions = repo / "solutions"
+    source_root = solutions if (solutions / "categorization" / a.notebook).is_file() else repo / "exercises"
     course = tmp_path / "grading"
-    d = course / "submitted" / "teacher" / aid
-    d.mkdir(parents=True)
-    shutil.copy(repo / "solutions" / aid / a.notebook, d / a.notebook)
-    autograde([aid], course, source_root=repo / "solutions", serial=True, progress=False, echo=lambda s: None,
-              limits=Limits(cell_timeout=300, notebook_timeout=900))
-    got = scores(course)["teacher"]
-    assert got == pytest.approx(sum(p.points for p in a.parts))
+    blank = nbformat.read(release, 4)
+    filled = nbformat.read(release, 4)
+    for c in filled.cells:
+        gid = c.metadata.get("nbgrader", {}).get("grade_id")
+        if gid in TEACHER:
+            c.source = TEACHER[gid]
+    for who, nb in (("blank", blank), ("teacher", filled)):
+        d = course / "submitted" / who / "categorization"
+        d.mkdir(parents=True)
+        nbformat.write(nb, d / a.notebook)
+    autograde(["categorization"], course, source_root=source_root, serial=True, progress=False,
+              echo=lambda s: None, warm_cache=False, limits=Limits(cell_timeout=120, notebook_timeout=600))
+    got = scores(course)
+    assert got["blank"] == 0.0
+    assert got["teacher"] == pytest.approx(sum(p.points for p in a.parts)), got
+    fb = (course / "feedback" / "teacher" / "categorization" / "categorization.html").read_text()
+    assert "_gx_" not in fb and "inputs[" not in fb

@@ -74,15 +74,23 @@ def _log_joint(x, weights, means, variances):
 
 
 def _em_step(x, weights, means, variances, reg_var):
-    """One E+M step; returns new parameters and the log-likelihood of the OLD ones."""
-    lj = _log_joint(x, weights, means, variances)
-    lse = logsumexp(lj, axis=0)  # (N,)
-    r = jnp.exp(lj - lse[None, :])  # (K, N) responsibilities
+    """One E+M step; returns new parameters and the log-likelihood of the OLD ones.
+
+    One exponential per (component, point) and one logarithm per point: the
+    responsibilities reuse the exponentials of the log-sum-exp, and the M-step's sums are
+    taken about the old means (d = x - mean), which needs no second pass over x and
+    avoids the cancellation of E[x^2] - E[x]^2.
+    """
+    d = x[None, :] - means[:, None]  # (K, N)
+    lj = (jnp.log(weights) - 0.5 * (_LOG_2PI + jnp.log(variances)))[:, None] - 0.5 * d * d / variances[:, None]
+    top = jnp.max(lj, axis=0)  # (N,)
+    e = jnp.exp(lj - top[None, :])
+    total = jnp.sum(e, axis=0)
+    r = e / total[None, :]  # responsibilities (K, N)
     nk = jnp.sum(r, axis=1) + 10 * jnp.finfo(x.dtype).tiny
-    means = (r @ x) / nk
-    variances = jnp.sum(r * (x[None, :] - means[:, None]) ** 2, axis=1) / nk + reg_var
-    weights = nk / x.shape[0]
-    return weights, means, variances, jnp.sum(lse)
+    shift = jnp.sum(r * d, axis=1) / nk
+    variances = jnp.sum(r * d * d, axis=1) / nk - shift**2 + reg_var
+    return nk / x.shape[0], means + shift, jnp.maximum(variances, reg_var), jnp.sum(top + jnp.log(total))
 
 
 @partial(jax.jit, static_argnames=("k", "max_iter"))
