@@ -28,7 +28,7 @@ PARTS = {
 def main(num_seeds: int = 30) -> dict:
     t0 = time.time()
     ns0 = _namespace("coffee_blends", {"setup", "gibbs_solution", "gibbs_given"})
-    un0 = _namespace("uncertainty", {"setup", "gibbs_given"})
+    un0 = _namespace("uncertainty", {"setup"})
     fails = {gid: 0 for gids in PARTS.values() for gid in gids}
     any_fail = 0
     for s in range(num_seeds):
@@ -41,7 +41,7 @@ def main(num_seeds: int = 30) -> dict:
                 fails[gid] += 1
                 failed = True
         un = dict(un0)
-        draws, probs = un0["run_gibbs"](un0["BENTO_WEIGHTS"], 2, 400.0, 50.0, num_chains=4, num_samples=1000, seed=seed)
+        draws, probs = ns0["run_gibbs"](un0["BENTO_WEIGHTS"], 2, 400.0, 50.0, num_chains=4, num_samples=1000, seed=seed)
         un.update(bento_draws=draws, bento_assignment_probs=probs,
                   bento_means_mean=draws["means"].mean(axis=(0, 1)),
                   bento_means_sd=draws["means"].std(axis=(0, 1), ddof=1))

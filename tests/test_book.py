@@ -102,6 +102,13 @@ def _norm_lines(text: str) -> set[str]:
     return {" ".join(line.split()) for line in text.splitlines()}
 
 
+def _public_lines(text: str) -> set[str]:
+    """`_norm_lines` plus each line's code without its trailing comment (``code  # note`` makes
+    ``code`` public too: a given line with a comment is no leak of the same line in a solution)."""
+    lines = _norm_lines(text)
+    return lines | {re.sub(r"\s+#[^'\"]*$", "", line) for line in lines}
+
+
 _IDENT = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\b")
 
 
@@ -123,7 +130,7 @@ def solution_fingerprints(solutions_dir: Path = SOLUTIONS) -> tuple[set[str], se
     # every released notebook is public by design; lines shared between a solution and another
     # assignment's release are checked separately (test_no_solution_given_away_in_another_release)
     releases = "\n".join(_release_text(d.name) for d in sorted(solutions_dir.glob("*")) if d.is_dir())
-    allowed_lines = _norm_lines(public) | _norm_lines(releases)
+    allowed_lines = _public_lines(public) | _public_lines(releases)
     allowed_text = public + "\n" + releases
     for nb_path in sorted(solutions_dir.glob("*/*.ipynb")):
         for block in _solution_blocks(json.loads(nb_path.read_text())):

@@ -78,7 +78,7 @@ def test_release_in_sync_with_sources(aid, regenerated):
 def test_no_leaks_in_release(aid):
     nb = _nb(REL / aid / f"{aid}.ipynb")
     text = "\n".join(c.source for c in nb.cells)
-    for forbidden in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "run_check", "gmmcourse"):
+    for forbidden in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "run_check", "gmmcourse.grading"):
         assert forbidden not in text, f"{forbidden!r} leaked into exercises/{aid}"
     sol = _nb(SOL / aid / f"{aid}.ipynb")
     public = "\n".join(re.sub(r"### BEGIN (SOLUTION|HIDDEN TESTS)\n.*?### END (SOLUTION|HIDDEN TESTS)", "", c.source, flags=re.S)
@@ -293,13 +293,14 @@ def unc_ns():
     return _namespace(UN, {"setup", "em_solution", "gibbs_given", "posterior_solution", "ambiguity_solution"})
 
 
-def test_uncertainty_correct(unc_ns):
+def test_uncertainty_correct(unc_ns, sampler_ns):
     for p in ASSIGNMENTS[UN].parts:
         v = score(UN, p.grade_id, unc_ns)
         assert v.fraction == 1.0, (p.grade_id, v)
-    # another seed, more chains, components in the other order
+    # an independent sampler (the coffee solutions' numpy Gibbs sampler), another seed, more chains,
+    # components in the other order
     ns = dict(unc_ns)
-    draws, probs = unc_ns["run_gibbs"](unc_ns["BENTO_WEIGHTS"], 2, 400.0, 50.0, num_chains=6, num_samples=1000, seed=99)
+    draws, probs = sampler_ns["run_gibbs"](unc_ns["BENTO_WEIGHTS"], 2, 400.0, 50.0, num_chains=6, num_samples=1000, seed=99)
     ns["bento_draws"] = {k: v[..., ::-1] for k, v in draws.items()}
     ns["bento_means_mean"] = ns["bento_draws"]["means"].mean(axis=(0, 1))
     ns["bento_means_sd"] = ns["bento_draws"]["means"].std(axis=(0, 1), ddof=1)
@@ -310,7 +311,7 @@ def test_uncertainty_correct(unc_ns):
         assert score(UN, gid, ns).fraction == 1.0, gid
 
 
-def test_uncertainty_wrong_answers(unc_ns):
+def test_uncertainty_wrong_answers(unc_ns, sampler_ns):
     ns = dict(unc_ns)
     ns["bento_em"] = dict(unc_ns["bento_em"], sds=unc_ns["bento_em"]["sds"] ** 2)  # variance for sd
     assert score(UN, "bento_em_fit", ns).fraction == 0.5
@@ -326,7 +327,7 @@ def test_uncertainty_wrong_answers(unc_ns):
     ns["bento_means_sd"] = unc_ns["bento_means_sd"] ** 2  # variance reported as sd
     assert score(UN, "bento_posterior_means", ns).fraction == 0.0
     # wrong prior: means ~ N(400, 2) pulls the posterior means
-    draws, _ = unc_ns["run_gibbs"](unc_ns["BENTO_WEIGHTS"], 2, 400.0, 2.0, num_chains=4, num_samples=1000, seed=4)
+    draws, _ = sampler_ns["run_gibbs"](unc_ns["BENTO_WEIGHTS"], 2, 400.0, 2.0, num_chains=4, num_samples=1000, seed=4)
     ns.update(bento_draws=draws, bento_means_mean=draws["means"].mean(axis=(0, 1)),
               bento_means_sd=draws["means"].std(axis=(0, 1), ddof=1))
     assert score(UN, "bento_posterior_means", ns).fraction < 1.0

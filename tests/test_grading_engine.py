@@ -105,6 +105,22 @@ def test_missing_dirs(tmp_path):
         _grade(tmp_path / "nowhere")
 
 
+def test_symlinked_submission_is_rejected(tmp_path):
+    course = toy.write_course(tmp_path, ["invalid_json"])
+    victim = course / "submitted" / "victim" / "toy"
+    victim.mkdir(parents=True)
+    nbformat.write(toy.notebook(), victim / "toy.ipynb")
+    thief = course / "submitted" / "thief" / "toy"
+    thief.mkdir(parents=True)
+    (thief / "toy.ipynb").symlink_to(victim / "toy.ipynb")
+    _grade(course, students=["thief", "invalid_json"])
+    d = dump(course)
+    reasons = {m[0]: (m[3], m[4]) for m in d["markers"]}
+    assert reasons["thief"][0] == "invalid" and "symbolic link" in reasons["thief"][1]
+    assert scores(course) == {"thief": 0.0, "invalid_json": 0.0}
+    assert "symbolic link" in (course / "feedback" / "thief" / "toy" / "toy.html").read_text()
+
+
 # --------------------------------------------------------------------------- grading
 
 

@@ -20,7 +20,7 @@ import nbformat
 from .executor import run_submission
 from .feedback import autograded_notebook, feedback_html, write_atomic
 from .gradebook import export_csv, graded_hash, open_gradebook, record_submission, sync_assignment
-from .sandbox import REPO_ROOT, Limits, sandbox_available
+from .sandbox import REPO_ROOT, CGroup, Limits, sandbox_available
 from .spec import Assignment, Part, Verdict
 
 __all__ = ["GradingError", "autograde", "load_registry", "Summary"]
@@ -120,6 +120,8 @@ def _discover(course: Path, a: Assignment, fp: str, students: Iterable[str] | No
     if students:
         dirs = []
         for s in students:
+            if not s or "/" in s or s.startswith("."):
+                raise GradingError(f"invalid student id {s!r}")
             d = sub_root / s
             if not d.is_dir():
                 raise GradingError(f"no submissions for student {s!r}: {d} does not exist")
@@ -132,6 +134,10 @@ def _discover(course: Path, a: Assignment, fp: str, students: Iterable[str] | No
             continue
         student = sdir.name
         path = adir / a.notebook
+        if sdir.is_symlink() or adir.is_symlink() or path.is_symlink():
+            h = hashlib.sha256((fp + "|symlink|" + str(path)).encode()).hexdigest()
+            jobs.append(Job(student, a.id, path, h, reason="the submission contains a symbolic link; submit the notebook file itself"))
+            continue
         ts = None
         tsf = adir / "timestamp.txt"
         if tsf.is_file():
@@ -313,6 +319,7 @@ def autograde(
             raise GradingError(f"no submissions for any known assignment under {course / 'submitted'}")
     source_root = Path(source_root) if source_root else course.parent / "solutions"
     cache = Path(jax_cache) if jax_cache else REPO_ROOT / ".jax_cache" / "grading"
+    CGroup.cleanup_stale()
     gb = open_gradebook(course)
     summary = Summary()
     client = cluster = None
@@ -352,7 +359,16 @@ def autograde(
             bar = tqdm(total=total, desc="autograde", unit="nb", file=sys.stderr)
 
         def done(a, source_nb, max_score, reference, job, result, err):
-            score, status = _finish(course, gb, a, source_nb, max_score, reference, job, result, err)
+            try:
+                score, status = _finish(course, gb, a, source_nb, max_score, reference, job, result, err)
+            except Exception as e:  # keep the batch going; record the failure if possible
+                log.exception("recording %s/%s failed", job.student, a.id)
+                score, status = 0.0, "error"
+                try:
+                    _finish(course, gb, a, source_nb, max_score, reference, job, None,
+                            f"recording failed: {type(e).__name__}")
+                except Exception:
+                    echo(f"could not record {job.student}/{a.id}: {type(e).__name__}: {e}")
             summary.graded.append((job.student, a.id, score, status))
             if bar:
                 bar.update(1)

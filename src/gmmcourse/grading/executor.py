@@ -300,6 +300,7 @@ async def _grade(nb, exports, inputs_json, limits, cfg, scratch, cgroup) -> dict
     skipped: set[int] = set()
     restarts = 0
     alive = False
+    cells_s = 0.0
 
     def mark(idx: int, text: str) -> None:
         nb.cells[idx].outputs.append(
@@ -367,7 +368,9 @@ async def _grade(nb, exports, inputs_json, limits, cfg, scratch, cgroup) -> dict
                     mark(j, "not run: notebook time limit reached")
                 break
             oom0 = cgroup.oom_events()
+            tc = time.monotonic()
             bad = await sess.run(nb.cells[idx], idx, min(limits.cell_timeout, left))
+            cells_s += time.monotonic() - tc
             if bad:
                 why = _why(bad, limits, cgroup, oom0)
                 if bad == "timeout" and left < limits.cell_timeout:
@@ -414,6 +417,7 @@ async def _grade(nb, exports, inputs_json, limits, cfg, scratch, cgroup) -> dict
         "events": events,
         "answers": answers,
         "restarts": max(0, restarts),
+        "cells_s": cells_s,
         "duration": time.monotonic() - t0,
     }
 

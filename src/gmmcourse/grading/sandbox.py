@@ -120,6 +120,27 @@ class CGroup:
                 except OSError:
                     pass
 
+    @staticmethod
+    def cleanup_stale() -> int:
+        """Remove per-submission cgroups left by graders that were killed (dead owner pid)."""
+        n = 0
+        for ctrl in ("memory", "pids"):
+            base = _cgroup_base(ctrl)
+            if base is None:
+                continue
+            for d in base.glob("gmmgrade-*"):
+                try:
+                    owner = int(d.name.split("-")[1])
+                except (IndexError, ValueError):
+                    continue
+                if owner == os.getpid() or Path(f"/proc/{owner}").exists():
+                    continue
+                stale = CGroup.__new__(CGroup)
+                stale.name, stale.dirs = d.name, {ctrl: d}
+                stale.remove()
+                n += 1
+        return n
+
     @property
     def active(self) -> bool:
         return bool(self.dirs)
