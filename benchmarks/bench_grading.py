@@ -188,7 +188,7 @@ def main() -> None:
 
         t = time.perf_counter()
         cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=logging.ERROR, memory_limit=0)
+                               dashboard_address=":0", silence_logs=logging.ERROR, memory_limit=0)
         with Client(cluster) as c:
             c.run(lambda: __import__("gmmcourse.grading.executor"))  # workers import the package
         cluster_s = time.perf_counter() - t

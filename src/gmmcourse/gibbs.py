@@ -145,38 +145,42 @@ def z_log_table(x, weights, means, sds):
     return jax.vmap(lambda z: jax.vmap(lambda xi: assess(z, xi))(x))(jnp.arange(k))
 
 
-def _sd_update(key, sds, n_k, ss, prior, num_mh):
-    """Independence-MH steps for each sd (exact prior draw for empty components)."""
-    a, b = prior.sd_shape, prior.sd_rate
-
-    def step(sds, key):
-        kp, kprior, ku = jax.random.split(key, 3)
-        tau = jax.random.gamma(kp, n_k / 2 + 1, dtype=sds.dtype) / (jnp.maximum(ss, jnp.finfo(sds.dtype).tiny) / 2)
-        proposal = jax.lax.rsqrt(tau)
-        log_accept = (a + 2) * (jnp.log(proposal) - jnp.log(sds)) - b * (proposal - sds)
-        accept = jnp.log(jax.random.uniform(ku, sds.shape, dtype=sds.dtype)) < log_accept
-        from_prior = jax.random.gamma(kprior, a, shape=sds.shape, dtype=sds.dtype) / b
-        new = jnp.where(accept, proposal, sds)
-        return jnp.where(n_k > 0, new, from_prior), None
-
-    sds, _ = jax.lax.scan(step, sds, jax.random.split(key, num_mh))
-    return sds
-
-
 def update_params(key, x, z, sds, prior: GMMPrior, num_mh: int = 2):
-    """Draw weights, means and sds given the assignments z (steps 2-4 of the sweep)."""
+    """Draw weights, means and sds given the assignments z (steps 2-4 of the sweep).
+
+    Every Gamma variate of the step (the Dirichlet's, the sd proposals', the empty
+    components' prior draws) depends on the counts only, so they come from one
+    `jax.random.gamma` call: Gamma sampling is a rejection loop that is slow to compile,
+    and one call site compiles once.
+    """
     k = prior.mean_loc.shape[0]
-    kw, km, ks = jax.random.split(key, 3)
-    onehot = (z[None, :] == jnp.arange(k)[:, None]).astype(x.dtype)  # (K, N)
+    dtype = x.dtype
+    tiny = jnp.finfo(dtype).tiny
+    kg, km, ku = jax.random.split(key, 3)
+    onehot = (z[None, :] == jnp.arange(k)[:, None]).astype(dtype)  # (K, N)
     n_k = jnp.sum(onehot, axis=1)
-    weights = jax.random.dirichlet(kw, prior.concentration + n_k, dtype=x.dtype)
-    weights = jnp.maximum(weights, jnp.finfo(x.dtype).tiny)
+    a, b = prior.sd_shape, prior.sd_rate
+    shapes = jnp.concatenate([
+        prior.concentration + n_k,  # Dirichlet(concentration + n_k), as normalised Gammas
+        jnp.tile(n_k / 2 + 1, num_mh),  # precision proposals, Gamma(n_k/2 + 1, S_k/2)
+        jnp.broadcast_to(jnp.asarray(a, dtype), (num_mh * k,)),  # prior draws of empty components' sds
+    ]).astype(dtype)
+    g = jax.random.gamma(kg, shapes, dtype=dtype)
+    g_w, g_prop, g_prior = g[:k], g[k:k + num_mh * k].reshape(num_mh, k), g[k + num_mh * k:].reshape(num_mh, k)
+    weights = jnp.maximum(g_w, tiny)
     weights = weights / jnp.sum(weights)
+    # means | z, sds: Normal-Normal conjugacy
     precision = 1 / prior.mean_scale**2 + n_k / sds**2
     centre = (prior.mean_loc / prior.mean_scale**2 + (onehot @ x) / sds**2) / precision
-    means = centre + jax.random.normal(km, (k,), dtype=x.dtype) * jax.lax.rsqrt(precision)
+    means = centre + jax.random.normal(km, (k,), dtype=dtype) * jax.lax.rsqrt(precision)
+    # sds | z, means: independence Metropolis-Hastings, exact prior draw if the component is empty
     ss = jnp.sum(onehot * (x[None, :] - means[:, None]) ** 2, axis=1)
-    sds = _sd_update(ks, sds, n_k, ss, prior, num_mh)
+    proposals = jax.lax.rsqrt(g_prop / (jnp.maximum(ss, tiny) / 2))  # (num_mh, K)
+    log_u = jnp.log(jax.random.uniform(ku, (num_mh, k), dtype=dtype))
+    for step in range(num_mh):
+        prop = proposals[step]
+        log_accept = (a + 2) * (jnp.log(prop) - jnp.log(sds)) - b * (prop - sds)
+        sds = jnp.where(n_k > 0, jnp.where(log_u[step] < log_accept, prop, sds), g_prior[step] / b)
     return weights, means, sds
 
 
@@ -221,28 +225,27 @@ def _relabel(means, pivot_means, pivot_sds, perms):
 
 @partial(jax.jit, static_argnames=("num_warmup", "num_samples", "num_mh"))
 def _run_chain(key, x, prior, pivot_means, pivot_sds, perms, num_warmup, num_samples, num_mh):
-    kinit, kwarm, ksample = jax.random.split(key, 3)
+    """One chain: `num_warmup` + `num_samples` sweeps in a single `lax.scan` (one compiled
+    body), keeping the draws after warm-up."""
+    kinit, krun = jax.random.split(key)
     trace = init_trace(kinit, x, prior)
 
-    def warm(trace, key):
-        trace, _ = sweep(key, trace, x, prior, num_mh)
-        return trace, None
-
-    trace, _ = jax.lax.scan(warm, trace, jax.random.split(kwarm, num_warmup))
-
-    def sample(carry, key):
+    def step(carry, inputs):
         trace, prob_sum = carry
+        i, key = inputs
         # the conditional probabilities this sweep uses come from the parameters before it:
         # relabel them with those parameters' permutation
         perm_before = _relabel(trace.get_choices()["means"], pivot_means, pivot_sds, perms)
         trace, probs = sweep(key, trace, x, prior, num_mh)
-        prob_sum = prob_sum + probs[perm_before]
+        prob_sum = prob_sum + jnp.where(i >= num_warmup, probs[perm_before], 0.0)
         raw = gmm_params(trace.get_choices())
         perm = _relabel(raw[1], pivot_means, pivot_sds, perms)
         return (trace, prob_sum), (raw, tuple(a[perm] for a in raw), -trace.get_score())
 
+    total = num_warmup + num_samples
     zeros = jnp.zeros((prior.mean_loc.shape[0], x.shape[0]), x.dtype)
-    (trace, prob_sum), outs = jax.lax.scan(sample, (trace, zeros), jax.random.split(ksample, num_samples))
+    (_, prob_sum), outs = jax.lax.scan(step, (trace, zeros), (jnp.arange(total), jax.random.split(krun, total)))
+    outs = jax.tree.map(lambda a: a[num_warmup:], outs)
     return outs, prob_sum / num_samples
 
 

@@ -46,27 +46,26 @@ def plain_sweep(key, state, x, prior, num_mh=2):
 
 @partial(jax.jit, static_argnames=("num_warmup", "num_samples", "num_mh"))
 def run_plain_chain(key, x, prior, num_warmup, num_samples, num_mh=2):
-    """Warm-up then sampling, like `gibbs._run_chain` (without relabelling); returns the
-    draws (weights, means, sds) and log joint densities, and the mean assignment probs."""
-    kinit, kwarm, ksample = jax.random.split(key, 3)
+    """Warm-up then sampling in one scan, like `gibbs._run_chain` (without relabelling);
+    returns the draws (weights, means, sds), log joint densities, and the mean assignment
+    probabilities."""
+    kinit, krun = jax.random.split(key)
     k = prior.mean_loc.shape[0]
     seeds = kmeans_plus_plus(kinit, x, k)
     means = seeds[jnp.argsort(jnp.argsort(prior.mean_loc))]
     sds = jnp.full((k,), jnp.maximum(jnp.std(x) / k, 1e-3), dtype=x.dtype)
     weights = jnp.full((k,), 1.0 / k, dtype=x.dtype)
     z = jnp.argmin(jnp.abs(x[None, :] - means[:, None]), axis=0).astype(jnp.int32)
-    state = (weights, means, sds, z)
 
-    def warm(state, key):
-        return plain_sweep(key, state, x, prior, num_mh)[0], None
-
-    state, _ = jax.lax.scan(warm, state, jax.random.split(kwarm, num_warmup))
-
-    def sample(carry, key):
+    def step(carry, inputs):
         state, prob_sum = carry
+        i, key = inputs
         state, probs = plain_sweep(key, state, x, prior, num_mh)
-        return (state, prob_sum + probs), (state[:3], plain_log_joint(x, *state, prior))
+        prob_sum = prob_sum + jnp.where(i >= num_warmup, probs, 0.0)
+        return (state, prob_sum), (state[:3], plain_log_joint(x, *state, prior))
 
+    total = num_warmup + num_samples
     zeros = jnp.zeros((k, x.shape[0]), x.dtype)
-    (_, prob_sum), (draws, lj) = jax.lax.scan(sample, (state, zeros), jax.random.split(ksample, num_samples))
+    (_, prob_sum), outs = jax.lax.scan(step, ((weights, means, sds, z), zeros), (jnp.arange(total), jax.random.split(krun, total)))
+    draws, lj = jax.tree.map(lambda a: a[num_warmup:], outs)
     return draws, lj, prob_sum / num_samples

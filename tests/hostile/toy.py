@@ -122,6 +122,8 @@ _BREACH = (
     "if importlib.util.find_spec('gmmcourse') is None or os.listdir('{repo}/src/gmmcourse/grading'):\n"
     "    leaks.append('grading package visible (or gmmcourse hidden)')\n"
     "try:\n    open('{course}/PWNED', 'w').write('x'); leaks.append('write')\nexcept Exception:\n    pass\n"
+    "try:\n    os.mknod('/tmp/disk', 0o600 | 0o060000, os.makedev(8, 0)); leaks.append('mknod')\nexcept Exception:\n    pass\n"
+    "if int(open('/proc/self/status').read().split('CapEff:')[1].split()[0], 16):\n    leaks.append('capabilities')\n"
     "print('LEAKS', leaks)\n"
     "if leaks:\n    MEAN_SHIFT = 1\nelse:\n    MEAN_SHIFT = 0\n"
 )

@@ -20,7 +20,7 @@ import nbformat
 from .executor import run_submission
 from .feedback import autograded_notebook, feedback_html, write_atomic
 from .gradebook import export_csv, graded_hash, open_gradebook, record_submission, sync_assignment
-from .sandbox import REPO_ROOT, CGroup, Limits, sandbox_available
+from .sandbox import REPO_ROOT, CGroup, Limits, cleanup_stale_scratch, sandbox_available
 from .spec import Assignment, Part, Verdict
 
 __all__ = ["GradingError", "autograde", "load_registry", "Summary"]
@@ -299,6 +299,11 @@ def autograde(
     limits = limits or Limits()
     course = Path(course).resolve()
     reg = registry if isinstance(registry, dict) else load_registry(registry)
+    ids = list(assignment_ids or [])
+    for i in ids:
+        if i not in reg:
+            known = ", ".join(sorted(reg)) or "(none)"
+            raise GradingError(f"unknown assignment {i!r}; known assignments: {known}")
     if not sandbox_available():
         raise GradingError("bubblewrap (bwrap) is not installed: apt-get install -y bubblewrap")
     if not course.is_dir():
@@ -308,11 +313,6 @@ def autograde(
             f"no submissions directory {course / 'submitted'} "
             "(expected submitted/<student>/<assignment>/<notebook>.ipynb)"
         )
-    ids = list(assignment_ids or [])
-    for i in ids:
-        if i not in reg:
-            known = ", ".join(sorted(reg)) or "(none)"
-            raise GradingError(f"unknown assignment {i!r}; known assignments: {known}")
     if not ids:
         ids = [i for i in sorted(reg) if any((d / i).is_dir() for d in (course / "submitted").iterdir())]
         if not ids:
@@ -320,6 +320,7 @@ def autograde(
     source_root = Path(source_root) if source_root else course.parent / "solutions"
     cache = Path(jax_cache) if jax_cache else REPO_ROOT / ".jax_cache" / "grading"
     CGroup.cleanup_stale()
+    cleanup_stale_scratch()
     gb = open_gradebook(course)
     summary = Summary()
     client = cluster = None
@@ -393,7 +394,7 @@ def autograde(
             else:
                 n = workers or os.cpu_count() or 1
                 cluster = LocalCluster(
-                    n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                    n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                     silence_logs=logging.ERROR, memory_limit=0,
                 )
                 client = Client(cluster)

@@ -277,6 +277,8 @@ class _Session:
 
 def _why(kind: str, limits: Limits, cgroup: CGroup, oom_before: int) -> str:
     if kind == "timeout":
+        if cgroup.pids_hit():
+            return f"it exceeded the time limit (and tried to start more than {limits.max_pids} processes or threads)"
         return "it exceeded the time limit"
     if cgroup.oom_events() > oom_before:
         return f"it exceeded the memory limit ({limits.memory_bytes >> 20} MiB)"

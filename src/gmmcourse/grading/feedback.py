@@ -119,6 +119,10 @@ def autograded_notebook(executed_nb, source_nb, part_results: dict[str, dict]) -
         if cell.cell_type == "code":
             cell.outputs = []
             cell.execution_count = None
+        if cell.metadata["nbgrader"].get("solution") or cell.metadata["nbgrader"].get("task"):
+            # never show the instructor's solution as if it were the student's answer
+            cell.source = "# [autograder: this cell was missing from the submission]" if cell.cell_type == "code" \
+                else "*[autograder: this cell was missing from the submission]*"
         _restore(cell, src, cell.metadata["nbgrader"], part_results.get(gid))
         out.cells.append(cell)
     for k in ("nbgrader",):

@@ -262,6 +262,7 @@ def kernel_command(
             "--unshare-cgroup-try",
             "--die-with-parent",
             "--new-session",
+            "--cap-drop", "ALL",  # run as root, bwrap would otherwise keep root's capabilities
             "--ro-bind", "/usr", "/usr",
         ]
         for d in ("/bin", "/lib", "/lib64", "/sbin", "/lib32", "/libx32"):
@@ -299,4 +300,18 @@ def kernel_command(
 
 def make_scratch() -> str:
     # Short path: Unix socket paths are limited to ~107 bytes.
-    return tempfile.mkdtemp(prefix="gmg-", dir="/tmp")
+    return tempfile.mkdtemp(prefix=f"gmg-{os.getpid()}-", dir="/tmp")
+
+
+def cleanup_stale_scratch() -> int:
+    """Remove scratch dirs of graders that were killed (their owner pid is gone)."""
+    n = 0
+    for d in Path("/tmp").glob("gmg-*-*"):
+        try:
+            owner = int(d.name.split("-")[1])
+        except (IndexError, ValueError):
+            continue
+        if owner != os.getpid() and not Path(f"/proc/{owner}").exists():
+            shutil.rmtree(d, ignore_errors=True)
+            n += 1
+    return n
