@@ -26,10 +26,20 @@ if [[ "${1:-}" == "--clean" ]]; then
     rm -rf "$ROOT/_build"
 fi
 
+# jupyter-cache keys pages on their own code only: when the package the chapters import
+# changes, every cached execution is stale, so drop the execution cache.
+pkg_hash=$(cd "$ROOT" && find src/gmmcourse -name '*.py' -not -path '*/grading/*' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+stamp="$ROOT/_build/.package-hash"
+if [[ -f "$stamp" && "$(cat "$stamp")" != "$pkg_hash" ]]; then
+    echo "gmmcourse changed since the last build: re-executing every page"
+    rm -rf "$ROOT/_build/.jupyter_cache"
+fi
+
 start=$(date +%s)
 status=0
 "$VENV/bin/jupyter-book" build "$ROOT" --builder html -W -n --keep-going || status=$?
 echo "jupyter-book build finished in $(( $(date +%s) - start )) s (exit $status)"
+[[ $status -eq 0 ]] && mkdir -p "$ROOT/_build" && echo "$pkg_hash" > "$stamp"
 if [[ $status -ne 0 && -d "$ROOT/_build/html/reports" ]]; then
     echo "Execution reports (failing cells):"
     for f in "$ROOT"/_build/html/reports/*.err.log "$ROOT"/_build/html/reports/*.log; do
