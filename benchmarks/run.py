@@ -6,12 +6,10 @@
 
 from __future__ import annotations
 
-import importlib
+import subprocess
 import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 ALL = ["em", "sampler", "startup", "book", "grading", "false_fail"]
 MODULES = {"em": "bench_em", "sampler": "bench_sampler", "startup": "bench_startup", "book": "bench_book",
@@ -27,11 +25,10 @@ def main(names):
             continue
         t = time.perf_counter()
         print(f"[{name}] running {path.name} ...", flush=True)
-        try:
-            importlib.import_module(MODULES[name]).main()
-        except Exception as err:  # one broken benchmark must not hide the others
+        # each benchmark in its own process: clean JAX state, honest cold starts
+        if subprocess.run([sys.executable, str(path)]).returncode != 0:  # one broken benchmark must not hide the others
             failed.append(name)
-            print(f"[{name}] FAILED: {type(err).__name__}: {err}")
+            print(f"[{name}] FAILED")
         print(f"[{name}] {time.perf_counter() - t:.1f} s")
     return 1 if failed else 0
 

@@ -32,7 +32,7 @@ pkg_hash=$(cd "$ROOT" && find src/gmmcourse -name '*.py' -not -path '*/grading/*
 stamp="$ROOT/_build/.package-hash"
 if [[ -f "$stamp" && "$(cat "$stamp")" != "$pkg_hash" ]]; then
     echo "gmmcourse changed since the last build: re-executing every page"
-    rm -rf "$ROOT/_build/.jupyter_cache"
+    rm -rf "$ROOT/_build/.jupyter_cache" "$ROOT/_build/.doctrees"
 fi
 
 start=$(date +%s)
