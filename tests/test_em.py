@@ -69,3 +69,25 @@ def test_degenerate_data_stays_finite():
 def test_restarts_pick_the_best():
     fit = em(synthetic(2_000, 3), 3, restarts=8, seed=4)
     assert fit.log_likelihood == pytest.approx(np.max(fit.restart_log_likelihoods))
+
+
+def test_blocked_statistics_equal_direct_computation():
+    """The E-step's blocked sums (full blocks + remainder) equal a direct computation."""
+    import jax.numpy as jnp
+    from scipy import stats
+    from scipy.special import logsumexp
+
+    from gmmcourse.em import BLOCK, _stats
+    from gmmcourse.precision import x64_context
+
+    x = synthetic(2 * BLOCK + 17, 5)
+    w, m, v = np.array([0.5, 0.3, 0.2]), np.array([-4.0, 0.0, 5.0]), np.array([1.0, 0.5, 2.0])
+    with x64_context(np.float64):
+        got = [np.asarray(a) for a in _stats(jnp.asarray(x), jnp.asarray(w), jnp.asarray(m), jnp.asarray(v))]
+    lj = np.log(w)[:, None] + stats.norm.logpdf(x[None, :], m[:, None], np.sqrt(v)[:, None])
+    r = np.exp(lj - logsumexp(lj, axis=0))
+    d = x[None, :] - m[:, None]
+    np.testing.assert_allclose(got[0], r.sum(1), rtol=1e-10)
+    np.testing.assert_allclose(got[1], (r * d).sum(1), rtol=1e-9)
+    np.testing.assert_allclose(got[2], (r * d * d).sum(1), rtol=1e-10)
+    np.testing.assert_allclose(got[3], logsumexp(lj, axis=0).sum(), rtol=1e-12)

@@ -8,7 +8,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import logsumexp
 
 from gmmcourse.precision import x64_context
 from gmmcourse.validation import check_data, check_k, check_positive_int
@@ -64,33 +63,55 @@ def kmeans_plus_plus(key, x, k):
     return jnp.sort(centers)
 
 
-def _log_joint(x, weights, means, variances):
-    """(K, N) log [w_k N(x_i; mu_k, var_k)]."""
-    return (
-        jnp.log(weights)[:, None]
-        - 0.5 * (_LOG_2PI + jnp.log(variances))[:, None]
-        - 0.5 * (x[None, :] - means[:, None]) ** 2 / variances[:, None]
-    )
+BLOCK = 50_000  # points per block: a block's (K, BLOCK) temporaries stay in the CPU's cache
+
+
+def _block_stats(x, weights, means, variances):
+    """E-step on a block of points: sums over the block of r_ik, r_ik d_ik, r_ik d_ik^2 (each
+    (K,), with d_ik = x_i - mean_k and r the responsibilities) and of log p(x_i).
+
+    One exponential per (component, point) and one logarithm per point: the responsibilities
+    reuse the exponentials of the log-sum-exp.
+    """
+    d = x[None, :] - means[:, None]  # (K, B)
+    lj = (jnp.log(weights) - 0.5 * (_LOG_2PI + jnp.log(variances)))[:, None] - 0.5 * d * d / variances[:, None]
+    top = jnp.max(lj, axis=0)  # (B,)
+    e = jnp.exp(lj - top[None, :])
+    total = jnp.sum(e, axis=0)
+    r = e / total[None, :]
+    rd = r * d
+    return jnp.sum(r, axis=1), jnp.sum(rd, axis=1), jnp.sum(rd * d, axis=1), jnp.sum(top + jnp.log(total))
+
+
+def _stats(x, weights, means, variances):
+    """`_block_stats` over all points, `BLOCK` points at a time (a `lax.scan` over full
+    blocks, then the remainder): XLA:CPU then keeps each block's temporaries in cache
+    instead of streaming (K, N) arrays through memory several times."""
+    n = x.shape[0]
+    full = n // BLOCK * BLOCK
+    k = weights.shape[0]
+    acc = (jnp.zeros(k, x.dtype), jnp.zeros(k, x.dtype), jnp.zeros(k, x.dtype), jnp.zeros((), x.dtype))
+    if full:
+        def body(acc, xb):
+            return jax.tree.map(jnp.add, acc, _block_stats(xb, weights, means, variances)), None
+
+        acc, _ = jax.lax.scan(body, acc, x[:full].reshape(-1, BLOCK))
+    if full < n:
+        acc = jax.tree.map(jnp.add, acc, _block_stats(x[full:], weights, means, variances))
+    return acc
 
 
 def _em_step(x, weights, means, variances, reg_var):
     """One E+M step; returns new parameters and the log-likelihood of the OLD ones.
 
-    One exponential per (component, point) and one logarithm per point: the
-    responsibilities reuse the exponentials of the log-sum-exp, and the M-step's sums are
-    taken about the old means (d = x - mean), which needs no second pass over x and
-    avoids the cancellation of E[x^2] - E[x]^2.
+    The M-step's sums are taken about the old means (d = x - mean), which needs no second
+    pass over x and avoids the cancellation of E[x^2] - E[x]^2.
     """
-    d = x[None, :] - means[:, None]  # (K, N)
-    lj = (jnp.log(weights) - 0.5 * (_LOG_2PI + jnp.log(variances)))[:, None] - 0.5 * d * d / variances[:, None]
-    top = jnp.max(lj, axis=0)  # (N,)
-    e = jnp.exp(lj - top[None, :])
-    total = jnp.sum(e, axis=0)
-    r = e / total[None, :]  # responsibilities (K, N)
-    nk = jnp.sum(r, axis=1) + 10 * jnp.finfo(x.dtype).tiny
-    shift = jnp.sum(r * d, axis=1) / nk
-    variances = jnp.sum(r * d * d, axis=1) / nk - shift**2 + reg_var
-    return nk / x.shape[0], means + shift, jnp.maximum(variances, reg_var), jnp.sum(top + jnp.log(total))
+    nk, s1, s2, loglik = _stats(x, weights, means, variances)
+    nk = nk + 10 * jnp.finfo(x.dtype).tiny
+    shift = s1 / nk
+    variances = s2 / nk - shift**2 + reg_var
+    return nk / x.shape[0], means + shift, jnp.maximum(variances, reg_var), loglik
 
 
 @partial(jax.jit, static_argnames=("k", "max_iter"))
@@ -112,7 +133,7 @@ def _em_one(key, x, k, max_iter, tol, reg_var):
     inf = jnp.asarray(jnp.inf, x.dtype)
     state = (weights, means, variances, -inf, inf, jnp.asarray(0))
     w, m, v, ll_prev_step, _, it = jax.lax.while_loop(cond, body, state)
-    final_ll = jnp.sum(logsumexp(_log_joint(x, w, m, v), axis=0))
+    final_ll = _stats(x, w, m, v)[3]
     converged = jnp.abs(final_ll - ll_prev_step) <= tol * n
     return w, m, v, final_ll, it, converged
 
