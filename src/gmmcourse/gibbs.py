@@ -36,6 +36,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from genjax import const
 from jax.scipy.special import logsumexp
 
 from gmmcourse.em import em, kmeans_plus_plus
@@ -207,14 +208,8 @@ def init_trace(key, x, prior: GMMPrior):
     sds = jnp.full((k,), jnp.maximum(jnp.std(x) / k, 1e-3), dtype=x.dtype)
     weights = jnp.full((k,), 1.0 / k, dtype=x.dtype)
     z = jnp.argmin(jnp.abs(x[None, :] - means[:, None]), axis=0).astype(jnp.int32)
-    trace, _ = gmm.generate(gmm_choices(weights, means, sds, z, x), _n(x), prior)
+    trace, _ = gmm.generate(gmm_choices(weights, means, sds, z, x), const(int(x.shape[0])), prior)
     return trace
-
-
-def _n(x):
-    from genjax import const
-
-    return const(int(x.shape[0]))
 
 
 def _relabel(means, pivot_means, pivot_sds, perms):

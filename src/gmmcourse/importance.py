@@ -16,7 +16,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from genjax import const, seed
+import genjax
+from genjax import const
 from jax.scipy.special import logsumexp
 
 from gmmcourse.models import GMMPrior, as_prior, gmm, gmm_params, observations
@@ -86,5 +87,5 @@ def importance_sampling(x, prior: GMMPrior, *, num_particles: int = 10_000, seed
 
 
 def _one(key, x, prior):
-    trace, log_w = seed(gmm.generate)(key, observations(x), const(int(x.shape[0])), prior)
+    trace, log_w = genjax.seed(gmm.generate)(key, observations(x), const(int(x.shape[0])), prior)
     return (log_w, *gmm_params(trace.get_choices()))

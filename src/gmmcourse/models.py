@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
-from genjax import Const, categorical, const, dirichlet, gamma, gen, normal
+from genjax import Const, categorical, dirichlet, gamma, gen, normal
 
 from gmmcourse.data import BENTO_TRUE
 
@@ -142,5 +142,3 @@ def as_prior(prior: GMMPrior, dtype=None) -> GMMPrior:
         jnp.asarray(prior.concentration, dtype),
     )
 
-
-_ = const  # re-exported for users building `n` arguments: ``gmm.simulate(const(20), prior)``
