@@ -11,7 +11,6 @@ STAMP       := $(VENV)/.installed
 SYS_STAMP   := $(VENV)/.system-deps
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
-export MPLBACKEND := Agg
 PYTEST_ARGS ?=
 
 .PHONY: help venv system-deps book book-clean open test test-fast bench release autograde lock clean

@@ -20,7 +20,9 @@ export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$ROOT/.jax_cache}
 # The device is never hard-coded: JAX picks the accelerator if there is one.
 unset JAX_PLATFORMS || true
 export PYDEVD_DISABLE_FILE_VALIDATION=1
-export MPLBACKEND=Agg
+# The kernels must use matplotlib's inline backend (figures become page images): never
+# inherit a non-interactive MPLBACKEND such as Agg from the caller.
+unset MPLBACKEND || true
 
 if [[ "${1:-}" == "--clean" ]]; then
     rm -rf "$ROOT/_build"

@@ -374,3 +374,19 @@ def test_exercise_pages_link_every_notebook(site_url):
         with urllib.request.urlopen(target, timeout=10) as resp:
             nb = json.loads(resp.read().decode())
         assert nb.get("nbformat") == 4
+
+
+@needs_build
+@pytest.mark.parametrize("chapter", sorted(p.stem for p in (ROOT / "chapters").glob("*.md")))
+def test_every_figure_is_on_the_page(chapter):
+    """Each `plt.show()` in a chapter's code cells puts a rendered figure (an <img> in the
+    cell's output) on the built page: a non-interactive matplotlib backend leaking into
+    the kernels would silently drop every figure."""
+    source = (ROOT / "chapters" / f"{chapter}.md").read_text()
+    expected = source.count("plt.show()")
+    page = HTML / "chapters" / f"{chapter}.html"
+    if not page.exists():
+        pytest.skip(f"{chapter} is not in the table of contents")
+    outputs = re.findall(r'<div class="cell_output docutils container">(.*?)</div>\s*</div>\s*</div>', page.read_text(), flags=re.S)
+    images = sum(len(re.findall(r"<img ", out)) for out in outputs)
+    assert images >= expected, f"{chapter}: {expected} figures in the source, {images} on the page"
