@@ -51,7 +51,9 @@ __all__ = [
     "sweep",
     "z_log_table",
     "update_params",
+    "init_params",
     "init_trace",
+    "draw_z",
     "permutations",
 ]
 
@@ -185,22 +187,28 @@ def update_params(key, x, z, sds, prior: GMMPrior, num_mh: int = 2):
     return weights, means, sds
 
 
+def draw_z(key, table):
+    """Draw every z_i from the normalised (K, N) table of log p(z_i = k, x_i | parameters)
+    (Gumbel-max); also return the (K, N) conditional probabilities."""
+    probs = jnp.exp(table - logsumexp(table, axis=0, keepdims=True))
+    z = jnp.argmax(table + jax.random.gumbel(key, table.shape, dtype=table.dtype), axis=0).astype(jnp.int32)
+    return z, probs
+
+
 def sweep(key, trace, x, prior: GMMPrior, num_mh: int = 2):
     """One Gibbs sweep on a `gmm` trace. Returns the new trace and the (K, N) conditional
     assignment probabilities P(z_i = k | x_i, parameters) used to draw z."""
     weights, means, sds = gmm_params(trace.get_choices())
     kz, kp = jax.random.split(key)
-    table = z_log_table(x, weights, means, sds)
-    probs = jnp.exp(table - logsumexp(table, axis=0, keepdims=True))
-    z = jnp.argmax(table + jax.random.gumbel(kz, table.shape, dtype=table.dtype), axis=0).astype(jnp.int32)
+    z, probs = draw_z(kz, z_log_table(x, weights, means, sds))
     weights, means, sds = update_params(kp, x, z, sds, prior, num_mh)
     new_trace, _, _ = trace.update(gmm_choices(weights, means, sds, z=z))
     return new_trace, probs
 
 
-def init_trace(key, x, prior: GMMPrior):
-    """A starting trace: k-means++ seeds for the means (matched to the prior locations'
-    order), sds = sd(x)/K, equal weights, z = the nearest mean."""
+def init_params(key, x, prior: GMMPrior):
+    """A starting state (weights, means, sds, z): k-means++ seeds for the means (matched to
+    the prior locations' order), sds = sd(x)/K, equal weights, z = the nearest mean."""
     k = prior.mean_loc.shape[0]
     seeds = kmeans_plus_plus(key, x, k)
     rank = jnp.argsort(jnp.argsort(prior.mean_loc))  # component with the j-th smallest loc gets the j-th seed
@@ -208,6 +216,12 @@ def init_trace(key, x, prior: GMMPrior):
     sds = jnp.full((k,), jnp.maximum(jnp.std(x) / k, 1e-3), dtype=x.dtype)
     weights = jnp.full((k,), 1.0 / k, dtype=x.dtype)
     z = jnp.argmin(jnp.abs(x[None, :] - means[:, None]), axis=0).astype(jnp.int32)
+    return weights, means, sds, z
+
+
+def init_trace(key, x, prior: GMMPrior):
+    """A `gmm` trace holding `init_params`' starting state and the data."""
+    weights, means, sds, z = init_params(key, x, prior)
     trace, _ = gmm.generate(gmm_choices(weights, means, sds, z, x), const(int(x.shape[0])), prior)
     return trace
 
@@ -226,20 +240,20 @@ def _run_chain(key, x, prior, pivot_means, pivot_sds, perms, num_warmup, num_sam
     trace = init_trace(kinit, x, prior)
 
     def step(carry, inputs):
-        trace, prob_sum = carry
+        trace, perm_before, prob_sum = carry
         i, key = inputs
         # the conditional probabilities this sweep uses come from the parameters before it:
         # relabel them with those parameters' permutation
-        perm_before = _relabel(trace.get_choices()["means"], pivot_means, pivot_sds, perms)
         trace, probs = sweep(key, trace, x, prior, num_mh)
         prob_sum = prob_sum + jnp.where(i >= num_warmup, probs[perm_before], 0.0)
         raw = gmm_params(trace.get_choices())
         perm = _relabel(raw[1], pivot_means, pivot_sds, perms)
-        return (trace, prob_sum), (raw, tuple(a[perm] for a in raw), -trace.get_score())
+        return (trace, perm, prob_sum), (raw, tuple(a[perm] for a in raw), -trace.get_score())
 
     total = num_warmup + num_samples
     zeros = jnp.zeros((prior.mean_loc.shape[0], x.shape[0]), x.dtype)
-    (_, prob_sum), outs = jax.lax.scan(step, (trace, zeros), (jnp.arange(total), jax.random.split(krun, total)))
+    perm0 = _relabel(trace.get_choices()["means"], pivot_means, pivot_sds, perms)
+    (_, _, prob_sum), outs = jax.lax.scan(step, (trace, perm0, zeros), (jnp.arange(total), jax.random.split(krun, total)))
     outs = jax.tree.map(lambda a: a[num_warmup:], outs)
     return outs, prob_sum / num_samples
 

@@ -71,8 +71,7 @@ def importance_sampling(x, prior: GMMPrior, *, num_particles: int = 10_000, seed
     xs = jnp.asarray(x, jnp.float32)
     p = as_prior(prior, jnp.float32)
     keys = jax.random.split(jax.random.key(seed), num_particles)
-    run = jax.jit(jax.vmap(lambda key: _one(key, xs, p)))
-    log_w, w, m, s = (np.asarray(a) for a in run(keys))
+    log_w, w, m, s = (np.asarray(a) for a in _particles(keys, xs, p))
     log_w = np.where(np.isnan(log_w), -np.inf, log_w)
     lse = logsumexp(jnp.asarray(log_w))
     return ISResult(
@@ -89,3 +88,7 @@ def importance_sampling(x, prior: GMMPrior, *, num_particles: int = 10_000, seed
 def _one(key, x, prior):
     trace, log_w = genjax.seed(gmm.generate)(key, observations(x), const(int(x.shape[0])), prior)
     return (log_w, *gmm_params(trace.get_choices()))
+
+
+# compiled once per data shape, not once per call
+_particles = jax.jit(jax.vmap(_one, in_axes=(0, None, None)))

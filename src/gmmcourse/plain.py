@@ -2,7 +2,8 @@
 
 It exists to measure what GenJAX's trace machinery costs (benchmarks) and to check that
 the GenJAX sampler is exactly this algorithm (tests: same keys, same draws). The
-parameter updates are shared (`gmmcourse.gibbs.update_params`); only the two places
+start, the z draw and the parameter updates are shared (`gmmcourse.gibbs.init_params`,
+`draw_z`, `update_params`); only the two places
 where `gibbs` uses the model -- the (K, N) table of log p(z_i = k, x_i | params) and the
 log joint density -- are written by hand here.
 """
@@ -13,11 +14,10 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import gammaln, logsumexp
+from jax.scipy.special import gammaln
 from jax.scipy.stats import gamma, norm
 
-from gmmcourse.em import kmeans_plus_plus
-from gmmcourse.gibbs import update_params
+from gmmcourse.gibbs import draw_z, init_params, update_params
 
 __all__ = ["plain_sweep", "plain_log_joint", "run_plain_chain"]
 
@@ -38,8 +38,7 @@ def plain_sweep(key, state, x, prior, num_mh=2):
     weights, means, sds, _ = state
     kz, kp = jax.random.split(key)
     table = jnp.log(weights)[:, None] + norm.logpdf(x[None, :], means[:, None], sds[:, None])
-    probs = jnp.exp(table - logsumexp(table, axis=0, keepdims=True))
-    z = jnp.argmax(table + jax.random.gumbel(kz, table.shape, dtype=table.dtype), axis=0).astype(jnp.int32)
+    z, probs = draw_z(kz, table)
     weights, means, sds = update_params(kp, x, z, sds, prior, num_mh)
     return (weights, means, sds, z), probs
 
@@ -51,11 +50,7 @@ def run_plain_chain(key, x, prior, num_warmup, num_samples, num_mh=2):
     probabilities."""
     kinit, krun = jax.random.split(key)
     k = prior.mean_loc.shape[0]
-    seeds = kmeans_plus_plus(kinit, x, k)
-    means = seeds[jnp.argsort(jnp.argsort(prior.mean_loc))]
-    sds = jnp.full((k,), jnp.maximum(jnp.std(x) / k, 1e-3), dtype=x.dtype)
-    weights = jnp.full((k,), 1.0 / k, dtype=x.dtype)
-    z = jnp.argmin(jnp.abs(x[None, :] - means[:, None]), axis=0).astype(jnp.int32)
+    state = init_params(kinit, x, prior)
 
     def step(carry, inputs):
         state, prob_sum = carry
@@ -66,6 +61,6 @@ def run_plain_chain(key, x, prior, num_warmup, num_samples, num_mh=2):
 
     total = num_warmup + num_samples
     zeros = jnp.zeros((k, x.shape[0]), x.dtype)
-    (_, prob_sum), outs = jax.lax.scan(step, ((weights, means, sds, z), zeros), (jnp.arange(total), jax.random.split(krun, total)))
+    (_, prob_sum), outs = jax.lax.scan(step, (state, zeros), (jnp.arange(total), jax.random.split(krun, total)))
     draws, lj = jax.tree.map(lambda a: a[num_warmup:], outs)
     return draws, lj, prob_sum / num_samples
