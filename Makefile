@@ -13,10 +13,11 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
 PYTEST_ARGS ?=
 
-.PHONY: help venv system-deps book book-clean open test test-fast bench release autograde lock clean
+.PHONY: help venv system-deps book book-clean site open test test-fast bench release autograde lock clean
 
 help:
 	@echo "make book      build the book into _build/html (first run creates .venv)"
+	@echo "make site      build the book and the publishable course bundle _build/site (notebooks, student wheel)"
 	@echo "make test      run every test (book build with -W, browser, grading, statistics)"
 	@echo "make bench     run the benchmarks -> benchmarks/results/*.json"
 	@echo "make release   regenerate exercises/ from solutions/ with nbgrader"
@@ -48,6 +49,11 @@ book: $(STAMP)
 
 book-clean: $(STAMP)
 	scripts/build_book.sh --clean
+
+# The publishable bundle: the book + plain chapter notebooks + releases + student wheel (see scripts/build_site.py).
+site: $(STAMP)
+	scripts/build_book.sh
+	$(PY) scripts/build_site.py
 
 test: $(STAMP) $(SYS_STAMP)
 	scripts/build_book.sh

@@ -1,0 +1,563 @@
+"""Assemble the publishable course bundle (``make site``) from the built book.
+
+Usage::
+
+    python scripts/build_site.py [--out _build/site]     # after scripts/build_book.sh
+
+It writes one folder that can be published as it is (e.g. pushed to the ``gh-pages`` branch
+of the course's public repository, see ``repository:`` in ``_config.yml``)::
+
+    index.html, chapters/, _static/, ...        the HTML book (_build/html)
+    notebooks/chapters/<chapter>.ipynb          every chapter as a plain notebook: glued values,
+                                                included code, references and citations inlined,
+                                                no MyST syntax, no outputs, a set-up cell first
+    notebooks/exercises/<id>/<id>.ipynb         the student releases of exercises/, set-up cell first
+    student/gmmcourse-<version>-py3-none-any.whl  the student package: gmmcourse without
+                                                gmmcourse.grading and the benchmark baseline
+    student/requirements-student.txt            its pinned dependencies, taken from requirements.lock
+    binder/runtime.txt, binder/requirements.txt  the Binder environment (Python 3.12 + those pins)
+    .nojekyll                                   GitHub Pages: serve _static/ and _sources/ as they are
+
+Nothing else from the instructor side goes in (tests/test_site.py lists the bundle and scans
+every file, the wheel's included, for solutions, hidden tests and grading code).
+
+Every notebook starts with the set-up cell (`setup_cell`): it does nothing where ``gmmcourse``
+imports; elsewhere it installs the wheel and the pinned requirements, from the bundle itself
+when the notebook sits in a copy of it, else from the published address.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import copy
+import hashlib
+import json
+import re
+import shutil
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import nbformat
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+HTML = ROOT / "_build" / "html"
+EXECUTED = ROOT / "_build" / "jupyter_execute"
+SITE = ROOT / "_build" / "site"
+
+# Modules of src/gmmcourse that students do not get: the grader (trusted checks, hidden
+# references) and the plain-JAX benchmark baseline.
+EXCLUDED_MODULES = ("grading", "plain.py")
+SETUP_TAG = "gmmcourse-setup"
+# A fixed timestamp for the files inside the wheel: the same sources give the same bytes.
+WHEEL_DATE = (2025, 1, 1, 0, 0, 0)
+
+
+class ConversionError(ValueError):
+    """A chapter uses MyST syntax that has no plain-notebook equivalent here."""
+
+
+# ----------------------------------------------------------------------------- configuration
+
+
+def load_config(root: Path = ROOT) -> dict:
+    return yaml.safe_load((root / "_config.yml").read_text())
+
+
+def published_repository(config: dict) -> tuple[str, str, str] | None:
+    """``(owner, repo, branch)`` of the public GitHub repository that holds the published bundle.
+
+    The one setting is ``repository: {url, branch}`` in ``_config.yml``; an empty ``url`` means
+    the course is not published (no launch buttons, no download address in the set-up cell).
+    """
+    repo = config.get("repository") or {}
+    url = (repo.get("url") or "").strip().rstrip("/")
+    if not url:
+        return None
+    m = re.fullmatch(r"https://github\.com/([A-Za-z0-9_.-]+)/([A-Za-z0-9_.-]+?)(?:\.git)?", url)
+    if not m:
+        raise ValueError(f"repository.url must be https://github.com/<owner>/<repo>, not {url!r}")
+    return m.group(1), m.group(2), (repo.get("branch") or "gh-pages").strip()
+
+
+def files_url(config: dict) -> str:
+    """Where the published bundle's ``student/`` folder is downloadable ('' when unpublished)."""
+    pub = published_repository(config)
+    if pub is None:
+        return ""
+    owner, repo, branch = pub
+    return f"https://raw.githubusercontent.com/{owner}/{repo}/{branch}/student"
+
+
+def package_version(root: Path = ROOT) -> str:
+    return tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+
+
+def wheel_name(root: Path = ROOT) -> str:
+    return f"gmmcourse-{package_version(root)}-py3-none-any.whl"
+
+
+# ----------------------------------------------------------------------------- set-up cell
+
+_SETUP = '''\
+# Set-up: makes the course package `gmmcourse` importable. Where it already is, this does
+# nothing. Elsewhere (Colab, Binder, your laptop) it installs the student wheel and its pinned
+# requirements: from the course bundle when this notebook sits in a copy of it, else from the
+# course site. On a GPU runtime (Colab: Runtime > Change runtime type > GPU) it installs the
+# `gpu` extra, gmmcourse[gpu] (jax with CUDA 12). If Colab asks to restart, run this cell again.
+COURSE_FILES = {url!r}
+try:
+    import gmmcourse
+except ImportError:
+    import importlib, os, shutil, subprocess, sys
+    from pathlib import Path
+    _bundle = Path({bundle!r})
+    _base = _bundle.resolve().as_uri() if (_bundle / {wheel!r}).exists() else COURSE_FILES
+    if not _base:
+        raise ImportError("gmmcourse is not installed and this notebook names no course site: "
+                          "pip install the wheel and requirements-student.txt of the course bundle (student/)")
+    _extra = "[gpu]" if shutil.which("nvidia-smi") else ""
+    _pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", f"{{_base}}/requirements-student.txt",
+                           f"gmmcourse{{_extra}} @ {{_base}}/{wheel}"], capture_output=True, text=True)
+    print(_pip.stdout[-2000:], _pip.stderr[-2000:])
+    _pip.check_returncode()
+    importlib.invalidate_caches()
+    import gmmcourse
+print("gmmcourse", gmmcourse.__version__)
+'''
+
+
+def setup_cell(url: str, bundle_relpath: str, wheel: str) -> nbformat.NotebookNode:
+    """The first cell of every student notebook.
+
+    Args:
+        url: where the published ``student/`` folder is ('' when unpublished).
+        bundle_relpath: ``student/`` relative to the notebook's folder inside the bundle.
+        wheel: the wheel's file name.
+    """
+    cell = nbformat.v4.new_code_cell(_SETUP.format(url=url, bundle=bundle_relpath, wheel=wheel))
+    cell.metadata["tags"] = [SETUP_TAG]
+    return cell
+
+
+def with_setup_cell(nb: nbformat.NotebookNode, cell: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    nb = copy.deepcopy(nb)
+    nb.cells.insert(0, copy.deepcopy(cell))
+    for i, c in enumerate(nb.cells):  # unique, stable cell ids (nbformat 4.5)
+        c["id"] = c.get("id") or f"cell-{i}"
+    nb.cells[0]["id"] = SETUP_TAG
+    return nb
+
+
+# ----------------------------------------------------------------------------- MyST -> plain notebook
+
+
+def glue_values(executed: nbformat.NotebookNode) -> dict[str, dict]:
+    """``{key: mimebundle}`` of every ``myst_nb.glue`` output of an executed notebook."""
+    data = {}
+    for cell in executed.cells:
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            meta = out.get("metadata", {}).get("scrapbook")
+            if meta:
+                n = len(meta.get("mime_prefix", ""))
+                data[meta["name"]] = {k[n:]: v for k, v in out.get("data", {}).items()}
+    return data
+
+
+def _chapter_labels(chapters: Path) -> dict[str, tuple[str, str]]:
+    """``{label: (chapter stem, title)}`` for the ``(label)=`` targets of the chapters."""
+    labels = {}
+    for md in sorted(chapters.glob("*.md")):
+        lines = md.read_text().splitlines()
+        for i, line in enumerate(lines):
+            m = re.fullmatch(r"\((\S+)\)=", line.strip())
+            if m:
+                title = next((ln.lstrip("#").strip() for ln in lines[i + 1:] if ln.startswith("#")), m.group(1))
+                labels[m.group(1)] = (md.stem, title)
+    return labels
+
+
+def _bibliography(bibfile: Path) -> dict[str, dict]:
+    """``{key: {"cite": "Neal, 2000", "entry": "Neal, R. M. (2000). Title. Journal."}}``."""
+    from pybtex.database import parse_file
+
+    out = {}
+    for key, e in parse_file(str(bibfile)).entries.items():
+        people = e.persons.get("author") or e.persons.get("editor") or []
+        lasts = [" ".join(p.last_names).replace("{", "").replace("}", "") for p in people]
+        year = e.fields.get("year", "n.d.")
+        who = lasts[0] if len(lasts) == 1 else f"{lasts[0]} and {lasts[1]}" if len(lasts) == 2 else f"{lasts[0]} et al."
+        full = ", ".join(" ".join(p.last_names + [f"{n[0]}." for n in p.first_names + p.middle_names])
+                         for p in people).replace("{", "").replace("}", "")
+        title = e.fields.get("title", "").replace("{", "").replace("}", "")
+        where = next((e.fields[f] for f in ("journal", "booktitle", "publisher", "howpublished", "school")
+                      if f in e.fields), "")
+        where = where.replace("{", "").replace("}", "").replace("\\&", "&")
+        out[key] = {"cite": f"{who}, {year}", "entry": f"{full} ({year}). {title}." + (f" *{where}*." if where else "")}
+    return out
+
+
+def _literalinclude(arg: str, options: dict, chapter: Path) -> str:
+    """The code a ``literalinclude`` directive shows, read by Sphinx's own reader."""
+    from types import SimpleNamespace
+
+    from sphinx.directives.code import LiteralIncludeReader
+
+    known = {"language", "pyobject", "lines", "start-after", "end-before", "start-at", "end-at", "dedent"}
+    if set(options) - known:
+        raise ConversionError(f"literalinclude options {sorted(set(options) - known)} are not supported")
+    opts = {k: v for k, v in options.items() if k != "language"}
+    if "dedent" in opts:
+        opts["dedent"] = int(opts["dedent"])
+    text, _ = LiteralIncludeReader(str((chapter.parent / arg).resolve()), opts,
+                                   SimpleNamespace(source_encoding="utf-8-sig")).read()
+    return f"```{options.get('language', 'python')}\n{text.rstrip()}\n```"
+
+
+_FENCE = re.compile(r"^(?P<fence>`{3,}|:{3,})\{(?P<name>[\w:-]+)\}[ \t]*(?P<arg>[^\n]*)\n(?P<body>.*?)^(?P=fence)[ \t]*$",
+                    re.M | re.S)
+_ROLE = re.compile(r"\{(?P<name>[\w:-]+)\}`(?P<text>[^`]*)`")
+
+
+def _split_options(body: str) -> tuple[dict, str]:
+    options, lines = {}, body.splitlines()
+    while lines and (m := re.fullmatch(r":([\w-]+):\s*(.*)", lines[0].strip())):
+        options[m.group(1)] = m.group(2)
+        lines.pop(0)
+    return options, "\n".join(lines).strip("\n")
+
+
+class ChapterConverter:
+    """Rewrites the MyST of the book's chapters as plain Jupyter markdown."""
+
+    def __init__(self, root: Path = ROOT):
+        self.root = root
+        self.chapters = root / "chapters"
+        self.labels = _chapter_labels(self.chapters)
+        config = load_config(root)
+        bibs = config.get("bibtex_bibfiles") or []
+        self.bib = {}
+        for b in bibs:
+            self.bib.update(_bibliography(root / b))
+        self.exercise_count = 0
+
+    # -- directives
+    def _directive(self, m: re.Match, chapter: Path) -> str:
+        name, arg = m.group("name"), m.group("arg").strip()
+        options, body = _split_options(m.group("body"))
+        if name == "literalinclude":
+            return _literalinclude(arg, options, chapter)
+        if name == "exercise":
+            self.exercise_count += 1
+            quoted = "\n".join(("> " + ln).rstrip() for ln in body.splitlines())
+            return f"> **Exercise {self.exercise_count}: {arg}**\n>\n{quoted}"
+        if name in ("note", "tip", "warning", "important", "caution", "attention", "hint", "seealso", "admonition"):
+            head = arg if name == "admonition" else name.capitalize() + (f": {arg}" if arg else "")
+            quoted = "\n".join(("> " + ln).rstrip() for ln in body.splitlines())
+            return f"> **{head}**\n>\n{quoted}"
+        if name == "math":
+            return f"$$\n{body}\n$$"
+        if name == "bibliography":
+            return "\n".join(f"* {e['entry']}" for _, e in sorted(self.bib.items(), key=lambda kv: kv[1]["entry"]))
+        raise ConversionError(f"{chapter.name}: directive {{{name}}} has no plain-notebook form")
+
+    # -- roles
+    def _role(self, m: re.Match, chapter: Path, glue: dict) -> str:
+        name, text = m.group("name"), m.group("text")
+        explicit = re.fullmatch(r"(?P<title>.*?)\s*<(?P<target>[^<>]+)>", text, re.S)
+        if name in ("glue:text", "glue"):
+            from myst_nb.core.variables import format_plain_text
+
+            key, _, fmt = text.rpartition(":") if ":" in text else (text, "", "")
+            key = key or text
+            if key not in glue or "text/plain" not in glue[key]:
+                raise ConversionError(f"{chapter.name}: no glued text/plain value {key!r}")
+            return format_plain_text(glue[key]["text/plain"], fmt)
+        if name == "glue:md":
+            key = text.split(":", 1)[0]
+            if key not in glue or "text/markdown" not in glue[key]:
+                raise ConversionError(f"{chapter.name}: no glued text/markdown value {key!r}")
+            return glue[key]["text/markdown"].strip()
+        if name in ("ref", "doc", "numref"):
+            label = explicit.group("target") if explicit else text
+            label = label.split("/")[-1].removesuffix(".md")
+            if label not in self.labels:
+                raise ConversionError(f"{chapter.name}: reference to unknown chapter label {label!r}")
+            stem, title = self.labels[label]
+            return f"[{explicit.group('title') if explicit else title}]({stem}.ipynb)"
+        if name == "download":
+            title, target = (explicit.group("title"), explicit.group("target")) if explicit else (text, text)
+            path = (chapter.parent / target).resolve()
+            rel = path.relative_to(self.root)
+            if rel.parts[0] != "exercises":
+                raise ConversionError(f"{chapter.name}: download of {target} (only exercises/ are in the bundle)")
+            return f"[{title}](../{rel.as_posix()})"
+        if name in ("cite:p", "cite:t", "cite", "citep", "citet"):
+            keys = [k.strip() for k in text.split(",")]
+            missing = [k for k in keys if k not in self.bib]
+            if missing:
+                raise ConversionError(f"{chapter.name}: unknown citation {missing}")
+            cites = [self.bib[k]["cite"] for k in keys]
+            if name in ("cite:t", "citet"):
+                return "; ".join(re.sub(r", (\S+)$", r" (\1)", c) for c in cites)
+            return "([" + "; ".join(cites) + "](references.ipynb))"
+        if name in ("math", "eq"):
+            return f"${text}$" if name == "math" else f"({text})"
+        raise ConversionError(f"{chapter.name}: role {{{name}}} has no plain-notebook form")
+
+    def markdown(self, src: str, chapter: Path, glue: dict) -> str:
+        src = _FENCE.sub(lambda m: self._directive(m, chapter), src)
+        src = re.sub(r"^\(\S+\)=[ \t]*\n?", "", src, flags=re.M)      # (label)= targets
+        src = re.sub(r"^%[^\n]*\n?", "", src, flags=re.M)              # MyST comments
+        # roles, outside fenced code blocks
+        parts = re.split(r"(^```.*?^```)", src, flags=re.S | re.M)
+        return "".join(part if part.startswith("```") else _ROLE.sub(lambda m: self._role(m, chapter, glue), part)
+                       for part in parts).strip("\n")
+
+    def notebook(self, executed: nbformat.NotebookNode, chapter: Path) -> nbformat.NotebookNode:
+        """The plain notebook of one chapter from its executed notebook (myst-nb's jupyter_execute)."""
+        glue = glue_values(executed)
+        self.exercise_count = 0
+        nb = nbformat.v4.new_notebook()
+        nb.metadata = {"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
+                       "language_info": {"name": "python"}}
+        for cell in executed.cells:
+            if cell.cell_type == "markdown":
+                text = self.markdown(cell.source, chapter, glue)
+                if text.strip():
+                    nb.cells.append(nbformat.v4.new_markdown_cell(text))
+            elif cell.cell_type == "code":
+                src = cell.source
+                src = re.sub(r"^from myst_nb import glue[ \t]*$", GLUE_SHIM, src, flags=re.M)
+                new = nbformat.v4.new_code_cell(src)
+                tags = [t for t in cell.metadata.get("tags", []) if not t.startswith("remove")]
+                if tags:
+                    new.metadata["tags"] = tags
+                nb.cells.append(new)
+            else:
+                nb.cells.append(copy.deepcopy(cell))
+        for i, c in enumerate(nb.cells):
+            c["id"] = f"{chapter.stem}-{i}"
+        return nb
+
+
+GLUE_SHIM = '''\
+def glue(name, value, display=True):
+    """Stand-in for the book's glue, which puts computed values into its text: shows the value."""
+    if display:
+        from IPython.display import display as show
+        show(value)'''
+
+
+def residual_myst(nb: nbformat.NotebookNode) -> list[str]:
+    """MyST syntax left in a notebook's markdown, or code that needs the book's tools."""
+    problems = []
+    for i, c in enumerate(nb.cells):
+        if c.cell_type == "markdown":
+            prose = re.sub(r"^```.*?^```", "", c.source, flags=re.S | re.M)
+            for m in re.finditer(r"\{[\w:-]+\}`|^(?:`{3,}|:{3,})\{|^\(\S+\)=\s*$|^:[\w-]+:", prose, re.M):
+                problems.append(f"cell {i}: {m.group(0)!r}")
+        elif c.cell_type == "code" and re.search(r"^\s*(?:from|import)\s+myst_nb\b", c.source, re.M):
+            problems.append(f"cell {i}: imports myst_nb")
+    return problems
+
+
+# ----------------------------------------------------------------------------- student package
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def student_requirements(root: Path = ROOT) -> str:
+    """requirements-student.txt: the lock's pins of the package's runtime dependencies and theirs.
+
+    The closure follows the lock's ``# via`` annotations from the ``[project] dependencies`` of
+    pyproject.toml, so every version is the lock's (the tests install it and check that nothing
+    else is pulled in).
+    """
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    roots = {_normalise(Requirement(r).name) for r in project["dependencies"]}
+    pins: dict[str, str] = {}
+    parents: dict[str, set[str]] = {}
+    current = None
+    for line in (root / "requirements.lock").read_text().splitlines():
+        if m := re.match(r"^([A-Za-z0-9_.\-\[\]]+)==(\S+)", line):
+            current = _normalise(m.group(1).split("[")[0])
+            pins[current] = line.split(" ")[0].strip()
+            parents[current] = set()
+        elif current and (m := re.match(r"^\s+#\s+(?:via\s+)?([A-Za-z0-9_.\-]+)(\s*\(pyproject\.toml\))?\s*$", line)):
+            if m.group(1) != "via":
+                parents[current].add("<project>" if m.group(2) else _normalise(m.group(1)))
+    missing = roots - set(pins)
+    if missing:
+        raise ValueError(f"requirements.lock lacks {sorted(missing)}: run `make lock`")
+    needed = set(roots)
+    changed = True
+    while changed:
+        changed = False
+        for name, ps in parents.items():
+            if name not in needed and ps & needed:
+                needed.add(name)
+                changed = True
+    header = ("# Pinned dependencies of the gmmcourse student wheel (generated by scripts/build_site.py\n"
+              "# from requirements.lock). Install: pip install -r requirements-student.txt gmmcourse-*.whl\n")
+    return header + "".join(pins[n] + "\n" for n in sorted(needed))
+
+
+def _student_metadata(root: Path) -> str:
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    lines = ["Metadata-Version: 2.1", f"Name: {project['name']}", f"Version: {project['version']}",
+             f"Summary: {project['description']} (student package)",
+             f"Requires-Python: {project['requires-python']}", "License: MIT"]
+    lines += [f"Requires-Dist: {r}" for r in project["dependencies"]]
+    gpu = project.get("optional-dependencies", {}).get("gpu", [])
+    if gpu:
+        lines.append("Provides-Extra: gpu")
+        lines += [f'Requires-Dist: {r}; extra == "gpu"' for r in gpu]
+    body = ("The reference package of the gmm-course (Gaussian mixture models with GenJAX), as\n"
+            "students use it in the course notebooks.\n")
+    return "\n".join(lines) + "\nDescription-Content-Type: text/markdown\n\n" + body
+
+
+def student_package_files(root: Path = ROOT) -> list[Path]:
+    pkg = root / "src" / "gmmcourse"
+    files = []
+    for p in sorted(pkg.rglob("*")):
+        rel = p.relative_to(pkg)
+        if not p.is_file() or "__pycache__" in rel.parts or p.suffix in (".pyc", ".pyo"):
+            continue
+        if rel.parts[0] in EXCLUDED_MODULES:
+            continue
+        files.append(p)
+    return files
+
+
+def build_student_wheel(out_dir: Path, root: Path = ROOT) -> Path:
+    """Write the student wheel (pure Python, reproducible bytes) into `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    version = package_version(root)
+    dist_info = f"gmmcourse-{version}.dist-info"
+    entries: list[tuple[str, bytes]] = []
+    for p in student_package_files(root):
+        entries.append(("gmmcourse/" + p.relative_to(root / "src" / "gmmcourse").as_posix(), p.read_bytes()))
+    entries.append((f"{dist_info}/METADATA", _student_metadata(root).encode()))
+    entries.append((f"{dist_info}/WHEEL", b"Wheel-Version: 1.0\nGenerator: gmm-course build_site.py\n"
+                                          b"Root-Is-Purelib: true\nTag: py3-none-any\n"))
+    entries.append((f"{dist_info}/top_level.txt", b"gmmcourse\n"))
+    record = []
+    for name, data in entries:
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(data)}")
+    record.append(f"{dist_info}/RECORD,,")
+    entries.append((f"{dist_info}/RECORD", ("\n".join(record) + "\n").encode()))
+    path = out_dir / wheel_name(root)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries:
+            info = zipfile.ZipInfo(name, date_time=WHEEL_DATE)
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, data)
+    return path
+
+
+# ----------------------------------------------------------------------------- the bundle
+
+
+def chapter_pages(root: Path = ROOT) -> list[str]:
+    """Docnames of the book's pages in table-of-contents order (``chapters/intro``, ...)."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    pages = [toc["root"]]
+
+    def walk(items):
+        for it in items or []:
+            if "file" in it:
+                pages.append(it["file"])
+            walk(it.get("sections"))
+            walk(it.get("chapters"))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    walk(toc.get("chapters"))
+    return [p.removesuffix(".md") for p in pages]
+
+
+def build_site(out: Path = SITE, root: Path = ROOT, html: Path | None = None, executed: Path | None = None,
+               url: str | None = None) -> Path:
+    """Assemble the bundle into `out` (replaced). Returns `out`.
+
+    Args:
+        url: the published ``student/`` address for the set-up cell (default: from _config.yml).
+    """
+    html = html or root / "_build" / "html"
+    executed = executed or root / "_build" / "jupyter_execute"
+    if not (html / "index.html").exists():
+        raise FileNotFoundError(f"{html} has no built book: run scripts/build_book.sh first")
+    config = load_config(root)
+    url = files_url(config) if url is None else url
+    wheel = wheel_name(root)
+    if out.exists():
+        shutil.rmtree(out)
+    # 1. the HTML book, without build leftovers
+    shutil.copytree(html, out, ignore=shutil.ignore_patterns(".buildinfo", "reports", ".doctrees", "*.pickle"))
+    (out / ".nojekyll").write_text("")
+    # 2. the student package and its pins
+    student = out / "student"
+    build_student_wheel(student, root)
+    reqs = student_requirements(root)
+    (student / "requirements-student.txt").write_text(reqs)
+    (out / "binder").mkdir()
+    (out / "binder" / "runtime.txt").write_text("python-3.12\n")
+    (out / "binder" / "requirements.txt").write_text(reqs)
+    # 3. the chapters as plain notebooks
+    conv = ChapterConverter(root)
+    for page in chapter_pages(root):
+        src = executed / f"{page}.ipynb"
+        if not src.exists():
+            raise FileNotFoundError(f"{src} is missing: build the book first")
+        nb = conv.notebook(nbformat.read(str(src), as_version=4), root / f"{page}.md")
+        bad = residual_myst(nb)
+        if bad:
+            raise ConversionError(f"{page}: MyST left in the plain notebook: {bad[:5]}")
+        target = out / "notebooks" / f"{page}.ipynb"
+        depth = len(Path(page).parts)  # notebooks/chapters/x.ipynb -> ../../student
+        nb = with_setup_cell(nb, setup_cell(url, "../" * depth + "student", wheel))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, str(target))
+        # the book's own "download .ipynb" (written when launch buttons are on) is this notebook too
+        sources_copy = out / "_sources" / f"{page}.ipynb"
+        if sources_copy.exists():
+            nbformat.write(nb, str(sources_copy))
+    # 4. the student releases, set-up cell first; the book's download copies too
+    for rel in sorted((root / "exercises").glob("*/*.ipynb")):
+        aid = rel.parent.name
+        if rel.stem != aid:
+            continue
+        nb = with_setup_cell(nbformat.read(str(rel), as_version=4), setup_cell(url, "../../../student", wheel))
+        target = out / "notebooks" / "exercises" / aid / rel.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, str(target))
+        for dl in (out / "_downloads").rglob(rel.name):
+            nbformat.write(with_setup_cell(nbformat.read(str(rel), as_version=4), setup_cell(url, "../../student", wheel)), str(dl))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=SITE)
+    args = ap.parse_args(argv)
+    out = build_site(args.out)
+    files = [p for p in out.rglob("*") if p.is_file()]
+    size = sum(p.stat().st_size for p in files)
+    print(f"Course bundle: {out} ({len(files)} files, {size / 1e6:.1f} MB); publish it as it is "
+          f"(repository: in _config.yml names where)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,359 @@
+"""The publishable course bundle (`make site`, scripts/build_site.py) and the launch buttons.
+
+* The MyST -> plain-notebook conversion resolves every role and directive the chapters use,
+  and refuses what it cannot convert (planted examples, no book build needed).
+* The student requirements are the lock's pins of the runtime dependencies only; the student
+  wheel holds `gmmcourse` without `gmmcourse.grading` and the benchmark baseline.
+* The bundle (built from `_build/html` into a temporary folder) holds only the expected files,
+  and no file of it, the wheel's files included, leaks solutions, hidden tests or grading code.
+* No launch button and no placeholder address in the book while `repository.url` is empty.
+* Slow: in a fresh virtual environment with only the requirements (the set-up cell installs the
+  wheel from the bundle), every chapter notebook runs top to bottom and every release runs
+  with the solution cells of `solutions/` pasted in, its visible tests passing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import build_site as bs  # noqa: E402
+from test_book import scan_for_leaks, solution_fingerprints  # noqa: E402
+
+HTML = ROOT / "_build" / "html"
+EXECUTED = ROOT / "_build" / "jupyter_execute"
+ASSIGNMENTS = sorted(p.name for p in (ROOT / "exercises").iterdir() if (p / f"{p.name}.ipynb").exists())
+PAGES = bs.chapter_pages(ROOT)
+
+needs_build = pytest.mark.skipif(
+    not (HTML / "index.html").exists() or not all((EXECUTED / f"{p}.ipynb").exists() for p in PAGES),
+    reason="build the book first (scripts/build_book.sh)",
+)
+
+
+# ----------------------------------------------------------------------------- conversion
+
+
+def _fake_course(tmp_path: Path) -> Path:
+    root = tmp_path / "course"
+    (root / "chapters").mkdir(parents=True)
+    (root / "src").mkdir()
+    (root / "exercises" / "hw").mkdir(parents=True)
+    (root / "_config.yml").write_text("bibtex_bibfiles:\n  - refs.bib\nrepository:\n  url: ''\n")
+    (root / "refs.bib").write_text(
+        "@article{neal2000, author={Neal, Radford M.}, title={Markov chain sampling}, journal={JCGS}, year={2000}}\n"
+        "@book{bishop2006, author={Bishop, Christopher M.}, title={Pattern Recognition}, publisher={Springer}, year={2006}}\n")
+    (root / "src" / "mod.py").write_text("import os\n\n\ndef shown(x):\n    return x + 1\n\n\ndef other():\n    pass\n")
+    (root / "chapters" / "one.md").write_text("(one)=\n# Chapter One\n")
+    (root / "chapters" / "two.md").write_text("(two)=\n# The Second Chapter\n")
+    return root
+
+
+def _executed(md_cells: list[str], glue: dict) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    code = nbformat.v4.new_code_cell("from myst_nb import glue\nglue('n', 3, display=False)")
+    code.outputs = [nbformat.v4.new_output("display_data", data={"application/papermill.record/" + k: v
+                                                                  for k, v in mime.items()},
+                                           metadata={"scrapbook": {"name": key,
+                                                                   "mime_prefix": "application/papermill.record/"}})
+                    for key, mime in glue.items()]
+    nb.cells = [nbformat.v4.new_markdown_cell(c) for c in md_cells] + [code]
+    return nb
+
+
+def test_chapter_conversion_resolves_myst(tmp_path):
+    root = _fake_course(tmp_path)
+    conv = bs.ChapterConverter(root)
+    md = ("(two)=\n# Title\n\nWe saw {glue:text}`n` points, mean {glue:text}`m:.2f`; "
+          "device {glue:md}`dev`. See {ref}`one` and {ref}`the other <two>` {cite:p}`neal2000,bishop2006`.\n\n"
+          "```{literalinclude} ../src/mod.py\n:language: python\n:pyobject: shown\n```\n\n"
+          "```{exercise} Do it\n:label: ex1\n\nGet {download}`hw.ipynb <../exercises/hw/hw.ipynb>`.\n```\n\n"
+          "```python\nkeep = {'a': 1}  # {ref}`not-a-role-in-code`\n```\n")
+    glue = {"n": {"text/plain": "20"}, "m": {"text/plain": "3.14159"}, "dev": {"text/markdown": "**cpu**"}}
+    nb = conv.notebook(_executed([md], glue), root / "chapters" / "two.md")
+    text = nb.cells[0].source
+    assert "We saw 20 points, mean 3.14;" in text
+    assert "device **cpu**" in text
+    assert "[Chapter One](one.ipynb)" in text and "[the other](two.ipynb)" in text
+    assert "([Neal, 2000; Bishop, 2006](references.ipynb))" in text
+    assert "```python\ndef shown(x):\n    return x + 1\n```" in text and "def other" not in text
+    assert "> **Exercise 1: Do it**" in text and "[hw.ipynb](../exercises/hw/hw.ipynb)" in text
+    assert "{ref}`not-a-role-in-code`" in text          # code blocks are left alone
+    assert "(two)=" not in text and ":label:" not in text
+    assert "myst_nb" not in nb.cells[1].source and "def glue(" in nb.cells[1].source
+    assert bs.residual_myst(nb) == []
+
+
+@pytest.mark.parametrize("md", ["{unknownrole}`x`", "{glue:text}`missing`", "{ref}`nowhere`", "{cite:p}`nobody1999`",
+                                "```{figure} x.png\n```", "{download}`s <../solutions/x.ipynb>`"])
+def test_chapter_conversion_refuses_what_it_cannot_convert(tmp_path, md):
+    root = _fake_course(tmp_path)
+    (root / "solutions").mkdir()
+    with pytest.raises(bs.ConversionError):
+        bs.ChapterConverter(root).notebook(_executed([md], {}), root / "chapters" / "one.md")
+
+
+def test_residual_myst_is_flagged():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("left {glue:text}`x` here"),
+                nbformat.v4.new_markdown_cell(":::{note}\nhi\n:::"),
+                nbformat.v4.new_code_cell("from myst_nb import glue")]
+    assert len(bs.residual_myst(nb)) == 3
+
+
+# ----------------------------------------------------------------------------- student package
+
+
+def _lock_pins() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        if m := re.match(r"^([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?==(\S+)", line):
+            pins[bs._normalise(m.group(1))] = m.group(2)
+    return pins
+
+
+def _pins(text: str) -> dict[str, str]:
+    return {bs._normalise(a): b for a, b in re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)", text, re.M)}
+
+
+def test_student_requirements_are_the_locks_runtime_pins():
+    student, lock = _pins(bs.student_requirements(ROOT)), _lock_pins()
+    assert {"genjax", "jax", "jaxlib", "numpy", "scipy", "pandas", "arviz", "matplotlib"} <= set(student)
+    assert all(lock[n] == v for n, v in student.items()), "a pin differs from requirements.lock"
+    for instructor_only in ("nbgrader", "jupyter-book", "sphinx", "pytest", "dask", "numpyro", "scikit-learn",
+                            "playwright", "nbclient", "ipykernel", "myst-nb"):
+        assert instructor_only not in student, instructor_only
+
+
+def test_student_wheel_contents(tmp_path):
+    wheel = bs.build_student_wheel(tmp_path, ROOT)
+    names = zipfile.ZipFile(wheel).namelist()
+    assert wheel.name == bs.wheel_name(ROOT)
+    assert "gmmcourse/__init__.py" in names and "gmmcourse/gibbs.py" in names
+    assert not [n for n in names if n.startswith("gmmcourse/grading") or n == "gmmcourse/plain.py"], names
+    assert all(n.startswith(("gmmcourse/", "gmmcourse-")) for n in names)
+    meta = zipfile.ZipFile(wheel).read(f"gmmcourse-{bs.package_version(ROOT)}.dist-info/METADATA").decode()
+    assert "Requires-Dist: genjax" in meta and 'extra == "gpu"' in meta and "nbgrader" not in meta
+    assert bs.build_student_wheel(tmp_path / "again", ROOT).read_bytes() == wheel.read_bytes()  # reproducible
+
+
+# ----------------------------------------------------------------------------- launch buttons and set-up cell
+
+
+def test_launch_urls_point_at_the_plain_notebooks():
+    sys.path.insert(0, str(ROOT / "chapters" / "_ext"))
+    import course_launch
+
+    launch = {"binderhub_url": "https://mybinder.org", "colab_url": "https://colab.research.google.com",
+              "jupyterhub_url": "https://hub.example.org", "notebook_interface": "jupyterlab"}
+    urls = dict(course_launch.launch_urls("chapters/intro", ("me", "gmm", "gh-pages"), launch))
+    assert urls["Colab"] == "https://colab.research.google.com/github/me/gmm/blob/gh-pages/notebooks/chapters/intro.ipynb"
+    assert urls["Binder"] == "https://mybinder.org/v2/gh/me/gmm/gh-pages?urlpath=lab/tree/notebooks/chapters/intro.ipynb"
+    assert urls["JupyterHub"].startswith("https://hub.example.org/hub/user-redirect/git-pull?repo=https%3A//github.com/me/gmm")
+    assert "urlpath=lab/tree/gmm/notebooks/chapters/intro.ipynb" in urls["JupyterHub"]
+    assert course_launch.launch_urls("chapters/intro", None, launch) == []
+    assert bs.published_repository({"repository": {"url": ""}}) is None
+    assert bs.files_url({"repository": {"url": "https://github.com/me/gmm", "branch": "pages"}}) == \
+        "https://raw.githubusercontent.com/me/gmm/pages/student"
+
+
+@needs_build
+def test_no_placeholder_and_no_launch_buttons_while_unpublished():
+    config = bs.load_config(ROOT)
+    pages = [HTML / f"{p}.html" for p in PAGES]
+    text = "\n".join(p.read_text() for p in pages)
+    assert "gmm-course/gmm-course" not in text and "executablebooks/jupyter-book" not in text
+    if bs.published_repository(config) is None:
+        assert "colab.research.google.com" not in text and "mybinder.org" not in text
+        assert "launch-buttons" not in text
+    else:  # published: every chapter page launches its plain notebook
+        owner, repo, branch = bs.published_repository(config)
+        for page, p in zip(PAGES, pages):
+            assert f"github/{owner}/{repo}/blob/{branch}/notebooks/{page}.ipynb" in p.read_text()
+
+
+def test_setup_cell_explains_itself_where_nothing_can_be_installed(tmp_path):
+    """Without gmmcourse, the bundle or a site address, the cell stops with a clear message."""
+    cell = bs.setup_cell("", "../../student", bs.wheel_name(ROOT))
+    script = tmp_path / "setup.py"
+    script.write_text(cell.source)
+    res = subprocess.run([sys.executable, "-S", str(script)], capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode != 0 and "names no course site" in res.stderr
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0 and res.stdout.startswith("gmmcourse "), res.stderr  # no-op where it imports
+
+
+# ----------------------------------------------------------------------------- the bundle
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    if not (HTML / "index.html").exists() or not all((EXECUTED / f"{p}.ipynb").exists() for p in PAGES):
+        pytest.skip("build the book first (scripts/build_book.sh)")
+    return bs.build_site(tmp_path_factory.mktemp("bundle") / "site", ROOT)
+
+
+def _expected(rel: str) -> bool:
+    chapters = "|".join(re.escape(p) for p in PAGES)
+    aids = "|".join(map(re.escape, ASSIGNMENTS))
+    wheel = re.escape(bs.wheel_name(ROOT))
+    patterns = [
+        r"\.nojekyll", r"index\.html", r"genindex\.html", r"search\.html", r"searchindex\.js", r"objects\.inv",
+        r"favicon\.ico",
+        rf"(?:{chapters})\.html",
+        rf"_sources/(?:{chapters})\.(?:md|ipynb)",
+        r"_static/.+", r"_images/[\w.-]+\.(?:png|svg|jpg)",
+        rf"_downloads/[0-9a-f]+/(?:{aids})\.ipynb",
+        rf"notebooks/(?:{chapters})\.ipynb",
+        rf"notebooks/exercises/({aids})/\1\.ipynb",
+        rf"student/{wheel}", r"student/requirements-student\.txt",
+        r"binder/runtime\.txt", r"binder/requirements\.txt",
+    ]
+    return any(re.fullmatch(p, rel) for p in patterns)
+
+
+def test_bundle_holds_only_student_files(bundle):
+    files = sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file())
+    unexpected = [f for f in files if not _expected(f)]
+    assert not unexpected, f"unexpected files in the bundle: {unexpected[:20]}"
+    for required in ([f"notebooks/{p}.ipynb" for p in PAGES] + [f"notebooks/exercises/{a}/{a}.ipynb" for a in ASSIGNMENTS]
+                     + [f"student/{bs.wheel_name(ROOT)}", "student/requirements-student.txt", "index.html"]):
+        assert required in files, required
+    # _static holds the themes' assets only: no notebooks, no course Python
+    assert not [f for f in files if f.startswith("_static/") and f.endswith((".ipynb", ".py", ".md"))]
+
+
+def test_bundle_listing_check_can_fail():
+    assert not _expected("solutions/coffee_blends/coffee_blends.ipynb")
+    assert not _expected("student/gmmcourse-0.1.0-py3-none-any.whl.bak")
+    assert not _expected("notebooks/exercises/coffee_blends/other.ipynb")
+    assert not _expected("reports/chapters/intro.err.log")
+
+
+def test_bundle_and_wheel_leak_nothing(bundle, tmp_path):
+    lines, idents = solution_fingerprints()
+    wheel_dir = tmp_path / "wheel"
+    with zipfile.ZipFile(bundle / "student" / bs.wheel_name(ROOT)) as zf:
+        zf.extractall(wheel_dir)
+    assert (wheel_dir / "gmmcourse" / "gibbs.py").exists()
+    found = scan_for_leaks(bundle, lines, idents) + scan_for_leaks(wheel_dir, lines, idents)
+    assert not found, "leaks in the bundle:\n" + "\n".join(found[:50])
+    # and the scan does reach inside the bundle's notebooks and the wheel's modules
+    planted = wheel_dir / "gmmcourse" / "planted.py"
+    planted.write_text("from gmmcourse.grading.local import run_check\n")
+    assert scan_for_leaks(wheel_dir, lines, idents)
+
+
+def test_every_bundle_notebook_starts_with_the_setup_cell_and_is_plain(bundle):
+    for path in sorted((bundle / "notebooks").rglob("*.ipynb")) + sorted((bundle / "_downloads").rglob("*.ipynb")):
+        nb = nbformat.read(str(path), as_version=4)
+        nbformat.validate(nb)
+        first = nb.cells[0]
+        assert first.cell_type == "code" and bs.SETUP_TAG in first.metadata.get("tags", []), path
+        assert "import gmmcourse" in first.source and "gpu" in first.source
+        assert bs.residual_myst(nb) == [], (path, bs.residual_myst(nb))
+        rel = path.relative_to(bundle)
+        bundle_dir = re.search(r"_bundle = Path\('([^']*)'\)", first.source).group(1)
+        assert (path.parent / bundle_dir / bs.wheel_name(ROOT)).exists(), f"{rel}: set-up cell's bundle path is wrong"
+    for page in PAGES:
+        nb = nbformat.read(str(bundle / "notebooks" / f"{page}.ipynb"), as_version=4)
+        assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
+
+
+# ----------------------------------------------------------------------------- fresh environment
+
+
+def _solution_sources(aid: str) -> dict[str, str]:
+    nb = nbformat.read(str(ROOT / "solutions" / aid / f"{aid}.ipynb"), as_version=4)
+    return {c.metadata["nbgrader"]["grade_id"]: c.source for c in nb.cells
+            if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")}
+
+
+@pytest.fixture(scope="module")
+def student_kernel(bundle, tmp_path_factory):
+    """A fresh venv with requirements-student.txt (+ ipykernel to run notebooks), as a kernel."""
+    uv = ROOT / ".venv" / "bin" / "uv"
+    if not uv.exists():
+        pytest.skip("uv is missing from .venv")
+    tmp = tmp_path_factory.mktemp("student")
+    venv, py = tmp / "venv", tmp / "venv" / "bin" / "python"
+    env = dict(os.environ, UV_LINK_MODE="copy")
+    subprocess.run([str(uv), "venv", "-q", "--seed", "--python", sys.executable, str(venv)], check=True, env=env)
+    reqs = bundle / "student" / "requirements-student.txt"
+    subprocess.run([str(uv), "pip", "install", "-q", "--python", str(py), "-r", str(reqs)], check=True, env=env)
+    frozen = _pins(subprocess.run([str(uv), "pip", "freeze", "--python", str(py)], check=True, env=env,
+                                  capture_output=True, text=True).stdout)
+    frozen = {k: v for k, v in frozen.items() if k not in ("pip", "setuptools", "wheel")}
+    assert frozen == _pins(reqs.read_text()), "requirements-student.txt is not closed under its dependencies"
+    kernel_pins = {n: v for n, v in _lock_pins().items() if n in ("ipykernel",)}
+    subprocess.run([str(uv), "pip", "install", "-q", "--python", str(py), "-c", str(ROOT / "requirements.lock"),
+                    *(f"{n}=={v}" for n, v in kernel_pins.items())], check=True, env=env)
+    spec = tmp / "jupyter" / "kernels" / "gmm-student"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [str(py), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "gmm-course student", "language": "python"}))
+    old = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = str(tmp / "jupyter") + (os.pathsep + old if old else "")
+    yield py
+    if old is None:
+        os.environ.pop("JUPYTER_PATH", None)
+    else:
+        os.environ["JUPYTER_PATH"] = old
+
+
+def _execute(path: Path, nb: nbformat.NotebookNode | None = None) -> nbformat.NotebookNode:
+    from nbclient import NotebookClient
+
+    nb = nb or nbformat.read(str(path), as_version=4)
+    env_backend = os.environ.pop("MPLBACKEND", None)  # kernels use the inline backend, as for students
+    try:
+        NotebookClient(nb, timeout=900, kernel_name="gmm-student", allow_errors=False,
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+    finally:
+        if env_backend is not None:
+            os.environ["MPLBACKEND"] = env_backend
+    return nb
+
+
+@pytest.mark.slow
+def test_student_notebooks_run_in_a_fresh_venv(bundle, student_kernel):
+    py = student_kernel
+    assert subprocess.run([str(py), "-c", "import gmmcourse"], capture_output=True).returncode != 0  # not yet
+    # 1. chapters, in order: the first set-up cell installs the wheel from the bundle
+    for i, page in enumerate(PAGES):
+        nb = _execute(bundle / "notebooks" / f"{page}.ipynb")
+        if i == 0:
+            out = "".join(o.get("text", "") for o in nb.cells[0].get("outputs", []))
+            assert "gmmcourse " in out
+    res = subprocess.run([str(py), "-c", "import gmmcourse, importlib.util as u; "
+                          "print(u.find_spec('gmmcourse.grading'), u.find_spec('gmmcourse.plain'))"],
+                         capture_output=True, text=True)
+    assert res.stdout.split() == ["None", "None"], res
+    # 2. releases with the solutions pasted in: the visible tests must pass
+    for aid in ASSIGNMENTS:
+        path = bundle / "notebooks" / "exercises" / aid / f"{aid}.ipynb"
+        nb = nbformat.read(str(path), as_version=4)
+        solutions = _solution_sources(aid)
+        pasted = visible_tests = 0
+        for c in nb.cells:
+            meta = c.metadata.get("nbgrader", {})
+            if c.cell_type == "code" and meta.get("solution"):
+                c.source = solutions[meta["grade_id"]]
+                pasted += 1
+            elif c.cell_type == "code" and meta.get("grade"):
+                visible_tests += 1
+        assert pasted and visible_tests, aid
+        _execute(path, nb)
