@@ -155,9 +155,17 @@ def with_setup_cell(nb: nbformat.NotebookNode, cell: nbformat.NotebookNode) -> n
 # ----------------------------------------------------------------------------- MyST -> plain notebook
 
 
-def glue_values(executed: nbformat.NotebookNode) -> dict[str, dict]:
-    """``{key: mimebundle}`` of every ``myst_nb.glue`` output of an executed notebook."""
+def glue_values(executed: nbformat.NotebookNode, sidecar: Path | None = None) -> dict[str, dict]:
+    """``{key: mimebundle}`` of every ``myst_nb.glue`` output of an executed notebook.
+
+    myst-nb keeps them in the notebook's outputs or, since 1.x, in ``<page>.glue.json`` beside it.
+    """
     data = {}
+    if sidecar is not None and sidecar.exists():
+        for key, out in json.loads(sidecar.read_text()).items():
+            n = len(out.get("metadata", {}).get("scrapbook", {}).get("mime_prefix", ""))
+            data[key] = {(k[n:] if k.startswith("application/papermill.record/") else k): v
+                         for k, v in out.get("data", {}).items()}
     for cell in executed.cells:
         for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
             meta = out.get("metadata", {}).get("scrapbook")
@@ -190,7 +198,7 @@ def _bibliography(bibfile: Path) -> dict[str, dict]:
         lasts = [" ".join(p.last_names).replace("{", "").replace("}", "") for p in people]
         year = e.fields.get("year", "n.d.")
         who = lasts[0] if len(lasts) == 1 else f"{lasts[0]} and {lasts[1]}" if len(lasts) == 2 else f"{lasts[0]} et al."
-        full = ", ".join(" ".join(p.last_names + [f"{n[0]}." for n in p.first_names + p.middle_names])
+        full = "; ".join(" ".join(p.last_names) + ", " + " ".join(f"{n.strip('{}')[0]}." for n in p.first_names + p.middle_names)
                          for p in people).replace("{", "").replace("}", "")
         title = e.fields.get("title", "").replace("{", "").replace("}", "")
         where = next((e.fields[f] for f in ("journal", "booktitle", "publisher", "howpublished", "school")
@@ -317,9 +325,10 @@ class ChapterConverter:
         return "".join(part if part.startswith("```") else _ROLE.sub(lambda m: self._role(m, chapter, glue), part)
                        for part in parts).strip("\n")
 
-    def notebook(self, executed: nbformat.NotebookNode, chapter: Path) -> nbformat.NotebookNode:
+    def notebook(self, executed: nbformat.NotebookNode, chapter: Path, glue_file: Path | None = None
+                 ) -> nbformat.NotebookNode:
         """The plain notebook of one chapter from its executed notebook (myst-nb's jupyter_execute)."""
-        glue = glue_values(executed)
+        glue = glue_values(executed, glue_file)
         self.exercise_count = 0
         nb = nbformat.v4.new_notebook()
         nb.metadata = {"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
@@ -331,7 +340,7 @@ class ChapterConverter:
                     nb.cells.append(nbformat.v4.new_markdown_cell(text))
             elif cell.cell_type == "code":
                 src = cell.source
-                src = re.sub(r"^from myst_nb import glue[ \t]*$", GLUE_SHIM, src, flags=re.M)
+                src = re.sub(r"^from myst_nb import glue[ \t]*$", "\n" + GLUE_SHIM + "\n", src, flags=re.M).strip("\n")
                 new = nbformat.v4.new_code_cell(src)
                 tags = [t for t in cell.metadata.get("tags", []) if not t.startswith("remove")]
                 if tags:
@@ -487,6 +496,21 @@ def chapter_pages(root: Path = ROOT) -> list[str]:
     return [p.removesuffix(".md") for p in pages]
 
 
+def executed_notebook(page: str, root: Path = ROOT, executed: Path | None = None) -> nbformat.NotebookNode:
+    """The page as myst-nb executed it; a page without code cells (no kernel) from its source."""
+    path = (executed or root / "_build" / "jupyter_execute") / f"{page}.ipynb"
+    if path.exists():
+        return nbformat.read(str(path), as_version=4)
+    text = (root / f"{page}.md").read_text()
+    if re.search(r"^```\{code-cell\}", text, re.M):
+        raise FileNotFoundError(f"{path} is missing: build the book first (scripts/build_book.sh)")
+    text = re.sub(r"\A---\n.*?\n---\n", "", text, flags=re.S)  # front matter
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(part.strip("\n")) for part in re.split(r"^\+\+\+.*$", text, flags=re.M)
+                if part.strip()]
+    return nb
+
+
 def build_site(out: Path = SITE, root: Path = ROOT, html: Path | None = None, executed: Path | None = None,
                url: str | None = None) -> Path:
     """Assemble the bundle into `out` (replaced). Returns `out`.
@@ -517,10 +541,8 @@ def build_site(out: Path = SITE, root: Path = ROOT, html: Path | None = None, ex
     # 3. the chapters as plain notebooks
     conv = ChapterConverter(root)
     for page in chapter_pages(root):
-        src = executed / f"{page}.ipynb"
-        if not src.exists():
-            raise FileNotFoundError(f"{src} is missing: build the book first")
-        nb = conv.notebook(nbformat.read(str(src), as_version=4), root / f"{page}.md")
+        nb = conv.notebook(executed_notebook(page, root, executed), root / f"{page}.md",
+                           executed / f"{page}.glue.json")
         bad = residual_myst(nb)
         if bad:
             raise ConversionError(f"{page}: MyST left in the plain notebook: {bad[:5]}")

@@ -37,10 +37,16 @@ EXECUTED = ROOT / "_build" / "jupyter_execute"
 ASSIGNMENTS = sorted(p.name for p in (ROOT / "exercises").iterdir() if (p / f"{p.name}.ipynb").exists())
 PAGES = bs.chapter_pages(ROOT)
 
-needs_build = pytest.mark.skipif(
-    not (HTML / "index.html").exists() or not all((EXECUTED / f"{p}.ipynb").exists() for p in PAGES),
-    reason="build the book first (scripts/build_book.sh)",
-)
+
+
+def _built() -> bool:
+    try:
+        return (HTML / "index.html").exists() and all(bs.executed_notebook(p, ROOT) is not None for p in PAGES)
+    except FileNotFoundError:
+        return False
+
+
+needs_build = pytest.mark.skipif(not _built(), reason="build the book first (scripts/build_book.sh)")
 
 
 # ----------------------------------------------------------------------------- conversion
@@ -200,7 +206,7 @@ def test_setup_cell_explains_itself_where_nothing_can_be_installed(tmp_path):
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    if not (HTML / "index.html").exists() or not all((EXECUTED / f"{p}.ipynb").exists() for p in PAGES):
+    if not _built():
         pytest.skip("build the book first (scripts/build_book.sh)")
     return bs.build_site(tmp_path_factory.mktemp("bundle") / "site", ROOT)
 
