@@ -146,9 +146,13 @@ def setup_cell(url: str, bundle_relpath: str, wheel: str) -> nbformat.NotebookNo
 def with_setup_cell(nb: nbformat.NotebookNode, cell: nbformat.NotebookNode) -> nbformat.NotebookNode:
     nb = copy.deepcopy(nb)
     nb.cells.insert(0, copy.deepcopy(cell))
-    for i, c in enumerate(nb.cells):  # unique, stable cell ids (nbformat 4.5)
-        c["id"] = c.get("id") or f"cell-{i}"
-    nb.cells[0]["id"] = SETUP_TAG
+    if (nb.nbformat, nb.nbformat_minor) >= (4, 5):  # unique, stable cell ids
+        for i, c in enumerate(nb.cells):
+            c["id"] = c.get("id") or f"cell-{i}"
+        nb.cells[0]["id"] = SETUP_TAG
+    else:  # nbformat 4.4 (nbgrader's releases) has no cell ids
+        for c in nb.cells:
+            c.pop("id", None)
     return nb
 
 
