@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gmmcourse.precision import x64_context
+from gmmcourse.shapes import K_PAD, RESTART_GROUP, is_small, pad
 from gmmcourse.validation import check_data, check_k, check_positive_int
 
 __all__ = ["EMResult", "em", "kmeans_plus_plus"]
@@ -37,16 +38,22 @@ class EMResult(NamedTuple):
     restart_log_likelihoods: np.ndarray
 
 
-def kmeans_plus_plus(key, x, k):
+def kmeans_plus_plus(key, x, k, mask=None, n=None, k_active=None):
     """k-means++ seeding: `k` distinct data points, far apart with high probability, sorted.
 
     Args:
         key: PRNG key. x: (N,) data. k: static int.
+        mask: optional (N,) bool, the real points of a padded `x` (padding is never chosen).
+        n: number of real points (traced allowed); default N.
+        k_active: number of seeds to draw (traced allowed, <= k); default k. The remaining
+            k - k_active entries repeat the smallest seed.
 
     Returns:
         (k,) initial means.
     """
-    n = x.shape[0]
+    n = x.shape[0] if n is None else n
+    padded_k = k_active is not None
+    k_active = k if k_active is None else k_active
     keys = jax.random.split(key, k)
     first = x[jax.random.randint(keys[0], (), 0, n)]
     centers = jnp.full((k,), first)
@@ -54,36 +61,45 @@ def kmeans_plus_plus(key, x, k):
     def body(j, centers):
         d2 = jnp.min((x[None, :] - centers[:, None]) ** 2 + jnp.where(jnp.arange(k)[:, None] < j, 0.0, jnp.inf), axis=0)
         logits = jnp.where(d2 > 0, jnp.log(jnp.maximum(d2, 1e-300)), -jnp.inf)
+        if mask is not None:
+            logits = jnp.where(mask, logits, -jnp.inf)
         # if every point coincides with a centre (duplicates), fall back to uniform
-        logits = jnp.where(jnp.all(jnp.isneginf(logits)), jnp.zeros_like(logits), logits)
+        uniform = jnp.zeros_like(logits) if mask is None else jnp.where(mask, 0.0, -jnp.inf).astype(logits.dtype)
+        logits = jnp.where(jnp.all(jnp.isneginf(logits)), uniform, logits)
         idx = jax.random.categorical(keys[j], logits)
         return centers.at[j].set(x[idx])
 
-    centers = jax.lax.fori_loop(1, k, body, centers)
-    return jnp.sort(centers)
+    centers = jax.lax.fori_loop(1, k_active, body, centers)
+    if not padded_k:
+        return jnp.sort(centers)
+    active = jnp.arange(k) < k_active
+    centers = jnp.sort(jnp.where(active, centers, jnp.inf))
+    return jnp.where(active, centers, centers[0])
 
 
 BLOCK = 50_000  # points per block: a block's (K, BLOCK) temporaries stay in the CPU's cache
 
 
-def _block_stats(x, weights, means, variances):
+def _block_stats(x, mask, weights, means, variances):
     """E-step on a block of points: sums over the block of r_ik, r_ik d_ik, r_ik d_ik^2 (each
     (K,), with d_ik = x_i - mean_k and r the responsibilities) and of log p(x_i).
 
     One exponential per (component, point) and one logarithm per point: the responsibilities
-    reuse the exponentials of the log-sum-exp.
+    reuse the exponentials of the log-sum-exp. Padded points (mask False) get responsibility
+    exactly 0 (their normaliser is set to infinity) and add 0 to the log-likelihood; inactive
+    components (weight 0) get exp(-inf) = 0.
     """
     d = x[None, :] - means[:, None]  # (K, B)
     lj = (jnp.log(weights) - 0.5 * (_LOG_2PI + jnp.log(variances)))[:, None] - 0.5 * d * d / variances[:, None]
     top = jnp.max(lj, axis=0)  # (B,)
     e = jnp.exp(lj - top[None, :])
     total = jnp.sum(e, axis=0)
-    r = e / total[None, :]
+    r = e / jnp.where(mask, total, jnp.inf)[None, :]
     rd = r * d
-    return jnp.sum(r, axis=1), jnp.sum(rd, axis=1), jnp.sum(rd * d, axis=1), jnp.sum(top + jnp.log(total))
+    return jnp.sum(r, axis=1), jnp.sum(rd, axis=1), jnp.sum(rd * d, axis=1), jnp.sum(jnp.where(mask, top + jnp.log(total), 0.0))
 
 
-def _stats(x, weights, means, variances):
+def _stats(x, mask, weights, means, variances):
     """`_block_stats` over all points, `BLOCK` points at a time (a `lax.scan` over full
     blocks, then the remainder): XLA:CPU then keeps each block's temporaries in cache
     instead of streaming (K, N) arrays through memory several times."""
@@ -92,55 +108,67 @@ def _stats(x, weights, means, variances):
     k = weights.shape[0]
     acc = (jnp.zeros(k, x.dtype), jnp.zeros(k, x.dtype), jnp.zeros(k, x.dtype), jnp.zeros((), x.dtype))
     if full:
-        def body(acc, xb):
-            return jax.tree.map(jnp.add, acc, _block_stats(xb, weights, means, variances)), None
+        def body(acc, block):
+            return jax.tree.map(jnp.add, acc, _block_stats(*block, weights, means, variances)), None
 
-        acc, _ = jax.lax.scan(body, acc, x[:full].reshape(-1, BLOCK))
+        acc, _ = jax.lax.scan(body, acc, (x[:full].reshape(-1, BLOCK), mask[:full].reshape(-1, BLOCK)))
     if full < n:
-        acc = jax.tree.map(jnp.add, acc, _block_stats(x[full:], weights, means, variances))
+        acc = jax.tree.map(jnp.add, acc, _block_stats(x[full:], mask[full:], weights, means, variances))
     return acc
 
 
-def _em_step(x, weights, means, variances, reg_var):
+def _em_step(x, mask, n, active, weights, means, variances, reg_var):
     """One E+M step; returns new parameters and the log-likelihood of the OLD ones.
 
     The M-step's sums are taken about the old means (d = x - mean), which needs no second
-    pass over x and avoids the cancellation of E[x^2] - E[x]^2.
+    pass over x and avoids the cancellation of E[x^2] - E[x]^2. Inactive components keep
+    weight 0 and variance 1.
     """
-    nk, s1, s2, loglik = _stats(x, weights, means, variances)
+    nk, s1, s2, loglik = _stats(x, mask, weights, means, variances)
     nk = nk + 10 * jnp.finfo(x.dtype).tiny
     shift = s1 / nk
     variances = s2 / nk - shift**2 + reg_var
-    return nk / x.shape[0], means + shift, jnp.maximum(variances, reg_var), loglik
+    weights = jnp.where(active, nk / n, 0.0)
+    variances = jnp.where(active, jnp.maximum(variances, reg_var), 1.0)
+    return weights, means + shift, variances, loglik
 
 
-@partial(jax.jit, static_argnames=("k", "max_iter"))
-def _em_one(key, x, k, max_iter, tol, reg_var):
-    n = x.shape[0]
-    means = kmeans_plus_plus(key, x, k)
-    variances = jnp.full((k,), jnp.var(x) / k**2 + reg_var)
-    weights = jnp.full((k,), 1.0 / k, dtype=x.dtype)
+def _em_one(key, x, mask, n, k, k_pad, max_iter, tol, reg_var):
+    """One restart on padded data: `k` (traced) active components out of `k_pad` (static)."""
+    dtype = x.dtype
+    nf = n.astype(dtype)
+    kf = k.astype(dtype)
+    active = jnp.arange(k_pad) < k
+    means = kmeans_plus_plus(key, x, k_pad, mask=mask, n=n, k_active=k)
+    centre = jnp.sum(jnp.where(mask, x, 0.0)) / nf
+    var = jnp.sum(jnp.where(mask, (x - centre) ** 2, 0.0)) / nf
+    variances = jnp.where(active, var / kf**2 + reg_var, 1.0)
+    weights = jnp.where(active, 1.0 / kf, 0.0).astype(dtype)
 
     def cond(state):
         _, _, _, ll, ll_prev, it = state
-        return (it < max_iter) & ~(jnp.abs(ll - ll_prev) <= tol * n)
+        return (it < max_iter) & ~(jnp.abs(ll - ll_prev) <= tol * nf)
 
     def body(state):
         w, m, v, ll, _, it = state
-        w, m, v, ll_new = _em_step(x, w, m, v, reg_var)
+        w, m, v, ll_new = _em_step(x, mask, nf, active, w, m, v, reg_var)
         return w, m, v, ll_new, ll, it + 1
 
-    inf = jnp.asarray(jnp.inf, x.dtype)
-    state = (weights, means, variances, -inf, inf, jnp.asarray(0))
+    inf = jnp.asarray(jnp.inf, dtype)
+    state = (weights, means, variances, -inf, inf, jnp.asarray(0, max_iter.dtype))
     w, m, v, ll_prev_step, _, it = jax.lax.while_loop(cond, body, state)
-    final_ll = _stats(x, w, m, v)[3]
-    converged = jnp.abs(final_ll - ll_prev_step) <= tol * n
+    final_ll = _stats(x, mask, w, m, v)[3]
+    converged = jnp.abs(final_ll - ll_prev_step) <= tol * nf
     return w, m, v, final_ll, it, converged
 
 
-@partial(jax.jit, static_argnames=("k", "max_iter"))
-def _em_restarts(keys, x, k, max_iter, tol, reg_var):
-    return jax.vmap(lambda key: _em_one(key, x, k, max_iter, tol, reg_var))(keys)
+@partial(jax.jit, static_argnames=("k_pad",))
+def _em_restarts(root, restart_ids, x, mask, n, k, k_pad, max_iter, tol, reg_var):
+    """Restarts `restart_ids` (their keys are fold_in(root, id) = split(root, R)[id]) in
+    parallel with `vmap`. Every argument but `k_pad` is traced: one program per data bucket,
+    dtype, number of restarts in the group and `k_pad`."""
+    keys = jax.vmap(lambda i: jax.random.fold_in(root, i))(restart_ids)
+    return jax.vmap(lambda key: _em_one(key, x, mask, n, k, k_pad, max_iter, tol, reg_var))(keys)
 
 
 def em(
@@ -185,11 +213,19 @@ def em(
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    n = x.shape[0]
+    small = is_small(n)
+    k_pad = K_PAD if small and k <= K_PAD else k  # one program for K = 1..K_PAD on small data
+    group = RESTART_GROUP if small else restarts  # restarts per compiled call
+    xp, mask = pad(x, dtype)
     with x64_context(dtype):
-        keys = jax.random.split(jax.random.key(seed), restarts)
-        xs = jnp.asarray(x, dtype)
-        w, m, v, ll, it, conv = _em_restarts(keys, xs, k, max_iter, jnp.asarray(tol, dtype), jnp.asarray(reg_var, dtype))
-        w, m, v, ll, it, conv = (np.asarray(a) for a in (w, m, v, ll, it, conv))
+        root = jax.random.key(seed)
+        args = (jnp.asarray(xp), jnp.asarray(mask), np.int32(n), np.int32(k), k_pad, np.int32(max_iter),
+                jnp.asarray(tol, dtype), jnp.asarray(reg_var, dtype))
+        outs = [_em_restarts(root, np.arange(start, start + group, dtype=np.int32), *args)
+                for start in range(0, restarts, group)]
+        w, m, v, ll, it, conv = (np.concatenate([np.asarray(o[i]) for o in outs])[:restarts] for i in range(6))
+    w, m, v = w[:, :k], m[:, :k], v[:, :k]
     lls = np.where(np.isfinite(ll), ll, -np.inf)
     best = int(np.argmax(lls))
     order = np.argsort(m[best])

@@ -42,6 +42,7 @@ from jax.scipy.special import logsumexp
 from gmmcourse.em import em, kmeans_plus_plus
 from gmmcourse.precision import x64_context
 from gmmcourse.models import GMMPrior, as_prior, gmm, gmm_choices, gmm_params, mixture_point
+from gmmcourse.shapes import CHAIN_GROUP, K_PAD, N_BUCKETS, SWEEP_CHUNK, bucket_size, is_small, pad
 from gmmcourse.validation import check_data, check_k, check_positive_int
 
 __all__ = [
@@ -55,6 +56,8 @@ __all__ = [
     "init_trace",
     "draw_z",
     "permutations",
+    "log_joint",
+    "warm_up",
 ]
 
 MAX_K_RELABEL = 7  # K! permutations are enumerated; 7! = 5040
@@ -148,19 +151,23 @@ def z_log_table(x, weights, means, sds):
     return jax.vmap(lambda z: jax.vmap(lambda xi: assess(z, xi))(x))(jnp.arange(k))
 
 
-def update_params(key, x, z, sds, prior: GMMPrior, num_mh: int = 2):
+def update_params(key, x, z, sds, prior: GMMPrior, num_mh: int = 2, mask=None):
     """Draw weights, means and sds given the assignments z (steps 2-4 of the sweep).
 
     Every Gamma variate of the step (the Dirichlet's, the sd proposals', the empty
     components' prior draws) depends on the counts only, so they come from one
     `jax.random.gamma` call: Gamma sampling is a rejection loop that is slow to compile,
-    and one call site compiles once.
+    and one call site compiles once. `mask` (N,) marks the real points of padded data:
+    padding is left out of every count and sum.
     """
     k = prior.mean_loc.shape[0]
     dtype = x.dtype
     tiny = jnp.finfo(dtype).tiny
     kg, km, ku = jax.random.split(key, 3)
-    onehot = (z[None, :] == jnp.arange(k)[:, None]).astype(dtype)  # (K, N)
+    onehot = z[None, :] == jnp.arange(k)[:, None]  # (K, N)
+    if mask is not None:
+        onehot = onehot & mask[None, :]
+    onehot = onehot.astype(dtype)
     n_k = jnp.sum(onehot, axis=1)
     a, b = prior.sd_shape, prior.sd_rate
     shapes = jnp.concatenate([
@@ -189,41 +196,66 @@ def update_params(key, x, z, sds, prior: GMMPrior, num_mh: int = 2):
 
 def draw_z(key, table):
     """Draw every z_i from the normalised (K, N) table of log p(z_i = k, x_i | parameters)
-    (Gumbel-max); also return the (K, N) conditional probabilities."""
+    (Gumbel-max); also return the (K, N) conditional probabilities.
+
+    The Gumbel noise is drawn in (N, K) layout: point i's noise is then the same whatever
+    padding follows the data (see `gmmcourse.shapes`)."""
     probs = jnp.exp(table - logsumexp(table, axis=0, keepdims=True))
-    z = jnp.argmax(table + jax.random.gumbel(key, table.shape, dtype=table.dtype), axis=0).astype(jnp.int32)
+    noise = jax.random.gumbel(key, table.shape[::-1], dtype=table.dtype).T
+    z = jnp.argmax(table + noise, axis=0).astype(jnp.int32)
     return z, probs
 
 
-def sweep(key, trace, x, prior: GMMPrior, num_mh: int = 2):
+def sweep(key, trace, x, prior: GMMPrior, num_mh: int = 2, mask=None):
     """One Gibbs sweep on a `gmm` trace. Returns the new trace and the (K, N) conditional
-    assignment probabilities P(z_i = k | x_i, parameters) used to draw z."""
+    assignment probabilities P(z_i = k | x_i, parameters) used to draw z. With `mask`
+    (padded data), padded points are drawn too but left out of the parameter updates."""
     weights, means, sds = gmm_params(trace.get_choices())
     kz, kp = jax.random.split(key)
     z, probs = draw_z(kz, z_log_table(x, weights, means, sds))
-    weights, means, sds = update_params(kp, x, z, sds, prior, num_mh)
+    weights, means, sds = update_params(kp, x, z, sds, prior, num_mh, mask)
     new_trace, _, _ = trace.update(gmm_choices(weights, means, sds, z=z))
     return new_trace, probs
 
 
-def init_params(key, x, prior: GMMPrior):
+def _masked_sd(x, mask, n):
+    """Standard deviation of the real points (all of x when `mask` is None)."""
+    if mask is None:
+        mask, n = jnp.ones(x.shape, bool), x.shape[0]
+    nf = jnp.asarray(n, x.dtype)
+    centre = jnp.sum(jnp.where(mask, x, 0.0)) / nf
+    return jnp.sqrt(jnp.sum(jnp.where(mask, (x - centre) ** 2, 0.0)) / nf)
+
+
+def init_params(key, x, prior: GMMPrior, mask=None, n=None):
     """A starting state (weights, means, sds, z): k-means++ seeds for the means (matched to
-    the prior locations' order), sds = sd(x)/K, equal weights, z = the nearest mean."""
+    the prior locations' order), sds = sd(x)/K, equal weights, z = the nearest mean.
+    For padded data, `mask` marks the real points and `n` counts them."""
     k = prior.mean_loc.shape[0]
-    seeds = kmeans_plus_plus(key, x, k)
+    seeds = kmeans_plus_plus(key, x, k, mask=mask, n=n)
     rank = jnp.argsort(jnp.argsort(prior.mean_loc))  # component with the j-th smallest loc gets the j-th seed
     means = seeds[rank]
-    sds = jnp.full((k,), jnp.maximum(jnp.std(x) / k, 1e-3), dtype=x.dtype)
+    sds = jnp.full((k,), jnp.maximum(_masked_sd(x, mask, n) / k, 1e-3), dtype=x.dtype)
     weights = jnp.full((k,), 1.0 / k, dtype=x.dtype)
     z = jnp.argmin(jnp.abs(x[None, :] - means[:, None]), axis=0).astype(jnp.int32)
     return weights, means, sds, z
 
 
-def init_trace(key, x, prior: GMMPrior):
+def init_trace(key, x, prior: GMMPrior, mask=None, n=None):
     """A `gmm` trace holding `init_params`' starting state and the data."""
-    weights, means, sds, z = init_params(key, x, prior)
+    weights, means, sds, z = init_params(key, x, prior, mask, n)
     trace, _ = gmm.generate(gmm_choices(weights, means, sds, z, x), const(int(x.shape[0])), prior)
     return trace
+
+
+def log_joint(trace, mask=None):
+    """log p(weights, means, sds, z, x) of a `gmm` trace (minus its score); with `mask`,
+    of the real points only (the padded points' per-point scores are left out)."""
+    if mask is None:
+        return -trace.get_score()
+    parts = trace._choices  # the sub-traces by address; "points" holds one score per point
+    rest = sum(jnp.sum(sub._score) for name, sub in parts.items() if name != "points")
+    return -(rest + jnp.sum(jnp.where(mask, parts["points"]._score, 0.0)))
 
 
 def _relabel(means, pivot_means, pivot_sds, perms):
@@ -232,30 +264,99 @@ def _relabel(means, pivot_means, pivot_sds, perms):
     return perms[jnp.argmin(cost)]
 
 
-@partial(jax.jit, static_argnames=("num_warmup", "num_samples", "num_mh"))
-def _run_chain(key, x, prior, pivot_means, pivot_sds, perms, num_warmup, num_samples, num_mh):
-    """One chain: `num_warmup` + `num_samples` sweeps in a single `lax.scan` (one compiled
-    body), keeping the draws after warm-up."""
-    kinit, krun = jax.random.split(key)
-    trace = init_trace(kinit, x, prior)
+def _scan_sweeps(carry, ts, krun, x, prior, pivot_means, pivot_sds, perms, num_warmup, num_mh, mask=None, total=None):
+    """Sweeps number `ts` of one chain in a `lax.scan`; sweep t uses the key
+    fold_in(krun, t) (= split(krun, T)[t] for any T > t), so a run cut into chunks draws
+    exactly what one long scan draws. Sweeps t >= num_warmup (and t < total) add their
+    conditional assignment probabilities to the running sum."""
 
-    def step(carry, inputs):
+    def step(carry, t):
         trace, perm_before, prob_sum = carry
-        i, key = inputs
         # the conditional probabilities this sweep uses come from the parameters before it:
         # relabel them with those parameters' permutation
-        trace, probs = sweep(key, trace, x, prior, num_mh)
-        prob_sum = prob_sum + jnp.where(i >= num_warmup, probs[perm_before], 0.0)
+        trace, probs = sweep(jax.random.fold_in(krun, t), trace, x, prior, num_mh, mask)
+        keep = t >= num_warmup if total is None else (t >= num_warmup) & (t < total)
+        prob_sum = prob_sum + jnp.where(keep, probs[perm_before], 0.0)
         raw = gmm_params(trace.get_choices())
         perm = _relabel(raw[1], pivot_means, pivot_sds, perms)
-        return (trace, perm, prob_sum), (raw, tuple(a[perm] for a in raw), -trace.get_score())
+        return (trace, perm, prob_sum), (raw, tuple(a[perm] for a in raw), log_joint(trace, mask))
 
-    total = num_warmup + num_samples
-    zeros = jnp.zeros((prior.mean_loc.shape[0], x.shape[0]), x.dtype)
+    return jax.lax.scan(step, carry, ts)
+
+
+def _start_chain(key, x, prior, pivot_means, pivot_sds, perms, mask=None, n=None):
+    kinit, krun = jax.random.split(key)
+    trace = init_trace(kinit, x, prior, mask, n)
     perm0 = _relabel(trace.get_choices()["means"], pivot_means, pivot_sds, perms)
-    (_, _, prob_sum), outs = jax.lax.scan(step, (trace, perm0, zeros), (jnp.arange(total), jax.random.split(krun, total)))
+    zeros = jnp.zeros((prior.mean_loc.shape[0], x.shape[0]), x.dtype)
+    return (trace, perm0, zeros), krun
+
+
+@partial(jax.jit, static_argnames=("num_warmup", "num_samples", "num_mh"))
+def _run_chain(key, x, prior, pivot_means, pivot_sds, perms, num_warmup, num_samples, num_mh):
+    """One chain on unpadded data: `num_warmup` + `num_samples` sweeps in a single
+    `lax.scan`, keeping the draws after warm-up (the reference for the padded, chunked path
+    of `posterior`; tests and benchmarks)."""
+    carry, krun = _start_chain(key, x, prior, pivot_means, pivot_sds, perms)
+    total = num_warmup + num_samples
+    (_, _, prob_sum), outs = _scan_sweeps(carry, jnp.arange(total), krun, x, prior, pivot_means, pivot_sds, perms,
+                                          num_warmup, num_mh)
     outs = jax.tree.map(lambda a: a[num_warmup:], outs)
     return outs, prob_sum / num_samples
+
+
+@jax.jit
+def _start_chains(root, chain_ids, x, mask, n, prior, pivot_means, pivot_sds, perms):
+    """Starting states of chains `chain_ids` (key fold_in(root, c) = split(root, C)[c])."""
+
+    def one(c):
+        return _start_chain(jax.random.fold_in(root, c), x, prior, pivot_means, pivot_sds, perms, mask, n)
+
+    return jax.vmap(one)(chain_ids)
+
+
+@partial(jax.jit, static_argnames=("num_mh", "length"))
+def _run_chunk(state, start, x, mask, prior, pivot_means, pivot_sds, perms, num_warmup, total, num_mh, length):
+    """`length` sweeps (numbers start, start+1, ...) of every chain of a group, resumed
+    from `state`; one program per (data bucket, K, chains per group, dtype, num_mh)."""
+    carry, krun = state
+    ts = start + jnp.arange(length, dtype=start.dtype)
+
+    def one(carry, krun):
+        carry, outs = _scan_sweeps(carry, ts, krun, x, prior, pivot_means, pivot_sds, perms, num_warmup, num_mh,
+                                   mask, total)
+        return (carry, krun), outs
+
+    return jax.vmap(one)(carry, krun)
+
+
+def _sample(x, n, k, prior, pivot_means, pivot_sds, perms, num_chains, num_warmup, num_samples, num_mh, seed, dtype):
+    """Run the chains on padded data in groups and chunks; numpy outputs (draws sliced to
+    the kept sweeps, assignment probabilities to the real points)."""
+    xp, mask = pad(x, dtype)
+    xp, mask = jnp.asarray(xp), jnp.asarray(mask)
+    group = CHAIN_GROUP if is_small(n) else num_chains
+    total = num_warmup + num_samples
+    root = jax.random.key(seed)
+    draws, prob_sums = [], []
+    for first in range(0, num_chains, group):
+        ids = np.arange(first, first + group, dtype=np.int32)
+        state = _start_chains(root, ids, xp, mask, np.int32(n), prior, pivot_means, pivot_sds, perms)
+        chunks = []
+        for start in range(0, total, SWEEP_CHUNK):
+            state, outs = _run_chunk(state, np.int32(start), xp, mask, prior, pivot_means, pivot_sds, perms,
+                                     np.int32(num_warmup), np.int32(total), num_mh, SWEEP_CHUNK)
+            if start + SWEEP_CHUNK > num_warmup:  # warm-up-only chunks: nothing to keep
+                chunks.append((start, outs))
+        leaves = [np.concatenate([np.asarray(leaf) for leaf in col], axis=1)
+                  for col in zip(*(jax.tree.leaves(o) for _, o in chunks))]
+        lo = num_warmup - chunks[0][0]
+        draws.append([a[:, lo:lo + num_samples] for a in leaves])
+        prob_sums.append(np.asarray(state[0][2])[:, :, :n])
+    treedef = jax.tree.structure(chunks[0][1])
+    outs = jax.tree.unflatten(treedef, [np.concatenate(col)[:num_chains] for col in zip(*draws)])
+    probs = np.concatenate(prob_sums)[:num_chains] / np.asarray(num_samples, dtype)
+    return outs, probs
 
 
 def posterior(
@@ -271,6 +372,11 @@ def posterior(
     dtype=np.float32,
 ) -> Posterior:
     """Sample the posterior of the Bayesian GMM `gmmcourse.models.gmm` by Gibbs sampling.
+
+    Compiled once per (data-size bucket, K, dtype): the data are padded to a bucket of
+    `gmmcourse.shapes`, chains run in groups and sweeps in fixed-size chunks, so new data
+    sizes within a bucket and new `num_samples`, `num_warmup` or `num_chains` reuse the
+    compiled program (the draws are those of one long scan per chain).
 
     Args:
         x: observations, shape (N,).
@@ -297,6 +403,7 @@ def posterior(
     num_mh = check_positive_int(num_mh, "num_mh")
     if isinstance(num_warmup, bool) or not isinstance(num_warmup, (int, np.integer)) or num_warmup < 0:
         raise ValueError(f"num_warmup must be a non-negative integer, got {num_warmup!r}")
+    num_warmup = int(num_warmup)
     if prior is None:
         spread = float(np.std(x)) if n > 1 else 1.0
         prior = GMMPrior.exchangeable(k, loc=float(np.mean(x)), scale=2 * max(spread, 1e-3))
@@ -316,24 +423,46 @@ def posterior(
 
     pivot = em(x, k, seed=seed)
     with x64_context(dtype):
-        xs = jnp.asarray(x, dtype)
         p = as_prior(prior, dtype)
         perms = jnp.asarray(permutations(k))
         pivot_means = jnp.asarray(pivot.means, dtype)
         pivot_sds = jnp.asarray(np.maximum(pivot.sds, 1e-6 * max(float(np.std(x)), 1.0)), dtype)
-        keys = jax.random.split(jax.random.key(seed), num_chains)
-        run = jax.vmap(_run_chain, in_axes=(0, None, None, None, None, None, None, None, None))
-        (raw, relabelled, log_joint), probs = run(keys, xs, p, pivot_means, pivot_sds, perms, num_warmup, num_samples, num_mh)
-        assignment = jnp.mean(probs, axis=0)  # average over chains, (K, N)
-        to_np = lambda a: np.asarray(a)
-        result = Posterior(
-            weights=to_np(relabelled[0]),
-            means=to_np(relabelled[1]),
-            sds=to_np(relabelled[2]),
-            assignment_probs=to_np(assignment).T,
-            log_joint=to_np(log_joint),
-            raw=Draws(*(to_np(a) for a in raw)),
-            pivot=pivot,
-            prior=prior,
-        )
-    return result
+        (raw, relabelled, log_joint_draws), probs = _sample(
+            x, n, k, p, pivot_means, pivot_sds, perms, num_chains, num_warmup, num_samples, num_mh, seed, dtype)
+    return Posterior(
+        weights=relabelled[0],
+        means=relabelled[1],
+        sds=relabelled[2],
+        assignment_probs=np.mean(probs, axis=0).T,  # average over chains, (N, K)
+        log_joint=log_joint_draws,
+        raw=Draws(*raw),
+        pivot=pivot,
+        prior=prior,
+    )
+
+
+def warm_up(sizes=None, ks=(1, 2, 3), dtypes=(np.float32,)) -> int:
+    """Compile (or load from the persistent compilation cache) every program that `posterior`
+    and `em` (hence `bic_table`, `loo_table`) need for data of the given sizes and K.
+
+    Args:
+        sizes: data sizes; each stands for its bucket (`gmmcourse.shapes.bucket_size`).
+            Default: the small-data buckets `gmmcourse.shapes.N_BUCKETS`.
+        ks: numbers of components for `posterior` (EM compiles once for K <= K_PAD).
+        dtypes: `posterior` dtypes (float32 is the default one).
+
+    Returns:
+        The number of `posterior` calls made (one short run per size, K and dtype).
+    """
+    sizes = N_BUCKETS if sizes is None else sizes
+    calls = 0
+    for size in sorted({bucket_size(s) for s in sizes}):
+        x = np.linspace(-1.0, 1.0, size)
+        for k in ks:
+            if k > min(size, MAX_K_RELABEL):
+                continue
+            for dtype in dtypes:
+                posterior(x, k, num_chains=1, num_samples=1, num_warmup=0, dtype=dtype)
+                calls += 1
+        em(x, min(size, K_PAD), restarts=1, max_iter=1)  # bic_table's program: every K <= K_PAD
+    return calls

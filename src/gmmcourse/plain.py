@@ -52,15 +52,15 @@ def run_plain_chain(key, x, prior, num_warmup, num_samples, num_mh=2):
     k = prior.mean_loc.shape[0]
     state = init_params(kinit, x, prior)
 
-    def step(carry, inputs):
+    def step(carry, i):
         state, prob_sum = carry
-        i, key = inputs
-        state, probs = plain_sweep(key, state, x, prior, num_mh)
+        # sweep i's key: fold_in(krun, i) = split(krun, total)[i], as in gibbs._scan_sweeps
+        state, probs = plain_sweep(jax.random.fold_in(krun, i), state, x, prior, num_mh)
         prob_sum = prob_sum + jnp.where(i >= num_warmup, probs, 0.0)
         return (state, prob_sum), (state[:3], plain_log_joint(x, *state, prior))
 
     total = num_warmup + num_samples
     zeros = jnp.zeros((k, x.shape[0]), x.dtype)
-    (_, prob_sum), outs = jax.lax.scan(step, (state, zeros), (jnp.arange(total), jax.random.split(krun, total)))
+    (_, prob_sum), outs = jax.lax.scan(step, (state, zeros), jnp.arange(total))
     draws, lj = jax.tree.map(lambda a: a[num_warmup:], outs)
     return draws, lj, prob_sum / num_samples

@@ -1,0 +1,83 @@
+"""Shape buckets: compile each kernel once for many data sizes, K, restarts, chains and draws.
+
+XLA compiles one program per array shape, and compiling the Gibbs scan or the EM loop takes
+seconds, far longer than running them on the course's data (20-2,000 points). So
+`gmmcourse.em.em` and `gmmcourse.gibbs.posterior` never hand XLA the caller's shapes:
+
+* **data size N** is padded up to a bucket (`bucket_size`): one of `N_BUCKETS` for small
+  data (32 points, then 2,048), beyond the last one a multiple of 1/8 of the power of two
+  below N (at most 12.5 % padding, where the run time dominates). Padded points repeat
+  x[0] and are masked out of every sum, count and density (exact maths: they contribute
+  zeros); the true N is a traced argument.
+* **K in EM** is padded to `K_PAD` components for small data (inactive components have
+  weight 0: their responsibilities are exactly 0), so K = 1..8 share one program.
+  The Gibbs sampler keeps the true K (its relabelling enumerates K! permutations and the
+  model's Dirichlet has K entries), one program per K.
+* **EM restarts** run in groups of `RESTART_GROUP` for small data; **Gibbs chains** run in
+  groups of `CHAIN_GROUP` for small data; **Gibbs sweeps** run in chunks of `SWEEP_CHUNK`
+  (a compiled scan resumed from its state), so `num_samples`, `num_warmup` and
+  `num_chains` do not change any compiled shape.
+
+Random numbers do not depend on the padding: JAX's threefry generator (partitionable) draws
+element i of an array from the counter i, so keys split for 5 restarts, 4 chains or 1,200
+sweeps are prefixes of those for more, and per-point noise is drawn in (N, K) layout, a
+prefix of the padded (B, K) one. Padded and unpadded runs give the same draws up to
+floating-point summation order (tests/test_compile.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "N_BUCKETS",
+    "K_PAD",
+    "RESTART_GROUP",
+    "CHAIN_GROUP",
+    "SWEEP_CHUNK",
+    "bucket_size",
+    "is_small",
+    "pad",
+]
+
+N_BUCKETS = (32, 2048)
+"""Padded data sizes for small data; above the last, geometric buckets 8 per octave."""
+
+K_PAD = 8
+"""EM on small data fits K <= K_PAD components in one K_PAD-component program."""
+
+RESTART_GROUP = 5
+"""EM restarts per compiled call on small data (more restarts: several calls)."""
+
+CHAIN_GROUP = 4
+"""Gibbs chains per compiled call on small data (more chains: several calls)."""
+
+SWEEP_CHUNK = 100
+"""Gibbs sweeps per compiled call (a scan resumed from its carried state)."""
+
+
+def bucket_size(n: int) -> int:
+    """The padded size of N points: the smallest of `N_BUCKETS` that holds them, else N
+    rounded up to a multiple of 2^(floor(log2 N) - 3)."""
+    n = int(n)
+    for b in N_BUCKETS:
+        if n <= b:
+            return b
+    step = 1 << max(int(n).bit_length() - 4, 0)
+    return -(-n // step) * step
+
+
+def is_small(n: int) -> bool:
+    """Whether N points fall in one of the fixed `N_BUCKETS` (compilation dominates there,
+    so K, restarts and chains are padded too)."""
+    return int(n) <= N_BUCKETS[-1]
+
+
+def pad(x, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """(x padded to `bucket_size(len(x))` with copies of x[0], mask of the real points)."""
+    x = np.asarray(x)
+    n = x.shape[0]
+    size = bucket_size(n)
+    xp = np.full(size, x[0], dtype=dtype)
+    xp[:n] = x
+    return xp, np.arange(size) < n
