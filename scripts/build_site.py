@@ -103,16 +103,17 @@ def wheel_name(root: Path = ROOT) -> str:
 # ----------------------------------------------------------------------------- set-up cell
 
 _SETUP = '''\
-# Set-up: makes the course package `gmmcourse` importable. Where it already is, this does
-# nothing. Elsewhere (Colab, Binder, your laptop) it installs the student wheel and its pinned
-# requirements: from the course bundle when this notebook sits in a copy of it, else from the
-# course site. On a GPU runtime (Colab: Runtime > Change runtime type > GPU) it installs the
-# `gpu` extra, gmmcourse[gpu] (jax with CUDA 12). If Colab asks to restart, run this cell again.
+# Set-up: makes what this notebook imports importable. Where it already is (the course's own
+# environment), this does nothing. Elsewhere (Colab, Binder, your laptop) it installs the
+# course package `gmmcourse` (student wheel) and its pinned requirements: from the course
+# bundle when this notebook sits in a copy of it, else from the course site. On a GPU runtime
+# (Colab: Runtime > Change runtime type > GPU) it installs the `gpu` extra, gmmcourse[gpu]
+# (jax with CUDA 12). If Colab asks to restart the session, do so and run this cell again.
 COURSE_FILES = {url!r}
-try:
-    import gmmcourse
-except ImportError:
-    import importlib, os, shutil, subprocess, sys
+NEEDED = {needed!r}
+import importlib, importlib.util
+if not all(importlib.util.find_spec(m) for m in NEEDED):
+    import shutil, subprocess, sys
     from pathlib import Path
     _bundle = Path({bundle!r})
     _base = _bundle.resolve().as_uri() if (_bundle / {wheel!r}).exists() else COURSE_FILES
@@ -125,20 +126,42 @@ except ImportError:
     print(_pip.stdout[-2000:], _pip.stderr[-2000:])
     _pip.check_returncode()
     importlib.invalidate_caches()
-    import gmmcourse
-print("gmmcourse", gmmcourse.__version__)
+    print("Installed gmmcourse" + _extra, "from", _base)
 '''
 
 
-def setup_cell(url: str, bundle_relpath: str, wheel: str) -> nbformat.NotebookNode:
+def needed_modules(nb: nbformat.NotebookNode) -> list[str]:
+    """Top-level modules the notebook's code imports, other than the standard library's and IPython."""
+    import ast
+
+    names = set()
+    for c in nb.cells:
+        if c.cell_type != "code":
+            continue
+        code = "\n".join(ln for ln in c.source.splitlines() if not ln.lstrip().startswith(("%", "!")))
+        try:
+            tree = ast.parse(code)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return sorted(n for n in names if n not in sys.stdlib_module_names and n not in ("__future__", "IPython"))
+
+
+def setup_cell(url: str, bundle_relpath: str, wheel: str, needed: list[str] = ("gmmcourse",)) -> nbformat.NotebookNode:
     """The first cell of every student notebook.
 
     Args:
         url: where the published ``student/`` folder is ('' when unpublished).
         bundle_relpath: ``student/`` relative to the notebook's folder inside the bundle.
         wheel: the wheel's file name.
+        needed: the modules the notebook imports (`needed_modules`): where they all import, the
+            cell does nothing (the grader's sandbox hides ``gmmcourse`` from some assignments).
     """
-    cell = nbformat.v4.new_code_cell(_SETUP.format(url=url, bundle=bundle_relpath, wheel=wheel))
+    cell = nbformat.v4.new_code_cell(_SETUP.format(url=url, bundle=bundle_relpath, wheel=wheel, needed=list(needed)))
     cell.metadata["tags"] = [SETUP_TAG]
     return cell
 
@@ -552,7 +575,7 @@ def build_site(out: Path = SITE, root: Path = ROOT, html: Path | None = None, ex
             raise ConversionError(f"{page}: MyST left in the plain notebook: {bad[:5]}")
         target = out / "notebooks" / f"{page}.ipynb"
         depth = len(Path(page).parts)  # notebooks/chapters/x.ipynb -> ../../student
-        nb = with_setup_cell(nb, setup_cell(url, "../" * depth + "student", wheel))
+        nb = with_setup_cell(nb, setup_cell(url, "../" * depth + "student", wheel, needed_modules(nb)))
         target.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, str(target))
         # the book's own "download .ipynb" (written when launch buttons are on) is this notebook too
@@ -564,12 +587,14 @@ def build_site(out: Path = SITE, root: Path = ROOT, html: Path | None = None, ex
         aid = rel.parent.name
         if rel.stem != aid:
             continue
-        nb = with_setup_cell(nbformat.read(str(rel), as_version=4), setup_cell(url, "../../../student", wheel))
+        release = nbformat.read(str(rel), as_version=4)
+        needed = needed_modules(release)
+        nb = with_setup_cell(release, setup_cell(url, "../../../student", wheel, needed))
         target = out / "notebooks" / "exercises" / aid / rel.name
         target.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, str(target))
         for dl in (out / "_downloads").rglob(rel.name):
-            nbformat.write(with_setup_cell(nbformat.read(str(rel), as_version=4), setup_cell(url, "../../student", wheel)), str(dl))
+            nbformat.write(with_setup_cell(release, setup_cell(url, "../../student", wheel, needed)), str(dl))
     return out
 
 
