@@ -80,7 +80,7 @@ def kmeans_plus_plus(key, x, k, mask=None, n=None, k_active=None):
 BLOCK = 50_000  # points per block: a block's (K, BLOCK) temporaries stay in the CPU's cache
 
 
-def _block_stats(x, mask, weights, means, variances):
+def _block_stats(x, weights, means, variances, mask):
     """E-step on a block of points: sums over the block of r_ik, r_ik d_ik, r_ik d_ik^2 (each
     (K,), with d_ik = x_i - mean_k and r the responsibilities) and of log p(x_i).
 
@@ -99,21 +99,25 @@ def _block_stats(x, mask, weights, means, variances):
     return jnp.sum(r, axis=1), jnp.sum(rd, axis=1), jnp.sum(rd * d, axis=1), jnp.sum(jnp.where(mask, top + jnp.log(total), 0.0))
 
 
-def _stats(x, mask, weights, means, variances):
+def _stats(x, weights, means, variances, mask=None):
     """`_block_stats` over all points, `BLOCK` points at a time (a `lax.scan` over full
     blocks, then the remainder): XLA:CPU then keeps each block's temporaries in cache
-    instead of streaming (K, N) arrays through memory several times."""
+    instead of streaming (K, N) arrays through memory several times. `mask`: the real
+    points of padded data (default: all)."""
     n = x.shape[0]
+    if mask is None:
+        mask = jnp.ones(x.shape, bool)
     full = n // BLOCK * BLOCK
     k = weights.shape[0]
     acc = (jnp.zeros(k, x.dtype), jnp.zeros(k, x.dtype), jnp.zeros(k, x.dtype), jnp.zeros((), x.dtype))
     if full:
         def body(acc, block):
-            return jax.tree.map(jnp.add, acc, _block_stats(*block, weights, means, variances)), None
+            xb, mb = block
+            return jax.tree.map(jnp.add, acc, _block_stats(xb, weights, means, variances, mb)), None
 
         acc, _ = jax.lax.scan(body, acc, (x[:full].reshape(-1, BLOCK), mask[:full].reshape(-1, BLOCK)))
     if full < n:
-        acc = jax.tree.map(jnp.add, acc, _block_stats(x[full:], mask[full:], weights, means, variances))
+        acc = jax.tree.map(jnp.add, acc, _block_stats(x[full:], weights, means, variances, mask[full:]))
     return acc
 
 
@@ -124,7 +128,7 @@ def _em_step(x, mask, n, active, weights, means, variances, reg_var):
     pass over x and avoids the cancellation of E[x^2] - E[x]^2. Inactive components keep
     weight 0 and variance 1.
     """
-    nk, s1, s2, loglik = _stats(x, mask, weights, means, variances)
+    nk, s1, s2, loglik = _stats(x, weights, means, variances, mask)
     nk = nk + 10 * jnp.finfo(x.dtype).tiny
     shift = s1 / nk
     variances = s2 / nk - shift**2 + reg_var
@@ -157,7 +161,7 @@ def _em_one(key, x, mask, n, k, k_pad, max_iter, tol, reg_var):
     inf = jnp.asarray(jnp.inf, dtype)
     state = (weights, means, variances, -inf, inf, jnp.asarray(0, max_iter.dtype))
     w, m, v, ll_prev_step, _, it = jax.lax.while_loop(cond, body, state)
-    final_ll = _stats(x, mask, w, m, v)[3]
+    final_ll = _stats(x, w, m, v, mask)[3]
     converged = jnp.abs(final_ll - ll_prev_step) <= tol * nf
     return w, m, v, final_ll, it, converged
 

@@ -1,0 +1,148 @@
+"""Compile once: padded, bucketed kernels give the unpadded results and are compiled once per
+bucket (counted, in the style of blackjax's compilation tests)."""
+
+import contextlib
+import importlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax._src import dispatch
+
+# `em` first, through the package's lazy names: a direct import of the submodule
+# gmmcourse.em (gmmcourse.selection does one) before the first `from gmmcourse import em`
+# binds the module, not the function, to gmmcourse.em for every later importer
+from gmmcourse import em  # noqa: I001
+from gmmcourse import GMMPrior, bic_table, posterior
+
+shapes = importlib.import_module("gmmcourse.shapes")
+_em_restarts = importlib.import_module("gmmcourse.em")._em_restarts
+_gibbs = importlib.import_module("gmmcourse.gibbs")
+_run_chain, _run_chunk, _start_chains, permutations = (
+    _gibbs._run_chain, _gibbs._run_chunk, _gibbs._start_chains, _gibbs.permutations)
+as_prior = importlib.import_module("gmmcourse.models").as_prior
+
+PRIOR2 = GMMPrior(jnp.array([-2.0, 2.0]), 2.0)
+
+
+def data(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.where(rng.random(n) < 0.4, rng.normal(-2.0, 0.7, n), rng.normal(2.0, 1.0, n))
+
+
+@contextlib.contextmanager
+def count_lowerings():
+    """Counts the programs JAX lowers to XLA (each one is then compiled, or loaded from the
+    persistent compilation cache): jitted functions and eager operations on new shapes."""
+    counter = {"n": 0}
+
+    def listener(event, duration, **kwargs):
+        if event == dispatch.JAXPR_TO_MLIR_MODULE_EVENT:
+            counter["n"] += 1
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield counter
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def test_bucket_sizes():
+    assert [shapes.bucket_size(n) for n in (1, 20, 30, 32, 33, 2000, 2048)] == [32, 32, 32, 32, 2048, 2048, 2048]
+    for n in (2049, 3000, 10_000, 123_457, 1_000_000):
+        b = shapes.bucket_size(n)
+        assert n <= b <= 1.125 * n + 1, (n, b)
+    assert shapes.bucket_size(1_000_000) == shapes.bucket_size(1_040_000)
+    xp, mask = shapes.pad(np.array([3.0, 1.0, 2.0]), np.float32)
+    assert xp.shape == (32,) and xp.dtype == np.float32 and mask.sum() == 3 and np.all(xp[3:] == 3.0)
+
+
+@pytest.mark.parametrize("n", [7, 30, 300])
+def test_padded_em_is_the_unpadded_fit(n):
+    """em (padded to a bucket, K padded to K_PAD, restarts in groups) against the same kernel
+    on the raw data with exactly K components and all restarts in one call."""
+    x = data(n)
+    for k in (1, 2, 3):
+        fit = em(x, k, restarts=7, seed=3)
+        with jax.enable_x64(True):
+            raw = _em_restarts(jax.random.key(3), np.arange(7, dtype=np.int32), jnp.asarray(x), jnp.ones(n, bool),
+                               np.int32(n), np.int32(k), k, np.int32(1000), jnp.asarray(1e-10), jnp.asarray(1e-6))
+        w, m, v, ll, it, _ = (np.asarray(a) for a in raw)
+        np.testing.assert_allclose(fit.restart_log_likelihoods, ll, rtol=1e-12, atol=1e-9)
+        best = int(np.argmax(ll))
+        order = np.argsort(m[best])
+        np.testing.assert_allclose(fit.means, m[best][order], rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(fit.weights, w[best][order], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(fit.sds, np.sqrt(v[best][order]), rtol=1e-9)
+        assert fit.n_iter == it[best]
+
+
+@pytest.mark.parametrize("n, chains, warmup, samples", [(7, 3, 37, 150), (30, 5, 200, 120), (300, 2, 0, 101)])
+def test_padded_posterior_is_the_unpadded_chain(n, chains, warmup, samples):
+    """posterior (data padded to a bucket, chains in groups of CHAIN_GROUP, sweeps in chunks of
+    SWEEP_CHUNK) draws what one unpadded scan per chain draws, seed for seed."""
+    x = data(n, seed=n)
+    post = posterior(x, 2, prior=PRIOR2, num_chains=chains, num_warmup=warmup, num_samples=samples, seed=5)
+    p = as_prior(PRIOR2, jnp.float32)
+    keys = jax.random.split(jax.random.key(5), chains)
+    run = jax.vmap(lambda key: _run_chain(key, jnp.asarray(x, jnp.float32), p, jnp.asarray(post.pivot.means, jnp.float32),
+                                          jnp.asarray(np.maximum(post.pivot.sds, 1e-6 * max(np.std(x), 1.0)), jnp.float32),
+                                          jnp.asarray(permutations(2)), warmup, samples, 2))
+    (raw, relabelled, lj), probs = run(keys)
+    for a, b in zip(raw, post.raw):
+        np.testing.assert_allclose(b, a, rtol=2e-5, atol=1e-6)
+    for a, b in zip(relabelled, (post.weights, post.means, post.sds)):
+        np.testing.assert_allclose(b, a, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(post.log_joint, lj, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(post.assignment_probs, np.asarray(probs).mean(0).T, atol=1e-5)
+    assert post.means.shape == (chains, samples, 2) and post.assignment_probs.shape == (n, 2)
+
+
+def test_comparison_has_power():
+    """The identity check above is not vacuous: another seed gives other draws."""
+    x = data(30, seed=30)
+    a = posterior(x, 2, prior=PRIOR2, num_chains=2, num_samples=50, seed=5)
+    b = posterior(x, 2, prior=PRIOR2, num_chains=2, num_samples=50, seed=6)
+    assert not np.allclose(a.means, b.means, rtol=2e-5, atol=1e-6)
+
+
+def test_compiles_once_per_bucket():
+    """After one call per bucket, em and posterior on other sizes in the bucket, other K
+    (em), other restarts, chains, warm-up and sample counts lower no new program at all."""
+    posterior(data(20), 2, prior=PRIOR2, num_chains=4, num_samples=100, seed=0)
+    em(data(20), 4, restarts=5)
+    sizes = {"em": _em_restarts._cache_size(), "start": _start_chains._cache_size(), "chunk": _run_chunk._cache_size()}
+    with count_lowerings() as count:
+        for i, n in enumerate((7, 13, 25, 31, 32)):
+            x = data(n, seed=i)
+            for k in range(1, min(n, 6) + 1):
+                em(x, k, restarts=3 + k, seed=i)
+            post = posterior(x, 2, prior=PRIOR2, num_chains=1 + i, num_samples=50 + 70 * i, num_warmup=13 * i, seed=i)
+            assert post.means.shape == (1 + i, 50 + 70 * i, 2)
+        bic_table(data(29), 6)
+    assert count["n"] == 0
+    assert sizes == {"em": _em_restarts._cache_size(), "start": _start_chains._cache_size(),
+                     "chunk": _run_chunk._cache_size()}
+
+
+def test_the_counter_counts():
+    """The compile counter has power: a new bucket compiles EM again, and a new static
+    setting (num_mh) compiles a new sampler chunk."""
+    x = data(2050)  # above the small buckets: padded to 2304 (used nowhere else)
+    before = _em_restarts._cache_size()
+    with count_lowerings() as count:
+        em(x, 2, restarts=2)
+    assert count["n"] >= 1 and _em_restarts._cache_size() == before + 1
+    before = _run_chunk._cache_size()
+    with count_lowerings() as count:
+        posterior(data(20), 2, prior=PRIOR2, num_chains=1, num_samples=10, num_mh=3, seed=0)
+    assert count["n"] >= 1 and _run_chunk._cache_size() == before + 1
+
+
+def test_warm_up_covers_the_buckets():
+    assert _gibbs.warm_up(sizes=(20,), ks=(2,)) == 1
+    with count_lowerings() as count:
+        posterior(data(27), 2, num_chains=4, num_samples=1000, seed=1)
+        bic_table(data(27), 5)
+    assert count["n"] == 0
