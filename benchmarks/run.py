@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-ALL = ["em", "sampler", "startup", "book", "grading", "false_fail"]
-MODULES = {"em": "bench_em", "sampler": "bench_sampler", "startup": "bench_startup", "book": "bench_book",
+ALL = ["em", "sampler", "compile", "startup", "book", "grading", "false_fail"]
+MODULES = {"em": "bench_em", "sampler": "bench_sampler", "compile": "bench_compile", "startup": "bench_startup", "book": "bench_book",
            "grading": "bench_grading", "false_fail": "false_fail"}
 
 
