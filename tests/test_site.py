@@ -180,7 +180,9 @@ def test_no_placeholder_and_no_launch_buttons_while_unpublished():
     config = bs.load_config(ROOT)
     pages = [HTML / f"{p}.html" for p in PAGES]
     text = "\n".join(p.read_text() for p in pages)
-    assert "gmm-course/gmm-course" not in text and "executablebooks/jupyter-book" not in text
+    placeholders = [f"{p.relative_to(HTML)}: {a}" for p in pages for a in ("gmm-course/gmm-course", "executablebooks/jupyter-book")
+                    if a in p.read_text()]
+    assert not placeholders, f"placeholder addresses in the book (chapter text or _config.yml): {placeholders}"
     if bs.published_repository(config) is None:
         assert "colab.research.google.com" not in text and "mybinder.org" not in text
         assert "launch-buttons" not in text
