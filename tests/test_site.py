@@ -327,16 +327,23 @@ def student_kernel(bundle, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("student")
     venv, py = tmp / "venv", tmp / "venv" / "bin" / "python"
     env = dict(os.environ, UV_LINK_MODE="copy")
-    subprocess.run([str(uv), "venv", "-q", "--seed", "--python", sys.executable, str(venv)], check=True, env=env)
+    cmd = [str(uv), "venv", "-q", "--seed", "--python", sys.executable, str(venv)]
+    if subprocess.run(cmd + ["--offline"], env=env, capture_output=True).returncode != 0:
+        subprocess.run(cmd + ["--clear"], check=True, env=env)
     reqs = bundle / "student" / "requirements-student.txt"
-    subprocess.run([str(uv), "pip", "install", "-q", "--python", str(py), "-r", str(reqs)], check=True, env=env)
+
+    def install(*args):  # from uv's cache when it holds everything (offline, fast), else from the index
+        cmd = [str(uv), "pip", "install", "-q", "--python", str(py), *args]
+        if subprocess.run(cmd + ["--offline"], env=env, capture_output=True).returncode != 0:
+            subprocess.run(cmd, check=True, env=env)
+
+    install("-r", str(reqs))
     frozen = _pins(subprocess.run([str(uv), "pip", "freeze", "--python", str(py)], check=True, env=env,
                                   capture_output=True, text=True).stdout)
     frozen = {k: v for k, v in frozen.items() if k not in ("pip", "setuptools", "wheel")}
     assert frozen == _pins(reqs.read_text()), "requirements-student.txt is not closed under its dependencies"
     kernel_pins = {n: v for n, v in _lock_pins().items() if n in ("ipykernel",)}
-    subprocess.run([str(uv), "pip", "install", "-q", "--python", str(py), "-c", str(ROOT / "requirements.lock"),
-                    *(f"{n}=={v}" for n, v in kernel_pins.items())], check=True, env=env)
+    install("-c", str(ROOT / "requirements.lock"), *(f"{n}=={v}" for n, v in kernel_pins.items()))
     spec = tmp / "jupyter" / "kernels" / "gmm-student"
     spec.mkdir(parents=True)
     (spec / "kernel.json").write_text(json.dumps({
