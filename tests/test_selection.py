@@ -51,7 +51,7 @@ def test_loo_table_reports_paired_differences_and_r_hat():
     np.testing.assert_allclose(t["elpd_diff"], -t["delta_elpd"], atol=1e-9)  # ArviZ: this K minus the best
     best = t["elpd_loo"].idxmax()
     assert t.loc[best, "dse"] == 0
-    # the paired difference's se is not larger than the naive one from the two models' ses
-    for k in t.index.drop(best):
-        assert t.loc[k, "dse"] <= np.hypot(t.loc[k, "se"], t.loc[best, "se"]) + 1e-9
+    others = t.index.drop(best)
+    assert np.all(np.isfinite(t.loc[others, "dse"])) and np.all(t.loc[others, "dse"] > 0)
+    assert t.loc[1, "elpd_diff"] < -4 * t.loc[1, "dse"]  # one blend is decisively worse
     assert (t["max_r_hat"] < 1.05).all()
