@@ -19,3 +19,6 @@ c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedE
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 c.ClearOutput.enabled = True
 c.Exchange.assignment_dir = os.path.dirname(_here)
+# Student notebooks are untrusted: formgrader and feedback render them with HTML sanitised
+# (the autograder has already made the autograded notebooks inert; this is the second layer).
+c.HTMLExporter.sanitize_html = True

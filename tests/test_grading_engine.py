@@ -257,3 +257,217 @@ def test_real_assignment_categorization(tmp_path):
     assert got["teacher"] == pytest.approx(sum(p.points for p in a.parts)), got
     fb = (course / "feedback" / "teacher" / "categorization" / "categorization.html").read_text()
     assert "_gx_" not in fb and "inputs[" not in fb
+
+
+# --------------------------------------------------------------------------- sandbox escapes
+# Each case below got through before the sandbox was hardened (see docs/grading.md, threat model).
+
+ESCAPES = ["solution", "proc_environ", "keyring", "disk_fill", "forge_hook", "forge_thread", "shadow_exec",
+           "shadowed_builtins_honest", "active_content", "big_outputs", "half"]
+
+
+def _keyctl():
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    nr = {"x86_64": (248, 250), "aarch64": (217, 219)}[os.uname().machine]
+    return libc, nr
+
+
+def _root_key(desc: str, add: bytes | None = None) -> int:
+    """Search (or add) a key in this process's user keyring; -1 if absent."""
+    import ctypes
+
+    libc, nr = _keyctl()
+    if add is not None:
+        return libc.syscall(nr[0], b"user", desc.encode(), add, len(add), ctypes.c_long(-4))
+    return libc.syscall(nr[1], 10, ctypes.c_long(-4), b"user", desc.encode(), 0)
+
+
+def test_sandbox_escapes_are_closed(tmp_path, monkeypatch):
+    """Environment, keyrings, disk, forged exports, shadowed names, active content and output
+    floods: each hostile notebook earns exactly what its honest parts deserve, nothing leaks
+    into feedback or autograded notebooks, and honest students in the same batch keep full marks."""
+    monkeypatch.setenv(toy.SECRET_ENV, toy.SECRET_VALUE)
+    if _root_key(toy.SECRET_KEY_DESC, add=b"root-only") < 0:
+        pytest.skip("this kernel has no keyrings")
+    course = toy.write_course(tmp_path, ESCAPES)
+    limits = Limits(cell_timeout=3, notebook_timeout=60, export_timeout=10, memory_bytes=768 << 20, max_pids=32,
+                    scratch_bytes=64 << 20, tmp_bytes=32 << 20)
+    autograde(["toy"], course, registry=toy.ASSIGNMENTS, limits=limits, progress=False, warm_cache=False,
+              echo=lambda s: None, serial=True)
+    got = scores(course)
+    want = toy.expected(ESCAPES)
+    assert got == pytest.approx(want), {k: (got.get(k), v) for k, v in want.items() if got.get(k) != v}
+    # nothing of the grader's environment in anything written for students or instructors
+    for f in list((course / "feedback").rglob("*")) + list((course / "autograded").rglob("*")):
+        if f.is_file():
+            text = f.read_text(errors="replace")
+            assert toy.SECRET_VALUE not in text, f
+    # no key planted for the next student, root's key untouched
+    assert _root_key("left-by-a-student") < 0
+    assert _root_key(toy.SECRET_KEY_DESC) >= 0
+    # active content is inert in the autograded notebook
+    ag = nbformat.read(course / "autograded" / "active_content" / "toy" / "toy.ipynb", 4)
+    rendered = json.dumps([c.outputs for c in ag.cells if c.cell_type == "code"])  # code sources are shown as text
+    rendered += json.dumps([c.source for c in ag.cells if c.cell_type != "code"])
+    assert "<b>hi</b>" in rendered or "hi" in rendered
+    for bad in ("<script", "<img", "application/javascript", "javascript:", "image/svg+xml"):
+        assert bad not in rendered, bad  # (escaped text such as &lt;img ...&gt; is inert)
+    # output floods of every kind stay within the budget
+    big = course / "autograded" / "big_outputs" / "toy" / "toy.ipynb"
+    assert big.stat().st_size < 3 << 20
+    assert "widgets" not in nbformat.read(big, 4).metadata
+
+
+def test_exactly_one_export_output_is_accepted():
+    from types import SimpleNamespace
+
+    from gmmcourse.grading.executor import _read_export
+
+    n = "ab" * 16
+    ok = _read_export(SimpleNamespace(export_count=1, export_payloads=[n + ":OK:[1]"]), n, LIMITS)
+    assert ok == {"ok": True, "json": "[1]"}
+    two = _read_export(SimpleNamespace(export_count=2, export_payloads=[n + ":OK:[1]", n + ":OK:[2]"]), n, LIMITS)
+    assert not two["ok"] and "more than one answer" in two["error"]
+    stale = _read_export(SimpleNamespace(export_count=1, export_payloads=["cd" * 16 + ":OK:[1]"]), n, LIMITS)
+    assert not stale["ok"]
+    err = _read_export(SimpleNamespace(export_count=1, export_payloads=[n + ":ERR:KeyError: \x1b[31m" + "A=b " * 200]), n, LIMITS)
+    assert not err["ok"] and len(err["error"]) <= 160 and "\x1b" not in err["error"]
+
+
+def _run(nb, limits, **cfg):
+    from gmmcourse.grading.executor import run_submission
+
+    return run_submission(nbformat.writes(nb), [(p.grade_id, p.export) for p in toy.TOY.parts],
+                          json.dumps(toy._inputs()), limits, cfg or None)
+
+
+def _score(res) -> float:
+    from gmmcourse.grading.engine import check_part
+
+    ref = toy._reference()
+    return sum(check_part(p, res["answers"].get(p.grade_id), ref)[0] for p in toy.TOY.parts)
+
+
+def test_cpu_quota_caps_setsid_burners():
+    """Three setsid() burners get at most the submission's CPU quota (0.25 core here)."""
+    res = _run(toy.notebook(toy.CPU_BURNER), Limits(cell_timeout=20, notebook_timeout=60, cpus=0.25))
+    assert _score(res) == 5.0, res["answers"]
+
+
+def test_assignment_can_hide_the_course_package():
+    nb = toy.notebook(toy.HIDDEN_PACKAGE)
+    assert _score(_run(nb, LIMITS)) == 3.0  # visible: mean is off by one
+    assert _score(_run(nb, LIMITS, hide=["gmmcourse"])) == 5.0
+
+
+def test_notebook_limit_after_answers_keeps_the_kernel():
+    """The notebook time limit strikes after every answer exists: the kernel is interrupted,
+    not restarted empty, and every part is graded."""
+    nb = toy.notebook(extra_after=[toy.SLOW_TAIL] * 6)
+    res = _run(nb, Limits(cell_timeout=3, notebook_timeout=8, export_timeout=10))
+    assert any("notebook time limit" in e for e in res["events"]), res["events"]
+    assert _score(res) == 5.0, res["answers"]
+
+
+def test_one_wall_clock_budget_per_submission():
+    """Exports that hang cannot hold a worker beyond notebook + grace time."""
+    hang = "def mean(xs):\n    while True:\n        pass\n"
+    nb = toy.notebook(hang, "def counts(words):\n    import time\n    time.sleep(1000)\n")
+    limits = Limits(cell_timeout=3, notebook_timeout=20, export_timeout=20, grace_timeout=5)
+    res = _run(nb, limits)
+    assert _score(res) == 0.0
+    assert res["duration"] < 20 + 5 + 15, res["duration"]  # before: >= 2 exports x 20 s + restarts
+
+
+def test_kernel_start_failure_is_retried_not_scored(tmp_path, monkeypatch):
+    import gmmcourse.grading.executor as ex
+
+    course = toy.write_course(tmp_path, ["solution", "blank"])
+    real = ex.kernel_command
+    monkeypatch.setattr(ex, "kernel_command", lambda *a, **k: ["/bin/false"])
+    s = _grade(course)
+    assert sorted(g[3] for g in s.graded) == ["error", "error"]
+    d = dump(course)
+    assert d["markers"] == [] and d["submissions"] == 0  # no zero was recorded
+    assert not (course / "feedback").exists() or not list((course / "feedback").rglob("*.html"))
+    assert "solution" not in (course / "grades.csv").read_text()
+    monkeypatch.setattr(ex, "kernel_command", real)
+    _grade(course)
+    assert scores(course) == {"solution": 5.0, "blank": 0.0}
+
+
+def test_bad_files_and_names_are_invalid_rows(tmp_path):
+    """A sparse 30 GiB notebook, a symlinked timestamp.txt, a folder named like the notebook,
+    a non-UTF-8 student folder, two spellings of one name and a CSV-forging id each become
+    that submission's invalid row; the batch goes on."""
+    course = toy.write_course(tmp_path, ["solution"])
+    sub = course / "submitted"
+    (sub / "sparse" / "toy").mkdir(parents=True)
+    with open(sub / "sparse" / "toy" / "toy.ipynb", "wb") as f:
+        f.truncate(30 << 30)
+    (sub / "tsthief" / "toy").mkdir(parents=True)
+    nbformat.write(toy.notebook(), sub / "tsthief" / "toy" / "toy.ipynb")
+    (course / "gradebook-secret.txt").write_text("SECRET-GRADEBOOK-BYTES")
+    (sub / "tsthief" / "toy" / "timestamp.txt").symlink_to(course / "gradebook-secret.txt")
+    (sub / "folder" / "toy" / "toy.ipynb").mkdir(parents=True)
+    bad = os.fsdecode(b"caf\xe9")
+    (sub / bad / "toy").mkdir(parents=True)
+    nbformat.write(toy.notebook(), sub / bad / "toy" / "toy.ipynb")
+    for name in ("Zo\u00eb", "Zoe\u0308"):  # NFC and NFD spellings of one name
+        (sub / name / "toy").mkdir(parents=True)
+        nbformat.write(toy.notebook(), sub / name / "toy" / "toy.ipynb")
+    (sub / "x,9999,=cmd" / "toy").mkdir(parents=True)
+    nbformat.write(toy.notebook(), sub / "x,9999,=cmd" / "toy" / "toy.ipynb")
+    _grade(course)
+    marks = {m[0]: (m[3], m[4]) for m in dump(course)["markers"]}
+    assert marks["solution"][0] == "ok" and marks["tsthief"][0] == "ok"
+    assert marks["sparse"][0] == "invalid" and "too large" in marks["sparse"][1]
+    assert marks["folder"][0] == "invalid" and "not a regular file" in marks["folder"][1]
+    invalid = [v for k, v in marks.items() if k.startswith("invalid-id-")]
+    assert len(invalid) == 2, marks
+    assert len(invalid) == 2 and any("UTF-8" in v[1] for v in invalid) and any("letters" in v[1] for v in invalid)
+    assert marks["Zo\u00eb"][0] == "invalid" and "same student id" in marks["Zo\u00eb"][1]
+    assert "SECRET-GRADEBOOK-BYTES" not in (course / "autograded" / "tsthief" / "toy" / "timestamp.txt").read_text() \
+        if (course / "autograded" / "tsthief" / "toy" / "timestamp.txt").exists() else True
+    import csv
+
+    rows = list(csv.reader((course / "grades.csv").open()))
+    assert all(len(r) == len(rows[0]) for r in rows) and len(rows) == 1 + len(marks)
+    assert scores(course)["solution"] == 5.0
+
+
+def test_csv_quotes_and_neutralises(tmp_path):
+    import csv
+
+    from gmmcourse.grading.gradebook import csv_text, export_csv, open_gradebook
+
+    assert csv_text("=HYPERLINK(1)") == "'=HYPERLINK(1)" and csv_text("ann") == "ann" and csv_text("@x")[0] == "'"
+    gb = open_gradebook(tmp_path)
+    try:
+        gb.update_or_create_assignment("toy")
+        gb.update_or_create_student("s1", first_name="=cmd|' /C calc'!A0", last_name="Doe,\nJane")
+        export_csv(gb, tmp_path / "grades.csv")
+    finally:
+        gb.close()
+    rows = list(csv.reader((tmp_path / "grades.csv").open(newline="")))
+    assert len(rows) == 2 and len(rows[1]) == len(rows[0])
+    assert rows[1][5].startswith("'=") and rows[1][4] == "Doe,\nJane"
+
+
+def test_notebooks_state_the_sandbox_and_its_limits():
+    """Every source and release notebook says what the grading sandbox offers and its limits,
+    in the words generated from `Limits` and the assignment (``sync_grading_environment``)."""
+    from gmmcourse.grading.assignments import ASSIGNMENTS, grading_environment
+
+    repo = HERE.parent
+    lim = Limits()
+    for a in ASSIGNMENTS.values():
+        text = grading_environment(a)
+        assert f"{lim.cell_timeout:.0f} s per cell" in text and f"{lim.notebook_timeout:.0f} s for the whole" in text
+        assert ("`gmmcourse` is not available" in text) == ("gmmcourse" in a.sandbox_hide)
+        for root in ("solutions", "exercises"):
+            nb = nbformat.read(repo / root / a.id / a.notebook, 4)
+            assert [c.source for c in nb.cells if c.cell_type == "markdown"].count(text) == 1, (root, a.id)

@@ -129,6 +129,79 @@ _BREACH = (
 )
 
 
+SECRET_ENV = "GMM_GRADER_SECRET"
+SECRET_VALUE = "s3cr3t-grader-env-7f3a"
+SECRET_KEY_DESC = "gmm-grader-secret-key"
+
+# Each probe sets LEAK = True when it got through; the submission's mean is then off by one.
+_PROBE_ENVIRON = (
+    "import os\nLEAK = False\nfor _p in os.listdir('/proc'):\n    if _p.isdigit():\n"
+    "        try:\n            if b'" + SECRET_ENV + "' in open(f'/proc/{_p}/environ', 'rb').read():\n"
+    "                LEAK = True\n        except OSError:\n            pass\nprint('LEAK', LEAK)\n"
+)
+_PROBE_KEYRING = (
+    "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nlibc.syscall.restype = ctypes.c_long\n"
+    "NR = {'x86_64': (248, 250), 'aarch64': (217, 219)}[os.uname().machine]\n"
+    "found = libc.syscall(NR[1], 10, ctypes.c_long(-4), b'user', b'" + SECRET_KEY_DESC + "', 0)\n"
+    "added = libc.syscall(NR[0], b'user', b'left-by-a-student', b'x', 1, ctypes.c_long(-4))\n"
+    "LEAK = found >= 0 or added >= 0\nprint('LEAK', LEAK, found, added)\n"
+)
+_PROBE_DISK = (
+    "import os\nwritten = 0\nfor d in (os.getcwd(), '/tmp', os.environ.get('HOME', '.')):\n"
+    "    for i in range(8):\n        try:\n            with open(os.path.join(d, f'fill{i}'), 'wb') as f:\n"
+    "                for _ in range(32):\n                    f.write(b'x' * (1 << 20)); written += 1 << 20\n"
+    "        except OSError:\n            break\nLEAK = written > (160 << 20)\nprint('LEAK', LEAK, written >> 20, 'MiB')\n"
+)
+_PROBE_CPU = (
+    "import os, time, signal\nkids = []\nfor _ in range(3):\n    pid = os.fork()\n    if pid == 0:\n"
+    "        os.setsid()\n        while True:\n            pass\n    kids.append(pid)\ntime.sleep(3)\n"
+    "tick = os.sysconf('SC_CLK_TCK')\nused = 0.0\nfor pid in kids:\n"
+    "    f = open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()\n    used += (int(f[11]) + int(f[12])) / tick\n"
+    "    os.kill(pid, signal.SIGKILL)\n    os.waitpid(pid, 0)\nLEAK = used > 1.5\nprint('LEAK', LEAK, used)\n"
+)
+_PROBE_PACKAGE = (
+    "import importlib.util\nLEAK = importlib.util.find_spec('gmmcourse') is not None\nprint('LEAK', LEAK)\n"
+)
+LEAKY_MEAN = MEAN_SOL.replace("return sum", "return LEAK + sum")
+FORGE_HOOK = (
+    "import re\nfrom IPython import get_ipython\nfrom IPython.display import publish_display_data\n"
+    "FORGED = {'test_mean': '[2.5, 2.5, 1.0]', 'test_counts': '{\"x\": 3, \"y\": 1, \"z\": 1}'}\n"
+    "def _forge(info):\n    m = re.search(r'_gmm_export_([0-9a-f]{32})', info.raw_cell or '')\n    if m:\n"
+    "        body = FORGED['test_mean'] if 'mean_cases' in info.raw_cell else FORGED['test_counts']\n"
+    "        publish_display_data({'application/x-gmm-export': m.group(1) + ':OK:' + body})\n"
+    "get_ipython().events.register('pre_run_cell', _forge)\n"
+)
+FORGE_THREAD = (  # a thread watching the input history for the export's nonce
+    "import re, threading, time\nfrom IPython import get_ipython\nfrom IPython.display import publish_display_data\n"
+    "_ip = get_ipython()\ndef _watch():\n    seen = set()\n    while True:\n"
+    "        for src in list(_ip.history_manager.input_hist_raw[-3:]):\n"
+    "            m = re.search(r'_gmm_export_([0-9a-f]{32})', src)\n            if m and m.group(1) not in seen:\n"
+    "                seen.add(m.group(1))\n"
+    "                publish_display_data({'application/x-gmm-export': m.group(1) + ':OK:[2.5, 2.5, 1.0]'})\n"
+    "        time.sleep(0.001)\nthreading.Thread(target=_watch, daemon=True).start()\n"
+)
+SHADOW_EXEC = (
+    "def exec(code, ns=None, *rest):\n    if ns is not None:\n"
+    "        ns['answer'] = [2.5, 2.5, 1.0] if 'mean_cases' in str(code.co_consts) or 'mean' in code.co_names else {'x': 3, 'y': 1, 'z': 1}\n"
+)
+ACTIVE_CONTENT = (
+    "from IPython.display import HTML, Javascript, SVG, display\n"
+    "display(HTML('<b>hi</b><script>alert(\"html\")</script><img src=x onerror=\"alert(1)\">'))\n"
+    "display(Javascript('alert(\"js\")'))\n"
+    "display(SVG('<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(2)</script></svg>'))\n"
+)
+BIG_OUTPUTS = (
+    "from IPython.display import display, update_display\nfrom ipykernel.comm import Comm\n"
+    "for i in range(30):\n    display({'text/plain': 'x'}, raw=True, metadata={'pad': 'm' * (2 << 20)})\n"
+    "h = display({'text/plain': 'small'}, raw=True, display_id='d1')\n"
+    "for i in range(30):\n    update_display({'text/plain': 'u' * (2 << 20)}, raw=True, display_id='d1')\n"
+    "for i in range(10):\n    Comm(target_name='jupyter.widget', data={'state': {'v': 's' * (2 << 20)}, 'buffer_paths': []})\n"
+)
+SLOW_TAIL = "import time\ntime.sleep(2.5)"
+CPU_BURNER = _PROBE_CPU + LEAKY_MEAN
+HIDDEN_PACKAGE = _PROBE_PACKAGE + LEAKY_MEAN
+
+
 def corpus(course: Path) -> dict[str, tuple[object, float]]:
     """name -> (notebook or raw bytes, expected autograded score)."""
     c = {}
@@ -205,6 +278,34 @@ def corpus(course: Path) -> dict[str, tuple[object, float]]:
     c["prefilled_answer"] = (notebook(MEAN_BLANK.replace("def mean", "answer = [2.5, 2.5, 1.0]\ndef mean"), COUNTS_SOL), 3.0)
     c["huge_output"] = (notebook(extra_before=["print('x' * 100_000_000)", "for i in range(2000):\n    print('y' * 1000)"]), 5.0)
     c["nan_answer"] = (notebook("def mean(xs):\n    return float('nan')\n"), 3.0)
+    # ---- escapes closed by the sandbox-hardening issue (each one got through before)
+    c["proc_environ"] = (
+        notebook(_PROBE_ENVIRON + LEAKY_MEAN,
+                 "def counts(words):\n    raise RuntimeError(open('/proc/1/environ').read())\n"),
+        2.0,
+    )
+    c["keyring"] = (notebook(_PROBE_KEYRING + LEAKY_MEAN), 5.0)
+    c["disk_fill"] = (notebook(_PROBE_DISK + LEAKY_MEAN), 5.0)
+    c["forge_hook"] = (notebook(FORGE_HOOK + "def mean(xs):\n    raise RuntimeError('no')\n",
+                                "def counts(words):\n    raise RuntimeError('no')\n"), 0.0)
+    c["forge_thread"] = (notebook(FORGE_THREAD + "def mean(xs):\n    raise RuntimeError('no')\n",
+                                  "def counts(words):\n    raise RuntimeError('no')\n"), 0.0)
+    c["shadow_exec"] = (notebook(SHADOW_EXEC + "def mean(xs):\n    raise RuntimeError('no')\n",
+                                 "def counts(words):\n    raise RuntimeError('no')\n"), 0.0)
+    c["shadowed_builtins_honest"] = (
+        notebook(extra_before=["json = 1\nexec = print\ncompile = 2\nglobals = 3\ndict = 4\nisinstance = 5\n"
+                               "hasattr = 6\ntype = 7\nBaseException = 8\nanswer = 'mine'\ninputs = None"]),
+        5.0,
+    )
+    active = notebook(extra_before=[ACTIVE_CONTENT])
+    active.cells.insert(1, new_markdown_cell(
+        "<script>alert('md')</script> [click](javascript:alert(3)) <img src=x onerror=alert(4)>"))
+    c["active_content"] = (active, 5.0)
+    c["big_outputs"] = (
+        notebook(MEAN_SOL.replace("    return sum", "    print('p' * (3 << 20))\n    return sum"),
+                 extra_before=[BIG_OUTPUTS]),
+        5.0,
+    )
     c["invalid_json"] = (b'{"cells": [ this is not json', 0.0)
     c["not_a_notebook"] = (b'{"hello": 1}', 0.0)
     c["wrong_name"] = (("other.ipynb", notebook()), 0.0)

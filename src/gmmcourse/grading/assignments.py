@@ -21,7 +21,8 @@ import numpy as np
 from gmmcourse.grading import checks as C
 from gmmcourse.grading.spec import Assignment, Part
 
-__all__ = ["ASSIGNMENTS", "REPO_ROOT", "generate_release", "reference_posterior_summary"]
+__all__ = ["ASSIGNMENTS", "REPO_ROOT", "generate_release", "grading_environment", "reference_posterior_summary",
+           "sync_grading_environment"]
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -31,6 +32,24 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 # avoid clobbering the student's namespace.
 _PRELUDE = r'''
 import numpy as _gx_np
+import base64 as _gx_b64
+
+def _gx_raw(a):
+    """Raw float64 data, base64 (the trusted side decodes and computes every statistic)."""
+    a = _gx_np.ascontiguousarray(_gx_np.asarray(a, dtype=_gx_np.float64))
+    if a.size > 1000000:
+        raise ValueError("array too large")
+    return {"shape": [int(d) for d in a.shape], "f8": _gx_b64.b64encode(a.astype("<f8").tobytes()).decode("ascii")}
+
+def _gx_draws(a):
+    """Draws (chains, samples, K): the first @@MAXCHAINS@@ chains, thinned evenly if needed."""
+    a = _gx_np.asarray(a, dtype=_gx_np.float64)
+    if a.ndim != 3:
+        raise ValueError("draws must have shape (chains, samples, K)")
+    c, s, k = a.shape
+    kept = a[:@@MAXCHAINS@@]
+    step = max(1, -(-kept.shape[0] * s * k // @@MAXVALUES@@))
+    return {"shape": [int(c), int(s), int(k)], "step": int(step), "raw": _gx_raw(kept[:, ::step])}
 
 def _gx_json(v, _depth=0):
     if _depth > 8:
@@ -44,7 +63,7 @@ def _gx_json(v, _depth=0):
         except Exception:
             return [_gx_json(x, _depth + 1) for x in list(v)[:4096]]
     if isinstance(v, str):
-        return v[:1000]
+        return v[:8_000_000]
     if isinstance(v, (bool, _gx_np.bool_)):
         return bool(v)
     if isinstance(v, (int, _gx_np.integer)) and not isinstance(v, bool):
@@ -63,6 +82,9 @@ def _gx_json(v, _depth=0):
 '''
 
 
+_PRELUDE = _PRELUDE.replace("@@MAXCHAINS@@", str(C.EXPORT_MAX_CHAINS)).replace("@@MAXVALUES@@", str(C.EXPORT_MAX_VALUES))
+
+
 def _export(body: str) -> str:
     """Wrap an export body: any failure becomes ``answer = {"error": ...}``."""
     indented = "\n".join("    " + line for line in body.strip("\n").splitlines())
@@ -74,22 +96,6 @@ def _export(body: str) -> str:
         + "except Exception as _gx_e:\n"
         + "    answer = {'error': (type(_gx_e).__name__ + ': ' + str(_gx_e))[:300]}\n"
     )
-
-
-_DRAW_SUMMARY = r'''
-def _gx_summary(a):
-    a = _gx_np.asarray(a, dtype=float)
-    if a.ndim != 3:
-        raise ValueError("draws must have shape (chains, samples, K)")
-    a = a[:64]
-    c, s, k = a.shape
-    b = min(20, s)
-    u = (s // b) * b
-    bm = a[:, :u].reshape(c, b, u // b, k).mean(axis=2).reshape(c * b, k)
-    flat = a.reshape(-1, k)
-    return {"mean": flat.mean(axis=0), "sd": flat.std(axis=0, ddof=1), "batch_means": bm,
-            "chains": int(c), "samples": int(s)}
-'''
 
 
 # ----------------------------------------------------------------------------- categorization
@@ -168,6 +174,8 @@ CATEGORIZATION = Assignment(
     ),
     reference=_categorization_reference,
     inputs=_categorization_inputs,
+    sandbox_hide=("gmmcourse",),  # numpy and scipy only: categorize is the student's to write
+    packages="`numpy` and `scipy`; the course package `gmmcourse` is not available (`categorize` is yours to write)",
 )
 
 # ----------------------------------------------------------------------------- posterior reference
@@ -286,37 +294,22 @@ try:
     _gx_all = _gx_flat(_gx_all)
 except Exception:
     _gx_list = [_gx_flat(_gx_sim(k, _gx_genjax.const(_gx_n)).get_choices()) for k in _gx_keys[:100]]
-    _gx_all = {"means": _gx_np.stack([s["means"] for s in _gx_list]), "sds": _gx_np.stack([s["sds"] for s in _gx_list]),
-               "points": {"z": _gx_np.stack([s["points"]["z"] for s in _gx_list]),
-                          "x": _gx_np.stack([s["points"]["x"] for s in _gx_list])}}
-_gx_mu = _gx_np.asarray(_gx_all["means"], float)
-_gx_sd = _gx_np.asarray(_gx_all["sds"], float)
-_gx_z = _gx_np.asarray(_gx_all["points"]["z"]).astype(int)
-_gx_x = _gx_np.asarray(_gx_all["points"]["x"], float)
-_gx_res = (_gx_x - _gx_np.take_along_axis(_gx_mu, _gx_z, axis=1)) / _gx_np.take_along_axis(_gx_sd, _gx_z, axis=1)
-answer = {"sims": _gx_sims, "moments": {
-    "count": int(_gx_mu.shape[0]), "mean_of_means": _gx_mu.mean(), "sd_of_means": _gx_mu.std(ddof=1),
-    "mean_of_sds": _gx_sd.mean(), "mean_std_resid": _gx_res.mean(), "var_std_resid": _gx_res.var()}}
+    _gx_all = {name: _gx_np.stack([s[name] for s in _gx_list]) for name in ("weights", "means", "sds")}
+    _gx_all["points"] = {a: _gx_np.stack([s["points"][a] for s in _gx_list]) for a in ("z", "x")}
+answer = {"sims": _gx_sims,
+          "all": {"weights": _gx_raw(_gx_all["weights"]), "means": _gx_raw(_gx_all["means"]),
+                  "sds": _gx_raw(_gx_all["sds"]), "z": _gx_raw(_gx_all["points"]["z"]),
+                  "x": _gx_raw(_gx_all["points"]["x"])}}
 '''
 
 _COFFEE_DRAWS_EXPORT = r'''
-_gx_d = coffee_draws
-_gx_arr = {k: _gx_np.asarray(_gx_d[k], dtype=float) for k in ("weights", "means", "sds")}
-_gx_shapes = {k: list(v.shape) for k, v in _gx_arr.items()}
-try:
-    _gx_valid = bool(all(_gx_np.all(_gx_np.isfinite(v)) for v in _gx_arr.values())
-                     and _gx_np.all(_gx_arr["sds"] > 0) and _gx_np.all(_gx_arr["weights"] >= 0)
-                     and _gx_np.allclose(_gx_arr["weights"].sum(axis=-1), 1.0, atol=1e-4))
-    _gx_sorted = bool(_gx_np.all(_gx_np.diff(_gx_arr["means"], axis=-1) >= 0))
-except Exception:
-    _gx_valid, _gx_sorted = False, False
-answer = {"shapes": _gx_shapes, "valid": _gx_valid, "sorted": _gx_sorted}
+answer = {k: _gx_draws(coffee_draws[k]) for k in ("weights", "means", "sds")}
 '''
 
 
 def _coffee_param_export(target: str) -> str:
-    return _export(_DRAW_SUMMARY + r'''
-answer = {k: _gx_summary(coffee_draws[k]) for k in ("weights", "means", "sds")}
+    return _export(r'''
+answer = {k: _gx_draws(coffee_draws[k]) for k in ("weights", "means", "sds")}
 answer["reported"] = _gx_np.asarray(coffee_summary["TARGET"], dtype=float)
 '''.replace("TARGET", target))
 
@@ -343,9 +336,14 @@ COFFEE_BLENDS = Assignment(
     ),
     reference=_coffee_reference,
     inputs=_coffee_inputs,
+    sandbox_hide=("gmmcourse",),  # the model and the sampler are the student's to write
+    packages="`numpy`, `scipy`, `jax` and `genjax`; the course package `gmmcourse` is not available "
+             "(the model and the sampler are yours to write)",
 )
 
 # ----------------------------------------------------------------------------- uncertainty
+
+UNCERTAINTY_HIDE = tuple(f"gmmcourse/{m}.py" for m in ("categorize", "selection", "exact", "importance", "plain"))
 
 
 @functools.lru_cache(maxsize=1)
@@ -384,8 +382,8 @@ UNCERTAINTY = Assignment(
              C.check_bento_labels, "hard assignment from the point estimate"),
         Part("bento_posterior_probs", 2.0, _export("answer = _gx_np.asarray(bento_assignment_probs, dtype=float)"),
              C.check_bento_posterior_probs, "posterior assignment probabilities"),
-        Part("bento_posterior_means", 2.0, _export(_DRAW_SUMMARY + r'''
-answer = {"means": _gx_summary(bento_draws["means"]),
+        Part("bento_posterior_means", 2.0, _export(r'''
+answer = {"means": _gx_draws(bento_draws["means"]),
           "reported_mean": _gx_np.asarray(bento_means_mean, dtype=float),
           "reported_sd": _gx_np.asarray(bento_means_sd, dtype=float)}
 '''), C.check_bento_posterior_means, "posterior mean and sd of the component means"),
@@ -395,10 +393,59 @@ answer = {"means": _gx_summary(bento_draws["means"]),
     ),
     reference=_uncertainty_reference,
     inputs=lambda: {},
+    # the notebook gives the reference sampler (gmmcourse.gibbs, which needs data, models,
+    # em, precision and validation); what the student computes by hand is hidden
+    sandbox_hide=UNCERTAINTY_HIDE,
+    packages="`numpy`, `scipy` and the parts of `gmmcourse` that the reference sampler needs "
+             "(`gmmcourse.gibbs`, `gmmcourse.models`, `gmmcourse.data`); `gmmcourse.categorize` is not "
+             "available, and EM is yours to write (do not call `gmmcourse.em`)",
 )
 
 ASSIGNMENTS: dict[str, Assignment] = {a.id: a for a in (CATEGORIZATION, COFFEE_BLENDS, UNCERTAINTY)}
 """All autograded assignments, by nbgrader assignment id."""
+
+GRADING_ENVIRONMENT_TAG = "grading-environment"
+
+
+def grading_environment(a: Assignment, limits=None) -> str:
+    """The notebook's "how this notebook is graded" cell: the sandbox's packages and limits,
+    generated from `Limits` (a test keeps the notebooks in sync with it)."""
+    from gmmcourse.grading.sandbox import Limits
+
+    lim = limits or Limits()
+    return (
+        "**How this notebook is graded.** The autograder runs your notebook from top to bottom in a "
+        f"sandbox without network access. It offers {a.packages}. Limits: "
+        f"**{lim.cell_timeout:.0f} s per cell** and **{lim.notebook_timeout:.0f} s for the whole notebook**, "
+        f"{lim.memory_bytes >> 30} GiB of memory, {lim.cpus:g} CPU core, {lim.scratch_bytes >> 20} MiB of disk "
+        "in the working directory. A cell that runs past its limit is interrupted: what it had not "
+        "finished is missing, and every part that needs it says so in your feedback. Run "
+        "*Restart & Run All* before you submit, and keep an eye on the time the slow cells take."
+    )
+
+
+def sync_grading_environment(source_root: Path | None = None) -> list[Path]:
+    """Insert or update the grading-environment cell (after the first cell) of every source
+    notebook; returns the notebooks that changed. Run `generate_release` afterwards."""
+    import nbformat
+
+    changed = []
+    for a in ASSIGNMENTS.values():
+        path = Path(source_root or REPO_ROOT / "solutions") / a.id / a.notebook
+        nb = nbformat.read(path, 4)
+        text = grading_environment(a)
+        cells = [c for c in nb.cells if GRADING_ENVIRONMENT_TAG in c.get("metadata", {}).get("tags", [])]
+        if cells and cells[0].source == text:
+            continue
+        if cells:
+            cells[0].source = text
+        else:
+            cell = nbformat.v4.new_markdown_cell(text, metadata={"tags": [GRADING_ENVIRONMENT_TAG]})
+            cell.pop("id", None)
+            nb.cells.insert(1, cell)
+        nbformat.write(nb, path)
+        changed.append(path)
+    return changed
 
 
 # ----------------------------------------------------------------------------- release

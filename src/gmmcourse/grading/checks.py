@@ -8,7 +8,8 @@ never trusted: every check validates types, shapes and finiteness itself before 
 
 Posterior summaries are compared within Monte Carlo tolerance:
 ``|student - reference| <= Z_MC * sqrt(se_student^2 + se_reference^2) + floor``, where each
-standard error comes from batch means of the draws (``BATCHES`` batches per chain), and
+standard error comes from batch means (``BATCHES`` batches per chain) computed here from the raw
+exported draws (the kernel never reports a statistic), and
 components are matched permutation-invariantly (all K! permutations, best one kept).
 """
 
@@ -28,6 +29,8 @@ __all__ = [
     "MIN_CHAINS",
     "MIN_SAMPLES",
     "as_array",
+    "raw_array",
+    "draws_from_export",
     "batch_summary",
     "mc_compare",
     "best_permutation",
@@ -60,6 +63,12 @@ BATCHES = 20
 MIN_CHAINS = 4
 MIN_SAMPLES = 1000
 """The notebooks ask for at least MIN_CHAINS chains of MIN_SAMPLES kept draws each."""
+EXPORT_MAX_CHAINS = 16
+EXPORT_MAX_VALUES = 65536
+"""Exports carry raw draws: at most EXPORT_MAX_CHAINS chains and EXPORT_MAX_VALUES numbers per
+parameter (more samples are thinned evenly in the kernel, by a rule this module re-checks).
+Every statistic (means, sds, batch means, chain counts, validity) is computed here."""
+MAX_RAW = 10**6
 PROB_TOL = 0.05
 """Absolute tolerance on posterior assignment probabilities (Monte Carlo + estimator choice)."""
 
@@ -72,7 +81,9 @@ class BadAnswer(ValueError):
 
 def _err(answer) -> str | None:
     if isinstance(answer, dict) and isinstance(answer.get("error"), str):
-        return answer["error"][:300]
+        from gmmcourse.grading.executor import sanitize
+
+        return sanitize(answer["error"])
     return None
 
 
@@ -145,7 +156,7 @@ def _close(a, b, rtol, atol) -> bool:
 
 
 def batch_summary(draws: np.ndarray, batches: int = BATCHES) -> dict:
-    """What the export code computes from draws (chains, samples, K): trusted-side twin.
+    """Mean, sd and batch means of draws (chains, samples, K), computed on the trusted side.
 
     Returns a dict with ``mean`` (K,), ``sd`` (K,), ``batch_means`` (chains*batches, K),
     ``chains`` and ``samples``.
@@ -164,21 +175,73 @@ def batch_summary(draws: np.ndarray, batches: int = BATCHES) -> dict:
     }
 
 
-def _summary_arrays(summary, k, name):
-    """Validate a batch summary (exported) → (mean, sd, se, chains, samples)."""
-    if not isinstance(summary, dict):
+def _int(v) -> bool:
+    """An integer in exported JSON (the export's converter may have written it as 5.0)."""
+    if isinstance(v, bool):
+        return False
+    return isinstance(v, int) or (isinstance(v, float) and v.is_integer() and abs(v) < 2**53)
+
+
+def raw_array(obj, name: str, ndim: int | None = None) -> np.ndarray:
+    """Decode an exported raw array (``{"shape": [...], "f8": base64 of little-endian float64}``)."""
+    import base64
+    import binascii
+
+    if not isinstance(obj, dict) or not isinstance(obj.get("f8"), str) or not isinstance(obj.get("shape"), list):
+        raise BadAnswer(f"{name} is missing")
+    shape = obj["shape"]
+    if len(shape) > 4 or not all(_int(d) and 0 <= d <= MAX_RAW for d in shape):
+        raise BadAnswer(f"{name} has an invalid shape")
+    shape = [int(d) for d in shape]
+    size = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if size > MAX_RAW:
+        raise BadAnswer(f"{name} is too large")
+    try:
+        buf = base64.b64decode(obj["f8"], validate=True)
+    except (binascii.Error, ValueError):
+        raise BadAnswer(f"{name} could not be decoded") from None
+    if len(buf) != 8 * size:
+        raise BadAnswer(f"{name} could not be decoded")
+    arr = np.frombuffer(buf, dtype="<f8").astype(np.float64).reshape(shape)
+    if ndim is not None and arr.ndim != ndim:
+        raise BadAnswer(f"{name} should have {ndim} dimensions, got shape {tuple(shape)}")
+    return arr
+
+
+def draws_from_export(obj, k: int, name: str) -> tuple[np.ndarray, int, int, int]:
+    """Decode exported draws; returns (draws (chains', samples', k), chains, samples, step)
+    where chains x samples is the student's full run and the array is what the export kept
+    (first `EXPORT_MAX_CHAINS` chains, every `step`-th sample); the thinning rule is
+    re-checked here, so the declared size must match the data."""
+    if not isinstance(obj, dict):
         raise BadAnswer(f"{name}: draws are missing")
-    chains = summary.get("chains")
-    samples = summary.get("samples")
-    if isinstance(chains, bool) or isinstance(samples, bool) or not isinstance(chains, int) or not isinstance(samples, int):
-        raise BadAnswer(f"{name}: could not read the number of chains and samples")
-    mean = as_array(summary.get("mean"), (k,), name=f"{name} posterior mean")
-    sd = as_array(summary.get("sd"), (k,), name=f"{name} posterior sd")
-    bm = as_array(summary.get("batch_means"), (None, k), name=f"{name} batch means")
-    if bm.shape[0] < 2:
+    shape, step = obj.get("shape"), obj.get("step")
+    if not isinstance(shape, list) or len(shape) != 3 or not all(_int(d) and d > 0 for d in shape) or not _int(step):
+        raise BadAnswer(f"{name}: draws must have shape (chains, samples, K)")
+    c, s, kk = (int(d) for d in shape)
+    step = int(step)
+    if kk != k:
+        raise BadAnswer(f"{name}: draws must have shape (chains, samples, {k}), got {tuple(shape)}")
+    kept = min(c, EXPORT_MAX_CHAINS)
+    if step != max(1, -(-kept * s * kk // EXPORT_MAX_VALUES)):
+        raise BadAnswer(f"{name}: the exported draws are inconsistent")
+    arr = raw_array(obj.get("raw"), f"{name} draws", ndim=3)
+    if arr.shape != (kept, -(-s // step), kk):
+        raise BadAnswer(f"{name}: the exported draws are inconsistent")
+    if not np.all(np.isfinite(arr)):
+        raise BadAnswer(f"{name}: draws contain NaN or infinite values")
+    return arr, c, s, step
+
+
+def _summary_arrays(obj, k, name):
+    """Trusted statistics of exported draws → (mean, sd, se, chains, samples, step)."""
+    draws, chains, samples, step = draws_from_export(obj, k, name)
+    if draws.shape[1] < 2:
         raise BadAnswer(f"{name}: too few draws")
+    summ = batch_summary(draws)
+    bm = np.asarray(summ["batch_means"])
     se = bm.std(axis=0, ddof=1) / math.sqrt(bm.shape[0])
-    return mean, sd, se, chains, samples
+    return np.asarray(summ["mean"]), np.asarray(summ["sd"]), se, chains, samples, step
 
 
 def mc_compare(student, se_student, ref, se_ref, floor, z=Z_MC) -> np.ndarray:
@@ -308,7 +371,7 @@ def check_coffee_assess(answer, context):
 
 @_guard
 def check_coffee_simulate(answer, context):
-    """Simulated choices have the right shapes, support and prior moments."""
+    """Simulated choices have the right shapes, support and prior moments (computed here)."""
     if not isinstance(answer, dict):
         raise BadAnswer("expected a dict")
     k, n = 3, context["n"]
@@ -326,12 +389,31 @@ def check_coffee_simulate(answer, context):
         if np.any(w < 0) or abs(w.sum() - 1) > 1e-4 or np.any(sd <= 0) or np.any((z < 0) | (z >= k)):
             return Verdict(0.0, "Simulated choices are outside their support (weights on the simplex, "
                                 "sds > 0, z in {0, 1, 2}).")
-    mom = answer.get("moments")
-    if not isinstance(mom, dict):
-        raise BadAnswer("no moments")
-    m = int(as_array(mom.get("count"), (), name="count"))
+    raw = answer.get("all")
+    if not isinstance(raw, dict):
+        raise BadAnswer("no simulations")
+    w = raw_array(raw.get("weights"), "simulated weights", 2)
+    mu = raw_array(raw.get("means"), "simulated means", 2)
+    sd = raw_array(raw.get("sds"), "simulated sds", 2)
+    z = raw_array(raw.get("z"), "simulated points/z", 2)
+    x = raw_array(raw.get("x"), "simulated points/x", 2)
+    m = mu.shape[0]
     if m < 100:
         raise BadAnswer("too few simulations")
+    if w.shape != (m, k) or sd.shape != (m, k) or mu.shape != (m, k) or z.shape != (m, n) or x.shape != (m, n):
+        raise BadAnswer("simulated choices have inconsistent shapes")
+    if not all(np.all(np.isfinite(a)) for a in (w, mu, sd, z, x)):
+        return Verdict(0.0, "Simulated choices contain NaN or infinite values.")
+    if (np.any(w < 0) or np.any(np.abs(w.sum(axis=1) - 1) > 1e-4) or np.any(sd <= 0)
+            or np.any(z != np.round(z)) or np.any((z < 0) | (z >= k))):
+        return Verdict(0.0, "Simulated choices are outside their support (weights on the simplex, "
+                            "sds > 0, z in {0, 1, 2}).")
+    zi = z.astype(np.int64)
+    resid = (x - np.take_along_axis(mu, zi, axis=1)) / np.take_along_axis(sd, zi, axis=1)
+    moments = {
+        "mean_of_means": mu.mean(), "sd_of_means": mu.std(ddof=1), "mean_of_sds": sd.mean(),
+        "mean_std_resid": resid.mean(), "var_std_resid": resid.var(),
+    }
     # prior moments with Monte Carlo tolerance (m simulated data sets, K components each)
     checks = {
         "mean_of_means": (125.0, 37.5 / math.sqrt(m * k)),
@@ -340,11 +422,7 @@ def check_coffee_simulate(answer, context):
         "mean_std_resid": (0.0, 1.0 / math.sqrt(m * n)),
         "var_std_resid": (1.0, math.sqrt(2.0 / (m * n)) * 1.5),
     }
-    bad = []
-    for key, (target, se) in checks.items():
-        v = float(as_array(mom.get(key), (), name=key))
-        if abs(v - target) > 6 * se + 1e-6:
-            bad.append(key)
+    bad = [key for key, (target, se) in checks.items() if abs(moments[key] - target) > 6 * se + 1e-6]
     if bad:
         return Verdict(0.0, "Data simulated from your model do not follow the specified prior "
                             "and likelihood.")
@@ -359,23 +437,29 @@ def _draw_counts_ok(summaries):
 
 @_guard
 def check_coffee_draws(answer, context):
-    """coffee_draws has the required format: >= 4 chains x >= 1000 draws, sorted by mean."""
+    """coffee_draws has the required format: >= 4 chains x >= 1000 draws, valid, sorted by mean
+    (all computed here from the exported draws)."""
     k = context["k"]
     if not isinstance(answer, dict):
         raise BadAnswer("expected a dict")
-    shapes = answer.get("shapes")
-    if not isinstance(shapes, dict):
-        raise BadAnswer("coffee_draws is missing")
-    dims = []
+    got = {}
     for name in ("weights", "means", "sds"):
-        shp = as_array(shapes.get(name), (3,), name=f"shape of coffee_draws['{name}']", integer=True)
-        dims.append(tuple(int(v) for v in shp))
-    if len(set(dims)) != 1 or dims[0][2] != k:
+        try:
+            got[name] = draws_from_export(answer.get(name), k, f"coffee_draws['{name}']")
+        except BadAnswer as e:
+            if "shape" in str(e):
+                return Verdict(0.0, f"coffee_draws arrays must all have shape (chains, samples, {k}).")
+            raise
+    dims = {(g[1], g[2]) for g in got.values()}
+    if len(dims) != 1:
         return Verdict(0.0, f"coffee_draws arrays must all have shape (chains, samples, {k}).")
-    c, s, _ = dims[0]
+    c, s = dims.pop()
     if c < MIN_CHAINS or s < MIN_SAMPLES:
         return Verdict(0.0, f"Too few draws: {c} chains x {s} samples; at least {MIN_CHAINS} x {MIN_SAMPLES} are required.")
-    if answer.get("sorted") is not True or answer.get("valid") is not True:
+    w, mu, sd = got["weights"][0], got["means"][0], got["sds"][0]
+    valid = bool(np.all(sd > 0) and np.all(w >= 0) and np.allclose(w.sum(axis=-1), 1.0, atol=1e-4))
+    ordered = bool(np.all(np.diff(mu, axis=-1) >= 0))
+    if not (valid and ordered):
         return Verdict(0.5, "Draws must be finite, with weights on the simplex, sds > 0, and components sorted by mean in every draw.")
     return Verdict(1.0, "Draws have the required format.")
 
@@ -390,6 +474,7 @@ def _posterior_param_check(answer, context, target, floors, what):
     for name in names:
         stud[name] = _summary_arrays(answer.get(name), k, name)
     ok, chains, samples = _draw_counts_ok([{"chains": stud[n][3], "samples": stud[n][4]} for n in names])
+    thinned = any(stud[n][5] > 1 for n in names)
     if not ok:
         return Verdict(0.0, f"Too few draws ({chains} chains x {samples} samples); at least "
                             f"{MIN_CHAINS} x {MIN_SAMPLES} are required for this part.")
@@ -400,12 +485,14 @@ def _posterior_param_check(answer, context, target, floors, what):
     r_all = np.stack([np.asarray(ref[n]["mean"]) for n in names])
     scale = np.stack([np.maximum(np.asarray(ref[n]["sd"]), 1e-6) for n in names])
     perm = list(best_permutation(s_all, r_all, scale))
-    mean, sd, se, _, _ = stud[target]
+    mean, sd, se, _, _, _ = stud[target]
     mean, sd, se, reported = mean[perm], sd[perm], se[perm], reported[perm]
     rmean = np.asarray(ref[target]["mean"])
     rse = np.asarray(ref[target]["se"])
-    # the reported summary must be the posterior mean of the draws
-    if not _close(reported, mean, 1e-4, 1e-6 + 1e-3 * float(np.max(se))):
+    # the reported summary must be the posterior mean of the draws (of the thinned draws'
+    # mean, within Monte Carlo error, when the export had to thin a very long run)
+    atol = Z_MC * float(np.max(se)) if thinned else 1e-6 + 1e-3 * float(np.max(se))
+    if not _close(reported, mean, 1e-4, atol):
         return Verdict(0.0, f"Your reported posterior {what} is not the average of your draws.")
     within = mc_compare(mean, se, rmean, rse, floors[target])
     if np.all(within):
@@ -507,7 +594,7 @@ def check_bento_posterior_means(answer, context):
     k = context["k"]
     if not isinstance(answer, dict):
         raise BadAnswer("expected a dict")
-    mean, sd, se, chains, samples = _summary_arrays(answer.get("means"), k, "means")
+    mean, sd, se, chains, samples, step = _summary_arrays(answer.get("means"), k, "means")
     if chains < MIN_CHAINS or samples < MIN_SAMPLES:
         return Verdict(0.0, f"Too few draws ({chains} chains x {samples} samples); at least "
                             f"{MIN_CHAINS} x {MIN_SAMPLES} are required.")
@@ -516,7 +603,8 @@ def check_bento_posterior_means(answer, context):
     ref = context["posterior"]["means"]
     perm = list(best_permutation(mean, np.asarray(ref["mean"]), np.maximum(np.asarray(ref["sd"]), 1e-6)))
     mean, sd, se, rep_mean, rep_sd = mean[perm], sd[perm], se[perm], rep_mean[perm], rep_sd[perm]
-    if not (_close(rep_mean, mean, 1e-4, 1e-6) and _close(rep_sd, sd, 1e-2, 1e-6)):
+    atol = Z_MC * float(np.max(se)) if step > 1 else 1e-6
+    if not (_close(rep_mean, mean, 1e-4, atol) and _close(rep_sd, sd, 1e-2 if step == 1 else 0.1, 1e-6)):
         return Verdict(0.0, "The reported posterior mean/sd are not those of your draws.")
     ok_mean = mc_compare(mean, se, np.asarray(ref["mean"]), np.asarray(ref["se"]), BENTO_FLOORS["means"])
     # sd of a posterior: relative MC error about 1/sqrt(2 ESS); ESS >= (sd/se)^2 from batch means

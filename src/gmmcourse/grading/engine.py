@@ -9,15 +9,17 @@ import json
 import logging
 import math
 import os
+import stat
 import sys
 import time
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import nbformat
 
-from .executor import run_submission
+from .executor import run_submission, sanitize
 from .feedback import autograded_notebook, feedback_html, write_atomic
 from .gradebook import export_csv, graded_hash, open_gradebook, record_submission, sync_assignment
 from .sandbox import REPO_ROOT, CGroup, Limits, cleanup_stale_scratch, sandbox_available
@@ -80,7 +82,7 @@ def _strict_json(text: str) -> Any:
 def check_part(part: Part, answer: dict, reference: Any) -> tuple[float, str]:
     """Trusted verdict for one part: points only for a positive, checked Verdict."""
     if not answer or not answer.get("ok"):
-        err = (answer or {}).get("error") or "no answer"
+        err = sanitize((answer or {}).get("error") or "no answer")
         return 0.0, f"Your answer could not be read from the notebook ({err})."
     try:
         value = _strict_json(answer["json"])
@@ -114,7 +116,50 @@ def _fingerprint(a: Assignment, source_text: str) -> str:
     return h.hexdigest()
 
 
+_ID_EXTRA = set("._-@+")
+
+
+def student_id(name: str) -> tuple[str | None, str | None]:
+    """(normalised id, None) for a valid student folder name, else (None, reason).
+
+    Valid: NFC-normalised (two spellings of one name are one student), 1-64 characters,
+    letters and digits of any script plus ``. _ - @ +``, not starting with ``.`` or ``-``.
+    Anything else (control characters, commas, quotes, slashes, bytes that are not UTF-8)
+    could forge CSV rows or break the gradebook.
+    """
+    if any(0xDC80 <= ord(ch) <= 0xDCFF for ch in name):  # os.fsdecode of non-UTF-8 bytes
+        return None, "the student folder name is not UTF-8 text"
+    norm = unicodedata.normalize("NFC", name)
+    if not 1 <= len(norm) <= 64:
+        return None, "the student folder name must have 1 to 64 characters"
+    if norm[0] in ".-" or not all(ch.isalnum() or ch in _ID_EXTRA for ch in norm):
+        return None, "the student folder name may contain only letters, digits and . _ - @ +"
+    return norm, None
+
+
+def _placeholder_id(name: str) -> str:
+    """A safe gradebook id for a folder whose name is not a valid student id."""
+    raw = os.fsencode(name)
+    return "invalid-id-" + hashlib.sha256(raw).hexdigest()[:12]
+
+
+def _read_small(path: Path, limit: int) -> bytes | None:
+    """At most `limit` bytes of a regular file, never following a symbolic link."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(limit)
+    finally:
+        os.close(fd)
+
+
 def _discover(course: Path, a: Assignment, fp: str, students: Iterable[str] | None) -> list[Job]:
+    """Every submission of `a`; each problem with one becomes that submission's invalid Job."""
     sub_root = course / "submitted"
     jobs = []
     if students:
@@ -127,22 +172,60 @@ def _discover(course: Path, a: Assignment, fp: str, students: Iterable[str] | No
                 raise GradingError(f"no submissions for student {s!r}: {d} does not exist")
             dirs.append(d)
     else:
-        dirs = sorted(p for p in sub_root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        dirs = sorted((p for p in sub_root.iterdir() if not p.name.startswith(".")), key=lambda p: os.fsencode(p.name))
+    spellings: dict[str, list[str]] = {}
     for sdir in dirs:
-        adir = sdir / a.id
-        if not adir.is_dir():
+        sid, _ = student_id(sdir.name)
+        if sid is not None and (sdir / a.id).is_dir():
+            spellings.setdefault(sid, []).append(sdir.name)
+    reported: set[str] = set()
+    for sdir in dirs:
+        sid, bad_id = student_id(sdir.name)
+        if sid is not None and len(spellings.get(sid, ())) > 1:
+            if sid in reported:
+                continue
+            reported.add(sid)
+            names = " and ".join(ascii(n) for n in spellings[sid])
+            jobs.append(Job(sid, a.id, sdir / a.id / a.notebook,
+                            hashlib.sha256((fp + "|dup|" + names).encode()).hexdigest(),
+                            reason=f"two submission folders for the same student id {sid!r} ({names}); "
+                                   "the instructor must keep one"))
             continue
-        student = sdir.name
+        try:
+            st = sdir.lstat()
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and sdir.name.endswith(".ipynb"):
+            log.warning("%s: a notebook directly under submitted/ is ignored: expected "
+                        "submitted/<student>/<assignment>/<notebook>.ipynb", ascii(sdir.name))
+            continue
+        if not stat.S_ISDIR(st.st_mode) and not stat.S_ISLNK(st.st_mode):
+            continue
+        adir = sdir / a.id
+        if not adir.is_dir() and not adir.is_symlink():
+            continue
+        student = sid if bad_id is None else _placeholder_id(sdir.name)
         path = adir / a.notebook
+        if bad_id is not None:
+            h = hashlib.sha256((fp + "|badid|" + bad_id).encode()).hexdigest()
+            jobs.append(Job(student, a.id, path, h, reason=f"{bad_id} (folder {ascii(sdir.name)})"))
+            continue
         if sdir.is_symlink() or adir.is_symlink() or path.is_symlink():
             h = hashlib.sha256((fp + "|symlink|" + str(path)).encode()).hexdigest()
             jobs.append(Job(student, a.id, path, h, reason="the submission contains a symbolic link; submit the notebook file itself"))
             continue
         ts = None
-        tsf = adir / "timestamp.txt"
-        if tsf.is_file():
-            ts = tsf.read_text(errors="replace").strip()[:64] or None
-        if not path.is_file():
+        raw_ts = _read_small(adir / "timestamp.txt", 64)
+        if raw_ts is not None:
+            ts = sanitize(raw_ts.decode("utf-8", "replace").strip(), 64) or None
+        try:
+            nst = path.lstat()
+        except FileNotFoundError:
+            nst = None
+        except OSError as e:
+            nst = None
+            log.debug("stat %s: %s", path, e)
+        if nst is None:
             found = sorted(p.name for p in adir.glob("*.ipynb"))
             h = hashlib.sha256((fp + "|missing|" + "|".join(found)).encode()).hexdigest()
             if found:
@@ -151,19 +234,34 @@ def _discover(course: Path, a: Assignment, fp: str, students: Iterable[str] | No
                 reason = f"no notebook: expected {a.notebook!r} in the submission"
             jobs.append(Job(student, a.id, path, h, reason=reason, timestamp=ts))
             continue
-        raw = path.read_bytes()
+        if not stat.S_ISREG(nst.st_mode):
+            h = hashlib.sha256((fp + "|notfile|" + str(nst.st_mode)).encode()).hexdigest()
+            jobs.append(Job(student, a.id, path, h, timestamp=ts,
+                            reason=f"{a.notebook!r} is not a regular file (a folder, a pipe or a device); submit the notebook file"))
+            continue
+        if nst.st_size > MAX_NOTEBOOK_BYTES:  # before reading anything (a sparse 30 GiB file)
+            h = hashlib.sha256((fp + "|large|" + str(nst.st_size) + "|" + str(nst.st_mtime_ns)).encode()).hexdigest()
+            jobs.append(Job(student, a.id, path, h, timestamp=ts, reason=(
+                f"the notebook is too large ({nst.st_size >> 20} MiB; limit {MAX_NOTEBOOK_BYTES >> 20} MiB)")))
+            continue
+        raw = _read_small(path, MAX_NOTEBOOK_BYTES + 1)
+        if raw is None:
+            h = hashlib.sha256((fp + "|unreadable|" + str(nst.st_mtime_ns)).encode()).hexdigest()
+            jobs.append(Job(student, a.id, path, h, timestamp=ts, reason="the notebook file could not be read"))
+            continue
         h = hashlib.sha256(fp.encode() + b"|" + raw).hexdigest()
         job = Job(student, a.id, path, h, timestamp=ts)
         if len(raw) > MAX_NOTEBOOK_BYTES:
-            job.reason = f"the notebook is too large ({len(raw) >> 20} MiB; limit {MAX_NOTEBOOK_BYTES >> 20} MiB)"
+            job.reason = f"the notebook is too large (limit {MAX_NOTEBOOK_BYTES >> 20} MiB)"
         else:
             try:
                 text = raw.decode("utf-8")
                 json.loads(text)
             except UnicodeDecodeError:
                 job.reason = "the notebook is not UTF-8 text"
-            except json.JSONDecodeError as e:
-                job.reason = f"the notebook is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); was it saved correctly?"
+            except (json.JSONDecodeError, RecursionError) as e:
+                where = f" (line {e.lineno}, column {e.colno}: {e.msg})" if isinstance(e, json.JSONDecodeError) else ""
+                job.reason = f"the notebook is not valid JSON{where}; was it saved correctly?"
             else:
                 try:
                     nb = nbformat.reads(text, as_version=4)
@@ -218,7 +316,7 @@ def _warm_cache(a: Assignment, source_text: str, inputs_json: str, cache: Path, 
         [(p.grade_id, p.export) for p in a.parts],
         inputs_json,
         limits,
-        {"jax_cache": str(cache), "jax_cache_writable": True, "single_thread": True},
+        {"jax_cache": str(cache), "jax_cache_writable": True, "single_thread": True, "hide": list(a.sandbox_hide)},
     )
     stamp.write_text(f"{time.monotonic() - t:.1f}s\n")
 
@@ -235,8 +333,11 @@ def _finish(
     status, reason = "ok", job.reason
     if reason:
         status = "invalid"
-    elif internal_error:
-        status, reason = "error", f"internal grading error ({internal_error}); it will be retried on the next run"
+    elif internal_error or (result or {}).get("infra_error"):
+        # Not a grade: nothing is recorded (no row, no feedback, no CSV line), the student's
+        # previous grade (if any) stays, and the next run retries this submission.
+        log.warning("%s/%s not graded: %s", job.student, a.id, internal_error or result["infra_error"])
+        return 0.0, "error"
     else:
         events = list(result.get("events", []))
     for p in a.parts:
@@ -351,7 +452,8 @@ def autograde(
         total = sum(len(p[-1]) for p in plans)
         if summary.skipped:
             echo(f"{len(summary.skipped)} submission(s) already graded (unchanged); skipping them.")
-        cfg = {"jax_cache": str(cache), "single_thread": not serial}
+        base_cfg = {"jax_cache": str(cache), "single_thread": not serial}
+        cfgs = {p[0].id: {**base_cfg, "hide": list(p[0].sandbox_hide)} for p in plans}
         limits_d = asdict(limits)
         bar = None
         if progress and total:
@@ -362,14 +464,10 @@ def autograde(
         def done(a, source_nb, max_score, reference, job, result, err):
             try:
                 score, status = _finish(course, gb, a, source_nb, max_score, reference, job, result, err)
-            except Exception as e:  # keep the batch going; record the failure if possible
+            except Exception as e:  # keep the batch going; nothing is recorded, retried next run
                 log.exception("recording %s/%s failed", job.student, a.id)
                 score, status = 0.0, "error"
-                try:
-                    _finish(course, gb, a, source_nb, max_score, reference, job, None,
-                            f"recording failed: {type(e).__name__}")
-                except Exception:
-                    echo(f"could not record {job.student}/{a.id}: {type(e).__name__}: {e}")
+                echo(f"could not record {job.student}/{a.id}: {type(e).__name__}: {sanitize(str(e), 200)}")
             summary.graded.append((job.student, a.id, score, status))
             if bar:
                 bar.update(1)
@@ -382,7 +480,7 @@ def autograde(
         if serial or not runnable:
             for (a, source_nb, max_score, reference, inputs_json, _), j in runnable:
                 try:
-                    res, err = run_submission(j.nb_text, [(q.grade_id, q.export) for q in a.parts], inputs_json, limits_d, cfg), None
+                    res, err = run_submission(j.nb_text, [(q.grade_id, q.export) for q in a.parts], inputs_json, limits_d, cfgs[a.id]), None
                 except Exception as e:  # infrastructure failure: recorded, retried next run
                     res, err = None, f"{type(e).__name__}: {str(e)[:200]}"
                 done(a, source_nb, max_score, reference, j, res, err)
@@ -403,7 +501,7 @@ def autograde(
                 a, inputs_json = plan[0], plan[4]
                 f = client.submit(
                     run_submission, j.nb_text, [(q.grade_id, q.export) for q in a.parts], inputs_json,
-                    limits_d, cfg, pure=False, key=f"grade-{a.id}-{j.student}-{j.sha256[:12]}",
+                    limits_d, cfgs[a.id], pure=False, key=f"grade-{a.id}-{len(futs)}-{j.sha256[:12]}",
                 )
                 futs[f] = (plan, j)
             for f in as_completed(futs):

@@ -5,23 +5,44 @@ This module runs on a grading worker (trusted, outside the sandbox). It receives
 answers as JSON *text*, events). It never decides a verdict: the parent parses and checks the
 answers.
 
-Export channel: after the student's cells, for each part the worker sends a fresh
-execute_request whose code wraps ``Part.export`` and publishes the answer as a display_data
-message tagged with a random nonce generated now. Only outputs that nbclient attributes to
-that very request (parent msg_id) are read, so nothing printed by the student's cells can
-pre-fill an answer; the payload is size-capped here and strictly parsed by the parent.
+Export channel: after the student's cells, the worker first clears the kernel's execution
+hooks (IPython event callbacks, input and AST transformers, trace and profile functions),
+then, for each part, sends a fresh execute_request whose code wraps ``Part.export`` and
+publishes the answer as a display_data message tagged with a random nonce generated now.
+Only outputs of that very request are read, and exactly one tagged output must arrive: a
+second one (a forged answer next to the real one) fails the part. The wrapper runs the export
+in a fresh namespace with the real builtins (a student's ``float = ...`` or ``exec = ...``
+cannot change it), and exceptions come back as a short, sanitised message.
+
+The kernel is untrusted code all the same: a student who patches modules can publish
+whatever they like. That is why exports carry raw data only (values, draws, function
+outputs on inputs sent now) and every statistic is computed by the trusted checks.
+
+Output budget: every message of every request (student cells, replays, exports) counts with
+its full serialised size (data, metadata, transient, buffers); once the budget is spent,
+outputs and display updates are dropped; widget (comm) state is never stored; the returned
+notebook is capped at ``Limits.notebook_bytes``.
+
+Time: one wall-clock budget per submission, ``notebook_timeout`` for the student's cells and
+``grace_timeout`` for everything after (exports, restarts, replays). A cell that runs past its
+limit is interrupted (SIGINT), so the kernel and everything computed so far survive; only a
+kernel that ignores the interrupt is restarted and the earlier cells replayed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
+import re
 import secrets
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import nbformat
@@ -33,7 +54,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 from .sandbox import CGroup, Limits, SandboxConfig, kernel_command, make_scratch
 
-__all__ = ["run_submission", "EXPORT_MIME"]
+__all__ = ["run_submission", "EXPORT_MIME", "KernelStartError", "sanitize"]
 
 EXPORT_MIME = "application/x-gmm-export"
 
@@ -68,37 +89,62 @@ class _SandboxKernelManager(AsyncKernelManager):
 
 
 def _msg_size(msg: dict) -> int:
-    c = msg.get("content", {})
-    t = msg.get("msg_type")
-    if t == "stream":
-        return len(c.get("text", ""))
-    if t in ("display_data", "execute_result", "update_display_data"):
-        return sum(len(v) if isinstance(v, str) else len(json.dumps(v)) for v in c.get("data", {}).values())
-    if t == "error":
-        return sum(len(x) for x in c.get("traceback", [])) + len(c.get("evalue", ""))
-    return 0
+    """The full serialised size of a message's payload (content, metadata, buffers)."""
+    try:
+        n = len(json.dumps(msg.get("content", {}), default=str))
+        n += len(json.dumps(msg.get("metadata", {}), default=str))
+    except (TypeError, ValueError, RecursionError):
+        return 1 << 62
+    for b in msg.get("buffers") or ():
+        try:
+            n += len(b)
+        except TypeError:
+            n += 1 << 20
+    return n
 
 
 class _Client(NotebookClient):
-    """nbclient with an output budget (a 100 MB print must not blow up the grader)."""
+    """nbclient with an output budget, no widget state, and an export mode.
+
+    ``mode``: ``"student"`` (outputs kept within the budget), ``"replay"`` (outputs dropped)
+    or ``"export"`` (only tagged answers are collected, into ``export_payloads``).
+    """
 
     output_budget: int = 1 << 20
     output_limit: int = 1 << 20
     truncated: bool = False
-    export_index: int = -1
+    mode: str = "student"
+    export_payloads: list
+    export_count: int = 0
+    export_cap: int = 4 << 20
 
-    def output(self, outs, msg, display_id, cell_index):  # noqa: D102
-        if cell_index == self.export_index:
-            return super().output(outs, msg, display_id, cell_index)
+    def process_message(self, msg, cell, cell_index):  # noqa: D102
+        t = msg.get("msg_type")
+        if t in ("status", "execute_input"):
+            return super().process_message(msg, cell, cell_index)
+        if t is None or t.startswith("comm"):  # no widget state, no comm handlers
+            return None
+        if self.mode == "replay":
+            return None
+        if self.mode == "export":
+            if t in ("display_data", "execute_result", "update_display_data"):
+                data = (msg.get("content") or {}).get("data") or {}
+                if isinstance(data, dict) and EXPORT_MIME in data:
+                    self.export_count += 1
+                    v = data[EXPORT_MIME]
+                    if len(self.export_payloads) < 2:
+                        self.export_payloads.append(v[: self.export_cap + 64] if isinstance(v, str) else None)
+            return None
         size = _msg_size(msg)
-        if size > self.output_budget and msg.get("msg_type") == "stream" and self.output_budget > 0:
-            msg = {**msg, "content": {**msg["content"], "text": msg["content"].get("text", "")[: self.output_budget]}}
-            super().output(outs, msg, display_id, cell_index)
+        if t == "stream" and size > self.output_budget > 0:
+            text = str((msg.get("content") or {}).get("text", ""))[: self.output_budget]
+            msg = {**msg, "content": {"name": msg["content"].get("name", "stdout"), "text": text}, "metadata": {}}
             self.output_budget = 0
+            super().process_message(msg, cell, cell_index)
             size = 1
         if size > self.output_budget:
-            if not self.truncated:
-                outs.append(
+            if not self.truncated and t != "update_display_data":
+                cell.outputs.append(
                     nbformat.v4.new_output(
                         "stream",
                         name="stderr",
@@ -110,32 +156,67 @@ class _Client(NotebookClient):
             self.output_budget = 0
             return None
         self.output_budget -= size
-        return super().output(outs, msg, display_id, cell_index)
+        return super().process_message(msg, cell, cell_index)
+
+    def set_widgets_metadata(self):  # noqa: D102 - never store widget state
+        return None
+
+
+_QUIESCE = """def _gmm_quiesce():
+    import sys as _s, threading as _t
+    from IPython import get_ipython as _g
+    _ip = _g()
+    if _ip is not None:
+        for _cbs in list(_ip.events.callbacks.values()):
+            del _cbs[:]
+        del _ip.input_transformers_post[:]
+        del _ip.ast_transformers[:]
+    _s.settrace(None)
+    _s.setprofile(None)
+    _t.settrace(None)
+    _t.setprofile(None)
+_gmm_quiesce()
+del _gmm_quiesce
+"""
 
 
 def _export_code(src: str, inputs_json: str, nonce: str) -> str:
+    """The export request: runs `src` in a fresh namespace (student globals that shadow a
+    builtin are left out; real builtins), publishes ``nonce:OK:<json>`` or ``nonce:ERR:<msg>``."""
     fn = f"_gmm_export_{nonce}"
     return f"""def {fn}(_src, _inputs):
+    import builtins as _b
     import json as _j
+    import sys as _sys
     from IPython.display import publish_display_data as _pub
     def _default(o):
-        if hasattr(o, "tolist"):
+        if _b.hasattr(o, "tolist"):
             return o.tolist()
-        raise TypeError(f"{{type(o).__name__}} is not JSON serialisable")
+        raise _b.TypeError("not JSON serialisable")
     try:
-        _ns = dict(globals())
-        _ns.pop("answer", None)
+        _user = _sys._getframe(0).f_globals
+        _ns = {{}}
+        for _k, _v in _b.list(_user.items()):
+            if _b.type(_k) is _b.str and _k not in _b.__dict__ and _k not in ("answer", "inputs") \
+                    and not _k.startswith(("_gx_", "_gmm_")):
+                _ns[_k] = _v
+        _ns["__builtins__"] = _b
         _ns["inputs"] = _j.loads(_inputs)
-        exec(compile(_src, "<export>", "exec"), _ns)
+        _b.exec(_b.compile(_src, "<export>", "exec"), _ns)
         if "answer" not in _ns:
-            raise NameError("no answer was produced")
+            raise _b.NameError("no answer was produced")
         _out = "OK:" + _j.dumps(_ns["answer"], allow_nan=False, default=_default)
-    except BaseException as _e:
-        _out = "ERR:" + type(_e).__name__ + ": " + str(_e)[:300]
+    except _b.BaseException as _e:
+        _out = "ERR:" + _b.type(_e).__name__ + ": " + _b.str(_e)[:200]
     _pub({{"{EXPORT_MIME}": "{nonce}:" + _out}}, metadata={{}})
 {fn}({src!r}, {inputs_json!r})
 del {fn}
 """
+
+
+class KernelStartError(RuntimeError):
+    """The sandboxed kernel could not be started: an infrastructure failure (retried), never
+    the student's fault (no student code has run in a fresh kernel)."""
 
 
 class _Session:
@@ -150,8 +231,22 @@ class _Session:
         self.truncated = False
         self.dropped_messages = 0
 
-    async def start(self) -> None:
+    def _wipe_scratch(self) -> None:
+        """Empty the scratch directory (a dead kernel's sockets and files; a full scratch
+        must not stop the next kernel from starting)."""
+        for entry in os.scandir(self.scratch):
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.unlink(entry.path)
+            except OSError:
+                pass
+
+    async def start(self, timeout: float | None = None) -> None:
         self.n += 1
+        if self.n > 1:
+            self._wipe_scratch()
         conn = os.path.join(self.scratch, f"k{self.n}.json")
         argv = kernel_command(self.cfg, self.limits, self.scratch, conn, self.cgroup)
         km = _SandboxKernelManager(
@@ -166,18 +261,21 @@ class _Session:
             self.nb,
             km=km,
             timeout=int(self.limits.cell_timeout),
-            startup_timeout=int(self.limits.startup_timeout),
+            startup_timeout=max(1, int(min(self.limits.startup_timeout, timeout or self.limits.startup_timeout))),
             allow_errors=True,
             interrupt_on_timeout=False,
             iopub_timeout=2,
             raise_on_iopub_timeout=False,
             record_timing=False,
+            store_widget_state=False,
             kernel_name="python3",
             resources={"metadata": {"path": self.scratch}},
         )
         client.output_budget = self.output_budget
         client.output_limit = self.limits.output_bytes
         client.truncated = self.truncated
+        client.export_payloads = []
+        client.export_cap = self.limits.export_bytes
         self.km, self.client = km, client
         self.mon = None
         try:
@@ -186,9 +284,11 @@ class _Session:
             )
             await client.async_start_new_kernel_client()
             self._watch_iopub()
-        except BaseException:
+        except BaseException as e:
             await self.stop()
-            raise
+            if isinstance(e, (asyncio.CancelledError, KeyboardInterrupt)):
+                raise
+            raise KernelStartError(f"{type(e).__name__}: {str(e)[:200]}") from None
 
     def _watch_iopub(self) -> None:
         sock = self.client.kc.iopub_channel.socket
@@ -207,18 +307,22 @@ class _Session:
             except zmq.Again:
                 break
         if dropped:
-            kc = self.client.kc
-            try:
-                self.mon.close(linger=0)
-                kc.iopub_channel.socket.disable_monitor()
-            except Exception:
-                pass
-            kc.iopub_channel.close()
-            kc._iopub_channel = None
-            self._watch_iopub()
-            await asyncio.sleep(0.3)  # let the new subscription reach the kernel
+            await self._reset_iopub()
             self.dropped_messages += 1
         return dropped
+
+    async def _reset_iopub(self) -> None:
+        """A fresh IOPub channel (after a dropped message, or a cancelled read on timeout)."""
+        kc = self.client.kc
+        try:
+            self.mon.close(linger=0)
+            kc.iopub_channel.socket.disable_monitor()
+        except Exception:
+            pass
+        kc.iopub_channel.close()
+        kc._iopub_channel = None
+        self._watch_iopub()
+        await asyncio.sleep(0.3)  # let the new subscription reach the kernel
 
     async def stop(self) -> None:
         if self.client is not None:
@@ -238,10 +342,42 @@ class _Session:
         self.cgroup.kill_all()
         self.client = self.km = None
 
+    def _kernel_pids(self) -> list[int]:
+        """Host pids of the ipykernel process(es) in this submission's cgroup."""
+        pids = []
+        for f in self.cgroup.procs_files():
+            try:
+                candidates = [int(p) for p in Path(f).read_text().split()]
+            except OSError:
+                continue
+            for pid in candidates:
+                try:
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if b"ipykernel_launcher" in cmd and not cmd.startswith((b"bwrap", b"/bin/sh", b"prlimit", b"env")):
+                    pids.append(pid)
+            break
+        return sorted(set(pids))
+
+    async def interrupt(self) -> bool:
+        """SIGINT to the kernel (as Ctrl-C in Jupyter); True if it is responsive again."""
+        pids = self._kernel_pids()
+        if not pids:
+            return False
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+        await self._reset_iopub()  # the timed-out read left the old channel unusable
+        probe = nbformat.v4.new_code_cell("pass")
+        return await self.run_extra(probe, 5.0, mode="replay") is None
+
     async def run(self, cell, index: int, timeout: float) -> str | None:
-        """Execute one cell; returns None, ``"timeout"`` or ``"died"``."""
+        """Execute one cell; returns None, ``"timeout"``, ``"died"`` or ``"garbled"``."""
         assert self.client is not None
-        self.client.timeout = max(1, int(timeout))
+        self.client.timeout = max(1, math.ceil(timeout))  # nbclient wants whole seconds
         try:
             await self.client.async_execute_cell(cell, index)
         except CellTimeoutError:
@@ -253,25 +389,28 @@ class _Session:
         except Exception:  # garbled messages from a tampered kernel, zmq errors, ...
             return "garbled"
         if await self._iopub_dropped():
-            cell.outputs.append(
-                nbformat.v4.new_output(
-                    "stream",
-                    name="stderr",
-                    text=f"[autograder: output larger than {self.limits.max_message_bytes >> 20} MiB dropped]\n",
+            if self.client.mode == "student":
+                cell.outputs.append(
+                    nbformat.v4.new_output(
+                        "stream",
+                        name="stderr",
+                        text=f"[autograder: output larger than {self.limits.max_message_bytes >> 20} MiB dropped]\n",
+                    )
                 )
-            )
         return None
 
-    async def run_extra(self, cell, timeout: float) -> str | None:
-        """Execute a cell that is not part of the notebook (replays, exports)."""
+    async def run_extra(self, cell, timeout: float, mode: str = "replay") -> str | None:
+        """Execute a cell that is not part of the notebook (replays, probes, exports)."""
         assert self.client is not None
         self.nb.cells.append(cell)
         idx = len(self.nb.cells) - 1
-        self.client.export_index = idx
+        self.client.mode = mode
+        self.client.export_payloads = []
+        self.client.export_count = 0
         try:
             return await self.run(cell, idx, timeout)
         finally:
-            self.client.export_index = -1
+            self.client.mode = "student"
             del self.nb.cells[idx]
 
 
@@ -279,7 +418,7 @@ def _why(kind: str, limits: Limits, cgroup: CGroup, oom_before: int) -> str:
     if kind == "timeout":
         if cgroup.pids_hit():
             return f"it exceeded the time limit (and tried to start more than {limits.max_pids} processes or threads)"
-        return "it exceeded the time limit"
+        return f"it exceeded the time limit ({limits.cell_timeout:.0f} s per cell)"
     if cgroup.oom_events() > oom_before:
         return f"it exceeded the memory limit ({limits.memory_bytes >> 20} MiB)"
     if kind == "garbled":
@@ -287,6 +426,59 @@ def _why(kind: str, limits: Limits, cgroup: CGroup, oom_before: int) -> str:
     if cgroup.pids_hit():
         return f"it started too many processes or threads (limit {limits.max_pids})"
     return "the Python kernel died (e.g. os._exit, a crash or the memory limit)"
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9 _.,:;()\[\]{}<>=+\-*/'\"!?#%&|^~@$]")
+
+
+def sanitize(text: str, limit: int = 160) -> str:
+    """A short, printable-ASCII version of student-controlled text (exception messages)."""
+    text = " ".join(str(text).split())
+    text = _SAFE.sub("?", text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _read_export(client: _Client, nonce: str, limits: Limits) -> dict:
+    if client.export_count == 0:
+        return {"ok": False, "error": "no answer could be read from the notebook"}
+    if client.export_count > 1:
+        return {"ok": False, "error": "the notebook published more than one answer for this part "
+                                      "(it interfered with the autograder)"}
+    v = client.export_payloads[0]
+    if not isinstance(v, str) or not v.startswith(nonce + ":"):
+        return {"ok": False, "error": "the answer did not come from the autograder's request "
+                                      "(the notebook interfered with the autograder)"}
+    payload = v[len(nonce) + 1:]
+    if len(payload) > limits.export_bytes:
+        return {"ok": False, "error": f"the answer is too large (limit {limits.export_bytes >> 20} MiB)"}
+    if payload.startswith("OK:"):
+        return {"ok": True, "json": payload[3:]}
+    if payload.startswith("ERR:"):
+        return {"ok": False, "error": sanitize(payload[4:])}
+    return {"ok": False, "error": "garbled answer"}
+
+
+def _cap_notebook(nb, limit: int) -> bool:
+    """Drop outputs (largest first) until the serialised notebook is under `limit` bytes."""
+    size = len(nbformat.writes(nb))
+    if size <= limit:
+        return False
+    outs = []
+    for c in nb.cells:
+        for i, o in enumerate(c.get("outputs", [])):
+            outs.append((len(json.dumps(o, default=str)), c, o))
+    outs.sort(key=lambda t: -t[0])
+    note = nbformat.v4.new_output("stream", name="stderr", text="[autograder: output removed (notebook size limit)]\n")
+    for n, c, o in outs:
+        if size <= limit:
+            break
+        c.outputs = [x if x is not o else note for x in c.outputs]
+        size -= n
+    if len(nbformat.writes(nb)) > limit:  # sources alone too large: keep no outputs at all
+        for c in nb.cells:
+            if c.cell_type == "code":
+                c.outputs = []
+    return True
 
 
 async def _grade(nb, exports, inputs_json, limits, cfg, scratch, cgroup) -> dict[str, Any]:
@@ -298,11 +490,16 @@ async def _grade(nb, exports, inputs_json, limits, cfg, scratch, cgroup) -> dict
         nb.cells[i].execution_count = None
     sess = _Session(nb, limits, cfg, scratch, cgroup)
     t0 = time.monotonic()
-    deadline = t0 + limits.notebook_timeout
+    deadline = t0 + limits.notebook_timeout  # the student's cells
+    final = deadline + limits.grace_timeout  # everything, exports and restarts included
     skipped: set[int] = set()
     restarts = 0
     alive = False
     cells_s = 0.0
+    infra: str | None = None
+
+    def left(until: float) -> float:
+        return until - time.monotonic()
 
     def mark(idx: int, text: str) -> None:
         nb.cells[idx].outputs.append(
@@ -311,18 +508,21 @@ async def _grade(nb, exports, inputs_json, limits, cfg, scratch, cgroup) -> dict
 
     async def restart(upto: int) -> bool:
         """New kernel; replay code cells before ``upto`` (skipping failed ones)."""
-        nonlocal restarts, alive
+        nonlocal restarts, alive, infra
         while True:
             await sess.stop()
             alive = False
             if restarts >= limits.max_restarts:
                 events.append("Too many kernel restarts; the remaining cells were not run.")
                 return False
+            if left(final) <= 1:
+                events.append("The time budget of the submission was used up; the kernel was not restarted.")
+                return False
             restarts += 1
             try:
-                await sess.start()
-            except Exception as e:  # pragma: no cover - infrastructure
-                events.append(f"The kernel could not be restarted ({type(e).__name__}).")
+                await sess.start(left(final))
+            except KernelStartError as e:
+                infra = f"the kernel could not be restarted ({e})"
                 return False
             alive = True
             ok = True
@@ -332,12 +532,11 @@ async def _grade(nb, exports, inputs_json, limits, cfg, scratch, cgroup) -> dict
                 if j in skipped:
                     continue
                 replay = nbformat.from_dict(dict(nb.cells[j]))
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    events.append("The notebook time limit was reached while re-running cells.")
+                if left(final) <= 0:
+                    events.append("The time budget was used up while re-running cells after a restart.")
                     return True
                 oom0 = cgroup.oom_events()
-                bad = await sess.run_extra(replay, min(limits.cell_timeout, left))
+                bad = await sess.run_extra(replay, min(limits.cell_timeout, left(final)))
                 if bad:
                     skipped.add(j)
                     events.append(
@@ -348,18 +547,22 @@ async def _grade(nb, exports, inputs_json, limits, cfg, scratch, cgroup) -> dict
             if ok:
                 return True
 
+    async def recover(kind: str, upto: int) -> bool:
+        """After a timeout: interrupt (keeps the kernel's state); otherwise restart."""
+        if kind == "timeout" and await sess.interrupt():
+            return True
+        return await restart(upto)
+
     try:
         try:
             await sess.start()
             alive = True
-        except Exception as e:
-            events.append(f"The kernel could not be started ({type(e).__name__}: {str(e)[:200]}).")
-            alive = False
+        except KernelStartError as e:
+            infra = f"the kernel could not be started ({e})"
         pos = 0
         while alive and pos < len(code):
             idx = code[pos]
-            left = deadline - time.monotonic()
-            if left <= 0:
+            if left(deadline) <= 0:
                 rest = [str(j + 1) for j in code[pos:]]
                 events.append(
                     f"The notebook time limit ({limits.notebook_timeout:.0f} s) was reached; "
@@ -367,57 +570,59 @@ async def _grade(nb, exports, inputs_json, limits, cfg, scratch, cgroup) -> dict
                 )
                 for j in code[pos:]:
                     skipped.add(j)
-                    mark(j, "not run: notebook time limit reached")
+                    mark(j, f"not run: notebook time limit ({limits.notebook_timeout:.0f} s) reached")
                 break
             oom0 = cgroup.oom_events()
             tc = time.monotonic()
-            bad = await sess.run(nb.cells[idx], idx, min(limits.cell_timeout, left))
+            room = left(deadline)
+            bad = await sess.run(nb.cells[idx], idx, min(limits.cell_timeout, room))
             cells_s += time.monotonic() - tc
             if bad:
                 why = _why(bad, limits, cgroup, oom0)
-                if bad == "timeout" and left < limits.cell_timeout:
-                    why = "the notebook time limit was reached"
+                if bad == "timeout" and room < limits.cell_timeout:
+                    why = f"the notebook time limit ({limits.notebook_timeout:.0f} s) was reached"
                 events.append(f"Cell {idx + 1} was stopped: {why}. It was skipped; grading continued.")
                 mark(idx, f"cell stopped: {why}")
                 skipped.add(idx)
-                alive = await restart(idx)
+                alive = await recover(bad, idx)
             pos += 1
 
         # Exports: trusted code sent now, read back only from its own execution.
+        quiet_kernel = 0  # the kernel (by start count) whose hooks were last cleared
         for grade_id, src in exports:
+            if infra is not None:
+                break
             if not alive:
                 answers[grade_id] = {"ok": False, "error": "the notebook's kernel was not running"}
+                continue
+            if quiet_kernel != sess.n:
+                # Clear hooks the student's cells installed (they would see the export code);
+                # again after a restart, whose replay ran the student's cells once more.
+                await sess.run_extra(nbformat.v4.new_code_cell(_QUIESCE), min(10.0, max(1.0, left(final))))
+                quiet_kernel = sess.n
+            room = min(limits.export_timeout, left(final))
+            if room <= 0:
+                answers[grade_id] = {"ok": False, "error": "the submission's time budget was used up before this part"}
                 continue
             nonce = secrets.token_hex(16)
             cell = nbformat.v4.new_code_cell(_export_code(src, inputs_json, nonce))
             oom0 = cgroup.oom_events()
-            bad = await sess.run_extra(cell, limits.export_timeout)
+            bad = await sess.run_extra(cell, room, mode="export")
             if bad:
                 answers[grade_id] = {"ok": False, "error": f"exporting the answer failed: {_why(bad, limits, cgroup, oom0)}"}
-                alive = await restart(len(nb.cells))
+                alive = await recover(bad, len(nb.cells))
                 continue
-            payload = None
-            for out in cell.outputs:
-                if out.get("output_type") == "display_data":
-                    v = out.get("data", {}).get(EXPORT_MIME)
-                    if isinstance(v, str) and v.startswith(nonce + ":"):
-                        payload = v[len(nonce) + 1 :]
-                        break
-            if payload is None:
-                answers[grade_id] = {"ok": False, "error": "no answer could be read from the notebook"}
-            elif len(payload) > limits.export_bytes:
-                answers[grade_id] = {"ok": False, "error": "the answer is too large"}
-            elif payload.startswith("OK:"):
-                answers[grade_id] = {"ok": True, "json": payload[3:]}
-            else:
-                answers[grade_id] = {"ok": False, "error": payload[4:][:400] if payload.startswith("ERR:") else "garbled answer"}
+            answers[grade_id] = _read_export(sess.client, nonce, limits)
     finally:
         await sess.stop()
     if sess.dropped_messages:
         events.append("Some output was too large and was dropped (it is not needed for grading).")
+    if _cap_notebook(nb, limits.notebook_bytes):
+        events.append(f"Outputs were removed: the notebook exceeded {limits.notebook_bytes >> 20} MiB.")
     return {
         "events": events,
         "answers": answers,
+        "infra_error": infra,
         "restarts": max(0, restarts),
         "cells_s": cells_s,
         "duration": time.monotonic() - t0,
@@ -434,20 +639,25 @@ def run_submission(
     """Grade-side execution of one submission (runs on a worker; returns plain data).
 
     Returns ``{"notebook": executed notebook JSON text, "events": [...], "answers":
-    {grade_id: {"ok": bool, "json"|"error": str}}, "duration": s}``.
+    {grade_id: {"ok": bool, "json"|"error": str}}, "infra_error": None or str, "duration": s}``.
+    ``infra_error`` set means the grading infrastructure failed (the kernel could not be
+    started): the result is not a grade and the submission must be retried.
     """
     limits = Limits(**limits) if isinstance(limits, dict) else (limits or Limits())
-    cfg = SandboxConfig(**cfg) if isinstance(cfg, dict) else (cfg or SandboxConfig())
+    if isinstance(cfg, dict):
+        cfg = SandboxConfig(**{**cfg, "hide": tuple(cfg.get("hide", ()))})
+    cfg = cfg or SandboxConfig()
     nb = nbformat.reads(nb_text, as_version=4)
-    scratch = make_scratch()
+    scratch = make_scratch(limits.scratch_bytes)
     cgroup = CGroup(limits)
     try:
-        res = asyncio.run(_grade(nb, exports, inputs_json, limits, cfg, scratch, cgroup))
+        res = asyncio.run(_grade(nb, exports, inputs_json, limits, cfg, scratch.path, cgroup))
     finally:
         cgroup.remove()
-        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.remove()
     res["notebook"] = nbformat.writes(nb)
     res["cgroup"] = bool(cgroup.name)
+    res["scratch_tmpfs"] = scratch.mounted
     return res
 
 

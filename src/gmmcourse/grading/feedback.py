@@ -1,5 +1,8 @@
 """Student feedback (HTML) and the instructor's autograded notebook.
 
+The autograded notebook holds the student's cells made inert (`sanitize_student_notebook`):
+an instructor opening it in formgrader runs none of the student's HTML or JavaScript.
+
 Feedback shows, per autograded part, the description, the points and the checker's message,
 plus what happened while running the notebook (time limits, crashes). It never contains the
 source of hidden tests, the exports or the checks.
@@ -10,6 +13,7 @@ from __future__ import annotations
 import copy
 import html
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +88,36 @@ def feedback_html(
     return "\n".join(out) + "\n"
 
 
+_ACTIVE_URL = re.compile(r"(?i)\b(javascript|vbscript|data\s*:\s*text/html|data\s*:\s*image/svg)\s*:")
+
+
+def sanitize_student_notebook(nb) -> None:
+    """Make the student's part of a notebook inert before an instructor opens it (in place).
+
+    Formgrader renders autograded notebooks as HTML in the instructor's Jupyter session, so
+    student markdown, raw cells and outputs must not carry script: HTML is cleaned by
+    nbconvert's `SanitizeHTML` (bleach: only safe tags and attributes; ``text/html`` and
+    ``text/markdown`` outputs cleaned, JavaScript, SVG, widget views and every other active
+    output type removed), markdown links with a ``javascript:``-like scheme are defused, and
+    widget state and cell attachments of unknown types are dropped.
+    """
+    from nbconvert.preprocessors.sanitize import SanitizeHTML
+
+    san = SanitizeHTML()
+    for i, cell in enumerate(nb.cells):
+        san.preprocess_cell(cell, {}, i)
+        if cell.cell_type in ("markdown", "raw"):
+            cell.source = _ACTIVE_URL.sub("blocked:", cell.source)
+            cell.get("metadata", {}).pop("jupyter", None)
+        for out in cell.get("outputs", []):
+            md = out.get("metadata")
+            if isinstance(md, dict):
+                for k in list(md):
+                    if k not in out.get("data", {}):
+                        md.pop(k)
+    nb.metadata.pop("widgets", None)
+
+
 def autograded_notebook(executed_nb, source_nb, part_results: dict[str, dict]) -> Any:
     """Student cells with their outputs; nbgrader metadata restored from the SOURCE notebook.
 
@@ -99,6 +133,7 @@ def autograded_notebook(executed_nb, source_nb, part_results: dict[str, dict]) -
         if md and md.get("grade_id") and md["grade_id"] not in src_cells:
             src_cells[md["grade_id"]] = c
     out = copy.deepcopy(executed_nb)
+    sanitize_student_notebook(out)
     seen: set[str] = set()
     for cell in out.cells:
         md = cell.get("metadata", {}).pop("nbgrader", None)

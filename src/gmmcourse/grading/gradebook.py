@@ -188,13 +188,51 @@ def record_submission(
     return total
 
 
+CSV_COLUMNS = ["assignment", "duedate", "timestamp", "student_id", "last_name", "first_name", "email",
+               "raw_score", "late_submission_penalty", "score", "max_score"]
+
+
+def csv_text(value) -> str:
+    """A text cell that a spreadsheet shows as text: no formula (``= + - @`` or a control
+    character first gets a leading apostrophe, as OWASP recommends); quoting is the csv
+    module's."""
+    text = "" if value is None else str(value)
+    if text and (text[0] in "=+-@" or text[0] in "\t\r\n"):
+        return "'" + text
+    return text
+
+
 def export_csv(gb: Gradebook, dest: Path) -> None:
-    """``nbgrader export`` (its CSV plugin, same columns) written atomically."""
-    from nbgrader.plugins.export import CsvExportPlugin
+    """The rows and columns of ``nbgrader export`` (its CSV plugin), written with proper
+    quoting (a comma or newline in a name cannot forge a row) and formula neutralisation,
+    atomically."""
+    import csv
+
+    from nbgrader.api import MissingEntry
 
     tmp = Path(str(dest) + ".tmp")
-    CsvExportPlugin(to=str(tmp)).export(gb)
-    os.replace(tmp, dest)
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh, quoting=csv.QUOTE_MINIMAL)
+            w.writerow(CSV_COLUMNS)
+            for asg in gb.assignments:
+                for st in gb.students:
+                    try:
+                        sub = gb.find_submission(asg.name, st.id)
+                    except MissingEntry:
+                        ts, raw, pen, score = "", 0.0, 0.0, 0.0
+                    else:
+                        ts, raw, pen = sub.timestamp, sub.score, sub.late_submission_penalty
+                        score = max(0.0, raw - pen)
+                    w.writerow([
+                        csv_text(asg.name), "" if asg.duedate is None else str(asg.duedate),
+                        "" if ts in (None, "") else str(ts), csv_text(st.id), csv_text(st.last_name),
+                        csv_text(st.first_name), csv_text(st.email), str(raw), str(pen), str(score), str(asg.max_score),
+                    ])
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def reasons(gb: Gradebook) -> list[dict[str, Any]]:

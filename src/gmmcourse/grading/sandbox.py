@@ -7,19 +7,29 @@ live in the submission's private scratch directory, the only writable place the 
 Layers (each one a fallback for the other):
 
 * bubblewrap: new mount, PID, network (loopback only), IPC and UTS namespaces; read-only
-  view of the Python install, the venv and ``src/`` with ``gmmcourse/grading`` masked by an
-  empty tmpfs; no ``solutions/``, no ``grading/`` course root; ``--die-with-parent``;
-  environment cleared.
-* cgroup v1 ``memory`` and ``pids`` controllers (one cgroup per submission, killed and
-  removed afterwards) when ``/sys/fs/cgroup`` is writable;
+  view of the Python install, the venv and ``src/`` with ``gmmcourse/grading`` (and whatever
+  an assignment hides, `SandboxConfig.hide`) masked; no ``solutions/``, no ``grading/`` course
+  root; ``--die-with-parent``. bwrap itself starts from an empty environment (its pid-1
+  process is visible in the sandbox as ``/proc/1``), the kernel from a minimal one.
+* seccomp: ``add_key``, ``request_key`` and ``keyctl`` fail with EPERM (kernel keyrings are
+  per host uid, shared with root's outside the sandbox).
+* scratch: the only writable places (the kernel's working directory with the ZeroMQ sockets,
+  and ``/tmp``) are size-capped tmpfs mounts whose pages are charged to the submission's
+  memory cgroup; nothing a student writes reaches the host's disk.
+* cgroup v1 ``memory``, ``pids`` and ``cpu`` controllers (one cgroup per submission, killed
+  and removed afterwards) when ``/sys/fs/cgroup`` is writable: memory cap, process cap, and
+  a CPU quota (``Limits.cpus``) so that a burner cannot slow its neighbours;
 * ``prlimit``: address space, file size, core dumps, open files (always).
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
+import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +37,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Limits", "SandboxConfig", "CGroup", "kernel_command", "sandbox_available"]
+__all__ = ["Limits", "SandboxConfig", "CGroup", "Scratch", "kernel_command", "sandbox_available", "seccomp_filter"]
 
 GRADING_PKG = Path(__file__).resolve().parent
 SRC_ROOT = GRADING_PKG.parent.parent  # .../src
@@ -42,6 +52,10 @@ class Limits:
     notebook_timeout: float = 300.0  # seconds for all student cells of a notebook
     export_timeout: float = 60.0  # seconds per Part.export
     startup_timeout: float = 60.0  # kernel start
+    # One wall-clock budget for everything else a submission costs after its cells (exports,
+    # kernel restarts, replays): a submission never holds a worker longer than
+    # notebook_timeout + grace_timeout (+ a few seconds to stop the kernel).
+    grace_timeout: float = 180.0
     memory_bytes: int = 2 << 30  # cgroup memory cap (kernel + children)
     address_space_bytes: int = 0  # RLIMIT_AS; 0 = only when no memory cgroup is available
     max_pids: int = 64  # cgroup pids cap (threads count too)
@@ -50,6 +64,10 @@ class Limits:
     max_message_bytes: int = 16 << 20  # ZeroMQ message cap (bigger ones are dropped)
     export_bytes: int = 4 << 20  # one exported answer
     max_restarts: int = 3  # kernel restarts after a death or timeout
+    scratch_bytes: int = 256 << 20  # the kernel's writable working directory (tmpfs)
+    tmp_bytes: int = 64 << 20  # /tmp inside the sandbox (tmpfs)
+    cpus: float = 1.0  # CPU quota of a submission (cgroup cpu.cfs_quota_us), in cores
+    notebook_bytes: int = 4 << 20  # the executed notebook returned to the grader (sources + outputs)
 
 
 @dataclass(frozen=True)
@@ -64,6 +82,10 @@ class SandboxConfig:
     jax_cache_writable: bool = False
     single_thread: bool = True
     use_bwrap: bool = True
+    # Paths under ``src`` that the kernel must not see (an assignment asks the student to
+    # write what they contain): a module file is replaced by /dev/null (importing it fails),
+    # a directory by an empty tmpfs; ``("gmmcourse",)`` leaves ``src/`` out altogether.
+    hide: tuple[str, ...] = ()
 
     @property
     def python(self) -> str:
@@ -92,13 +114,16 @@ def _cgroup_base(controller: str) -> Path | None:
     return base if base.is_dir() and os.access(base, os.W_OK) else None
 
 
+CONTROLLERS = ("memory", "pids", "cpu")
+
+
 class CGroup:
-    """A per-submission cgroup (v1 ``memory`` + ``pids``); a no-op where unavailable."""
+    """A per-submission cgroup (v1 ``memory`` + ``pids`` + ``cpu``); a no-op where unavailable."""
 
     def __init__(self, limits: Limits, name: str | None = None):
         self.name = name or f"gmmgrade-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.dirs: dict[str, Path] = {}
-        for ctrl in ("memory", "pids"):
+        for ctrl in CONTROLLERS:
             base = _cgroup_base(ctrl)
             if base is None:
                 continue
@@ -111,8 +136,11 @@ class CGroup:
                         (d / "memory.memsw.limit_in_bytes").write_text(str(limits.memory_bytes))
                     except OSError:
                         pass
-                else:
+                elif ctrl == "pids":
                     (d / "pids.max").write_text(str(limits.max_pids))
+                elif limits.cpus > 0:
+                    period = int((d / "cpu.cfs_period_us").read_text())
+                    (d / "cpu.cfs_quota_us").write_text(str(max(1000, int(limits.cpus * period))))
                 self.dirs[ctrl] = d
             except OSError:
                 try:
@@ -124,7 +152,7 @@ class CGroup:
     def cleanup_stale() -> int:
         """Remove per-submission cgroups left by graders that were killed (dead owner pid)."""
         n = 0
-        for ctrl in ("memory", "pids"):
+        for ctrl in CONTROLLERS:
             base = _cgroup_base(ctrl)
             if base is None:
                 continue
@@ -200,7 +228,90 @@ class CGroup:
         self.dirs = {}
 
 
+# --------------------------------------------------------------------------- seccomp
+
+# Syscalls the kernel may not make: the kernel keyring calls (keyrings are per host uid, so a
+# sandbox running as root would share root's user keyring and could leave keys behind for
+# the next student). Numbers per architecture (see the kernel's syscall tables).
+_DENIED = {
+    # AUDIT_ARCH_*: (add_key, request_key, keyctl)
+    0xC000003E: (248, 249, 250),  # x86_64 (x32 variants are these | 0x40000000)
+    0x40000003: (286, 287, 288),  # i386
+    0xC00000B7: (217, 218, 219),  # aarch64
+}
+_X32 = 0x40000000
+_BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_RET_K = 0x20, 0x15, 0x06
+_RET_ALLOW, _RET_EPERM, _RET_KILL = 0x7FFF0000, 0x00050000 | 1, 0x80000000
+
+
+def seccomp_filter() -> bytes:
+    """A classic-BPF seccomp program (as bwrap's ``--seccomp FD`` reads it) that makes the
+    keyring syscalls fail with EPERM, allows everything else, and kills a process that
+    uses an architecture the table does not know (fail closed)."""
+    prog: list[tuple[int, int, int, int]] = []
+    for arch, nrs in _DENIED.items():
+        nrs = nrs + tuple(n | _X32 for n in nrs) if arch == 0xC000003E else nrs
+        body = [(_BPF_LD_W_ABS, 0, 0, 0)]  # seccomp_data.nr
+        for i, nr in enumerate(nrs):
+            # jump to the EPERM return (after the remaining jeqs and the ALLOW)
+            body.append((_BPF_JEQ_K, len(nrs) - i, 0, nr))
+        body += [(_BPF_RET_K, 0, 0, _RET_ALLOW), (_BPF_RET_K, 0, 0, _RET_EPERM)]
+        prog += [(_BPF_LD_W_ABS, 0, 0, 4), (_BPF_JEQ_K, 0, len(body), arch)] + body  # seccomp_data.arch
+    prog.append((_BPF_RET_K, 0, 0, _RET_KILL))
+    return b"".join(struct.pack("<HBBI", *ins) for ins in prog) if sys.byteorder == "little" else \
+        b"".join(struct.pack(">HBBI", *ins) for ins in prog)
+
+
+_FILTER_PATH: str | None = None
+
+
+def _filter_file() -> str:
+    """The seccomp program in a root-only file of this process (bwrap reads it from an fd)."""
+    global _FILTER_PATH
+    if _FILTER_PATH is None or not os.path.exists(_FILTER_PATH):
+        fd, path = tempfile.mkstemp(prefix="gmg-seccomp-", suffix=".bpf")
+        with os.fdopen(fd, "wb") as f:
+            f.write(seccomp_filter())
+        _FILTER_PATH = path
+        atexit.register(lambda: os.path.exists(path) and os.unlink(path))
+    return _FILTER_PATH
+
+
+# --------------------------------------------------------------------------- scratch
+
+
+class Scratch:
+    """The submission's private working directory on the host: a size-capped tmpfs mount
+    (when this process may mount, i.e. runs as root) holding the ZeroMQ sockets, the
+    connection file and everything the kernel writes. Its pages are charged to the memory
+    cgroup of the process that writes them (the student's kernel).
+
+    The path is short (Unix socket paths are limited to ~107 bytes) and names its owner pid,
+    so that a grader that was killed has its scratch cleaned by the next one.
+    """
+
+    def __init__(self, size_bytes: int):
+        self.path = tempfile.mkdtemp(prefix=f"gmg-{os.getpid()}-", dir="/tmp")
+        self.mounted = False
+        if os.geteuid() == 0 and shutil.which("mount"):
+            r = subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", f"size={max(size_bytes, 1 << 20)},mode=0700,nosuid,nodev", "tmpfs", self.path],
+                capture_output=True,
+            )
+            self.mounted = r.returncode == 0
+
+    def remove(self) -> None:
+        _remove_scratch(Path(self.path))
+
+
+def _remove_scratch(d: Path) -> None:
+    if os.path.ismount(d):
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)
+    shutil.rmtree(d, ignore_errors=True)
+
+
 def _kernel_env(cfg: SandboxConfig, scratch: str) -> dict[str, str]:
+    """The kernel's whole environment (nothing of the grader's is passed on)."""
     env = {
         "PATH": f"{cfg.venv}/bin:/usr/bin:/bin",
         "HOME": scratch,
@@ -254,6 +365,9 @@ def kernel_command(
     prl.append("--")
     if cfg.use_bwrap:
         box = [
+            # bwrap's own pid-1 process inside the sandbox keeps bwrap's environment, readable
+            # as /proc/1/environ: start bwrap from an empty one.
+            "env", "-i", "PATH=/usr/bin:/bin",
             "bwrap",
             "--unshare-net",  # loopback only
             "--unshare-pid",
@@ -274,37 +388,45 @@ def kernel_command(
                   "/etc/nsswitch.conf", "/etc/hosts", "/etc/ssl", "/etc/ca-certificates",
                   "/etc/fonts", "/etc/matplotlibrc"):
             box += ["--ro-bind-try", f, f]
-        box += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        box += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp"]
         seen: set[str] = set()
-        for p in (cfg.python_prefix, cfg.venv, cfg.src):
+        hide_all = "gmmcourse" in cfg.hide  # then src/ is not there at all (an empty dir would import)
+        for p in (cfg.python_prefix, cfg.venv) + (() if hide_all else (cfg.src,)):
             rp = os.path.realpath(p)
             for q in {p, rp}:
                 if q not in seen:
                     box += ["--ro-bind", q, q]
                     seen.add(q)
-        box += ["--tmpfs", cfg.mask, "--remount-ro", cfg.mask]
+        if not hide_all:
+            box += ["--tmpfs", cfg.mask, "--remount-ro", cfg.mask]
+        for rel in () if hide_all else cfg.hide:
+            target = str(Path(cfg.src) / rel)
+            if os.path.isdir(target):
+                box += ["--tmpfs", target, "--remount-ro", target]
+            elif os.path.exists(target):
+                box += ["--ro-bind", "/dev/null", target]
         if cfg.jax_cache:
             os.makedirs(cfg.jax_cache, exist_ok=True)
             box += ["--bind" if cfg.jax_cache_writable else "--ro-bind", cfg.jax_cache, cfg.jax_cache]
-        box += ["--bind", scratch, scratch, "--chdir", scratch, "--clearenv"]
+        box += ["--bind", scratch, scratch, "--chdir", scratch, "--clearenv", "--seccomp", "9"]
         for k, v in env.items():
             box += ["--setenv", k, v]
         cmd = prl + box + ["--"] + inner
+        redirect = f' 9<"{_filter_file()}"'
     else:  # unsandboxed (tests of the limits only; never for students)
         cmd = prl + ["env", "-i"] + [f"{k}={v}" for k, v in env.items()] + inner
-    if cgroup.active:
-        join = "; ".join(f'echo $$ > "{f}"' for f in cgroup.procs_files())
-        cmd = ["/bin/sh", "-c", f'{join} && exec "$@"', "gmm-sandbox"] + cmd
-    return cmd
+        redirect = ""
+    join = "".join(f'echo $$ > "{f}" && ' for f in cgroup.procs_files())
+    return ["/bin/sh", "-c", f'{join}exec "$@"{redirect}', "gmm-sandbox"] + cmd
 
 
-def make_scratch() -> str:
-    # Short path: Unix socket paths are limited to ~107 bytes.
-    return tempfile.mkdtemp(prefix=f"gmg-{os.getpid()}-", dir="/tmp")
+def make_scratch(size_bytes: int = Limits.scratch_bytes) -> Scratch:
+    return Scratch(size_bytes)
 
 
 def cleanup_stale_scratch() -> int:
-    """Remove scratch dirs of graders that were killed (their owner pid is gone)."""
+    """Remove scratch dirs (and their tmpfs mounts) of graders that were killed (their owner
+    pid is gone)."""
     n = 0
     for d in Path("/tmp").glob("gmg-*-*"):
         try:
@@ -312,6 +434,6 @@ def cleanup_stale_scratch() -> int:
         except (IndexError, ValueError):
             continue
         if owner != os.getpid() and not Path(f"/proc/{owner}").exists():
-            shutil.rmtree(d, ignore_errors=True)
+            _remove_scratch(d)
             n += 1
     return n

@@ -59,6 +59,10 @@ class Assignment:
         reference: trusted callable returning the reference context (computed once per
             grading run, outside the sandbox, from the `gmmcourse` reference package).
         inputs: callable returning JSON data passed into the sandbox as ``inputs``.
+        sandbox_hide: paths under ``src/`` the student's kernel must not see, because the
+            notebook asks the student to write what they contain (e.g. ``("gmmcourse",)``
+            hides the whole course package; ``"gmmcourse/em.py"`` one module). The notebook
+            must say which packages it offers (a test checks the release notebooks).
     """
 
     id: str
@@ -66,3 +70,6 @@ class Assignment:
     parts: tuple[Part, ...]
     reference: Callable[[], Any] = field(default=lambda: None)
     inputs: Callable[[], dict] = field(default=lambda: {})
+    sandbox_hide: tuple[str, ...] = ()
+    packages: str = "the Python standard library"
+    """What the grading sandbox offers, in words for the notebook (see `grading_environment`)."""
