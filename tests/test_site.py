@@ -175,6 +175,33 @@ def test_launch_urls_point_at_the_plain_notebooks():
         "https://raw.githubusercontent.com/me/gmm/pages/student"
 
 
+@pytest.mark.parametrize("url", ["", "https://github.com/me/gmm"])
+def test_launch_extension_events(url, tmp_path):
+    """chapters/_ext/course_launch.py: the theme's own buttons off, ours only when published."""
+    from types import SimpleNamespace
+
+    sys.path.insert(0, str(ROOT / "chapters" / "_ext"))
+    import course_launch
+
+    theme = {"repository_url": url, "repository_branch": "gh-pages", "use_repository_button": False,
+             "launch_buttons": {"binderhub_url": "https://mybinder.org", "colab_url": "https://colab.research.google.com"}}
+    config = SimpleNamespace(html_theme_options=theme)
+    app = SimpleNamespace(config=config, outdir=str(tmp_path / "html"),
+                          env=SimpleNamespace(metadata={"chapters/intro": {"kernelspec": {}}, "genindex": {}}))
+    course_launch._config_inited(app, config)
+    assert theme["launch_buttons"] == {}  # sphinx-book-theme adds none (they would open the .md sources)
+    assert theme["use_repository_button"] is bool(url)
+    for page in ("chapters/intro", "genindex"):
+        context = {"header_buttons": []}
+        course_launch._add_launch_buttons(app, page, "page.html", context, None)
+        urls = [b["url"] for g in context["header_buttons"] for b in g["buttons"]]
+        if url and page == "chapters/intro":
+            assert urls == ["https://mybinder.org/v2/gh/me/gmm/gh-pages?urlpath=lab/tree/notebooks/chapters/intro.ipynb",
+                            "https://colab.research.google.com/github/me/gmm/blob/gh-pages/notebooks/chapters/intro.ipynb"]
+        else:
+            assert urls == []
+
+
 @needs_build
 def test_no_placeholder_and_no_launch_buttons_while_unpublished():
     config = bs.load_config(ROOT)
