@@ -235,7 +235,7 @@ def _bibliography(bibfile: Path) -> dict[str, dict]:
     return out
 
 
-def _literalinclude(arg: str, options: dict, chapter: Path) -> str:
+def _literalinclude(arg: str, options: dict, chapter: Path, root: Path) -> str:
     """The code a ``literalinclude`` directive shows, read by Sphinx's own reader."""
     from types import SimpleNamespace
 
@@ -247,7 +247,11 @@ def _literalinclude(arg: str, options: dict, chapter: Path) -> str:
     opts = {k: v for k, v in options.items() if k != "language"}
     if "dedent" in opts:
         opts["dedent"] = int(opts["dedent"])
-    text, _ = LiteralIncludeReader(str((chapter.parent / arg).resolve()), opts,
+    path = (chapter.parent / arg).resolve()
+    rel = path.relative_to(root.resolve()).parts if path.is_relative_to(root.resolve()) else ("outside",)
+    if {"grading", "solutions", "tests", "benchmarks", "outside"} & set(rel):
+        raise ConversionError(f"{chapter.name}: literalinclude of instructor-side {arg}")
+    text, _ = LiteralIncludeReader(str(path), opts,
                                    SimpleNamespace(source_encoding="utf-8-sig")).read()
     return f"```{options.get('language', 'python')}\n{text.rstrip()}\n```"
 
@@ -284,7 +288,7 @@ class ChapterConverter:
         name, arg = m.group("name"), m.group("arg").strip()
         options, body = _split_options(m.group("body"))
         if name == "literalinclude":
-            return _literalinclude(arg, options, chapter)
+            return _literalinclude(arg, options, chapter, self.root)
         if name == "exercise":
             self.exercise_count += 1
             quoted = "\n".join(("> " + ln).rstrip() for ln in body.splitlines())

@@ -101,7 +101,8 @@ def test_chapter_conversion_resolves_myst(tmp_path):
 
 
 @pytest.mark.parametrize("md", ["{unknownrole}`x`", "{glue:text}`missing`", "{ref}`nowhere`", "{cite:p}`nobody1999`",
-                                "```{figure} x.png\n```", "{download}`s <../solutions/x.ipynb>`"])
+                                "```{figure} x.png\n```", "{download}`s <../solutions/x.ipynb>`",
+                                "```{literalinclude} ../src/gmmcourse/grading/checks.py\n```"])
 def test_chapter_conversion_refuses_what_it_cannot_convert(tmp_path, md):
     root = _fake_course(tmp_path)
     (root / "solutions").mkdir()
