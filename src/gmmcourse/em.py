@@ -94,6 +94,10 @@ def _block_stats(x, weights, means, variances, mask):
     top = jnp.max(lj, axis=0)  # (B,)
     e = jnp.exp(lj - top[None, :])
     total = jnp.sum(e, axis=0)
+    if mask is None:
+        r = e / total[None, :]
+        rd = r * d
+        return jnp.sum(r, axis=1), jnp.sum(rd, axis=1), jnp.sum(rd * d, axis=1), jnp.sum(top + jnp.log(total))
     r = e / jnp.where(mask, total, jnp.inf)[None, :]
     rd = r * d
     return jnp.sum(r, axis=1), jnp.sum(rd, axis=1), jnp.sum(rd * d, axis=1), jnp.sum(jnp.where(mask, top + jnp.log(total), 0.0))
@@ -105,8 +109,6 @@ def _stats(x, weights, means, variances, mask=None):
     instead of streaming (K, N) arrays through memory several times. `mask`: the real
     points of padded data (default: all)."""
     n = x.shape[0]
-    if mask is None:
-        mask = jnp.ones(x.shape, bool)
     full = n // BLOCK * BLOCK
     k = weights.shape[0]
     acc = (jnp.zeros(k, x.dtype), jnp.zeros(k, x.dtype), jnp.zeros(k, x.dtype), jnp.zeros((), x.dtype))
@@ -115,9 +117,10 @@ def _stats(x, weights, means, variances, mask=None):
             xb, mb = block
             return jax.tree.map(jnp.add, acc, _block_stats(xb, weights, means, variances, mb)), None
 
-        acc, _ = jax.lax.scan(body, acc, (x[:full].reshape(-1, BLOCK), mask[:full].reshape(-1, BLOCK)))
+        blocks = None if mask is None else mask[:full].reshape(-1, BLOCK)
+        acc, _ = jax.lax.scan(body, acc, (x[:full].reshape(-1, BLOCK), blocks))
     if full < n:
-        acc = jax.tree.map(jnp.add, acc, _block_stats(x[full:], weights, means, variances, mask[full:]))
+        acc = jax.tree.map(jnp.add, acc, _block_stats(x[full:], weights, means, variances, None if mask is None else mask[full:]))
     return acc
 
 
@@ -144,8 +147,11 @@ def _em_one(key, x, mask, n, k, k_pad, max_iter, tol, reg_var):
     kf = k.astype(dtype)
     active = jnp.arange(k_pad) < k
     means = kmeans_plus_plus(key, x, k_pad, mask=mask, n=n, k_active=k)
-    centre = jnp.sum(jnp.where(mask, x, 0.0)) / nf
-    var = jnp.sum(jnp.where(mask, (x - centre) ** 2, 0.0)) / nf
+    if mask is None:
+        var = jnp.var(x)
+    else:
+        centre = jnp.sum(jnp.where(mask, x, 0.0)) / nf
+        var = jnp.sum(jnp.where(mask, (x - centre) ** 2, 0.0)) / nf
     variances = jnp.where(active, var / kf**2 + reg_var, 1.0)
     weights = jnp.where(active, 1.0 / kf, 0.0).astype(dtype)
 
@@ -221,10 +227,12 @@ def em(
     small = is_small(n)
     k_pad = K_PAD if small and k <= K_PAD else k  # one program for K = 1..K_PAD on small data
     group = RESTART_GROUP if small else restarts  # restarts per compiled call
-    xp, mask = pad(x, dtype)
+    # small data: padded to a bucket and masked; large data: its own shape, no mask (the run
+    # time dominates the compilation there, and the mask would cost time in every E-step)
+    xp, mask = pad(x, dtype) if small else (np.asarray(x, dtype), None)
     with x64_context(dtype):
         root = jax.random.key(seed)
-        args = (jnp.asarray(xp), jnp.asarray(mask), np.int32(n), np.int32(k), k_pad, np.int32(max_iter),
+        args = (jnp.asarray(xp), None if mask is None else jnp.asarray(mask), np.int32(n), np.int32(k), k_pad, np.int32(max_iter),
                 jnp.asarray(tol, dtype), jnp.asarray(reg_var, dtype))
         outs = [_em_restarts(root, np.arange(start, start + group, dtype=np.int32), *args)
                 for start in range(0, restarts, group)]

@@ -8,7 +8,8 @@ seconds, far longer than running them on the course's data (20-2,000 points). So
   data (32 points, then 2,048), beyond the last one a multiple of 1/8 of the power of two
   below N (at most 12.5 % padding, where the run time dominates). Padded points repeat
   x[0] and are masked out of every sum, count and density (exact maths: they contribute
-  zeros); the true N is a traced argument.
+  zeros); the true N is a traced argument. EM on data above the last small bucket keeps
+  the exact shape and no mask (its E-step is memory-bound there and the run time dominates).
 * **K in EM** is padded to `K_PAD` components for small data (inactive components have
   weight 0: their responsibilities are exactly 0), so K = 1..8 share one program.
   The Gibbs sampler keeps the true K (its relabelling enumerates K! permutations and the
