@@ -1,0 +1,111 @@
+"""The numbers glued into the built book against exact computation (`gmmcourse.exact`,
+closed forms), and Monte Carlo numbers against exact values within their MCSE.
+
+Reads the executed notebooks in `_build/jupyter_execute/chapters/` (run `make book` first).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import beta as beta_dist
+
+from conftest import MC_Z
+
+ROOT = Path(__file__).resolve().parents[1]
+EXECUTED = ROOT / "_build" / "jupyter_execute" / "chapters"
+
+pytestmark = pytest.mark.skipif(not EXECUTED.exists(), reason="build the book first (`make book`)")
+
+
+def glued(page: str) -> dict:
+    """All glue values of an executed chapter (myst-nb's `<page>.glue.json`): name -> text/plain."""
+    data = json.loads((EXECUTED / f"{page}.glue.json").read_text())
+    values = {}
+    for name, out in data.items():
+        text = out.get("data", {}).get("text/plain", "")
+        values[name] = "".join(text) if isinstance(text, list) else text
+    return values
+
+
+def num(values: dict, key: str) -> float:
+    return float(values[key].strip("'\""))
+
+
+@pytest.fixture(scope="module")
+def bento_exact():
+    from gmmcourse.data import BENTO_WEIGHTS
+    from gmmcourse.exact import enumerate_exact, exact_predictive, sd_summary
+    from gmmcourse.models import BENTO_PRIOR
+
+    a = int(np.argmax(BENTO_WEIGHTS))
+    ev = enumerate_exact(BENTO_WEIGHTS, BENTO_PRIOR, anchor=a, sd_posterior=True)
+    return {
+        "p425": exact_predictive(BENTO_WEIGHTS, 425.0, BENTO_PRIOR, anchor=a),
+        "p499": exact_predictive(BENTO_WEIGHTS, 499.5, BENTO_PRIOR, anchor=a),
+        "sd": [sd_summary(ev.sd_grid, ev.sd_mass[k]) for k in range(2)],
+    }
+
+
+def test_425_numbers_are_exact(bento_exact):
+    g = glued("bayesian_inference")
+    assert num(g, "bayesian_inference_p_t_pred") == pytest.approx(bento_exact["p425"].probs[1], rel=1e-8)
+    assert num(g, "bayesian_inference_lp_425_exact") == pytest.approx(bento_exact["p425"].log_density, abs=1e-8)
+    assert num(g, "bayesian_inference_lp_typ_exact") == pytest.approx(bento_exact["p499"].log_density, abs=1e-8)
+    # where the draws cover the mass, the Monte Carlo average agrees within its MCSE
+    mc, mcse = num(g, "bayesian_inference_lp_typ_mc"), num(g, "bayesian_inference_lp_typ_mcse")
+    assert abs(mc - bento_exact["p499"].log_density) <= MC_Z * mcse
+    # ... and at 425 g it is far below the exact value, as the page says
+    assert num(g, "bayesian_inference_lp_425_mc") < bento_exact["p425"].log_density - 10
+
+
+def test_beta_interval_and_quantile_mcse():
+    g = glued("bayesian_inference")
+    a, b = num(g, "bayesian_inference_beta_a"), num(g, "bayesian_inference_beta_b")
+    assert num(g, "bayesian_inference_beta_lo") == pytest.approx(beta_dist.ppf(0.025, a, b), rel=1e-12)
+    assert num(g, "bayesian_inference_beta_hi") == pytest.approx(beta_dist.ppf(0.975, a, b), rel=1e-12)
+    assert num(g, "bayesian_inference_q_lo_z") < MC_Z and num(g, "bayesian_inference_q_hi_z") < MC_Z
+
+
+def test_sd_mode_median_mean_are_exact(bento_exact):
+    g = glued("em_and_selection")
+    t = bento_exact["sd"][1]  # tonkatsu: the component of the heaviest bento
+    assert num(g, "em_and_selection_sd_t_mode") == pytest.approx(t["mode"], rel=1e-9)
+    assert num(g, "em_and_selection_sd_t_median") == pytest.approx(t["median"], rel=1e-9)
+    assert num(g, "em_and_selection_sd_tonkatsu_post") == pytest.approx(t["mean"], rel=1e-9)
+    assert num(g, "em_and_selection_sd_hamburger_post") == pytest.approx(bento_exact["sd"][0]["mean"], rel=1e-9)
+    assert t["mode"] < t["median"] < t["mean"]
+    mc, mcse = num(g, "em_and_selection_sd_t_mc"), num(g, "em_and_selection_sd_t_mc_mcse")
+    assert abs(mc - t["mean"]) <= MC_Z * mcse
+
+
+def test_posterior_over_k_is_exact():
+    from gmmcourse.data import COFFEE_CAFFEINE
+    from gmmcourse.exact import log_evidence
+    from gmmcourse.models import GMMPrior
+
+    g = glued("em_and_selection")
+    cups = COFFEE_CAFFEINE[: int(num(g, "em_and_selection_n_cups_k"))]
+    le = np.array([log_evidence(cups, GMMPrior.exchangeable(k, 125.0, 37.5)) for k in range(1, 5)])
+    p = np.exp(le - le.max())
+    p /= p.sum()
+    assert num(g, "em_and_selection_pk3") == pytest.approx(p[2], abs=1e-10)
+    assert num(g, "em_and_selection_pk4") == pytest.approx(p[3], abs=1e-10)
+
+
+def test_unequal_spread_crossing_points():
+    from gmmcourse.categorize import categorize
+    from gmmcourse.data import BENTO_TRUE
+
+    g = glued("categorization")
+    sds = np.array([2.0, 6.0])
+    for key in ("categorization_cross_left", "categorization_cross_right"):
+        p = categorize(np.array([num(g, key)]), BENTO_TRUE.weights, BENTO_TRUE.means, sds)[0, 0]
+        assert p == pytest.approx(0.5, abs=1e-9)
+    probs = categorize(np.array([520.0, 600.0]), BENTO_TRUE.weights, BENTO_TRUE.means, sds)[:, 1]
+    assert num(g, "categorization_p_h_unequal_520") == pytest.approx(probs[0], rel=1e-9)
+    assert probs[0] < 0.5 < probs[1]  # 520 g is tonkatsu; 600 g, beyond the crossing, hamburger
+    assert num(g, "categorization_cross_left") < 520 < num(g, "categorization_cross_right") < 600
