@@ -29,7 +29,8 @@ from gmmcourse.grading.sandbox import Limits  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed")
 
-LIMITS = Limits(cell_timeout=3, notebook_timeout=60, export_timeout=10, memory_bytes=512 << 20, max_pids=32)
+LIMITS = Limits(cell_timeout=3, notebook_timeout=60, export_timeout=10, memory_bytes=512 << 20, max_pids=32,
+                scratch_bytes=64 << 20, tmp_bytes=32 << 20)
 FAST = ["solution", "blank", "half", "os_exit", "forged_export", "eq_always_true", "invalid_json", "wrong_name", "read_secrets"]
 
 
@@ -471,3 +472,158 @@ def test_notebooks_state_the_sandbox_and_its_limits():
         for root in ("solutions", "exercises"):
             nb = nbformat.read(repo / root / a.id / a.notebook, 4)
             assert [c.source for c in nb.cells if c.cell_type == "markdown"].count(text) == 1, (root, a.id)
+
+
+# --------------------------------------------------------------------------- a whole term
+
+
+def _manual(course: Path, student: str, grade_id: str = "explain"):
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        g = gb.find_grade(grade_id, "toy", "toy", student)
+        c = gb.find_comment(grade_id, "toy", "toy", student)
+        return g.manual_score, g.needs_manual_grade, c.manual_comment
+
+
+def _grade_by_hand(course: Path, student: str, score: float, comment: str, grade_id: str = "explain"):
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        g = gb.find_grade(grade_id, "toy", "toy", student)
+        g.manual_score = score
+        g.needs_manual_grade = False
+        gb.find_comment(grade_id, "toy", "toy", student).manual_comment = comment
+        gb.db.commit()
+
+
+def test_manual_grades_survive_regrades_resubmissions_and_source_edits(tmp_path):
+    course = toy.write_course(tmp_path, ["solution", "half"])
+    _grade(course)
+    assert _manual(course, "solution")[1] is True  # waits for the instructor
+    _grade_by_hand(course, "solution", 1.0, "Nice explanation.")
+    _grade_by_hand(course, "half", 0.5, "Half right.")
+    # --force regrades everything: the instructor's grades and comments stay
+    _grade(course, force=True)
+    assert _manual(course, "solution") == (1.0, False, "Nice explanation.")
+    total = {m[0]: m[5] for m in dump(course)["markers"]}
+    assert total["solution"] == 6.0  # 5 auto + 1 by hand
+    # a typo fixed in the source notebook's text regrades nobody
+    src = tmp_path / "solutions" / "toy" / "toy.ipynb"
+    nb = nbformat.read(src, 4)
+    nb.cells[0].source += "\nTypo fixed."
+    nbformat.write(nb, src)
+    s = _grade(course)
+    assert s.graded == [] and len(s.skipped) == 2
+    # a resubmission that changes code but not the written answer keeps the manual grade
+    sub = course / "submitted" / "half" / "toy" / "toy.ipynb"
+    nbformat.write(toy.notebook(), sub)
+    _grade(course)
+    assert _manual(course, "half") == (0.5, False, "Half right.")
+    assert scores(course)["half"] == 5.5
+    # a changed written answer keeps the old grade visible, flagged for regrading
+    nb = toy.notebook()
+    for c in nb.cells:
+        if c.metadata.get("nbgrader", {}).get("grade_id") == "explain":
+            c.source = "A new, longer explanation."
+    nbformat.write(nb, sub)
+    _grade(course)
+    assert _manual(course, "half") == (0.5, True, "Half right.")
+
+
+def test_second_grader_on_the_same_course_exits(tmp_path):
+    import fcntl
+
+    course = toy.write_course(tmp_path, ["solution"])
+    with open(course / ".autograde.lock", "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.write("4242")
+        f.flush()
+        with pytest.raises(GradingError, match="another autograde is already grading"):
+            _grade(course)
+    _grade(course)  # released: grades normally
+    assert scores(course) == {"solution": 5.0}
+
+
+def test_recording_failure_stops_cleanly(tmp_path, monkeypatch):
+    """A full disk while recording: one clear error, nothing half-written, no temporary files,
+    no feedback without a gradebook row; the next run resumes."""
+    import errno
+
+    import gmmcourse.grading.feedback as fbm
+    from gmmcourse.grading.engine import RecordingError
+
+    course = toy.write_course(tmp_path, ["solution", "half", "blank"])
+    real = fbm.stage_file
+    calls = {"n": 0}
+
+    def full_disk(path, text):
+        calls["n"] += 1
+        if calls["n"] > 3:  # the first submission's three files fit, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, text)
+
+    monkeypatch.setattr(fbm, "stage_file", full_disk)
+    with pytest.raises(RecordingError, match="No space left"):
+        _grade(course)
+    recorded = [m[0] for m in dump(course)["markers"]]
+    assert len(recorded) == 1
+    assert not list(course.rglob("*.tmp"))
+    fb_students = {p.parts[-3] for p in (course / "feedback").rglob("*.html")}
+    assert fb_students == set(recorded)
+    monkeypatch.setattr(fbm, "stage_file", real)
+    _grade(course)
+    assert scores(course) == {"solution": 5.0, "half": 2.0, "blank": 0.0}
+
+
+def test_scheduler_without_workers_times_out(tmp_path):
+    from distributed import LocalCluster
+
+    course = toy.write_course(tmp_path, ["solution"])
+    with LocalCluster(n_workers=0, dashboard_address=":0", processes=False) as cluster:
+        t = time.monotonic()
+        with pytest.raises(GradingError, match="no Dask worker joined"):
+            _grade(course, serial=False, scheduler=cluster.scheduler_address, worker_wait=3)
+        assert time.monotonic() - t < 30
+    assert dump(course)["markers"] == []
+
+
+def test_loose_notebook_is_reported(tmp_path):
+    course = toy.write_course(tmp_path, ["solution"])
+    (course / "submitted" / "solution" / "toy.ipynb").write_text("{}")
+    said = []
+    autograde(["toy"], course, registry=toy.ASSIGNMENTS, limits=LIMITS, progress=False, warm_cache=False,
+              echo=said.append, serial=True)
+    assert any("submitted/solution/toy.ipynb" in s and "is ignored" in s for s in said)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_quickly_and_leaves_nothing(tmp_path):
+    names = ["infinite_loop", "memory_bomb_list", "solution", "half"]
+    course = toy.write_course(tmp_path, names)
+    cmd = [sys.executable, "-m", "gmmcourse.grading", "autograde", "toy", "--course", str(course),
+           "--registry", "toy:ASSIGNMENTS", "--workers", "2", "--no-progress", "--no-warm", "--cell-timeout", "30"]
+    def scratch():
+        return {d for d in Path("/tmp").glob("gmg-*-*") if d.is_dir()}
+
+    def cgroups():
+        return {d for c in ("memory", "pids", "cpu") for d in Path(f"/sys/fs/cgroup/{c}").glob("gmmgrade-*")}
+
+    before_s, before_c = scratch(), cgroups()
+    p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not [d for d in scratch() - before_s if (d / "k1.json").exists()]:
+        time.sleep(0.2)
+    time.sleep(2)
+    t = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    stopped = time.monotonic() - t
+    assert stopped < 15, stopped
+    assert p.returncode == 130, err
+    time.sleep(1)
+    new = scratch() - before_s
+    assert not new, new
+    assert not cgroups() - before_c
+    kernels = subprocess.run(["pgrep", "-af", "ipykernel_launcher -f /tmp/gmg-"], capture_output=True, text=True).stdout
+    assert not [k for k in kernels.splitlines() if not any(str(d) in k for d in before_s)], kernels

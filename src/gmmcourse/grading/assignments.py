@@ -21,7 +21,7 @@ import numpy as np
 from gmmcourse.grading import checks as C
 from gmmcourse.grading.spec import Assignment, Part
 
-__all__ = ["ASSIGNMENTS", "REPO_ROOT", "generate_release", "grading_environment", "reference_posterior_summary",
+__all__ = ["ASSIGNMENTS", "REPO_ROOT", "CATEGORIZE_MISTAKES", "categorize_mistake", "generate_release", "grading_environment", "reference_posterior_summary",
            "sync_grading_environment"]
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -107,18 +107,49 @@ UNEQUAL_RECIPE = {"weights": [0.7, 0.3], "means": [500.0, 350.0], "sds": [2.0, 4
 def _categorization_inputs() -> dict:
     from gmmcourse.data import BENTO_WEIGHTS
 
+    # every basic case has overlapping components, unequal weights and sds != 1, so that each
+    # mistake of `categorize_mistake` changes it (tests/test_grading_fairness.py checks it)
     basic = [
-        dict(x=BENTO_WEIGHTS.tolist(), **BENTO_RECIPE),
-        dict(x=[60.0, 85.0, 100.0, 118.0, 140.0, 158.0, 175.0], weights=[0.2, 0.5, 0.3],
-             means=[80.0, 120.0, 157.0], sds=[3.0, 10.0, 6.0]),
+        dict(x=[380.0, 410.0, 425.0, 440.0, 470.0], weights=[0.7, 0.3], means=[500.0, 350.0], sds=[30.0, 30.0]),
+        dict(x=[95.0, 100.0, 105.0, 135.0, 140.0, 145.0], weights=[0.2, 0.5, 0.3],
+             means=[80.0, 120.0, 157.0], sds=[12.0, 15.0, 10.0]),
         dict(x=[-1.0, 0.0, 0.4, 1.0, 2.5], weights=[0.9, 0.1], means=[0.0, 1.0], sds=[1.0, 0.5]),
-        dict(x=[420.0, 425.0, 430.0], **UNEQUAL_RECIPE),
+        dict(x=[400.0, 425.0, 450.0], weights=[0.7, 0.3], means=[500.0, 350.0], sds=[20.0, 40.0]),
     ]
+    # far in the tails, where the densities underflow: decided by the tails (or, in the last
+    # case, by a moderate log-odds with equal weights and unit sds), so that only instability
+    # -- not the weights or sd-vs-variance -- changes them
     stable = [
-        dict(x=[0.0, 300.0, 425.0, 1000.0], **BENTO_RECIPE),
+        dict(x=[0.0, 300.0, 1000.0], **BENTO_RECIPE),
         dict(x=[-50.0, 250.0], weights=[0.2, 0.5, 0.3], means=[80.0, 120.0, 157.0], sds=[0.5, 0.5, 0.5]),
+        dict(x=[40.0, -40.0], weights=[0.5, 0.5], means=[0.0, 0.05], sds=[1.0, 1.0]),
     ]
     return {"categorize_basic": basic, "categorize_stable": stable}
+
+
+CATEGORIZE_MISTAKES = ("ignores_weights", "variance_as_sd", "sd_as_variance", "normalised_over_observations",
+                       "unnormalised", "log_probs")
+
+
+def categorize_mistake(kind: str, x, weights, means, sds) -> np.ndarray:
+    """A typical wrong `categorize` (computed stably, so that only the mistake differs)."""
+    from scipy.special import logsumexp
+    from scipy.stats import norm
+
+    x, w, m, s = (np.asarray(a, dtype=np.float64) for a in (x, weights, means, sds))
+    if kind == "ignores_weights":
+        w = np.full_like(w, 1.0 / w.size)
+    elif kind == "variance_as_sd":
+        s = s ** 2
+    elif kind == "sd_as_variance":
+        s = np.sqrt(s)
+    lj = np.log(w)[None, :] + norm.logpdf(x[:, None], m[None, :], s[None, :])
+    if kind == "normalised_over_observations":
+        return np.exp(lj - logsumexp(lj, axis=0, keepdims=True))
+    if kind == "unnormalised":
+        return np.exp(lj)
+    lp = lj - logsumexp(lj, axis=1, keepdims=True)
+    return lp if kind == "log_probs" else np.exp(lp)
 
 
 def _f64(fn, *args):
@@ -138,6 +169,8 @@ def _categorization_reference() -> dict:
     return {
         "categorize_basic": [run(c) for c in inp["categorize_basic"]],
         "categorize_stable": [run(c) for c in inp["categorize_stable"]],
+        "categorize_mistakes": {kind: [categorize_mistake(kind, c["x"], c["weights"], c["means"], c["sds"]).tolist()
+                                       for c in inp["categorize_basic"]] for kind in CATEGORIZE_MISTAKES},
         "p_tonkatsu_425": float(_f64(categorize, [425.0], *BENTO_RECIPE.values())[0, 0]),
         "log_odds_425_unequal": float(lj[0, 0] - lj[1, 0]),
         "log_pred_425": float(_f64(log_predictive, [425.0], *BENTO_RECIPE.values())[0]),
@@ -420,8 +453,29 @@ def grading_environment(a: Assignment, limits=None) -> str:
         f"{lim.memory_bytes >> 30} GiB of memory, {lim.cpus:g} CPU core, {lim.scratch_bytes >> 20} MiB of disk "
         "in the working directory. A cell that runs past its limit is interrupted: what it had not "
         "finished is missing, and every part that needs it says so in your feedback. Run "
-        "*Restart & Run All* before you submit, and keep an eye on the time the slow cells take."
+        "*Restart & Run All* before you submit, and keep an eye on the time the slow cells take. "
+        + _PRECISION[a.id]
     )
+
+
+_PRECISION = {
+    "categorization": (
+        f"**Precision.** Every answer here is exact: it is compared with the exact value at relative "
+        f"tolerance {C.EXACT_RTOL:g} (absolute {C.EXACT_ATOL:g} near 0), so float64 and float32 both pass."),
+    "coffee_blends": (
+        f"**Precision.** Model log densities are compared at float32 precision. Posterior summaries are "
+        f"compared with a reference posterior within Monte Carlo error, in any component order: your "
+        f"chains must agree (split R-hat at most {C.RHAT_MAX}), and the tolerance is that of draws at least "
+        f"1/{C.MAX_IAT:g} as informative as independent ones; a summary you report must be the "
+        f"statistic of your draws (to {C.SUMMARY_Z:g} Monte Carlo standard errors)."),
+    "uncertainty": (
+        f"**Precision.** The EM fit is compared with the maximum-likelihood fit at relative tolerance "
+        f"{C.EM_RTOL['weights']:g} (weights), {C.EM_RTOL['means']:g} (means), {C.EM_RTOL['sds']:g} (sds). "
+        f"Component 0 is the lighter one everywhere, and order is checked. Posterior summaries are "
+        f"compared within Monte Carlo error: your chains must agree (split R-hat at most {C.RHAT_MAX}), and "
+        f"a summary you report must be the statistic of your draws (to {C.SUMMARY_Z:g} Monte Carlo "
+        "standard errors)."),
+}
 
 
 def sync_grading_environment(source_root: Path | None = None) -> list[Path]:

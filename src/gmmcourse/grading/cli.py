@@ -8,6 +8,19 @@ import sys
 __all__ = ["main"]
 
 
+def _limit_options(parser: argparse.ArgumentParser) -> None:
+    """One option per field of `Limits` (``--cell-timeout``, ``--memory-bytes``, ...)."""
+    from dataclasses import fields
+
+    from .sandbox import Limits
+
+    g = parser.add_argument_group("limits per submission (defaults: gmmcourse.grading.sandbox.Limits)")
+    for f in fields(Limits):
+        g.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None, metavar="N",
+                       dest=f"limit_{f.name}", help=f"default {f.default}")
+    g.add_argument("--memory-mb", type=int, default=None, help="memory cap in MiB (same as --memory-bytes)")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m gmmcourse.grading", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -17,28 +30,24 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--source", default=None, help="source notebooks root (default: <course>/../solutions)")
     a.add_argument("--workers", type=int, default=None, help="local Dask workers (default: CPU count)")
     a.add_argument("--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler, e.g. tcp://host:8786")
+    a.add_argument("--worker-wait", type=float, default=60.0, metavar="S",
+                   help="with --scheduler: seconds to wait for a worker to join (default 60)")
     a.add_argument("--serial", action="store_true", help="grade one by one in this process (no Dask)")
     a.add_argument("--student", action="append", default=None, help="only this student (repeatable)")
     a.add_argument("--force", action="store_true", help="regrade even unchanged, already graded submissions")
     a.add_argument("--registry", default=None, help="MODULE:ATTR of the assignments dict (default: gmmcourse.grading.assignments:ASSIGNMENTS)")
-    a.add_argument("--cell-timeout", type=float, default=None, help="seconds per cell (default 60)")
-    a.add_argument("--notebook-timeout", type=float, default=None, help="seconds per notebook (default 300)")
-    a.add_argument("--memory-mb", type=int, default=None, help="memory cap per submission in MiB (default 2048)")
     a.add_argument("--no-progress", action="store_true")
     a.add_argument("--no-warm", action="store_true", help="do not warm the JAX compilation cache first")
+    _limit_options(a)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from .engine import GradingError, autograde
+    from .engine import GradingError, RecordingError, autograde
     from .sandbox import Limits
 
-    kw = {}
-    if args.cell_timeout:
-        kw["cell_timeout"] = args.cell_timeout
-    if args.notebook_timeout:
-        kw["notebook_timeout"] = args.notebook_timeout
+    kw = {k[len("limit_"):]: v for k, v in vars(args).items() if k.startswith("limit_") and v is not None}
     if args.memory_mb:
         kw["memory_bytes"] = args.memory_mb << 20
     try:
@@ -55,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
             force=args.force,
             progress=not args.no_progress,
             warm_cache=not args.no_warm,
+            worker_wait=args.worker_wait,
         )
+    except RecordingError as e:
+        print(f"error: {e}; grading stopped (what was recorded before is intact; re-run to resume)", file=sys.stderr)
+        return 1
     except GradingError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -69,5 +82,6 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     for student, asg, score, status in bad:
-        print(f"  {student}/{asg}: {status} (see the gradebook / feedback)", file=sys.stderr)
+        what = "not graded (infrastructure error; retried on the next run)" if status == "error" else status
+        print(f"  {ascii(student)[1:-1]}/{asg}: {what}", file=sys.stderr)
     return 1 if any(g[3] == "error" for g in s.graded) else 0

@@ -17,15 +17,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import nbformat
-
-from .executor import run_submission, sanitize
-from .feedback import autograded_notebook, feedback_html, write_atomic
-from .gradebook import export_csv, graded_hash, open_gradebook, record_submission, sync_assignment
 from .sandbox import REPO_ROOT, CGroup, Limits, cleanup_stale_scratch, sandbox_available
-from .spec import Assignment, Part, Verdict
+from .spec import Assignment, Part, Verdict, sanitize
 
-__all__ = ["GradingError", "autograde", "load_registry", "Summary"]
+# The heavy modules (nbclient/ZeroMQ, nbgrader/SQLAlchemy, nbconvert) are imported when
+# grading starts, so that a usage error is reported at once.
+
+
+def run_submission(*args, **kw):
+    from .executor import run_submission as run
+
+    return run(*args, **kw)
+
+__all__ = ["GradingError", "RecordingError", "autograde", "load_registry", "Summary"]
 
 log = logging.getLogger("gmmcourse.grading")
 MAX_NOTEBOOK_BYTES = 20 << 20
@@ -34,6 +38,11 @@ ENGINE_VERSION = "1"
 
 class GradingError(Exception):
     """A user-facing error (printed without a traceback)."""
+
+
+class RecordingError(GradingError):
+    """The gradebook or the course folder cannot be written (disk full, read-only): the run
+    stops at the first one; nothing half-written is left."""
 
 
 @dataclass
@@ -108,12 +117,63 @@ def check_part(part: Part, answer: dict, reference: Any) -> tuple[float, str]:
 # --------------------------------------------------------------------------- discovery
 
 
-def _fingerprint(a: Assignment, source_text: str) -> str:
+def _source_of(fn) -> str:
+    import inspect
+
+    fn = getattr(fn, "__wrapped__", fn)
+    try:
+        return inspect.getsource(fn)
+    except (OSError, TypeError):
+        return repr(fn)
+
+
+def _fingerprint(a: Assignment, source_nb, reference_key: str) -> str:
+    """What decides the autograded verdicts, and nothing else: the parts (ids, points, export
+    code, check code), the inputs, the reference values, the sandbox's hidden packages and
+    the source notebook's grade cells (ids, points). Fixing a typo in the notebook's text
+    does not regrade the class."""
     h = hashlib.sha256(ENGINE_VERSION.encode())
-    h.update(source_text.encode())
     for p in a.parts:
-        h.update(f"{p.grade_id}\0{p.points}\0{p.export}\0".encode())
+        h.update(f"{p.grade_id}\0{p.points}\0{p.export}\0{_source_of(p.check)}\0".encode())
+    h.update(json.dumps(a.inputs(), sort_keys=True, allow_nan=False).encode())
+    h.update(reference_key.encode())
+    h.update(repr(tuple(a.sandbox_hide)).encode())
+    for c in source_nb.cells:
+        md = c.get("metadata", {}).get("nbgrader") or {}
+        if md.get("grade") or md.get("task"):
+            h.update(f"{md.get('grade_id')}\0{md.get('points')}\0{c.cell_type}\0".encode())
     return h.hexdigest()
+
+
+def _reference(a: Assignment, course: Path) -> tuple[Any, str]:
+    """The assignment's reference, cached on disk by the version of the code that computes
+    it (the course package's sources), and the sha256 of its values."""
+    code = hashlib.sha256(a.id.encode())
+    for f in sorted(Path(REPO_ROOT / "src" / "gmmcourse").rglob("*.py")):
+        code.update(f.relative_to(REPO_ROOT).as_posix().encode() + b"\0" + f.read_bytes())
+    ref_fn = getattr(a.reference, "__wrapped__", a.reference)
+    code.update(_source_of(ref_fn).encode())
+    path = course / ".cache" / f"reference-{a.id}-{code.hexdigest()[:20]}.json"
+    try:
+        text = path.read_text()
+        return json.loads(text), hashlib.sha256(text.encode()).hexdigest()
+    except (OSError, ValueError):
+        pass
+    value = a.reference()
+    try:
+        text = json.dumps(value, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError):  # not plain data: not cached, keyed by its repr
+        return value, hashlib.sha256(repr(value).encode()).hexdigest()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for old in path.parent.glob(f"reference-{a.id}-*.json"):
+            old.unlink(missing_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return json.loads(text), hashlib.sha256(text.encode()).hexdigest()
 
 
 _ID_EXTRA = set("._-@+")
@@ -160,6 +220,8 @@ def _read_small(path: Path, limit: int) -> bytes | None:
 
 def _discover(course: Path, a: Assignment, fp: str, students: Iterable[str] | None) -> list[Job]:
     """Every submission of `a`; each problem with one becomes that submission's invalid Job."""
+    import nbformat
+
     sub_root = course / "submitted"
     jobs = []
     if students:
@@ -211,7 +273,7 @@ def _discover(course: Path, a: Assignment, fp: str, students: Iterable[str] | No
             jobs.append(Job(student, a.id, path, h, reason=f"{bad_id} (folder {ascii(sdir.name)})"))
             continue
         if sdir.is_symlink() or adir.is_symlink() or path.is_symlink():
-            h = hashlib.sha256((fp + "|symlink|" + str(path)).encode()).hexdigest()
+            h = hashlib.sha256((fp + "|symlink|" + path.relative_to(course).as_posix()).encode()).hexdigest()
             jobs.append(Job(student, a.id, path, h, reason="the submission contains a symbolic link; submit the notebook file itself"))
             continue
         ts = None
@@ -280,7 +342,40 @@ def _discover(course: Path, a: Assignment, fp: str, students: Iterable[str] | No
 # --------------------------------------------------------------------------- running
 
 
+def _lock_course(course: Path):
+    """One grader per course: an exclusive lock on ``<course>/.autograde.lock``."""
+    import fcntl
+
+    path = course / ".autograde.lock"
+    try:
+        f = open(path, "a+")
+    except OSError as e:
+        raise RecordingError(f"cannot write to the course folder {course}: {e.strerror}") from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        other = f.read().strip() or "?"
+        f.close()
+        raise GradingError(f"another autograde is already grading {course} (pid {other}); "
+                           "wait for it to finish or stop it") from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
+
+
+def _unlock_course(f) -> None:
+    try:
+        f.close()  # releases the lock
+    except OSError:
+        pass
+
+
 def _load_source(source_root: Path, a: Assignment):
+    import nbformat
+
     p = source_root / a.id / a.notebook
     if not p.is_file():
         raise GradingError(f"source notebook for {a.id!r} not found: {p}")
@@ -326,6 +421,11 @@ def _finish(
     internal_error: str | None,
 ) -> tuple[float, str]:
     """Checks (trusted) + feedback + autograded notebook + ONE gradebook transaction."""
+    import nbformat
+
+    from .feedback import autograded_notebook, feedback_html, stage_file
+    from .gradebook import record_submission
+
     parts_out = []
     scores: dict[str, float | None] = {}
     comments: dict[str, str] = {}
@@ -365,18 +465,44 @@ def _finish(
         student=job.student, assignment=a.id, notebook=a.notebook, parts=parts_out, score=score,
         max_score=max_score, events=events, reason=reason, manual=manual,
     )
-    write_atomic(course / "feedback" / job.student / a.id / f"{nb_stem}.html", fb)
+    files = {course / "feedback" / job.student / a.id / f"{nb_stem}.html": fb}
+    answers: dict[str, str] = {}
     if status == "ok":
         executed = nbformat.reads(result["notebook"], as_version=4)
         agnb = autograded_notebook(executed, source_nb, {p["grade_id"]: p for p in parts_out})
-        write_atomic(course / "autograded" / job.student / a.id / a.notebook, nbformat.writes(agnb))
+        files[course / "autograded" / job.student / a.id / a.notebook] = nbformat.writes(agnb)
         if job.timestamp:
-            write_atomic(course / "autograded" / job.student / a.id / "timestamp.txt", job.timestamp)
-    record_submission(
-        gb, student=job.student, assignment=a.id, notebook_name=a.notebook, sha256=job.sha256, status=status,
-        reason=reason, auto_scores=scores, comments=comments, timestamp=job.timestamp,
-    )
+            files[course / "autograded" / job.student / a.id / "timestamp.txt"] = job.timestamp
+        answers = _manual_answers(executed, manual)
+    # Files are staged first (a full disk fails here, before anything is recorded), the
+    # gradebook row is committed, then the staged files replace the old ones (a rename).
+    staged = []
+    try:
+        for path, text in files.items():
+            staged.append((stage_file(path, text), path))
+        record_submission(
+            gb, student=job.student, assignment=a.id, notebook_name=a.notebook, sha256=job.sha256, status=status,
+            reason=reason, auto_scores=scores, comments=comments, timestamp=job.timestamp, answers=answers,
+        )
+    except BaseException as e:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise RecordingError(f"could not record {job.student}/{a.id}: {type(e).__name__}: {sanitize(str(e), 200)}") from e
+    for tmp, path in staged:
+        os.replace(tmp, path)
     return score, status
+
+
+def _manual_answers(executed_nb, manual: list[str]) -> dict[str, str]:
+    """sha256 of the student's answer in each hand-graded cell (to flag changed answers)."""
+    out = {}
+    for gid in manual:
+        src = next((c.source for c in executed_nb.cells
+                    if (c.get("metadata", {}).get("nbgrader") or {}).get("grade_id") == gid), "")
+        out[gid] = hashlib.sha256(str(src).encode()).hexdigest()
+    return out
 
 
 def autograde(
@@ -395,7 +521,14 @@ def autograde(
     jax_cache: str | Path | None = None,
     warm_cache: bool = True,
     echo: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+    worker_wait: float = 60.0,
 ) -> Summary:
+    """Grade every new or changed submission (see docs/grading.md).
+
+    Raises `GradingError` (one line for a person) on bad input, when another grader holds
+    the course, when no Dask worker joins `scheduler` within `worker_wait` seconds, and
+    (`RecordingError`) when the course folder or gradebook cannot be written.
+    """
     t0 = time.monotonic()
     limits = limits or Limits()
     course = Path(course).resolve()
@@ -420,9 +553,19 @@ def autograde(
             raise GradingError(f"no submissions for any known assignment under {course / 'submitted'}")
     source_root = Path(source_root) if source_root else course.parent / "solutions"
     cache = Path(jax_cache) if jax_cache else REPO_ROOT / ".jax_cache" / "grading"
+    lock = _lock_course(course)
+    from .gradebook import export_csv, graded_hash, open_gradebook, sync_assignment
+
     CGroup.cleanup_stale()
     cleanup_stale_scratch()
-    gb = open_gradebook(course)
+    for loose in sorted((course / "submitted").glob("*/*.ipynb")):
+        echo(f"warning: {ascii(str(loose.relative_to(course)))} is ignored: a submission goes to "
+             f"submitted/<student>/<assignment>/<notebook>.ipynb")
+    try:
+        gb = open_gradebook(course)
+    except BaseException:
+        _unlock_course(lock)
+        raise
     summary = Summary()
     client = cluster = None
     try:
@@ -432,7 +575,8 @@ def autograde(
             source_nb, source_text = _load_source(source_root, a)
             _validate_parts(a, source_nb)
             max_score = sync_assignment(gb, a.id, a.notebook, source_nb)
-            fp = _fingerprint(a, source_text)
+            reference, ref_key = _reference(a, course)
+            fp = _fingerprint(a, source_nb, ref_key)
             jobs = _discover(course, a, fp, students)
             todo = []
             for j in jobs:
@@ -444,7 +588,6 @@ def autograde(
             if not todo:
                 plans.append((a, source_nb, max_score, None, None, todo))
                 continue
-            reference = a.reference()
             inputs_json = json.dumps(a.inputs(), allow_nan=False)
             if warm_cache:
                 _warm_cache(a, source_text, inputs_json, cache, limits)
@@ -462,12 +605,8 @@ def autograde(
             bar = tqdm(total=total, desc="autograde", unit="nb", file=sys.stderr)
 
         def done(a, source_nb, max_score, reference, job, result, err):
-            try:
-                score, status = _finish(course, gb, a, source_nb, max_score, reference, job, result, err)
-            except Exception as e:  # keep the batch going; nothing is recorded, retried next run
-                log.exception("recording %s/%s failed", job.student, a.id)
-                score, status = 0.0, "error"
-                echo(f"could not record {job.student}/{a.id}: {type(e).__name__}: {sanitize(str(e), 200)}")
+            # A RecordingError (disk full, read-only course) stops the whole run.
+            score, status = _finish(course, gb, a, source_nb, max_score, reference, job, result, err)
             summary.graded.append((job.student, a.id, score, status))
             if bar:
                 bar.update(1)
@@ -488,7 +627,18 @@ def autograde(
             from distributed import Client, LocalCluster, as_completed
 
             if scheduler:
-                client = Client(scheduler)
+                try:
+                    client = Client(scheduler, timeout=f"{max(1, int(worker_wait))}s")
+                except OSError as e:
+                    raise GradingError(f"cannot reach the Dask scheduler at {scheduler}: {sanitize(str(e), 200)}") from None
+                if not client.scheduler_info().get("workers"):
+                    echo(f"waiting up to {worker_wait:.0f} s for Dask workers at {scheduler} ...")
+                    try:
+                        client.wait_for_workers(1, timeout=worker_wait)
+                    except (TimeoutError, OSError):
+                        raise GradingError(
+                            f"no Dask worker joined the scheduler at {scheduler} within {worker_wait:.0f} s; start "
+                            f"workers with `dask worker {scheduler} --nthreads 1` (or use --worker-wait)") from None
             else:
                 n = workers or os.cpu_count() or 1
                 cluster = LocalCluster(
@@ -518,9 +668,19 @@ def autograde(
         export_csv(gb, summary.csv)
     finally:
         if client is not None:
-            client.close()
+            try:
+                client.close(timeout=5)
+            except Exception:
+                pass
         if cluster is not None:
-            cluster.close()
+            try:
+                cluster.close(timeout=5)
+            except Exception:
+                pass
         gb.close()
+        # local workers are gone: their sandboxes, cgroups and scratch mounts with them
+        CGroup.cleanup_stale()
+        cleanup_stale_scratch()
+        _unlock_course(lock)
     summary.seconds = time.monotonic() - t0
     return summary

@@ -52,11 +52,13 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-from .sandbox import CGroup, Limits, SandboxConfig, kernel_command, make_scratch
+from .sandbox import CGroup, Limits, SandboxConfig, cleanup_stale_scratch, kernel_command, make_scratch
+from .spec import sanitize
 
 __all__ = ["run_submission", "EXPORT_MIME", "KernelStartError", "sanitize"]
 
 EXPORT_MIME = "application/x-gmm-export"
+SETUP_TAG = "gmmcourse-setup"
 
 
 class _SandboxKernelManager(AsyncKernelManager):
@@ -428,16 +430,6 @@ def _why(kind: str, limits: Limits, cgroup: CGroup, oom_before: int) -> str:
     return "the Python kernel died (e.g. os._exit, a crash or the memory limit)"
 
 
-_SAFE = re.compile(r"[^A-Za-z0-9 _.,:;()\[\]{}<>=+\-*/'\"!?#%&|^~@$]")
-
-
-def sanitize(text: str, limit: int = 160) -> str:
-    """A short, printable-ASCII version of student-controlled text (exception messages)."""
-    text = " ".join(str(text).split())
-    text = _SAFE.sub("?", text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _read_export(client: _Client, nonce: str, limits: Limits) -> dict:
     if client.export_count == 0:
         return {"ok": False, "error": "no answer could be read from the notebook"}
@@ -484,7 +476,10 @@ def _cap_notebook(nb, limit: int) -> bool:
 async def _grade(nb, exports, inputs_json, limits, cfg, scratch, cgroup) -> dict[str, Any]:
     events: list[str] = []
     answers: dict[str, dict] = {}
-    code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    # The set-up cell of the published notebooks (tag "gmmcourse-setup") installs packages
+    # outside the grader; in the sandbox (no network) it is not run.
+    code = [i for i, c in enumerate(nb.cells)
+            if c.cell_type == "code" and SETUP_TAG not in (c.get("metadata", {}).get("tags") or [])]
     for i in code:
         nb.cells[i].outputs = []
         nb.cells[i].execution_count = None
@@ -629,6 +624,9 @@ async def _grade(nb, exports, inputs_json, limits, cfg, scratch, cgroup) -> dict
     }
 
 
+_HOST_CLEANED = False
+
+
 def run_submission(
     nb_text: str,
     exports: list[tuple[str, str]],
@@ -643,6 +641,11 @@ def run_submission(
     ``infra_error`` set means the grading infrastructure failed (the kernel could not be
     started): the result is not a grade and the submission must be retried.
     """
+    global _HOST_CLEANED
+    if not _HOST_CLEANED:  # a worker cleans its own host: what killed graders/workers left
+        _HOST_CLEANED = True
+        CGroup.cleanup_stale()
+        cleanup_stale_scratch()
     limits = Limits(**limits) if isinstance(limits, dict) else (limits or Limits())
     if isinstance(cfg, dict):
         cfg = SandboxConfig(**{**cfg, "hide": tuple(cfg.get("hide", ()))})

@@ -19,14 +19,24 @@ from typing import Any
 
 import nbformat
 
-__all__ = ["feedback_html", "autograded_notebook", "write_atomic"]
+__all__ = ["feedback_html", "autograded_notebook", "stage_file", "write_atomic"]
+
+
+def stage_file(path: Path, text: str) -> Path:
+    """Write `text` next to `path` (a temporary name); the caller renames it into place.
+    Nothing is left behind when the write fails (a full disk)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
 
 
 def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    os.replace(stage_file(path, text), path)
 
 
 _CSS = """

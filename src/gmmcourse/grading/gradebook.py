@@ -94,6 +94,16 @@ def graded_hash(gb: Gradebook, student: str, assignment: str) -> tuple[str, str]
     return (row[0], row[1]) if row else None
 
 
+MANUAL = Table(
+    "gmm_manual_answer",
+    _meta,
+    Column("student", String(128), primary_key=True),
+    Column("assignment", String(128), primary_key=True),
+    Column("grade_id", String(128), primary_key=True),
+    Column("sha256", String(64), nullable=False),  # of the student's answer in that cell
+)
+
+
 def record_submission(
     gb: Gradebook,
     *,
@@ -106,14 +116,24 @@ def record_submission(
     auto_scores: dict[str, float | None],
     comments: dict[str, str],
     timestamp: str | None = None,
+    answers: dict[str, str] | None = None,
 ) -> float:
-    """Replace the student's submission by a freshly graded one, in one transaction.
+    """Record a graded submission in ONE transaction, keeping the instructors' work.
 
-    ``auto_scores``: grade_id -> auto score (None = needs manual grading).
+    The student's submission rows are updated in place, never deleted: auto scores and
+    auto comments are replaced; manual scores, extra credit and manual comments written in
+    formgrader are kept. Where the student's answer behind a manual grade changed since it
+    was graded (``answers``: grade_id -> sha256 of the student's answer in that cell; for
+    autograded cells with a manual override, of the whole notebook), the old manual grade
+    stays visible and the cell is flagged ``needs_manual_grade`` ("needs regrading").
+
+    ``auto_scores``: grade_id -> auto score (None = graded by hand).
     ``comments``: grade_id -> automatic comment (solution/task cells only in nbgrader).
     """
     s = gb.db
     nb_name = Path(notebook_name).stem
+    answers = dict(answers or {})
+    answers.setdefault("\0notebook", sha256)
     try:
         with s.no_autoflush:
             st = s.query(nbapi.Student).filter(nbapi.Student.id == student).one_or_none()
@@ -121,52 +141,56 @@ def record_submission(
                 st = nbapi.Student(id=student)
                 s.add(st)
             asg = s.query(nbapi.Assignment).filter(nbapi.Assignment.name == assignment).one()
-            old = (
+            sub = (
                 s.query(nbapi.SubmittedAssignment)
                 .filter(nbapi.SubmittedAssignment.assignment == asg, nbapi.SubmittedAssignment.student == st)
                 .one_or_none()
             )
-            if old is not None:
-                for snb in list(old.notebooks):
-                    for g in list(snb.grades):
-                        s.delete(g)
-                    for c in list(snb.comments):
-                        s.delete(c)
-                    s.delete(snb)
-                s.delete(old)
-                s.flush()
-            kw = {}
+            if sub is None:
+                sub = nbapi.SubmittedAssignment(assignment=asg, student=st)
+                s.add(sub)
             if timestamp:
                 try:
                     from nbgrader.utils import parse_utc
 
-                    kw["timestamp"] = parse_utc(timestamp)
+                    sub.timestamp = parse_utc(timestamp)
                 except Exception:
                     pass
-            sub = nbapi.SubmittedAssignment(assignment=asg, student=st, **kw)
-            s.add(sub)
+            old_answers = {
+                r.grade_id: r.sha256
+                for r in s.execute(select(MANUAL).where(MANUAL.c.student == student, MANUAL.c.assignment == assignment))
+            }
+
+            def changed(gid: str, manual_cell: bool) -> bool:
+                key = gid if manual_cell else "\0notebook"
+                return old_answers.get(key) is not None and old_answers.get(key) != answers.get(key)
+
             total = 0.0
             for notebook in list(asg.notebooks):
-                snb = nbapi.SubmittedNotebook(notebook=notebook, assignment=sub)
-                s.add(snb)
-                for gc in notebook.grade_cells:
+                snb = next((x for x in sub.notebooks if x.notebook_id == notebook.id), None)
+                if snb is None:
+                    snb = nbapi.SubmittedNotebook(notebook=notebook, assignment=sub)
+                    s.add(snb)
+                grades = {g.cell_id: g for g in snb.grades}
+                notes = {c.cell_id: c for c in snb.comments}
+                for gc in list(notebook.grade_cells) + list(notebook.task_cells):
                     score = auto_scores.get(gc.name) if notebook.name == nb_name else 0.0
-                    g = nbapi.Grade(cell_id=gc.id, notebook=snb)
-                    s.add(g)
+                    g = grades.get(gc.id)
+                    if g is None:
+                        g = nbapi.Grade(cell_id=gc.id, notebook=snb)
+                        s.add(g)
                     g.auto_score = score
-                    g.needs_manual_grade = score is None
-                    total += score or 0.0
-                for sc in notebook.solution_cells:
-                    c = nbapi.Comment(cell_id=sc.id, notebook=snb)
-                    s.add(c)
+                    if g.manual_score is None:
+                        g.needs_manual_grade = score is None
+                    elif changed(gc.name, score is None):
+                        g.needs_manual_grade = True  # graded by hand for an answer that changed
+                    total += (g.manual_score if g.manual_score is not None else score) or 0.0
+                for sc in list(notebook.solution_cells) + list(notebook.task_cells):
+                    c = notes.get(sc.id)
+                    if c is None:
+                        c = nbapi.Comment(cell_id=sc.id, notebook=snb)
+                        s.add(c)
                     c.auto_comment = comments.get(sc.name)
-                for tc in notebook.task_cells:
-                    c = nbapi.Comment(cell_id=tc.id, notebook=snb)
-                    c.auto_comment = comments.get(tc.name)
-                    g = nbapi.Grade(cell_id=tc.id, notebook=snb)
-                    score = auto_scores.get(tc.name) if notebook.name == nb_name else 0.0
-                    g.auto_score = score
-                    g.needs_manual_grade = score is None
             s.execute(
                 MARKERS.delete().where(MARKERS.c.student == student, MARKERS.c.assignment == assignment)
             )
@@ -181,6 +205,9 @@ def record_submission(
                     graded_at=_dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None),
                 )
             )
+            s.execute(MANUAL.delete().where(MANUAL.c.student == student, MANUAL.c.assignment == assignment))
+            for gid, h in answers.items():
+                s.execute(MANUAL.insert().values(student=student, assignment=assignment, grade_id=gid, sha256=h))
             s.commit()
     except BaseException:
         s.rollback()

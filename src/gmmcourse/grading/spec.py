@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-__all__ = ["Verdict", "Part", "Assignment"]
+__all__ = ["Verdict", "Part", "Assignment", "sanitize"]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9 _.,:;()\[\]{}<>=+\-*/'\"!?#%&|^~@$]")
+
+
+def sanitize(text: str, limit: int = 160) -> str:
+    """A short, printable-ASCII version of student-controlled text (exception messages)."""
+    text = " ".join(str(text).split())
+    text = _UNSAFE.sub("?", text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)
