@@ -1,0 +1,439 @@
+"""Issue 9: grading that is fair and sharp, tested on a corpus of submissions.
+
+The corpus (`corpus(seed)`) holds correct submissions in several styles (vectorised and loop
+code, float32 and float64, more chains, other seeds, another valid sampler) that must get full
+marks, and typical mistakes that must each lose exactly the points of the parts they break.
+Every submission is a namespace of student variables; each part's export code runs on it
+in-process and the trusted check grades the JSON it produces (as in tests/test_exercises.py).
+`benchmarks/false_fail.py` runs the same corpus over many seeds and reports false-fail and catch
+rates.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gmmcourse.grading import checks as C  # noqa: E402
+from gmmcourse.grading.assignments import ASSIGNMENTS, CATEGORIZE_MISTAKES, categorize_mistake  # noqa: E402
+from test_exercises import SOL, _namespace, _nb, score  # noqa: E402
+
+CAT, CB, UN = "categorization", "coffee_blends", "uncertainty"
+COFFEE_POSTERIOR = ("coffee_draws_format", "coffee_posterior_means", "coffee_posterior_weights",
+                    "coffee_posterior_sds", "coffee_assignments")
+BENTO_POSTERIOR = ("bento_posterior_probs", "bento_posterior_means")
+
+
+@dataclass
+class Case:
+    name: str
+    aid: str
+    ns: dict
+    parts: tuple
+    lost: frozenset = field(default_factory=frozenset)
+    """parts this submission must lose entirely (the others must get full marks)"""
+    expect: dict = field(default_factory=dict)
+    """parts with a stated partial score instead (e.g. EM means right, sds wrong: half)"""
+
+    @property
+    def correct(self) -> bool:
+        return not self.lost
+
+
+# ----------------------------------------------------------------------------- categorization
+
+
+def _cat_base():
+    return _namespace(CAT, {"setup", "categorize_solution", "q1_solution", "q2_solution", "q3_solution"})
+
+
+def _categorize_loop(x, weights, means, sds):
+    from scipy.stats import norm
+
+    out = []
+    for v in np.asarray(x, dtype=float):
+        lj = [np.log(w) + norm.logpdf(v, m, s) for w, m, s in zip(weights, means, sds)]
+        top = max(lj)
+        e = [np.exp(a - top) for a in lj]
+        out.append([a / sum(e) for a in e])
+    return np.array(out)
+
+
+def _categorize_jax32(x, weights, means, sds):
+    import jax.numpy as jnp
+    from jax.scipy.special import logsumexp
+    from jax.scipy.stats import norm
+
+    x, w, m, s = (jnp.asarray(a, jnp.float32) for a in (x, weights, means, sds))
+    lj = jnp.log(w)[None, :] + norm.logpdf(x[:, None], m[None, :], s[None, :])
+    return jnp.exp(lj - logsumexp(lj, axis=1, keepdims=True))
+
+
+def _naive(x, weights, means, sds):
+    from scipy.stats import norm
+
+    with np.errstate(all="ignore"):
+        d = np.asarray(weights) * norm.pdf(np.asarray(x, dtype=float)[:, None], means, sds)
+        return d / d.sum(axis=1, keepdims=True)
+
+
+def categorization_cases():
+    base = _cat_base()
+    parts = tuple(p.grade_id for p in ASSIGNMENTS[CAT].parts)
+    cases = [Case("solution", CAT, base, parts)]
+    w, m, s = base["WEIGHTS"], base["MEANS"], base["SDS"]
+    for name, fn in (("loop", _categorize_loop), ("jax_float32", _categorize_jax32)):
+        ns = dict(base, categorize=fn)
+        p425 = float(np.asarray(fn([425.0], w, m, s))[0, 0])
+        if name == "jax_float32":  # the Q answers in float32 as well
+            import jax.numpy as jnp
+            from jax.scipy.special import logsumexp
+            from jax.scipy.stats import norm
+
+            lj = jnp.log(jnp.asarray(w, jnp.float32)) + norm.logpdf(jnp.float32(425.0), jnp.asarray(m, jnp.float32),
+                                                                    jnp.asarray([2.0, 4.0], jnp.float32))
+            lp = [float(logsumexp(jnp.log(jnp.asarray(w, jnp.float32)) + norm.logpdf(jnp.float32(v), jnp.asarray(m, jnp.float32),
+                                                                                     jnp.asarray(s, jnp.float32))))
+                  for v in (425.0, 500.0)]
+            ns.update(log_odds_425_unequal=float(lj[0] - lj[1]), log_pred_425=lp[0], log_pred_500=lp[1])
+        ns["p_tonkatsu_425"] = p425
+        cases.append(Case(name, CAT, ns, parts))
+    for kind in CATEGORIZE_MISTAKES:
+        fn = (lambda kind: lambda x, weights, means, sds: categorize_mistake(kind, x, weights, means, sds))(kind)
+        lost = {"categorize_basic"}
+        if kind in ("normalised_over_observations", "unnormalised", "log_probs"):
+            lost.add("categorize_stable")  # wrong everywhere, the tails included
+        cases.append(Case(f"categorize_{kind}", CAT, dict(base, categorize=fn), ("categorize_basic", "categorize_stable"),
+                          frozenset(lost)))
+    cases.append(Case("categorize_no_log_space", CAT, dict(base, categorize=_naive),
+                      ("categorize_basic", "categorize_stable"), frozenset({"categorize_stable"})))
+    cases.append(Case("q1_ignores_weights", CAT, dict(base, p_tonkatsu_425=0.5), ("bento_425_equal",),
+                      frozenset({"bento_425_equal"})))
+    lj = np.log(w) + __import__("scipy.stats").stats.norm.logpdf(425.0, m, [4.0, 16.0])  # variance for sd
+    cases.append(Case("q2_variance_as_sd", CAT, dict(base, log_odds_425_unequal=float(lj[0] - lj[1])),
+                      ("bento_425_unequal",), frozenset({"bento_425_unequal"})))
+    cases.append(Case("q3_log10", CAT, dict(base, log_pred_425=base["log_pred_425"] / np.log(10),
+                                            log_pred_500=base["log_pred_500"] / np.log(10)),
+                      ("bento_425_outlier",), frozenset({"bento_425_outlier"})))
+    return cases
+
+
+# ----------------------------------------------------------------------------- coffee_blends
+
+
+def _gibbs_ns():
+    return _namespace(CB, {"setup", "gibbs_solution", "gibbs_given"})
+
+
+def _coffee_ns(seed, chains=4, samples=1000, warmup=300, dtype=np.float64, patch=None, x_mean_scale=37.5, **kw):
+    ns = _gibbs_ns()
+    if patch:
+        patch(ns)
+    draws, probs = ns["run_gibbs"](ns["CAFFEINE"], 3, 125.0, x_mean_scale, num_chains=chains, num_samples=samples,
+                                   num_warmup=warmup, seed=seed, **kw)
+    draws = {k: v.astype(dtype) for k, v in draws.items()}
+    return {"coffee_draws": draws, "coffee_summary": {k: v.mean(axis=(0, 1)) for k, v in draws.items()},
+            "coffee_assignment_probs": probs.astype(dtype)}
+
+
+def _loop_sample_z(ns):
+    """A per-chain, per-observation loop version of sample_z (slow but correct)."""
+    from scipy.special import logsumexp
+    from scipy.stats import norm
+
+    def sample_z(rng, x, weights, means, sds):
+        c, k = weights.shape
+        z = np.empty((c, x.shape[0]), dtype=int)
+        probs = np.empty((c, x.shape[0], k))
+        for ci in range(c):
+            for i, v in enumerate(x):
+                lp = np.log(weights[ci]) + norm.logpdf(v, means[ci], sds[ci])
+                p = np.exp(lp - logsumexp(lp))
+                probs[ci, i] = p
+                z[ci, i] = rng.choice(k, p=p / p.sum())
+        return z, probs
+
+    ns["sample_z"] = sample_z
+
+
+def _other_mh(ns):
+    """Another valid kernel: one MH step with a wider proposal for the sds."""
+    upd = ns["update_sds"]
+    ns["update_sds"] = lambda rng, x, z, means, sds: upd(rng, x, z, means, sds, step=0.6, num_mh=1)
+
+
+def _frozen_means(ns):
+    """Forgot to update the means: every chain keeps its random start (chains disagree)."""
+    ns["sample_means"] = lambda rng, x, z, sds, mean_loc, mean_scale: ns["_gx_keep_means"]
+    orig = ns["sample_z"]
+
+    def sample_z(rng, x, weights, means, sds):
+        ns["_gx_keep_means"] = means
+        return orig(rng, x, weights, means, sds)
+
+    ns["sample_z"] = sample_z
+
+
+def _variance_as_sd(ns):
+    orig_z, orig_m = ns["sample_z"], ns["sample_means"]
+    ns["sample_z"] = lambda rng, x, w, m, s: orig_z(rng, x, w, m, s ** 2)
+    ns["sample_means"] = lambda rng, x, z, sds, loc, scale: orig_m(rng, x, z, sds ** 2, loc, scale)
+
+
+def _weights_not_sampled(ns):
+    """Broken Dirichlet update: the weights stay at the posterior mean's neighbourhood 1/K."""
+    ns["sample_weights"] = lambda rng, z, k, concentration=1.0: np.full((z.shape[0], k), 1.0 / k)
+
+
+def _means_without_noise(ns):
+    """The conditional mean instead of a draw from the conditional."""
+    ns["sample_means"] = lambda rng, x, z, sds, loc, scale: _cond_mean(x, z, sds, loc, scale)
+
+
+def _cond_mean(x, z, sds, loc, scale):
+    k = sds.shape[1]
+    onehot = z[..., None] == np.arange(k)
+    n_k, s_k = onehot.sum(axis=1), (onehot * x[None, :, None]).sum(axis=1)
+    prec = 1.0 / scale ** 2 + n_k / sds ** 2
+    return (loc / scale ** 2 + s_k / sds ** 2) / prec
+
+
+def coffee_cases(seed=0):
+    base = _gibbs_ns()
+    s = 1000 + 10 * seed
+    cases = [
+        Case("vectorised_gibbs", CB, dict(base, **_coffee_ns(s + 1)), COFFEE_POSTERIOR),
+        Case("float32_draws", CB, dict(base, **_coffee_ns(s + 2, dtype=np.float32)), COFFEE_POSTERIOR),
+        Case("eight_chains", CB, dict(base, **_coffee_ns(s + 3, chains=8)), COFFEE_POSTERIOR),
+        Case("other_mh_kernel", CB, dict(base, **_coffee_ns(s + 4, patch=_other_mh)), COFFEE_POSTERIOR),
+    ]
+    perm = np.random.default_rng(s).permutation(3)  # "any component order" is promised here
+    any_order = _coffee_ns(s + 5)
+    any_order = {"coffee_draws": {k: v[..., perm] for k, v in any_order["coffee_draws"].items()},
+                 "coffee_summary": {k: v[perm] for k, v in any_order["coffee_summary"].items()},
+                 "coffee_assignment_probs": any_order["coffee_assignment_probs"][:, perm]}
+    cases.append(Case("any_component_order", CB, dict(base, **any_order), COFFEE_POSTERIOR[1:]))
+    # mistakes
+    cases.append(Case("frozen_means_not_converged", CB, dict(base, **_coffee_ns(s + 6, patch=_frozen_means)),
+                      COFFEE_POSTERIOR[1:4], frozenset(COFFEE_POSTERIOR[1:4])))
+    cases.append(Case("variance_as_sd", CB, dict(base, **_coffee_ns(s + 7, patch=_variance_as_sd)),
+                      ("coffee_posterior_sds",), frozenset({"coffee_posterior_sds"})))
+    cases.append(Case("weights_not_sampled", CB, dict(base, **_coffee_ns(s + 8, patch=_weights_not_sampled)),
+                      ("coffee_posterior_weights",), frozenset({"coffee_posterior_weights"})))
+    cases.append(Case("means_without_noise", CB, dict(base, **_coffee_ns(s + 9, patch=_means_without_noise)),
+                      ("coffee_posterior_means",), frozenset({"coffee_posterior_means"})))
+    cases.append(Case("wrong_prior_scale", CB, dict(base, **_coffee_ns(s + 10, x_mean_scale=3.0)),
+                      ("coffee_posterior_means",), frozenset({"coffee_posterior_means"})))
+    ok = _coffee_ns(s + 11)
+    ref = ASSIGNMENTS[CB].reference()["posterior"]
+    shifted = dict(ok["coffee_summary"],  # a summary that is not the draws' mean (one MC se off)
+                   means=ok["coffee_summary"]["means"] + np.asarray(ref["means"]["sd"]) / np.sqrt(4000))
+    cases.append(Case("summary_not_of_draws", CB, dict(base, **dict(ok, coffee_summary=shifted)),
+                      ("coffee_posterior_means",), frozenset({"coffee_posterior_means"})))
+    few = {k: v[:, :500] for k, v in ok["coffee_draws"].items()}
+    cases.append(Case("too_few_draws", CB, dict(base, coffee_draws=few, coffee_summary={k: v.mean(axis=(0, 1)) for k, v in few.items()}),
+                      COFFEE_POSTERIOR[:4], frozenset(COFFEE_POSTERIOR[:4])))
+    return cases
+
+
+# ----------------------------------------------------------------------------- uncertainty
+
+
+def uncertainty_base():
+    return _namespace(UN, {"setup", "em_solution", "gibbs_given", "posterior_solution", "ambiguity_solution"})
+
+
+@pytest.fixture(scope="module")
+def unc_base():
+    return uncertainty_base()
+
+
+def _bento_answers(draws):
+    from scipy.special import logsumexp
+    from scipy.stats import norm
+
+    x = np.array([498, 352, 501, 349, 497, 503, 351, 500, 348, 502, 499, 350, 498, 353, 501, 347, 499, 502, 352, 500.])
+    w, m, s = (np.asarray(draws[n], dtype=float).reshape(-1, 2) for n in ("weights", "means", "sds"))
+    lj = np.log(w)[:, None, :] + norm.logpdf(x[None, :, None], m[:, None, :], s[:, None, :])
+    probs = np.exp(lj - logsumexp(lj, axis=2, keepdims=True)).mean(axis=0)
+    return {"bento_draws": draws, "bento_assignment_probs": probs,
+            "bento_means_mean": draws["means"].mean(axis=(0, 1)),
+            "bento_means_sd": draws["means"].std(axis=(0, 1), ddof=1)}
+
+
+def uncertainty_cases(unc, seed=0):
+    gibbs = _gibbs_ns()
+    s = 2000 + 10 * seed
+
+    def run(seed, **kw):
+        return gibbs["run_gibbs"](unc["BENTO_WEIGHTS"], 2, 400.0, 50.0, seed=seed, **kw)[0]
+
+    all_parts = tuple(p.grade_id for p in ASSIGNMENTS[UN].parts)
+    cases = [Case("solution", UN, unc, all_parts)]
+    cases.append(Case("numpy_gibbs_six_chains", UN, dict(unc, **_bento_answers(run(s + 1, num_chains=6))), BENTO_POSTERIOR))
+    d32 = {k: v.astype(np.float32) for k, v in run(s + 2).items()}
+    cases.append(Case("float32_draws", UN, dict(unc, **_bento_answers(d32)), BENTO_POSTERIOR))
+    # mistakes
+    rev = {k: v[..., ::-1] for k, v in unc["bento_draws"].items()}
+    cases.append(Case("other_component_order", UN,
+                      dict(unc, **_bento_answers(rev), bento_point_labels=1 - np.asarray(unc["bento_point_labels"]),
+                           bento_em={k: v[::-1] for k, v in unc["bento_em"].items()}),
+                      ("bento_em_fit", "bento_point_labels") + BENTO_POSTERIOR,
+                      frozenset({"bento_em_fit", "bento_point_labels"} | set(BENTO_POSTERIOR))))
+    cases.append(Case("em_means_as_posterior_means", UN, dict(unc, bento_means_mean=np.asarray(unc["bento_em"]["means"])),
+                      ("bento_posterior_means",), frozenset({"bento_posterior_means"})))
+    cases.append(Case("variance_reported_as_sd", UN, dict(unc, bento_means_sd=np.asarray(unc["bento_means_sd"]) ** 2),
+                      ("bento_posterior_means",), frozenset({"bento_posterior_means"})))
+    stuck = {k: v.copy() for k, v in run(s + 3).items()}
+    stuck["means"][0] += 3 * np.asarray(ASSIGNMENTS[UN].reference()["posterior"]["means"]["sd"])  # one chain elsewhere
+    cases.append(Case("one_chain_not_converged", UN, dict(unc, **_bento_answers(stuck)), ("bento_posterior_means",),
+                      frozenset({"bento_posterior_means"})))
+    em_sd = dict(unc["bento_em"], sds=np.asarray(unc["bento_em"]["sds"]) ** 2)
+    cases.append(Case("em_variance_as_sd", UN, dict(unc, bento_em=em_sd), ("bento_em_fit",), frozenset({"bento_em_fit"}),
+                      {"bento_em_fit": 0.5}))
+    return cases
+
+
+# ----------------------------------------------------------------------------- grading the corpus
+
+
+def grade(case: Case) -> dict:
+    return {gid: score(case.aid, gid, case.ns) for gid in case.parts}
+
+
+def verdict_ok(case: Case, verdicts: dict) -> list:
+    """Parts graded wrongly: a correct part below full marks, a broken part with any points."""
+    def want(gid):
+        return case.expect.get(gid, 0.0 if gid in case.lost else 1.0)
+
+    return [(gid, v.fraction, v.message) for gid, v in verdicts.items() if v.fraction != want(gid)]
+
+
+@pytest.fixture(scope="module")
+def cat_cases():
+    return categorization_cases()
+
+
+@pytest.fixture(scope="module")
+def cb_cases():
+    return coffee_cases(0)
+
+
+@pytest.fixture(scope="module")
+def un_cases(unc_base):
+    return uncertainty_cases(unc_base, 0)
+
+
+def _ids(cases):
+    return [c.name for c in cases]
+
+
+def test_categorization_corpus(cat_cases):
+    wrong = {c.name: verdict_ok(c, grade(c)) for c in cat_cases}
+    assert not any(wrong.values()), wrong
+
+
+def test_categorization_one_verdict_per_mistake(cat_cases):
+    """Each categorize mistake gets its own advice (item 5), and stability is charged only for
+    instability."""
+    for c in cat_cases:
+        if c.name.startswith("categorize_") and c.name != "categorize_no_log_space":
+            kind = c.name[len("categorize_"):]
+            v = score(CAT, "categorize_basic", c.ns)
+            assert v.message == C.CATEGORIZE_ADVICE[kind], (kind, v)
+
+
+def test_every_basic_case_is_changed_by_every_mistake():
+    """Item 5: no basic case lets a mistake keep points; no stable case depends on the weights or
+    on sd versus variance."""
+    a = ASSIGNMENTS[CAT]
+    ref, inp = a.reference(), a.inputs()
+    for kind in CATEGORIZE_MISTAKES:
+        for case, r in zip(inp["categorize_basic"], ref["categorize_basic"]):
+            got = categorize_mistake(kind, case["x"], case["weights"], case["means"], case["sds"])
+            assert not C.exact_close(got, np.asarray(r)), (kind, case)
+    for kind in ("ignores_weights", "variance_as_sd", "sd_as_variance"):
+        for case, r in zip(inp["categorize_stable"], ref["categorize_stable"]):
+            got = categorize_mistake(kind, case["x"], case["weights"], case["means"], case["sds"])
+            assert C.exact_close(got, np.asarray(r)), (kind, case)
+    # and the naive (no log space) version fails every stable case
+    for case in inp["categorize_stable"]:
+        assert not np.all(np.isfinite(_naive(case["x"], case["weights"], case["means"], case["sds"])))
+
+
+def test_one_exact_tolerance():
+    """Item 2: every exact answer of the categorization notebook uses the same named tolerance,
+    and the notebook states it."""
+    src = Path(C.__file__).read_text()
+    body = src[src.index("# ----------------------------------------------------------------------------- categorization"):
+               src.index("# ----------------------------------------------------------------------------- coffee_blends")]
+    assert "1e-5" not in body and "1e-6" not in body and body.count("exact_close(") >= 4
+    text = "\n".join(c.source for c in _nb(SOL / CAT / f"{CAT}.ipynb").cells)
+    assert f"relative tolerance {C.EXACT_RTOL:g}" in text and "float32" in text
+
+
+def test_coffee_corpus(cb_cases):
+    wrong = {c.name: verdict_ok(c, grade(c)) for c in cb_cases}
+    assert not any(wrong.values()), wrong
+
+
+def test_coffee_non_convergence_message(cb_cases):
+    c = next(c for c in cb_cases if c.name == "frozen_means_not_converged")
+    v = score(CB, "coffee_posterior_means", c.ns)
+    assert v.fraction == 0.0 and "R-hat" in v.message and "converged" in v.message
+
+
+def test_uncertainty_corpus(un_cases):
+    wrong = {c.name: verdict_ok(c, grade(c)) for c in un_cases}
+    assert not any(wrong.values()), wrong
+
+
+def test_em_means_never_pass_as_posterior_means(unc_base):
+    """Item 6, over several seeds: EM means reported as posterior means fail whatever the draws."""
+    gibbs = _gibbs_ns()
+    for seed in (31, 32, 33):
+        draws, _ = gibbs["run_gibbs"](unc_base["BENTO_WEIGHTS"], 2, 400.0, 50.0, seed=seed)
+        ns = dict(unc_base, **_bento_answers(draws))
+        assert score(UN, "bento_posterior_means", ns).fraction == 1.0
+        ns["bento_means_mean"] = np.asarray(unc_base["bento_em"]["means"])
+        assert score(UN, "bento_posterior_means", ns).fraction == 0.0
+
+
+def test_capped_se_and_no_floor():
+    """Item 4: a run's own (inflated) se cannot widen the tolerance beyond a converged run's."""
+    ref = {"sd": [1.0], "ess": [1e4]}
+    assert C.capped_se([5.0], ref["sd"], 4, 1000)[0] == pytest.approx(np.sqrt(C.MAX_IAT) / np.sqrt(4000))
+    assert C.capped_se([0.001], ref["sd"], 4, 1000)[0] == 0.001
+    rng = np.random.default_rng(0)
+    good = rng.standard_normal((4, 1000, 1))
+    assert C.split_rhat(good)[0] < 1.01
+    drift = good + np.linspace(0, 3, 1000)[None, :, None]  # no warm-up: a trend within chains
+    assert C.split_rhat(drift)[0] > C.RHAT_MAX
+    assert not hasattr(C, "COFFEE_FLOORS") and not hasattr(C, "BENTO_FLOORS")
+
+
+_VISIBLE_MODEL_VARIANTS = [("correct", True), ("wrong_prior", False), ("variance", False), ("ignores_weights", False)]
+
+
+@pytest.mark.parametrize("variant,passes", _VISIBLE_MODEL_VARIANTS)
+def test_visible_model_test_catches_common_mistakes(variant, passes):
+    """Item 7: the visible density test compares with a known log density on a known choice map."""
+    from test_exercises import _model_ns
+
+    cell = next(c for c in _nb(SOL / CB / f"{CB}.ipynb").cells
+                if c.metadata.get("nbgrader", {}).get("grade_id") == "coffee_model_density")
+    visible = re.sub(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS", "", cell.source, flags=re.S)
+    ns = _namespace(CB, {"setup"})
+    ns.update(_model_ns(variant))
+    if passes:
+        exec(visible, ns)
+    else:
+        with pytest.raises(AssertionError, match="check the priors"):
+            exec(visible, ns)
