@@ -437,3 +437,15 @@ def test_visible_model_test_catches_common_mistakes(variant, passes):
     else:
         with pytest.raises(AssertionError, match="check the priors"):
             exec(visible, ns)
+
+
+def test_time_limit_stated_first_in_dependent_feedback():
+    """Item 1: a part that lost points after a cell hit its time limit says so first, with the limit."""
+    event = "Cell 9 was stopped: it exceeded the time limit (60 s per cell). It was skipped; grading continued."
+    msg = C.time_limit_note(["Cell 2 printed a warning", event], "Your answer could not be read: NameError")
+    assert msg.startswith("First: Cell 9 was stopped") and "60 s per cell" in msg and msg.endswith("NameError")
+    assert C.time_limit_note(["Cell 2 printed a warning"], "m") == "m"
+    from gmmcourse.grading import engine
+
+    src = Path(engine.__file__).read_text()
+    assert "time_limit_note(events, msg)" in src  # _finish applies it to every part that lost points

@@ -185,6 +185,18 @@ def exact_close(got, ref) -> bool:
     return _close(got, ref, EXACT_RTOL, EXACT_ATOL)
 
 
+def time_limit_note(events, message: str) -> str:
+    """Feedback of a part that lost points after a cell was stopped at a time limit: the stop
+    (with its limit, as the executor words it) comes first, then the check's own message, so
+    the student does not chase a NameError or a prior when the cause was the clock."""
+    stops = [str(e) for e in (events or []) if "time limit" in str(e)]
+    if not stops:
+        return message
+    return ("First: " + " ".join(stops) + " This part needs what that cell computes, so it may have lost its "
+            "points because of it; make the cell faster (fewer draws or a vectorised update) and re-run. "
+            "Check's message: " + message)
+
+
 # ----------------------------------------------------------------------------- MC helpers
 
 

@@ -443,6 +443,10 @@ def _finish(
     for p in a.parts:
         if status == "ok":
             pts, msg = check_part(p, result["answers"].get(p.grade_id), reference)
+            if pts < float(p.points):
+                from .checks import time_limit_note
+
+                msg = time_limit_note(events, msg)
         else:
             pts, msg = 0.0, "not graded: " + reason
         scores[p.grade_id] = pts
