@@ -94,3 +94,16 @@ def test_public_functions_validate():
         import jax
 
         simulate_mixture(jax.random.key(0), 0, **GOOD)
+
+
+def test_exported_functions_are_not_shadowed_by_their_submodules():
+    """`from gmmcourse import em` is the function whatever was imported before."""
+    import subprocess
+    import sys
+
+    code = ("import gmmcourse.em, gmmcourse.categorize, gmmcourse.selection\n"
+            "from gmmcourse import em, categorize\n"
+            "assert callable(em) and callable(categorize), (em, categorize)\n"
+            "from gmmcourse.em import EMResult\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr

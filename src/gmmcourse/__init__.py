@@ -11,6 +11,8 @@ sandboxed kernels import only what they use).
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 __version__ = "0.1.0"
 
@@ -50,3 +52,19 @@ def __getattr__(name: str):
 
 def __dir__():
     return sorted(set(globals()) | set(_EXPORTS))
+
+
+class _Package(types.ModuleType):
+    """The import system binds every imported submodule as an attribute of its package; for
+    the submodules named like the function they export (``em``, ``categorize``) that would
+    shadow the function (``from gmmcourse import em`` would give the module, depending on
+    import order). Those bindings are refused: ``gmmcourse.em`` is always the function, and
+    the module is ``sys.modules["gmmcourse.em"]`` (``from gmmcourse.em import ...`` works)."""
+
+    def __setattr__(self, name, value):
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == f"{__name__}.{name}":
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
