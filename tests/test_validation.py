@@ -104,6 +104,9 @@ def test_exported_functions_are_not_shadowed_by_their_submodules():
     code = ("import gmmcourse.em, gmmcourse.categorize, gmmcourse.selection\n"
             "from gmmcourse import em, categorize\n"
             "assert callable(em) and callable(categorize), (em, categorize)\n"
-            "from gmmcourse.em import EMResult\n")
+            "from gmmcourse.em import EMResult\n"
+            "import pickle, cloudpickle, gmmcourse\n"
+            "assert pickle.loads(pickle.dumps(gmmcourse)) is gmmcourse\n"
+            "assert cloudpickle.loads(cloudpickle.dumps(gmmcourse)) is gmmcourse\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
