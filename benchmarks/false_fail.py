@@ -1,10 +1,16 @@
-"""False-fail rate of the posterior checks: a correct sampler, many seeds, how often it loses points.
+"""False-fail and catch rates of the autograder's trusted checks over the issue-9 corpus.
 
-Runs the solutions' numpy Gibbs sampler (4 chains x 1000 draws, the minimum the notebooks ask for)
-with SEEDS seeds on the coffee and bento data, scores the posterior parts with the trusted checks
-and writes benchmarks/results/false_fail.json.
+Two measurements (both written to benchmarks/results/false_fail.json):
 
-Usage: python benchmarks/false_fail.py [num_seeds]
+1. The corpus of `tests/test_grading_fairness.py` -- correct submissions in several styles and
+   typical mistakes -- regenerated with CORPUS_SEEDS seeds (each seed re-runs every sampler):
+   for every correct case the share of seeds where some part lost points (false fail), for every
+   mistake the share of seeds where each part it breaks lost all its points (caught) and where a
+   part it does not break lost points (collateral).
+2. A correct sampler at the minimum size (4 chains x 1000 draws) with NUM_SEEDS seeds on the
+   coffee and bento data: the false-fail rate of every posterior part.
+
+Usage: python benchmarks/false_fail.py [num_seeds] [corpus_seeds]
 """
 
 import json
@@ -18,6 +24,8 @@ import numpy as np  # noqa: E402
 
 from gmmcourse.grading import checks  # noqa: E402
 from test_exercises import _coffee_answers, _namespace, score  # noqa: E402
+from test_grading_fairness import (categorization_cases, coffee_cases, grade,  # noqa: E402
+                                   uncertainty_base, uncertainty_cases)
 
 PARTS = {
     "coffee_blends": ["coffee_posterior_means", "coffee_posterior_weights", "coffee_posterior_sds", "coffee_assignments"],
@@ -25,8 +33,43 @@ PARTS = {
 }
 
 
-def main(num_seeds: int = 30) -> dict:
-    t0 = time.time()
+def corpus_rates(corpus_seeds: int) -> dict:
+    unc = uncertainty_base()
+    stats: dict = {}
+    for seed in range(corpus_seeds):
+        cases = coffee_cases(seed) + uncertainty_cases(unc, seed)
+        if seed == 0:
+            cases = categorization_cases() + cases  # deterministic: once
+        for case in cases:
+            verdicts = grade(case)
+            st = stats.setdefault(f"{case.aid}/{case.name}", {"assignment": case.aid, "kind": "correct" if case.correct else "mistake",
+                                              "runs": 0, "failed": 0, "caught": 0, "collateral": 0,
+                                              "breaks": sorted(case.lost), "messages": []})
+            st["runs"] += 1
+            if case.correct:
+                bad = [g for g, v in verdicts.items() if v.fraction < 1.0]
+                st["failed"] += bool(bad)
+                if bad:
+                    st["messages"].append({g: verdicts[g].message for g in bad})
+            else:
+                want = lambda g: case.expect.get(g, 0.0)  # noqa: E731
+                st["caught"] += all(verdicts[g].fraction == want(g) for g in case.lost)
+                st["collateral"] += any(verdicts[g].fraction < 1.0 for g in verdicts if g not in case.lost)
+                if seed == 0:
+                    st["messages"] = sorted({verdicts[g].message for g in case.lost})
+    for st in stats.values():
+        if st["kind"] == "correct":
+            st["false_fail_rate"] = st["failed"] / st["runs"]
+            for k in ("caught", "collateral", "breaks"):
+                st.pop(k)
+        else:
+            st["catch_rate"] = st["caught"] / st["runs"]
+            st["collateral_rate"] = st["collateral"] / st["runs"]
+            st.pop("failed")
+    return stats
+
+
+def minimum_sampler_rates(num_seeds: int) -> dict:
     ns0 = _namespace("coffee_blends", {"setup", "gibbs_solution", "gibbs_given"})
     un0 = _namespace("uncertainty", {"setup"})
     fails = {gid: 0 for gids in PARTS.values() for gid in gids}
@@ -50,19 +93,37 @@ def main(num_seeds: int = 30) -> dict:
                 fails[gid] += 1
                 failed = True
         any_fail += failed
+    return {"failures_by_part": fails, "seeds_with_any_failure": any_fail, "false_fail_rate": any_fail / num_seeds}
+
+
+def main(num_seeds: int = 30, corpus_seeds: int = 3) -> dict:
     from scipy.stats import norm
 
+    t0 = time.time()
+    minimum = minimum_sampler_rates(num_seeds)
+    corpus = corpus_rates(corpus_seeds)
     per_number = 2 * norm.sf(checks.Z_MC)
-    numbers = 3 * 3 + 2 * 2  # compared MC numbers per seed (coffee 3 parts x 3, bento means + sds)
+    # compared MC numbers per seed: coffee 3 parts x 3 means (+ 3 x 3 spreads), bento 2 means + 2 sds
+    numbers = 2 * 3 * 3 + 2 * 2
+    correct = [c for c in corpus.values() if c["kind"] == "correct"]
+    mistakes = [c for c in corpus.values() if c["kind"] == "mistake"]
     result = {
         "num_seeds": num_seeds,
+        "corpus_seeds": corpus_seeds,
         "z": checks.Z_MC,
+        "max_iat": checks.MAX_IAT,
+        "rhat_max": checks.RHAT_MAX,
+        "summary_z": checks.SUMMARY_Z,
         "draws": "4 chains x 1000 samples (the minimum asked)",
-        "failures_by_part": fails,
-        "seeds_with_any_failure": any_fail,
-        "false_fail_rate": any_fail / num_seeds,
+        "failures_by_part": minimum["failures_by_part"],
+        "seeds_with_any_failure": minimum["seeds_with_any_failure"],
+        "false_fail_rate": minimum["false_fail_rate"],
         "bound": min(1.0, 20 * numbers * per_number),
         "nominal_rate_per_seed_gaussian": numbers * per_number,
+        "corpus_false_fail_rate": sum(c["failed"] for c in correct) / max(1, sum(c["runs"] for c in correct)),
+        "corpus_catch_rate": sum(c["caught"] for c in mistakes) / max(1, sum(c["runs"] for c in mistakes)),
+        "corpus_collateral_rate": sum(c["collateral"] for c in mistakes) / max(1, sum(c["runs"] for c in mistakes)),
+        "corpus": corpus,
         "seconds": round(time.time() - t0, 1),
     }
     out = Path(__file__).resolve().parent / "results" / "false_fail.json"
@@ -72,4 +133,11 @@ def main(num_seeds: int = 30) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(int(sys.argv[1]) if len(sys.argv) > 1 else 30), indent=2))
+    args = [int(a) for a in sys.argv[1:3]]
+    res = main(*args)
+    print(json.dumps({k: v for k, v in res.items() if k != "corpus"}, indent=2))
+    for name, st in res["corpus"].items():
+        rate = st.get("false_fail_rate", st.get("catch_rate"))
+        print(f"{st['kind']:8s} {name:48s} runs {st['runs']:3d} "
+              + (f"false-fail {rate:.2f}" if st["kind"] == "correct" else
+                 f"caught {rate:.2f} collateral {st['collateral_rate']:.2f}"))

@@ -449,3 +449,20 @@ def test_time_limit_stated_first_in_dependent_feedback():
 
     src = Path(engine.__file__).read_text()
     assert "time_limit_note(events, msg)" in src  # _finish applies it to every part that lost points
+
+
+def test_benchmark_recorded_rates():
+    """The recorded `benchmarks/false_fail.py` run: no correct corpus case lost a point over its
+    seeds, every mistake lost exactly its parts' points."""
+    import json
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "false_fail.json"
+    if not path.exists():
+        pytest.skip("run `python benchmarks/false_fail.py` first")
+    res = json.loads(path.read_text())
+    if "corpus" not in res:
+        pytest.skip("results predate the corpus benchmark")
+    assert res["corpus_false_fail_rate"] == 0.0 and res["false_fail_rate"] <= max(res["bound"], 0.1)
+    for name, st in res["corpus"].items():
+        if st["kind"] == "mistake":
+            assert st["catch_rate"] == 1.0 and st["collateral_rate"] == 0.0, name
