@@ -109,3 +109,12 @@ def test_unequal_spread_crossing_points():
     assert num(g, "categorization_p_h_unequal_520") == pytest.approx(probs[0], rel=1e-9)
     assert probs[0] < 0.5 < probs[1]  # 520 g is tonkatsu; 600 g, beyond the crossing, hamburger
     assert num(g, "categorization_cross_left") < 520 < num(g, "categorization_cross_right") < 600
+
+
+def test_no_code_cell_shows_a_glue_call():
+    """Bookkeeping stays hidden: glue calls live in remove-cell cells only."""
+    html = ROOT / "_build" / "html" / "chapters"
+    pages = sorted(html.glob("*.html"))
+    assert pages
+    for page in pages:
+        assert "glue(" not in page.read_text(), f"{page.name} shows a glue( call"
