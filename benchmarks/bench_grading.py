@@ -231,9 +231,9 @@ def main() -> None:
         with Client(cluster) as c:
             c.run(lambda: __import__("gmmcourse.grading.executor"))  # workers import the package
         cluster_s = time.perf_counter() - t
-        times = {}
+        times, courses = {}, {}
         for mode in ("serial", "parallel", "parallel_cold_cluster"):
-            course = build_class(tmp / mode, args.class_size)
+            course = courses[mode] = build_class(tmp / mode, args.class_size)
             t = time.perf_counter()
             autograde(["emtoy"], course, registry=reg, serial=(mode == "serial"), workers=args.workers,
                       scheduler=cluster.scheduler_address if mode == "parallel" else None,
@@ -241,7 +241,7 @@ def main() -> None:
             times[mode] = time.perf_counter() - t
             print(mode, times[mode], flush=True)
         cluster.close()
-        out["term"] = term(tmp / "parallel", reg, limits, cache, args)
+        out["term"] = term(courses["parallel"], reg, limits, cache, args)
         print("term", out["term"], flush=True)
         out["speedup"] = {"serial_s": times["serial"], "parallel_s": times["parallel"],
                           "speedup": times["serial"] / times["parallel"],
