@@ -37,6 +37,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from gmmcourse import course
+
 __all__ = ["Limits", "SandboxConfig", "CGroup", "Scratch", "kernel_command", "sandbox_available", "seccomp_filter"]
 
 GRADING_PKG = Path(__file__).resolve().parent
@@ -49,17 +51,16 @@ class Limits:
     """Resource limits for one submission."""
 
     # Sized from measured run times of slow but reasonable solutions (docs/grading.md, "Time
-    # limits"): a per-observation Python loop calling scipy for every cup needs ~130 s at the
-    # minimum number of draws on a loaded 2-core machine.
-    cell_timeout: float = 240.0  # seconds per student cell
-    notebook_timeout: float = 600.0  # seconds for all student cells of a notebook
+    # limits"); the values students read (book, notebooks) are in gmmcourse.course.
+    cell_timeout: float = float(course.CELL_TIME_LIMIT_S)  # seconds per student cell
+    notebook_timeout: float = float(course.NOTEBOOK_TIME_LIMIT_S)  # seconds for all student cells
     export_timeout: float = 60.0  # seconds per Part.export
     startup_timeout: float = 60.0  # kernel start
     # One wall-clock budget for everything else a submission costs after its cells (exports,
     # kernel restarts, replays): a submission never holds a worker longer than
     # notebook_timeout + grace_timeout (+ a few seconds to stop the kernel).
     grace_timeout: float = 180.0
-    memory_bytes: int = 2 << 30  # cgroup memory cap (kernel + children)
+    memory_bytes: int = course.MEMORY_LIMIT_GIB << 30  # cgroup memory cap (kernel + children)
     address_space_bytes: int = 0  # RLIMIT_AS; 0 = only when no memory cgroup is available
     max_pids: int = 64  # cgroup pids cap (threads count too)
     file_size_bytes: int = 64 << 20  # RLIMIT_FSIZE
@@ -69,7 +70,7 @@ class Limits:
     max_restarts: int = 3  # kernel restarts after a death or timeout
     scratch_bytes: int = 256 << 20  # the kernel's writable working directory (tmpfs)
     tmp_bytes: int = 64 << 20  # /tmp inside the sandbox (tmpfs)
-    cpus: float = 1.0  # CPU quota of a submission (cgroup cpu.cfs_quota_us), in cores
+    cpus: float = float(course.CPU_CORES)  # CPU quota of a submission (cgroup cpu.cfs_quota_us), in cores
     notebook_bytes: int = 4 << 20  # the executed notebook returned to the grader (sources + outputs)
 
 
