@@ -118,3 +118,17 @@ def test_no_code_cell_shows_a_glue_call():
     assert pages
     for page in pages:
         assert "glue(" not in page.read_text(), f"{page.name} shows a glue( call"
+
+
+def test_every_figure_has_alt_text_and_a_caption():
+    """Each chapter image has written alt text (not the default file name) and a caption."""
+    import re
+
+    html = ROOT / "_build" / "html" / "chapters"
+    for page in sorted(html.glob("*.html")):
+        text = page.read_text()
+        images = [img for img in re.findall(r"<img [^>]*>", text) if "_images/" in img]  # not logos
+        for img in images:
+            alt = re.search(r'alt="([^"]*)"', img)
+            assert alt and len(alt.group(1)) > 20 and not alt.group(1).endswith(".png"), f"{page.name}: {img[:120]}"
+        assert text.count("<figcaption") >= len(images), f"{page.name}: a figure without caption"
