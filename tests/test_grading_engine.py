@@ -286,6 +286,15 @@ def _root_key(desc: str, add: bytes | None = None) -> int:
     return libc.syscall(nr[1], 10, ctypes.c_long(-4), b"user", desc.encode(), 0)
 
 
+def _unlink_key(desc: str) -> None:
+    import ctypes
+
+    libc, nr = _keyctl()
+    while (key := _root_key(desc)) >= 0:
+        if libc.syscall(nr[1], 9, ctypes.c_long(key), ctypes.c_long(-4)) < 0:  # KEYCTL_UNLINK
+            break
+
+
 def test_sandbox_escapes_are_closed(tmp_path, monkeypatch):
     """Environment, keyrings, disk, forged exports, shadowed names, active content and output
     floods: each hostile notebook earns exactly what its honest parts deserve, nothing leaks
@@ -293,6 +302,7 @@ def test_sandbox_escapes_are_closed(tmp_path, monkeypatch):
     monkeypatch.setenv(toy.SECRET_ENV, toy.SECRET_VALUE)
     if _root_key(toy.SECRET_KEY_DESC, add=b"root-only") < 0:
         pytest.skip("this kernel has no keyrings")
+    _unlink_key("left-by-a-student")  # a key planted by an earlier, unprotected grader run
     course = toy.write_course(tmp_path, ESCAPES)
     limits = Limits(cell_timeout=3, notebook_timeout=60, export_timeout=10, memory_bytes=768 << 20, max_pids=32,
                     scratch_bytes=64 << 20, tmp_bytes=32 << 20)
