@@ -1,14 +1,14 @@
 """Facts about the course that students see: how the autograder runs a submitted notebook.
 
-The grader's `gmmcourse.grading.sandbox.Limits` takes its defaults from here, and the book
-and each notebook state them, so that what a student reads is what the grader does.
+The autograder takes its default limits from here, and the book and each notebook state
+them, so that what a student reads is what the grader does.
 """
 
 __all__ = ["CELL_TIME_LIMIT_S", "NOTEBOOK_TIME_LIMIT_S", "MEMORY_LIMIT_GIB", "CPU_CORES"]
 
 CELL_TIME_LIMIT_S = 240
 """Seconds a notebook cell may run (a per-observation Python loop of a Gibbs sampler at the
-minimum number of draws needs about 130 s on a loaded 2-core machine; docs/grading.md)."""
+minimum number of draws needs about 130 s on a loaded 2-core machine)."""
 NOTEBOOK_TIME_LIMIT_S = 600
 """Seconds all cells of a notebook may run together."""
 MEMORY_LIMIT_GIB = 2
