@@ -342,6 +342,27 @@ def _discover(course: Path, a: Assignment, fp: str, students: Iterable[str] | No
 # --------------------------------------------------------------------------- running
 
 
+def _wait_gone(pids: list[int], timeout: float) -> None:
+    """Wait (a little) for local workers to exit, so that the clean-up after them sees them
+    gone; kill the ones that linger."""
+    import signal as _signal
+
+    from .sandbox import owner_alive
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and any(owner_alive(p) for p in pids):
+        time.sleep(0.05)
+    for p in pids:
+        if owner_alive(p):
+            try:
+                os.kill(p, _signal.SIGKILL)
+            except OSError:
+                pass
+    end = time.monotonic() + 2
+    while time.monotonic() < end and any(owner_alive(p) for p in pids):
+        time.sleep(0.05)
+
+
 def _lock_course(course: Path):
     """One grader per course: an exclusive lock on ``<course>/.autograde.lock``."""
     import fcntl
@@ -572,6 +593,7 @@ def autograde(
         raise
     summary = Summary()
     client = cluster = None
+    worker_pids: list[int] = []
     try:
         plans = []
         for aid in ids:
@@ -650,6 +672,10 @@ def autograde(
                     silence_logs=logging.ERROR, memory_limit=0,
                 )
                 client = Client(cluster)
+                try:
+                    worker_pids = list(client.run(os.getpid).values())
+                except Exception:
+                    worker_pids = []
             futs = {}
             for plan, j in runnable:
                 a, inputs_json = plan[0], plan[4]
@@ -681,6 +707,7 @@ def autograde(
                 cluster.close(timeout=5)
             except Exception:
                 pass
+            _wait_gone(worker_pids, 10.0)
         gb.close()
         # local workers are gone: their sandboxes, cgroups and scratch mounts with them
         CGroup.cleanup_stale()

@@ -165,7 +165,7 @@ class CGroup:
                     owner = int(d.name.split("-")[1])
                 except (IndexError, ValueError):
                     continue
-                if owner == os.getpid() or Path(f"/proc/{owner}").exists():
+                if owner == os.getpid() or owner_alive(owner):
                     continue
                 stale = CGroup.__new__(CGroup)
                 stale.name, stale.dirs = d.name, {ctrl: d}
@@ -424,6 +424,15 @@ def kernel_command(
     return ["/bin/sh", "-c", f'{join}exec "$@"{redirect}', "gmm-sandbox"] + cmd
 
 
+def owner_alive(pid: int) -> bool:
+    """Whether the process that owns a cgroup or scratch dir still runs (a zombie does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 def make_scratch(size_bytes: int = Limits.scratch_bytes) -> Scratch:
     return Scratch(size_bytes)
 
@@ -437,7 +446,7 @@ def cleanup_stale_scratch() -> int:
             owner = int(d.name.split("-")[1])
         except (IndexError, ValueError):
             continue
-        if owner != os.getpid() and not Path(f"/proc/{owner}").exists():
+        if owner != os.getpid() and not owner_alive(owner):
             _remove_scratch(d)
             n += 1
     return n
