@@ -19,7 +19,7 @@ from typing import Any
 
 import nbformat
 
-__all__ = ["feedback_html", "autograded_notebook", "stage_file", "write_atomic"]
+__all__ = ["feedback_html", "autograded_notebook", "stage_file"]
 
 
 def stage_file(path: Path, text: str) -> Path:
@@ -34,9 +34,6 @@ def stage_file(path: Path, text: str) -> Path:
         raise
     return tmp
 
-
-def write_atomic(path: Path, text: str) -> None:
-    os.replace(stage_file(path, text), path)
 
 
 _CSS = """

@@ -262,8 +262,8 @@ def seccomp_filter() -> bytes:
         body += [(_BPF_RET_K, 0, 0, _RET_ALLOW), (_BPF_RET_K, 0, 0, _RET_EPERM)]
         prog += [(_BPF_LD_W_ABS, 0, 0, 4), (_BPF_JEQ_K, 0, len(body), arch)] + body  # seccomp_data.arch
     prog.append((_BPF_RET_K, 0, 0, _RET_KILL))
-    return b"".join(struct.pack("<HBBI", *ins) for ins in prog) if sys.byteorder == "little" else \
-        b"".join(struct.pack(">HBBI", *ins) for ins in prog)
+    order = "<" if sys.byteorder == "little" else ">"  # the kernel reads it in native order
+    return b"".join(struct.pack(order + "HBBI", *ins) for ins in prog)
 
 
 _FILTER_PATH: str | None = None
