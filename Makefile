@@ -9,11 +9,12 @@ VENV        := .venv
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.installed
 SYS_STAMP   := $(VENV)/.system-deps
+NPM_STAMP   := node_modules/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
 PYTEST_ARGS ?=
 
-.PHONY: help venv system-deps book book-clean site open test test-fast bench release autograde lock clean
+.PHONY: help venv system-deps book book-clean site open test test-fast bench release autograde lock clean server server-stop
 
 help:
 	@echo "make book      build the book into _build/html (first run creates .venv)"
@@ -23,6 +24,7 @@ help:
 	@echo "make release   regenerate exercises/ from solutions/ with nbgrader"
 	@echo "make autograde grade grading/submitted/ (sandboxed) -> gradebook, grades.csv, feedback"
 	@echo "make lock      re-resolve requirements.lock from pyproject.toml"
+	@echo "make server    start the course server (JupyterHub + nbgrader exchange) on this machine; make server-stop"
 
 # The virtual environment, from a Python >= 3.12, with the locked dependencies.
 $(STAMP): pyproject.toml requirements.lock
@@ -42,6 +44,11 @@ $(SYS_STAMP): | $(STAMP)
 	@touch $@
 system-deps: $(SYS_STAMP)
 
+# Node tools of the course server: configurable-http-proxy (package.json / package-lock.json).
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 book: $(STAMP)
 	scripts/build_book.sh
 	@echo "Book built: open file://$(CURDIR)/_build/html/index.html"
@@ -55,11 +62,11 @@ site: $(STAMP)
 	scripts/build_book.sh
 	$(PY) scripts/build_site.py
 
-test: $(STAMP) $(SYS_STAMP)
+test: $(STAMP) $(SYS_STAMP) $(NPM_STAMP)
 	scripts/build_book.sh
 	$(PY) -m pytest $(PYTEST_ARGS); s=$$?; if [ $$s -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$s
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(NPM_STAMP)
 	$(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
 
 bench: $(STAMP) $(SYS_STAMP)
@@ -71,8 +78,15 @@ release: $(STAMP)
 autograde: $(STAMP) $(SYS_STAMP)
 	$(PY) -m gmmcourse.grading autograde
 
+# The course server (docs/course-server.md): JupyterHub on this machine; server/course runs the rest.
+server: $(STAMP) $(SYS_STAMP) $(NPM_STAMP)
+	server/course start
+
+server-stop:
+	server/course stop
+
 lock: $(STAMP)
-	$(VENV)/bin/uv pip compile -q pyproject.toml --extra book --extra grading --extra dev --python-version 3.12 -o requirements.lock
+	$(VENV)/bin/uv pip compile -q pyproject.toml --extra book --extra grading --extra dev --extra server --python-version 3.12 -o requirements.lock
 
 clean:
 	rm -rf _build test-artifacts .pytest_cache

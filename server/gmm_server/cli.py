@@ -85,10 +85,13 @@ def _nbgrader_configs(st: settings.Settings) -> None:
     _write(student / "labconfig" / "page_config.json", json.dumps({"disabledExtensions": STUDENT_LAB_DISABLED}, indent=1))
     instructor = st.config / "instructor"
     _write(instructor / "nbgrader_config.py", common + (
-        f"c.CourseDirectory.root = {str(st.course)!r}\n"
+        "import os  # noqa: E402\n"
+        "# an instructor's server sees the course root as ~/<course id> (GMM_COURSE_ROOT, set by the spawner)\n"
+        f"_root = os.environ.get('GMM_COURSE_ROOT', {str(st.course)!r})\n"
+        "c.CourseDirectory.root = _root\n"
         f"c.CourseDirectory.source_directory = {str(st.solutions)!r}\n"
         f"c.CourseDirectory.release_directory = {str(st.exercises)!r}\n"
-        f"c.CourseDirectory.db_url = {'sqlite:///' + str(st.course / 'gradebook.db')!r}\n"
+        "c.CourseDirectory.db_url = 'sqlite:///' + os.path.join(_root, 'gradebook.db')\n"
         'c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", ".jax_cache"]\n'
         'c.ExchangeFactory.release_assignment = "gmm_server.exchange.ExchangeReleaseAssignment"\n'
         'c.ExchangeFactory.collect = "gmm_server.exchange.ExchangeCollect"\n'
@@ -150,6 +153,7 @@ def _env(st: settings.Settings) -> dict:
     env["PYTHONPATH"] = str(settings.SERVER_DIR)
     env["JUPYTER_CONFIG_PATH"] = str(st.config / "instructor")
     env["JUPYTER_CONFIG_DIR"] = str(st.hub_dir / "jupyter")  # not root's ~/.jupyter
+    env.pop("GMM_COURSE_ROOT", None)
     return env
 
 
@@ -174,6 +178,10 @@ def _ensure_account(st: settings.Settings, name: str, role: str) -> None:
     os.chmod(pw.pw_dir, 0o700)
     if role == "instructor":
         _run(["usermod", "--append", "--groups", st.group, name])
+        mnt = Path(pw.pw_dir) / st.course_id  # mount point of the course root in their server
+        if not mnt.exists():
+            mnt.mkdir(mode=0o755)
+            os.chown(mnt, pw.pw_uid, pw.pw_gid)
 
 
 def add_users(st: settings.Settings, names, role: str, password: str | None = None) -> dict:
@@ -203,8 +211,10 @@ def _pid(path: Path) -> int | None:
     try:
         pid = int(path.read_text().strip())
         os.kill(pid, 0)
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX":
+            return None  # exited, not yet reaped by its parent
         return pid
-    except (OSError, ValueError):
+    except (OSError, ValueError, IndexError):
         return None
 
 

@@ -15,8 +15,9 @@ What a user's server sees (read-only unless marked):
   (without ``src/gmmcourse/grading``) and ``server/``; not ``solutions/``, ``grading/``,
   ``tests/``, ``.git`` or anything else;
 * of the server's state: ``exchange/`` (nbgrader's permissions apply, see exchange.py) and
-  ``config/<role>/``; instructors also get the course root (``course/``, writable) and
-  ``solutions/`` + ``exercises/`` (for Formgrader). The hub's database, cookie secret and
+  ``config/<role>/``; instructors also get the course root (``course/``, writable, shown as
+  ``~/<course id>`` because Formgrader wants it inside the server's root folder) and
+  ``solutions/`` + ``exercises/``. The hub's database, cookie secret and
   roster are never visible.
 
 This also means other uids can run the venv's Python even when it lives in root's
@@ -48,11 +49,15 @@ def sandbox_argv(st: settings.Settings, user: str, role: str, home: str) -> list
     hide = ["/tmp", "/var/tmp", "/root", "/home", str(st.root), str(repo), str(repo / "src" / "gmmcourse" / "grading")]
     ro = [sys.base_prefix, str(settings.VENV), str(repo / "src"), str(settings.SERVER_DIR), str(st.config / role)]
     rw = [home, str(st.exchange)]
+    mounts = {}  # destination -> source, where they differ
     if role == "instructor":
-        rw.append(str(st.course))
+        # Formgrader wants the course root inside the server's root folder (the home)
+        dest = instructor_course_dir(st, home)
+        mounts[dest] = str(st.course)
+        rw.append(dest)
         ro += [str(st.solutions), str(st.exercises)]
     ro = [p for p in ro if os.path.exists(p)]
-    rw = [p for p in rw if os.path.exists(p)]
+    rw = [p for p in rw if os.path.exists(mounts.get(p, p))]
     ops = [(p, "hide") for p in hide] + [(p, "ro") for p in ro] + [(p, "rw") for p in rw]
     # folders leading to what is shown inside a hidden one, traversable (bwrap makes them 0700)
     dirs = set()
@@ -82,7 +87,7 @@ def sandbox_argv(st: settings.Settings, user: str, role: str, home: str) -> list
         elif kind == "dir":
             argv += ["--perms", "0755", "--dir", path]
         else:
-            argv += ["--ro-bind" if kind == "ro" else "--bind", path, path]
+            argv += ["--ro-bind" if kind == "ro" else "--bind", mounts.get(path, path), path]
     argv += [
         "--chdir", home,
         "--setenv", "HOME", home, "--setenv", "USER", user, "--setenv", "LOGNAME", user,
@@ -91,6 +96,11 @@ def sandbox_argv(st: settings.Settings, user: str, role: str, home: str) -> list
         "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
     ]
     return argv
+
+
+def instructor_course_dir(st: settings.Settings, home: str) -> str:
+    """Where an instructor's server sees the course root: ``~/<course id>``."""
+    return os.path.join(home, st.course_id)
 
 
 class SandboxSpawner(LocalProcessSpawner):
@@ -112,6 +122,8 @@ class SandboxSpawner(LocalProcessSpawner):
         env["JUPYTER_CONFIG_PATH"] = str(st.config / role)
         env["PYTHONPATH"] = str(settings.SERVER_DIR)
         env["PATH"] = f"{settings.VENV / 'bin'}:/usr/local/bin:/usr/bin:/bin"
+        if role == "instructor":
+            env["GMM_COURSE_ROOT"] = instructor_course_dir(st, pwd.getpwnam(self.user.name).pw_dir)
         env.pop("JUPYTER_CONFIG_DIR", None)
         env.pop("JUPYTER_DATA_DIR", None)
         return env

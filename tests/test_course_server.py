@@ -1,0 +1,441 @@
+"""The course server (server/, docs/course-server.md) with real processes on loopback:
+JupyterHub + configurable-http-proxy started by ``server/course start``, unix accounts made
+for the test, each user's Jupyter server in its sandbox, nbgrader's exchange, the project's
+sandboxed autograder.
+
+* ``test_student_isolation``: code run in student B's own kernel (through the hub, the
+  proxy and B's server) cannot read A's home or submission, list the exchange's inbound or
+  feedback folders, or read solutions/, the course root, the gradebook or the hub's files;
+  B's token does not open A's server; a submission B plants under A's name is not collected.
+* ``test_assignment_cycle`` (slow): release, two students fetch/edit/submit through the
+  REST API (one correct, one wrong), collect, autograde (real ``categorization``), scores
+  from the gradebook and grades.csv, a manual grade in Formgrader, feedback returned and
+  fetched in the Assignments tab, each student only their own, without hidden checks.
+
+Everything (hub, proxy, sandboxes, kernels, accounts, group) is removed at the end, also on
+failure. Needs root, bubblewrap, setpriv and node_modules/ (``make test`` installs them).
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import pwd
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+COURSE_CMD = REPO / "server" / "course"
+CHP = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
+COURSE_ID = "gmm-course"
+ASSIGNMENT = "categorization"
+
+pytestmark = [
+    pytest.mark.skipif(sys.platform != "linux" or os.geteuid() != 0, reason="the course server runs as root (it creates users)"),
+    pytest.mark.skipif(not (shutil.which("bwrap") and shutil.which("setpriv") and shutil.which("useradd")),
+                       reason="needs bubblewrap, setpriv and useradd (make test installs bubblewrap)"),
+]
+
+requests = pytest.importorskip("requests")
+websocket = pytest.importorskip("websocket")
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+# --------------------------------------------------------------------------- a user of the hub
+
+
+class HubUser:
+    """Logs in through the hub's login form, then uses a personal API token (hub REST API,
+    the user's server through the proxy: contents, kernels, nbgrader's Assignments tab)."""
+
+    def __init__(self, url: str, name: str, password: str):
+        self.url, self.name = url, name
+        s = requests.Session()
+        s.get(f"{url}/hub/login", timeout=60).raise_for_status()
+        r = s.post(f"{url}/hub/login?next=", data={"username": name, "password": password, "_xsrf": s.cookies.get("_xsrf")},
+                   allow_redirects=False, timeout=60)
+        if r.status_code != 302:
+            raise PermissionError(f"login of {name} refused ({r.status_code})")
+        r = s.post(f"{url}/hub/api/users/{name}/tokens", headers={"X-XSRFToken": s.cookies.get("_xsrf")},
+                   json={"note": "test_course_server", "expires_in": 3600}, timeout=60)
+        r.raise_for_status()
+        self.token = r.json()["token"]
+
+    def api(self, method: str, path: str, **kw):
+        return requests.request(method, f"{self.url}{path}", headers={"Authorization": f"token {self.token}"},
+                                timeout=kw.pop("timeout", 180), **kw)
+
+    def user(self, method: str, path: str, **kw):
+        return self.api(method, f"/user/{self.name}{path}", **kw)
+
+    def request_server(self):
+        r = self.api("POST", f"/hub/api/users/{self.name}/server")
+        assert r.status_code in (201, 202, 400), (r.status_code, r.text)
+
+    def wait_server(self, timeout: float = 240):
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            srv = self.api("GET", f"/hub/api/users/{self.name}").json().get("servers", {}).get("", {})
+            if srv.get("ready"):
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"the server of {self.name} did not start in {timeout:.0f} s")
+
+    def assignments(self, action: str | None = None):
+        if action is None:
+            r = self.user("GET", "/assignments", params={"course_id": COURSE_ID})
+        else:
+            r = self.user("POST", f"/assignments/{action}", data={"course_id": COURSE_ID, "assignment_id": ASSIGNMENT})
+        r.raise_for_status()
+        out = r.json()
+        assert out["success"], out
+        return out["value"]
+
+    def run_python(self, code: str, timeout: float = 180) -> str:
+        """Run code in a new kernel of this user's server (over the kernel websocket); stdout."""
+        r = self.user("POST", "/api/kernels", json={"name": "python3"})
+        r.raise_for_status()
+        kid = r.json()["id"]
+        try:
+            ws_url = self.url.replace("http://", "ws://") + f"/user/{self.name}/api/kernels/{kid}/channels"
+            ws = websocket.create_connection(ws_url, header=[f"Authorization: token {self.token}"], timeout=timeout)
+            try:
+                msg_id = uuid.uuid4().hex
+                ws.send(json.dumps({
+                    "header": {"msg_id": msg_id, "username": self.name, "session": uuid.uuid4().hex,
+                               "msg_type": "execute_request", "version": "5.3"},
+                    "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+                    "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+                                "allow_stdin": False, "stop_on_error": True},
+                }))
+                out, t0 = [], time.monotonic()
+                while time.monotonic() - t0 < timeout:
+                    m = json.loads(ws.recv())
+                    if m.get("parent_header", {}).get("msg_id") != msg_id:
+                        continue
+                    t = m["header"]["msg_type"]
+                    if t == "stream":
+                        out.append(m["content"]["text"])
+                    elif t == "error":
+                        raise AssertionError("kernel error: " + "\n".join(m["content"]["traceback"]))
+                    elif t == "status" and m["content"]["execution_state"] == "idle":
+                        return "".join(out)
+                raise TimeoutError("kernel did not finish")
+            finally:
+                ws.close()
+        finally:
+            self.user("DELETE", f"/api/kernels/{kid}")
+
+
+# --------------------------------------------------------------------------- the server
+
+
+@dataclass
+class Course:
+    root: Path
+    env: dict
+    url: str
+    names: dict
+    passwords: dict
+    users: dict = field(default_factory=dict)
+
+    @property
+    def course(self) -> Path:
+        return self.root / "course"
+
+    @property
+    def inbound(self) -> Path:
+        return self.root / "exchange" / COURSE_ID / "inbound"
+
+    def cli(self, *args, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+        r = subprocess.run([str(COURSE_CMD), *map(str, args)], env=self.env, capture_output=True, text=True,
+                           timeout=timeout)
+        if check and r.returncode:
+            raise AssertionError(f"server/course {' '.join(map(str, args))}: exit {r.returncode}\n{r.stdout}\n{r.stderr}")
+        return r
+
+    def login(self, who: str) -> HubUser:
+        if who not in self.users:
+            self.users[who] = HubUser(self.url, self.names[who], self.passwords[who])
+        return self.users[who]
+
+    def servers(self, *who: str) -> list[HubUser]:
+        users = [self.login(w) for w in who]
+        for u in users:
+            u.request_server()
+        for u in users:
+            u.wait_server()
+        return users
+
+
+def _uids(names) -> set[int]:
+    out = set()
+    for n in names:
+        try:
+            out.add(pwd.getpwnam(n).pw_uid)
+        except KeyError:
+            pass
+    return out
+
+
+def _our_pids(root: Path, uids: set[int]) -> list[int]:
+    """Processes this test started: run by its users, or naming its server root (bwrap)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            if d.stat().st_uid in uids or str(root).encode() in (d / "cmdline").read_bytes():
+                pids.append(int(d.name))
+        except OSError:
+            pass
+    return pids
+
+
+def _pidfile(p: Path) -> int | None:
+    try:
+        return int(p.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not CHP.exists():
+        pytest.fail("node_modules/ is missing: run `make test` (or `npm ci`) to install configurable-http-proxy")
+    tag = secrets.token_hex(3)
+    names = {"a": f"gmt{tag}a", "b": f"gmt{tag}b", "i": f"gmt{tag}i"}
+    group = f"gmt{tag}-inst"
+    for n in names.values():
+        with pytest.raises(KeyError):
+            pwd.getpwnam(n)  # never touch an account the test did not make
+    root = tmp_path_factory.mktemp("course-server") / "state"
+    port, hub_port, proxy_port = _free_ports(3)
+    env = dict(os.environ, GMM_SERVER_ROOT=str(root), GMM_INSTRUCTORS_GROUP=group, GMM_SERVER_IP="127.0.0.1",
+               GMM_SERVER_PORT=str(port), GMM_HUB_API_PORT=str(hub_port), GMM_PROXY_API_PORT=str(proxy_port))
+    c = Course(root=root, env=env, url=f"http://127.0.0.1:{port}", names=names, passwords={})
+    uids: set[int] = set()
+    try:
+        for who, role in (("i", "instructor"), ("a", "student"), ("b", "student")):
+            out = c.cli(f"add-{role}", names[who]).stdout.split()
+            assert out[0] == names[who]
+            c.passwords[who] = out[1]
+        uids = _uids(names.values())
+        c.cli("release", ASSIGNMENT)
+        t0 = time.monotonic()
+        c.cli("start", timeout=180)
+        print(f"hub started in {time.monotonic() - t0:.1f} s")
+        yield c
+    finally:
+        uids |= _uids(names.values())
+        try:
+            c.cli("stop", timeout=90, check=False)
+        except Exception as e:  # noqa: BLE001 -- cleanup goes on
+            print("stop failed:", e)
+        hub_dir = root / "hub"
+        for p in [_pidfile(hub_dir / "jupyterhub.pid"), _pidfile(hub_dir / "jupyterhub-proxy.pid")]:
+            if p:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except OSError:
+                    pass
+        for _ in range(3):
+            pids = _our_pids(root, uids)
+            for p in pids:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except OSError:
+                    pass
+            if not pids:
+                break
+            time.sleep(0.5)
+        for n in names.values():
+            subprocess.run(["userdel", "--remove", "--force", n], capture_output=True)
+        subprocess.run(["groupdel", group], capture_output=True)
+        left = _uids(names.values())
+        assert not left, f"accounts left behind: {left}"
+
+
+def _released_answers() -> dict[str, str]:
+    """The instructor's solution of each answer cell (markers removed)."""
+    sol = nbformat.read(REPO / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", 4)
+    return {c.metadata["nbgrader"]["grade_id"]: re.sub(r"[ \t]*### (BEGIN|END) SOLUTION\n", "", c.source)
+            for c in sol.cells if c.metadata.get("nbgrader", {}).get("solution")}
+
+
+def _work(user: HubUser, answers: dict[str, str]) -> None:
+    """Edit the fetched notebook through the contents API (what the browser saves)."""
+    path = f"/api/contents/{ASSIGNMENT}/{ASSIGNMENT}.ipynb"
+    nb = user.user("GET", path).json()["content"]
+    n = 0
+    for cell in nb["cells"]:
+        gid = cell["metadata"].get("nbgrader", {}).get("grade_id")
+        if gid in answers:
+            cell["source"] = answers[gid]
+            n += 1
+    assert n == len(answers)
+    user.user("PUT", path, json={"type": "notebook", "format": "json", "content": nb}).raise_for_status()
+
+
+def _submitted(listing) -> list:
+    return [s for a in listing if a.get("status") == "submitted" for s in a["submissions"]]
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_student_isolation(server):
+    a, b = server.servers("a", "b")
+    na, nb_ = server.names["a"], server.names["b"]
+    # the Assignments tab lists the release; A fetches and submits it (unchanged)
+    assert any(x["assignment_id"] == ASSIGNMENT and x["status"] == "released" for x in b.assignments())
+    a.assignments("fetch")
+    a.user("PUT", "/api/contents/private.txt", json={"type": "file", "format": "text", "content": "A's notes"}).raise_for_status()
+    assert _submitted(a.assignments("submit"))
+    (sub_a,) = glob.glob(str(server.inbound / f"{glob.escape(na)}+{ASSIGNMENT}+*"))
+    repo = REPO
+    targets = {
+        "A home": f"/home/{na}",
+        "A notes": f"/home/{na}/private.txt",
+        "A notebook": f"/home/{na}/{ASSIGNMENT}/{ASSIGNMENT}.ipynb",
+        "inbound listing": str(server.inbound),
+        "A submission": f"{sub_a}/{ASSIGNMENT}.ipynb",
+        "A submission secret": f"{sub_a}/submission_secret.txt",
+        "feedback listing": str(server.root / "exchange" / COURSE_ID / "feedback"),
+        "solutions": str(repo / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"),
+        "tests": str(repo / "tests" / "test_grading_engine.py"),
+        "grader": str(repo / "src" / "gmmcourse" / "grading" / "checks.py"),
+        "git": str(repo / ".git" / "HEAD"),
+        "course root": str(server.course),
+        "gradebook": str(server.course / "gradebook.db"),
+        "roster": str(server.root / "hub" / "roster.json"),
+        "hub database": str(server.root / "hub" / "jupyterhub.sqlite"),
+        "cookie secret": str(server.root / "hub" / "jupyterhub_cookie_secret"),
+        "shadow": "/etc/shadow",
+    }
+    controls = {  # must be readable, or the probe proves nothing
+        "own home": f"/home/{nb_}",
+        "release": str(server.root / "exchange" / COURSE_ID / "outbound" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"),
+        "course package": str(repo / "src" / "gmmcourse" / "__init__.py"),
+    }
+    forged = server.inbound / f"{na}+{ASSIGNMENT}+2099-01-01 00:00:00.000000 UTC+forged"
+    probe = f"""
+import json, os, shutil
+def can_read(p):
+    try:
+        if os.path.isdir(p):
+            os.listdir(p)
+        else:
+            open(p, "rb").read(1)
+        return True
+    except OSError:
+        return False
+t, c = {json.dumps(targets)}, {json.dumps(controls)}
+res = {{"uid": os.getuid(), "targets": {{k: can_read(v) for k, v in t.items()}}, "controls": {{k: can_read(v) for k, v in c.items()}}}}
+try:  # plant a submission in A's name (a later timestamp than A's)
+    os.makedirs({str(forged)!r})
+    shutil.copy(c["release"], {str(forged / (ASSIGNMENT + '.ipynb'))!r})
+    open({str(forged / 'timestamp.txt')!r}, "w").write("2099-01-01 00:00:00.000000 UTC")
+    res["forged"] = True
+except OSError as e:
+    res["forged"] = repr(e)
+print(json.dumps(res))
+"""
+    res = json.loads(b.run_python(probe).strip().splitlines()[-1])
+    assert res["uid"] == pwd.getpwnam(nb_).pw_uid != 0
+    assert all(res["controls"].values()), res["controls"]
+    leaked = [k for k, ok in res["targets"].items() if ok]
+    assert not leaked, f"student B could read: {leaked}"
+    # the hub and the proxy keep B out of A's server; students have no Formgrader
+    assert b.api("GET", f"/user/{na}/api/contents").status_code in (403, 404)
+    assert b.api("GET", f"/hub/api/users/{na}").status_code in (403, 404)
+    assert b.user("GET", "/formgrader/api/assignments").status_code == 404
+    # the planted submission is ignored by collect; A's own is collected
+    assert res["forged"] is True and forged.is_dir()
+    server.cli("collect", ASSIGNMENT)
+    ts = (server.course / "submitted" / na / ASSIGNMENT / "timestamp.txt").read_text()
+    assert not ts.startswith("2099"), "a submission planted in A's name was collected"
+    assert pwd.getpwuid(forged.stat().st_uid).pw_name == nb_
+
+
+@pytest.mark.slow
+def test_assignment_cycle(server):
+    t0 = time.monotonic()
+    na, nb_, ni = (server.names[k] for k in "abi")
+    a, b, ins = server.servers("a", "b", "i")
+    t_servers = time.monotonic() - t0
+    correct = _released_answers()
+    wrong = dict(correct, categorize_solution=correct["categorize_solution"].replace("np.log(weights)[None, :] + ", ""))
+    assert wrong != correct
+    for user, answers in ((a, correct), (b, wrong)):
+        assert any(x["assignment_id"] == ASSIGNMENT for x in user.assignments())
+        user.assignments("fetch")
+        _work(user, answers)
+        assert _submitted(user.assignments("submit"))
+
+    server.cli("collect", ASSIGNMENT)
+    t1 = time.monotonic()
+    r = server.cli("autograde", ASSIGNMENT, "--serial", "--no-progress", "--no-warm", timeout=600)
+    t_grade = time.monotonic() - t1
+    with open(server.course / "grades.csv") as f:
+        rows = {row["student_id"]: row for row in csv.DictReader(f) if row["assignment"] == ASSIGNMENT}
+    assert float(rows[na]["score"]) == 8.0, (rows, r.stderr)  # every autograded part; 2 written points by hand
+    assert float(rows[nb_]["score"]) == 4.0, (rows, r.stderr)  # ignores the weights: loses categorize_basic (3) and Q1 (1)
+    assert float(rows[na]["max_score"]) == 10.0
+
+    # manual grading in the instructor's Formgrader (writes the gradebook)
+    subs = ins.user("GET", f"/formgrader/api/submitted_notebooks/{ASSIGNMENT}/{ASSIGNMENT}").json()
+    sub_a = next(s for s in subs if s["student"] == na)
+    grades = ins.user("GET", "/formgrader/api/grades", params={"submission_id": sub_a["id"]}).json()
+    written = next(g for g in grades if g["name"] == "written_425")
+    assert written["needs_manual_grade"]
+    ins.user("PUT", f"/formgrader/api/grade/{written['id']}", json={"manual_score": 2}).raise_for_status()
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{server.course / 'gradebook.db'}") as gb:
+        assert gb.find_submission(ASSIGNMENT, na).score == 10.0
+        assert gb.find_submission(ASSIGNMENT, nb_).score == 4.0
+
+    # return feedback; each student fetches it in the Assignments tab
+    server.cli("return", ASSIGNMENT)
+    seen = {}
+    for user, other in ((a, nb_), (b, na)):
+        listing = user.assignments("fetch_feedback")
+        (sub,) = _submitted(listing)
+        assert sub["has_exchange_feedback"] and sub["has_local_feedback"], sub
+        folder = user.user("GET", f"/api/contents/{ASSIGNMENT}/feedback").json()["content"]
+        assert len(folder) == 1, folder  # one submission, one feedback
+        html = user.user("GET", f"/api/contents/{folder[0]['path']}/{ASSIGNMENT}.html").json()["content"]
+        assert f"Student: {user.name}" in html and other not in html
+        for secret in ("HIDDEN TESTS", "run_check", "_gx_", "inputs["):
+            assert secret not in html, secret
+        seen[user.name] = html
+    assert "Autograded score: 8 / 8" in seen[na]
+    assert "Autograded score: 4 / 8" in seen[nb_] and "ignores the weights" in seen[nb_]
+    print(f"servers ready in {t_servers:.0f} s, grading 2 notebooks {t_grade:.0f} s, cycle {time.monotonic() - t0:.0f} s")
