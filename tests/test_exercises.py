@@ -52,7 +52,7 @@ def regenerated(tmp_path_factory):
     shutil.copytree(SOL, root / "solutions")
     (root / "grading").mkdir()
     shutil.copy(REPO_ROOT / "grading" / "nbgrader_config.py", root / "grading")
-    from gmmcourse.grading.assignments import generate_release
+    from gmmcourse.grading.release import generate_release
 
     generate_release(None, course_root=root / "grading")
     return root / "exercises"
@@ -118,6 +118,90 @@ EXPECTED_GRADE_IDS = {
 
 def test_grade_ids_frozen():
     assert {a: [p.grade_id for p in ASSIGNMENTS[a].parts] for a in IDS} == EXPECTED_GRADE_IDS
+
+
+def test_one_module_per_assignment():
+    """Each assignment is one module named for its id, holding its parts, inputs, reference,
+    export functions and checks; the registry is what the modules define, nothing more."""
+    import importlib
+    import pkgutil
+
+    from gmmcourse.grading import assignments as pkg
+
+    mods = sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_"))
+    assert mods == IDS
+    for aid in IDS:
+        mod = importlib.import_module(f"gmmcourse.grading.assignments.{aid}")
+        a = mod.ASSIGNMENT
+        assert a is ASSIGNMENTS[aid] and a.id == aid
+        assert a.packages and a.precision
+        for fn in (a.reference, *(getattr(p.export, "func", p.export) for p in a.parts),
+                   *(p.check for p in a.parts)):
+            assert getattr(fn, "__wrapped__", fn).__module__ == mod.__name__, (aid, fn)
+
+
+def _export_reads_a_module_global(student, inputs):
+    return IDS  # a name of this module: the student's kernel does not have it
+
+
+def test_export_functions_run_in_the_kernel_alone():
+    """An export function may use only the kernel-side helpers, builtins, its arguments and its
+    own imports: anything else is refused when the part is defined, not in the sandbox."""
+    import builtins
+    import functools
+
+    from gmmcourse.grading.assignments import categorization
+    from gmmcourse.grading.spec import Part, export_code
+
+    with pytest.raises(TypeError, match="IDS"):
+        Part("x", 1.0, _export_reads_a_module_global, lambda a, c: None)
+
+    def closure(student, inputs):
+        return IDS
+
+    with pytest.raises(TypeError, match="module-level"):
+        export_code(closure)
+    # the generated code runs in a bare namespace (as in the kernel) and calls the student's function
+    code = export_code(functools.partial(categorization.export_categorize, key="cases"))
+    ns = {"__builtins__": builtins, "inputs": {"cases": [dict(x=[1.0], weights=[1.0], means=[0.0], sds=[1.0])]},
+          "categorize": lambda x, w, m, s: [[0.25]]}
+    exec(compile(code, "<export>", "exec"), ns)
+    assert ns["answer"] == [[[0.25]]]
+    # a missing name is reported as the notebook would (the check turns it into feedback)
+    ns = {"__builtins__": builtins, "inputs": {}}
+    exec(compile(export_code(functools.partial(categorization.export_names, names=["p_tonkatsu_425"])),
+                 "<export>", "exec"), ns)
+    assert ns["answer"] == {"error": "NameError: name 'p_tonkatsu_425' is not defined"}
+
+
+def _prior_phrases(prior, latex: bool) -> list[str]:
+    conc = ", ".join([f"{prior.concentration:g}"] * prior.k)
+    loc, scale = float(np.asarray(prior.mean_loc)[0]), float(prior.mean_scale)
+    if latex:
+        return [f"Dirichlet}}({conc})", f"N({loc:g}, {scale:g})",
+                f"\\text{{shape }} {prior.sd_shape:g}, \\text{{rate }} {prior.sd_rate:g}"]
+    return [f"Dirichlet({conc})", f"Normal({loc:g}, {scale:g})", f"Gamma(shape {prior.sd_shape:g}, rate {prior.sd_rate:g})"]
+
+
+def test_notebook_priors_are_the_models_priors():
+    """The priors a notebook states (in its text and in its given constants) are
+    gmmcourse.models' priors, which the reference posteriors use."""
+    from gmmcourse.models import BENTO_PRIOR, COFFEE_PRIOR
+
+    cb = _nb(SOL / "coffee_blends" / "coffee_blends.ipynb")
+    text = "\n".join(c.source for c in cb.cells)
+    for phrase in _prior_phrases(COFFEE_PRIOR, latex=True):
+        assert phrase in text, phrase
+    setup = next(c.source for c in cb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "setup")
+    consts = {}
+    exec("\n".join(l for l in setup.splitlines() if re.match(r"^(MEAN_|SD_)[A-Z_, ]* = [-0-9., ]+(#.*)?$", l)), consts)
+    assert (consts["MEAN_LOC"], consts["MEAN_SCALE"]) == (float(COFFEE_PRIOR.mean_loc[0]), COFFEE_PRIOR.mean_scale)
+    assert (consts["SD_SHAPE"], consts["SD_RATE"]) == (COFFEE_PRIOR.sd_shape, COFFEE_PRIOR.sd_rate)
+    given = re.findall(r"shape=([0-9.]+), rate=([0-9.]+)", text)
+    assert given and all((float(a), float(b)) == (COFFEE_PRIOR.sd_shape, COFFEE_PRIOR.sd_rate) for a, b in given)
+    un = "\n".join(c.source for c in _nb(SOL / "uncertainty" / "uncertainty.ipynb").cells)
+    for phrase in _prior_phrases(BENTO_PRIOR, latex=False):
+        assert phrase in un, phrase
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -369,7 +453,7 @@ def _run_with_exports(aid, path):
     a = ASSIGNMENTS[aid]
     inputs = json.dumps(a.inputs())
     for p in a.parts:
-        src = f"import json as _gx_json_mod\ninputs = _gx_json_mod.loads({inputs!r})\n" + p.export
+        src = f"import json as _gx_json_mod\ninputs = _gx_json_mod.loads({inputs!r})\n" + p.code
         src += f"\nprint('@@EXPORT {p.grade_id} ' + _gx_json_mod.dumps(answer))"
         nb.cells.append(nbformat.v4.new_code_cell(src))
     env_cwd = str(path.parent)

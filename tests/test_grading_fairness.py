@@ -22,7 +22,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gmmcourse.grading import checks as C  # noqa: E402
-from gmmcourse.grading.assignments import ASSIGNMENTS, CATEGORIZE_MISTAKES, categorize_mistake  # noqa: E402
+from gmmcourse.grading.assignments import ASSIGNMENTS  # noqa: E402
+from gmmcourse.grading.assignments.categorization import ADVICE as CATEGORIZE_ADVICE  # noqa: E402
+from gmmcourse.grading.assignments.categorization import MISTAKES as CATEGORIZE_MISTAKES  # noqa: E402
+from gmmcourse.grading.assignments.categorization import mistake as categorize_mistake  # noqa: E402
 from test_exercises import SOL, _namespace, _nb, score  # noqa: E402
 
 CAT, CB, UN = "categorization", "coffee_blends", "uncertainty"
@@ -347,7 +350,7 @@ def test_categorization_one_verdict_per_mistake(cat_cases):
         if c.name.startswith("categorize_") and c.name != "categorize_no_log_space":
             kind = c.name[len("categorize_"):]
             v = score(CAT, "categorize_basic", c.ns)
-            assert v.message == C.CATEGORIZE_ADVICE[kind], (kind, v)
+            assert v.message == CATEGORIZE_ADVICE[kind], (kind, v)
 
 
 def test_every_basic_case_is_changed_by_every_mistake():
@@ -371,9 +374,10 @@ def test_every_basic_case_is_changed_by_every_mistake():
 def test_one_exact_tolerance():
     """Item 2: every exact answer of the categorization notebook uses the same named tolerance,
     and the notebook states it."""
-    src = Path(C.__file__).read_text()
-    body = src[src.index("# ----------------------------------------------------------------------------- categorization"):
-               src.index("# ----------------------------------------------------------------------------- coffee_blends")]
+    from gmmcourse.grading.assignments import categorization
+
+    src = Path(categorization.__file__).read_text()
+    body = src[src.index("# ----------------------------------------------------------------------------- checks"):]
     assert "1e-5" not in body and "1e-6" not in body and body.count("exact_close(") >= 4
     text = "\n".join(c.source for c in _nb(SOL / CAT / f"{CAT}.ipynb").cells)
     assert f"relative tolerance {C.EXACT_RTOL:g}" in text and "float32" in text

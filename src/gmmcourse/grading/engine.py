@@ -9,16 +9,17 @@ import json
 import logging
 import math
 import os
-import stat
 import sys
 import time
-import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
+from .intake import Job, discover
+from .reference import cached as cached_reference
+from .reference import source_of
 from .sandbox import REPO_ROOT, CGroup, Limits, cleanup_stale_scratch, sandbox_available
-from .spec import Assignment, Part, Verdict, sanitize
+from .spec import Assignment, GradingError, Part, RecordingError, Verdict, sanitize
 
 # The heavy modules (nbclient/ZeroMQ, nbgrader/SQLAlchemy, nbconvert) are imported when
 # grading starts, so that a usage error is reported at once.
@@ -32,28 +33,7 @@ def run_submission(*args, **kw):
 __all__ = ["GradingError", "RecordingError", "autograde", "load_registry", "Summary"]
 
 log = logging.getLogger("gmmcourse.grading")
-MAX_NOTEBOOK_BYTES = 20 << 20
 ENGINE_VERSION = "1"
-
-
-class GradingError(Exception):
-    """A user-facing error (printed without a traceback)."""
-
-
-class RecordingError(GradingError):
-    """The gradebook or the course folder cannot be written (disk full, read-only): the run
-    stops at the first one; nothing half-written is left."""
-
-
-@dataclass
-class Job:
-    student: str
-    assignment: str
-    path: Path
-    sha256: str
-    nb_text: str | None = None
-    reason: str | None = None
-    timestamp: str | None = None
 
 
 @dataclass
@@ -117,16 +97,6 @@ def check_part(part: Part, answer: dict, reference: Any) -> tuple[float, str]:
 # --------------------------------------------------------------------------- discovery
 
 
-def _source_of(fn) -> str:
-    import inspect
-
-    fn = getattr(fn, "__wrapped__", fn)
-    try:
-        return inspect.getsource(fn)
-    except (OSError, TypeError):
-        return repr(fn)
-
-
 def _fingerprint(a: Assignment, source_nb, reference_key: str) -> str:
     """What decides the autograded verdicts, and nothing else: the parts (ids, points, export
     code, check code), the inputs, the reference values, the sandbox's hidden packages and
@@ -134,7 +104,7 @@ def _fingerprint(a: Assignment, source_nb, reference_key: str) -> str:
     does not regrade the class."""
     h = hashlib.sha256(ENGINE_VERSION.encode())
     for p in a.parts:
-        h.update(f"{p.grade_id}\0{p.points}\0{p.export}\0{_source_of(p.check)}\0".encode())
+        h.update(f"{p.grade_id}\0{p.points}\0{p.code}\0{source_of(p.check)}\0".encode())
     h.update(json.dumps(a.inputs(), sort_keys=True, allow_nan=False).encode())
     h.update(reference_key.encode())
     h.update(repr(tuple(a.sandbox_hide)).encode())
@@ -143,200 +113,6 @@ def _fingerprint(a: Assignment, source_nb, reference_key: str) -> str:
         if md.get("grade") or md.get("task"):
             h.update(f"{md.get('grade_id')}\0{md.get('points')}\0{c.cell_type}\0".encode())
     return h.hexdigest()
-
-
-def _reference(a: Assignment, course: Path) -> tuple[Any, str]:
-    """The assignment's reference, cached on disk by the version of the code that computes
-    it (the course package's sources), and the sha256 of its values."""
-    code = hashlib.sha256(a.id.encode())
-    for f in sorted(Path(REPO_ROOT / "src" / "gmmcourse").rglob("*.py")):
-        code.update(f.relative_to(REPO_ROOT).as_posix().encode() + b"\0" + f.read_bytes())
-    ref_fn = getattr(a.reference, "__wrapped__", a.reference)
-    code.update(_source_of(ref_fn).encode())
-    path = course / ".cache" / f"reference-{a.id}-{code.hexdigest()[:20]}.json"
-    try:
-        text = path.read_text()
-        return json.loads(text), hashlib.sha256(text.encode()).hexdigest()
-    except (OSError, ValueError):
-        pass
-    value = a.reference()
-    try:
-        text = json.dumps(value, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError):  # not plain data: not cached, keyed by its repr
-        return value, hashlib.sha256(repr(value).encode()).hexdigest()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for old in path.parent.glob(f"reference-{a.id}-*.json"):
-            old.unlink(missing_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError:
-        pass
-    return json.loads(text), hashlib.sha256(text.encode()).hexdigest()
-
-
-_ID_EXTRA = set("._-@+")
-
-
-def student_id(name: str) -> tuple[str | None, str | None]:
-    """(normalised id, None) for a valid student folder name, else (None, reason).
-
-    Valid: NFC-normalised (two spellings of one name are one student), 1-64 characters,
-    letters and digits of any script plus ``. _ - @ +``, not starting with ``.`` or ``-``.
-    Anything else (control characters, commas, quotes, slashes, bytes that are not UTF-8)
-    could forge CSV rows or break the gradebook.
-    """
-    if any(0xDC80 <= ord(ch) <= 0xDCFF for ch in name):  # os.fsdecode of non-UTF-8 bytes
-        return None, "the student folder name is not UTF-8 text"
-    norm = unicodedata.normalize("NFC", name)
-    if not 1 <= len(norm) <= 64:
-        return None, "the student folder name must have 1 to 64 characters"
-    if norm[0] in ".-" or not all(ch.isalnum() or ch in _ID_EXTRA for ch in norm):
-        return None, "the student folder name may contain only letters, digits and . _ - @ +"
-    return norm, None
-
-
-def _placeholder_id(name: str) -> str:
-    """A safe gradebook id for a folder whose name is not a valid student id."""
-    raw = os.fsencode(name)
-    return "invalid-id-" + hashlib.sha256(raw).hexdigest()[:12]
-
-
-def _read_small(path: Path, limit: int) -> bytes | None:
-    """At most `limit` bytes of a regular file, never following a symbolic link."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            return f.read(limit)
-    finally:
-        os.close(fd)
-
-
-def _discover(course: Path, a: Assignment, fp: str, students: Iterable[str] | None) -> list[Job]:
-    """Every submission of `a`; each problem with one becomes that submission's invalid Job."""
-    import nbformat
-
-    sub_root = course / "submitted"
-    jobs = []
-    if students:
-        dirs = []
-        for s in students:
-            if not s or "/" in s or s.startswith("."):
-                raise GradingError(f"invalid student id {s!r}")
-            d = sub_root / s
-            if not d.is_dir():
-                raise GradingError(f"no submissions for student {s!r}: {d} does not exist")
-            dirs.append(d)
-    else:
-        dirs = sorted((p for p in sub_root.iterdir() if not p.name.startswith(".")), key=lambda p: os.fsencode(p.name))
-    spellings: dict[str, list[str]] = {}
-    for sdir in dirs:
-        sid, _ = student_id(sdir.name)
-        if sid is not None and (sdir / a.id).is_dir():
-            spellings.setdefault(sid, []).append(sdir.name)
-    reported: set[str] = set()
-    for sdir in dirs:
-        sid, bad_id = student_id(sdir.name)
-        if sid is not None and len(spellings.get(sid, ())) > 1:
-            if sid in reported:
-                continue
-            reported.add(sid)
-            names = " and ".join(ascii(n) for n in spellings[sid])
-            jobs.append(Job(sid, a.id, sdir / a.id / a.notebook,
-                            hashlib.sha256((fp + "|dup|" + names).encode()).hexdigest(),
-                            reason=f"two submission folders for the same student id {sid!r} ({names}); "
-                                   "the instructor must keep one"))
-            continue
-        try:
-            st = sdir.lstat()
-        except OSError:
-            continue
-        if stat.S_ISREG(st.st_mode) and sdir.name.endswith(".ipynb"):
-            log.warning("%s: a notebook directly under submitted/ is ignored: expected "
-                        "submitted/<student>/<assignment>/<notebook>.ipynb", ascii(sdir.name))
-            continue
-        if not stat.S_ISDIR(st.st_mode) and not stat.S_ISLNK(st.st_mode):
-            continue
-        adir = sdir / a.id
-        if not adir.is_dir() and not adir.is_symlink():
-            continue
-        student = sid if bad_id is None else _placeholder_id(sdir.name)
-        path = adir / a.notebook
-        if bad_id is not None:
-            h = hashlib.sha256((fp + "|badid|" + bad_id).encode()).hexdigest()
-            jobs.append(Job(student, a.id, path, h, reason=f"{bad_id} (folder {ascii(sdir.name)})"))
-            continue
-        if sdir.is_symlink() or adir.is_symlink() or path.is_symlink():
-            h = hashlib.sha256((fp + "|symlink|" + path.relative_to(course).as_posix()).encode()).hexdigest()
-            jobs.append(Job(student, a.id, path, h, reason="the submission contains a symbolic link; submit the notebook file itself"))
-            continue
-        ts = None
-        raw_ts = _read_small(adir / "timestamp.txt", 64)
-        if raw_ts is not None:
-            ts = sanitize(raw_ts.decode("utf-8", "replace").strip(), 64) or None
-        try:
-            nst = path.lstat()
-        except FileNotFoundError:
-            nst = None
-        except OSError as e:
-            nst = None
-            log.debug("stat %s: %s", path, e)
-        if nst is None:
-            found = sorted(p.name for p in adir.glob("*.ipynb"))
-            h = hashlib.sha256((fp + "|missing|" + "|".join(found)).encode()).hexdigest()
-            if found:
-                reason = f"wrong notebook name: expected {a.notebook!r}, found {', '.join(map(repr, found))}. Rename it and resubmit."
-            else:
-                reason = f"no notebook: expected {a.notebook!r} in the submission"
-            jobs.append(Job(student, a.id, path, h, reason=reason, timestamp=ts))
-            continue
-        if not stat.S_ISREG(nst.st_mode):
-            h = hashlib.sha256((fp + "|notfile|" + str(nst.st_mode)).encode()).hexdigest()
-            jobs.append(Job(student, a.id, path, h, timestamp=ts,
-                            reason=f"{a.notebook!r} is not a regular file (a folder, a pipe or a device); submit the notebook file"))
-            continue
-        if nst.st_size > MAX_NOTEBOOK_BYTES:  # before reading anything (a sparse 30 GiB file)
-            h = hashlib.sha256((fp + "|large|" + str(nst.st_size) + "|" + str(nst.st_mtime_ns)).encode()).hexdigest()
-            jobs.append(Job(student, a.id, path, h, timestamp=ts, reason=(
-                f"the notebook is too large ({nst.st_size >> 20} MiB; limit {MAX_NOTEBOOK_BYTES >> 20} MiB)")))
-            continue
-        raw = _read_small(path, MAX_NOTEBOOK_BYTES + 1)
-        if raw is None:
-            h = hashlib.sha256((fp + "|unreadable|" + str(nst.st_mtime_ns)).encode()).hexdigest()
-            jobs.append(Job(student, a.id, path, h, timestamp=ts, reason="the notebook file could not be read"))
-            continue
-        h = hashlib.sha256(fp.encode() + b"|" + raw).hexdigest()
-        job = Job(student, a.id, path, h, timestamp=ts)
-        if len(raw) > MAX_NOTEBOOK_BYTES:
-            job.reason = f"the notebook is too large (limit {MAX_NOTEBOOK_BYTES >> 20} MiB)"
-        else:
-            try:
-                text = raw.decode("utf-8")
-                json.loads(text)
-            except UnicodeDecodeError:
-                job.reason = "the notebook is not UTF-8 text"
-            except (json.JSONDecodeError, RecursionError) as e:
-                where = f" (line {e.lineno}, column {e.colno}: {e.msg})" if isinstance(e, json.JSONDecodeError) else ""
-                job.reason = f"the notebook is not valid JSON{where}; was it saved correctly?"
-            else:
-                try:
-                    nb = nbformat.reads(text, as_version=4)
-                    if not isinstance(nb.get("cells"), list):
-                        raise ValueError("no cells")
-                    for c in nb.cells:
-                        if c.get("cell_type") not in ("code", "markdown", "raw") or not isinstance(c.get("source"), str):
-                            raise ValueError("bad cell")
-                    job.nb_text = nbformat.writes(nb)
-                except Exception:
-                    job.reason = "the file is JSON but not a valid Jupyter notebook"
-        jobs.append(job)
-    return jobs
 
 
 # --------------------------------------------------------------------------- running
@@ -429,7 +205,7 @@ def _warm_cache(a: Assignment, source_text: str, inputs_json: str, cache: Path, 
     t = time.monotonic()
     run_submission(
         source_text,
-        [(p.grade_id, p.export) for p in a.parts],
+        [(p.grade_id, p.code) for p in a.parts],
         inputs_json,
         limits,
         {"jax_cache": str(cache), "jax_cache_writable": True, "single_thread": True, "hide": list(a.sandbox_hide)},
@@ -579,7 +355,7 @@ def autograde(
     source_root = Path(source_root) if source_root else course.parent / "solutions"
     cache = Path(jax_cache) if jax_cache else REPO_ROOT / ".jax_cache" / "grading"
     lock = _lock_course(course)
-    from .gradebook import export_csv, graded_hash, open_gradebook, sync_assignment
+    from .gradebook import export_csv, export_lms_csv, graded_hash, open_gradebook, sync_assignment
 
     CGroup.cleanup_stale()
     cleanup_stale_scratch()
@@ -601,9 +377,9 @@ def autograde(
             source_nb, source_text = _load_source(source_root, a)
             _validate_parts(a, source_nb)
             max_score = sync_assignment(gb, a.id, a.notebook, source_nb)
-            reference, ref_key = _reference(a, course)
+            reference, ref_key = cached_reference(a, course)
             fp = _fingerprint(a, source_nb, ref_key)
-            jobs = _discover(course, a, fp, students)
+            jobs = discover(course, a, fp, students, limits)
             todo = []
             for j in jobs:
                 prev = graded_hash(gb, j.student, a.id)
@@ -645,7 +421,7 @@ def autograde(
         if serial or not runnable:
             for (a, source_nb, max_score, reference, inputs_json, _), j in runnable:
                 try:
-                    res, err = run_submission(j.nb_text, [(q.grade_id, q.export) for q in a.parts], inputs_json, limits_d, cfgs[a.id]), None
+                    res, err = run_submission(j.nb_text, [(q.grade_id, q.code) for q in a.parts], inputs_json, limits_d, cfgs[a.id]), None
                 except Exception as e:  # infrastructure failure: recorded, retried next run
                     res, err = None, f"{type(e).__name__}: {str(e)[:200]}"
                 done(a, source_nb, max_score, reference, j, res, err)
@@ -680,7 +456,7 @@ def autograde(
             for plan, j in runnable:
                 a, inputs_json = plan[0], plan[4]
                 f = client.submit(
-                    run_submission, j.nb_text, [(q.grade_id, q.export) for q in a.parts], inputs_json,
+                    run_submission, j.nb_text, [(q.grade_id, q.code) for q in a.parts], inputs_json,
                     limits_d, cfgs[a.id], pure=False, key=f"grade-{a.id}-{len(futs)}-{j.sha256[:12]}",
                 )
                 futs[f] = (plan, j)
@@ -696,6 +472,7 @@ def autograde(
             bar.close()
         summary.csv = course / "grades.csv"
         export_csv(gb, summary.csv)
+        export_lms_csv(gb, course)
     finally:
         if client is not None:
             try:

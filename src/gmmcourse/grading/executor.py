@@ -35,7 +35,6 @@ import asyncio
 import json
 import math
 import os
-import re
 import secrets
 import shutil
 import signal

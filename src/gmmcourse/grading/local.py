@@ -19,7 +19,7 @@ def export_answer(assignment_id: str, grade_id: str, namespace: dict):
     part = next(p for p in assignment.parts if p.grade_id == grade_id)
     ns = dict(namespace)
     ns["inputs"] = json.loads(json.dumps(assignment.inputs()))
-    exec(compile(part.export, f"<export {assignment_id}/{grade_id}>", "exec"), ns)
+    exec(compile(part.code, f"<export {assignment_id}/{grade_id}>", "exec"), ns)
     return json.loads(json.dumps(ns["answer"], allow_nan=False))
 
 

@@ -72,6 +72,7 @@ class Limits:
     tmp_bytes: int = 64 << 20  # /tmp inside the sandbox (tmpfs)
     cpus: float = float(course.CPU_CORES)  # CPU quota of a submission (cgroup cpu.cfs_quota_us), in cores
     notebook_bytes: int = 4 << 20  # the executed notebook returned to the grader (sources + outputs)
+    submission_bytes: int = 20 << 20  # a submitted notebook file (a bigger one is invalid, never read)
 
 
 @dataclass(frozen=True)

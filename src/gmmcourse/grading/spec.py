@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import builtins
+import dis
+import functools
+import inspect
 import re
+import textwrap
+import types
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
-__all__ = ["Verdict", "Part", "Assignment", "sanitize"]
+__all__ = ["Verdict", "Part", "Assignment", "Export", "export_code", "sanitize", "GradingError", "RecordingError"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9 _.,:;()\[\]{}<>=+\-*/'\"!?#%&|^~@$]")
 
@@ -16,6 +22,15 @@ def sanitize(text: str, limit: int = 160) -> str:
     text = " ".join(str(text).split())
     text = _UNSAFE.sub("?", text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class GradingError(Exception):
+    """A user-facing error (printed without a traceback)."""
+
+
+class RecordingError(GradingError):
+    """The gradebook or the course folder cannot be written (disk full, read-only): the run
+    stops at the first one; nothing half-written is left."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +47,83 @@ class Verdict:
     message: str
 
 
+Export = Union[str, Callable[..., Any]]
+"""A part's export: a function ``(student, inputs, **options) -> value`` (or a
+`functools.partial` of one fixing keyword options), or, for small assignments, Python source
+that assigns ``answer`` in the student's namespace."""
+
+
+def _globals_used(code: types.CodeType) -> set[str]:
+    names = {i.argval for i in dis.get_instructions(code) if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")}
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            names |= _globals_used(c)
+    return names
+
+
+def _unpack(export) -> tuple[Callable, dict]:
+    if isinstance(export, functools.partial):
+        if export.args:
+            raise TypeError("an export partial may fix keyword options only")
+        return export.func, dict(export.keywords)
+    return export, {}
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel_side() -> tuple[str, frozenset]:
+    from gmmcourse.grading import kernel_side
+
+    return inspect.getsource(kernel_side), frozenset(vars(kernel_side)) | frozenset(vars(builtins))
+
+
+def _function_source(fn) -> str:
+    lines = textwrap.dedent(inspect.getsource(fn)).splitlines()
+    while lines and lines[0].startswith("@"):
+        lines.pop(0)
+    return "\n".join(lines) + "\n"
+
+
+def check_export(export: Export) -> None:
+    """Raise TypeError unless `export` can run in the kernel: a plain module-level function
+    that reads only the kernel-side helpers (`gmmcourse.grading.kernel_side`), builtins, its
+    arguments and what it imports itself, with JSON-literal options."""
+    if isinstance(export, str):
+        return
+    fn, options = _unpack(export)
+    if not isinstance(fn, types.FunctionType) or fn.__closure__ or "<locals>" in fn.__qualname__:
+        raise TypeError(f"export {fn!r} must be a module-level function (no closure)")
+    _, allowed = _kernel_side()
+    missing = sorted(_globals_used(fn.__code__) - allowed)
+    if missing:
+        raise TypeError(f"export function {fn.__name__} uses {', '.join(missing)}, which the student's kernel "
+                        "does not have: import it inside the function, or add it to grading.kernel_side")
+    import json
+
+    if json.loads(json.dumps(options)) != options:
+        raise TypeError(f"export options of {fn.__name__} must be JSON literals")
+
+
+def export_code(export: Export) -> str:
+    """The code sent into the student's kernel for an export; it assigns ``answer`` (the
+    function's value as plain data, or ``{"error": ...}`` if it raised)."""
+    if isinstance(export, str):
+        return export
+    check_export(export)
+    fn, options = _unpack(export)
+    helpers, _ = _kernel_side()
+    return (
+        "def _gx_export(_student, _inputs):\n"
+        "    _env = {'__name__': 'gmm_export', '__builtins__': __builtins__}\n"
+        "    try:\n"
+        f"        exec(compile({helpers!r}, '<kernel_side>', 'exec'), _env)\n"
+        f"        exec(compile({_function_source(fn)!r}, '<export {fn.__name__}>', 'exec'), _env)\n"
+        f"        return _env['to_json'](_env[{fn.__name__!r}](_student, _inputs, **{options!r}))\n"
+        "    except Exception as _e:\n"
+        "        return {'error': (type(_e).__name__ + ': ' + str(_e))[:300]}\n"
+        "answer = _gx_export({_k: _v for _k, _v in globals().items() if _k not in ('inputs', '__builtins__')}, inputs)\n"
+    )
+
+
 @dataclass(frozen=True)
 class Part:
     """One autograded test cell of an assignment.
@@ -39,11 +131,13 @@ class Part:
     Attributes:
         grade_id: the nbgrader ``grade_id`` of the test cell in the source notebook.
         points: the points of that cell (must equal the cell's nbgrader points).
-        export: Python source run in the student's kernel (inside the sandbox) after the
-            student's cells. It must assign a JSON-serialisable value (numbers, strings,
-            lists, dicts) to the name ``answer``. It may read ``inputs`` (a dict of JSON
-            data the trusted side prepared, e.g. reference choice maps). Nothing it
-            produces is trusted: `check` validates types and shapes itself.
+        export: what runs in the student's kernel (inside the sandbox) after the student's
+            cells (see `Export`): a function ``(student, inputs, **options)`` of the
+            student's namespace (a dict) and ``inputs`` (JSON data the trusted side
+            prepared, e.g. reference choice maps), returning plain data; it may use the
+            helpers of `gmmcourse.grading.kernel_side` (``raw``, ``draws``, ``floats``) and
+            must import anything else itself. Nothing it produces is trusted: `check`
+            validates types and shapes itself.
         check: trusted function ``(answer, context) -> Verdict`` run outside the sandbox;
             ``answer`` is the exported value (or raises before being called if the export
             failed), ``context`` the assignment's reference data (see
@@ -53,9 +147,17 @@ class Part:
 
     grade_id: str
     points: float
-    export: str
+    export: Export
     check: Callable[[Any, Any], Verdict]
     description: str = ""
+
+    def __post_init__(self):
+        check_export(self.export)
+
+    @property
+    def code(self) -> str:
+        """The export as code for the kernel (`export_code`)."""
+        return export_code(self.export)
 
 
 @dataclass(frozen=True)
@@ -82,4 +184,6 @@ class Assignment:
     inputs: Callable[[], dict] = field(default=lambda: {})
     sandbox_hide: tuple[str, ...] = ()
     packages: str = "the Python standard library"
-    """What the grading sandbox offers, in words for the notebook (see `grading_environment`)."""
+    """What the grading sandbox offers, in words for the notebook (see `release.grading_environment`)."""
+    precision: str = ""
+    """How answers are compared, in words for the notebook (generated from the named tolerances)."""
