@@ -38,6 +38,16 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--registry", default=None, help="MODULE:ATTR of the assignments dict (default: gmmcourse.grading.assignments:ASSIGNMENTS)")
     a.add_argument("--no-progress", action="store_true")
     a.add_argument("--no-warm", action="store_true", help="do not warm the JAX compilation cache first")
+    z = a.add_argument_group("submissions from an LMS (docs/grading.md)")
+    z.add_argument("--zip", default=None, metavar="FILE",
+                   help="first import this zip downloaded from an LMS into submitted/ (one ASSIGNMENT)")
+    z.add_argument("--roster", default=None, metavar="CSV", help="with --zip: student_id,lms_user_id,name,... "
+                   "(default: the gradebook's students)")
+    z.add_argument("--lms", default="auto", choices=("auto", "canvas", "moodle", "zipcollect", "submitted"),
+                   help="with --zip: the file-name convention (default: auto)")
+    z.add_argument("--regexp", default=None, help="with --zip: nbgrader zip_collect named_regexp "
+                   "((?P<student_id>...), (?P<file_id>...), optional (?P<timestamp>...))")
+    z.add_argument("--import-only", action="store_true", help="with --zip: import, do not grade")
     _limit_options(a)
     return p
 
@@ -50,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     kw = {k[len("limit_"):]: v for k, v in vars(args).items() if k.startswith("limit_") and v is not None}
     if args.memory_mb:
         kw["memory_bytes"] = args.memory_mb << 20
+    imported = 0
+    if args.zip:
+        imported = _import_zip(args)
+        if imported == 2 or args.import_only:
+            return imported
     try:
         s = autograde(
             args.assignments or None,
@@ -84,4 +99,23 @@ def main(argv: list[str] | None = None) -> int:
     for student, asg, score, status in bad:
         what = "not graded (infrastructure error; retried on the next run)" if status == "error" else status
         print(f"  {ascii(student)[1:-1]}/{asg}: {what}", file=sys.stderr)
-    return 1 if any(g[3] == "error" for g in s.graded) else 0
+    return 1 if any(g[3] == "error" for g in s.graded) else imported
+
+
+def _import_zip(args) -> int:
+    """``--zip``: the LMS zip into ``submitted/`` (gmmcourse.grading.lms); 0, 1 or 2."""
+    from .engine import GradingError, load_registry
+    from .lms import import_zip
+
+    try:
+        if len(args.assignments) != 1:
+            raise GradingError("--zip needs exactly one ASSIGNMENT: the one the LMS zip holds")
+        reg = load_registry(args.registry)
+        if args.assignments[0] not in reg:
+            raise GradingError(f"unknown assignment {args.assignments[0]!r}; known assignments: {', '.join(sorted(reg))}")
+        report = import_zip(args.zip, args.course, reg[args.assignments[0]], roster=args.roster, lms=args.lms,
+                            regexp=args.regexp)
+    except GradingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return report.exit_code

@@ -16,7 +16,7 @@ from nbgrader import api as nbapi
 from nbgrader.api import Gradebook
 from sqlalchemy import Column, DateTime, Float, MetaData, String, Table, Text, select
 
-__all__ = ["open_gradebook", "sync_assignment", "record_submission", "graded_hash", "export_csv"]
+__all__ = ["open_gradebook", "sync_assignment", "record_submission", "graded_hash", "export_csv", "export_lms_csv"]
 
 _meta = MetaData()
 MARKERS = Table(
@@ -260,6 +260,66 @@ def export_csv(gb: Gradebook, dest: Path) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _points(x: float) -> str:
+    return f"{x:.6f}".rstrip("0").rstrip(".") or "0"
+
+
+def _write_rows(dest: Path, rows: list[list[str]]) -> None:
+    import csv
+
+    tmp = Path(str(dest) + ".tmp")
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            csv.writer(fh, quoting=csv.QUOTE_MINIMAL).writerows(rows)
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def export_lms_csv(gb: Gradebook, course: Path) -> tuple[Path, Path]:
+    """Grades in the layouts that LMS gradebooks import (docs/grading.md, "Submissions from an
+    LMS"), next to ``grades.csv``:
+
+    * ``grades-canvas.csv``: Canvas's gradebook import -- ``Student`` ("Last, First"), ``ID``
+      (the Canvas user id: the gradebook's ``lms_user_id``), ``SIS User ID`` (the nbgrader
+      student id), ``SIS Login ID``, ``Section``, one column per assignment, and a
+      ``Points Possible`` row with each assignment's maximum;
+    * ``grades-moodle.csv``: Moodle's "Import grades from CSV" -- ``Student ID``,
+      ``LMS user ID``, ``Email address``, ``First name``, ``Last name``, one column per
+      assignment (Moodle's importer stops at a row it cannot map, so there is no points row).
+
+    A score is the submission's score after nbgrader's late penalty, as in ``grades.csv``;
+    a cell is empty where the student has no graded submission (the LMS's own rule for
+    missing work applies). Text is neutralised like ``grades.csv`` (`csv_text`).
+    """
+    from nbgrader.api import MissingEntry
+
+    course = Path(course)
+    asgs = list(gb.assignments)
+    canvas = [["Student", "ID", "SIS User ID", "SIS Login ID", "Section"] + [csv_text(a.name) for a in asgs],
+              ["Points Possible", "", "", "", ""] + [_points(float(a.max_score or 0.0)) for a in asgs]]
+    moodle = [["Student ID", "LMS user ID", "Email address", "First name", "Last name"] + [csv_text(a.name) for a in asgs]]
+    for st in sorted(gb.students, key=lambda s: s.id):
+        cells = []
+        for a in asgs:
+            try:
+                sub = gb.find_submission(a.name, st.id)
+            except MissingEntry:
+                cells.append("")
+            else:
+                cells.append(_points(max(0.0, float(sub.score or 0.0) - float(sub.late_submission_penalty or 0.0))))
+        last, first = (st.last_name or "").strip(), (st.first_name or "").strip()
+        name = f"{last}, {first}" if last and first else (last or first or st.id)
+        lms = "" if st.lms_user_id is None else str(st.lms_user_id)
+        canvas.append([csv_text(name), csv_text(lms), csv_text(st.id), "", ""] + cells)
+        moodle.append([csv_text(st.id), csv_text(lms), csv_text(st.email), csv_text(first), csv_text(last)] + cells)
+    out = (course / "grades-canvas.csv", course / "grades-moodle.csv")
+    _write_rows(out[0], canvas)
+    _write_rows(out[1], moodle)
+    return out
 
 
 def reasons(gb: Gradebook) -> list[dict[str, Any]]:
