@@ -244,7 +244,7 @@ def test_canvas_names_roster_and_timestamps(tmp_path):
     assert any("LATE" in p.message for p in rep.problems if p.student == "grace")
     assert rep.exit_code == 0
     text = (rep.folder / "report.txt").read_text()
-    assert "notes.pdf" in text and "Ignored (not notebooks)" in text
+    assert "notes.pdf" in text and "Ignored (not notebooks" in text
 
 
 def test_moodle_names_folders_flat_and_blind(tmp_path):

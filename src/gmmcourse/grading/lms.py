@@ -41,13 +41,15 @@ import unicodedata
 import zipfile
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Iterable
 
 try:  # the grader's intake rules (engine.py before the intake/spec split)
     from .intake import student_id
 except ImportError:  # pragma: no cover
     from .engine import student_id
+from .sandbox import Limits
+
 try:
     from .spec import GradingError
 except ImportError:  # pragma: no cover
@@ -57,7 +59,7 @@ __all__ = ["LMSImportError", "ImportReport", "Roster", "load_roster", "import_zi
 
 MAX_ZIP_BYTES = 4 << 30          # the zip file itself
 MAX_ENTRIES = 10_000             # entries in the zip (read from its end record before anything else)
-MAX_ENTRY_BYTES = 20 << 20       # one notebook (the grader's own limit, engine.MAX_NOTEBOOK_BYTES)
+MAX_ENTRY_BYTES = getattr(Limits(), "submission_bytes", 20 << 20)  # one notebook: the grader's own limit
 MAX_TOTAL_BYTES = 2 << 30        # uncompressed bytes read from the whole zip
 MAX_RATIO = 200                  # expanded / compressed size, checked past RATIO_FLOOR bytes
 RATIO_FLOOR = 1 << 20
@@ -134,7 +136,7 @@ class ImportReport:
             "kept": "Kept the submission already in the course (it is newer than the zip's)",
             "duplicate": "Older or extra copies (the newest notebook was imported)",
             "renamed": "Imported under the assignment's notebook name",
-            "ignored": "Ignored (not notebooks)",
+            "ignored": "Ignored (not notebooks, or another assignment's)",
             "roster": "Roster problems",
             "note": "Notes",
         }
