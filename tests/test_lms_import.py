@@ -443,6 +443,12 @@ def test_symlinked_student_folder_is_not_followed(tmp_path):
     assert list(outside.iterdir()) == []
     assert "symbolic link" in {p.entry: p.message for p in rep.problems if p.kind == "failed"}["lovelaceada_101_9001_toy.ipynb"]
     assert [s for s, _, _ in rep.imported] == ["grace"] and rep.exit_code == 1
+    # the course's own folders as links: the import stops, nothing is written through them
+    shutil.rmtree(course / "lms-imports")
+    (course / "lms-imports").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(LMSImportError, match="cannot write to the course folder"):
+        run(zp, course, roster=_roster(tmp_path))
+    assert list(outside.iterdir()) == []
 
 
 # --------------------------------------------------------------------------- rosters

@@ -762,8 +762,8 @@ def import_zip(
         fh.seek(0)
         try:
             zf = zipfile.ZipFile(fh)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as e:
-            raise LMSImportError(f"{zp} is not a readable zip file ({e})") from None
+        except Exception as e:  # hostile bytes: BadZipFile, struct/Unicode errors, NotImplementedError ...
+            raise LMSImportError(f"{zp} is not a readable zip file ({type(e).__name__}: {str(e)[:120]})") from None
         with zf:
             infos = zf.infolist()
             if len(infos) > MAX_ENTRIES:
@@ -797,8 +797,11 @@ def _import(fh, zip_size: int, infos, course: Path, assignment, ros: Roster, lms
             report.folder = arch[0].folder
         return arch[0]
 
-    archive_for()  # the report always has a home
-    _safe_dir(course, ["submitted"])
+    try:
+        archive_for()  # the report always has a home
+        _safe_dir(course, ["submitted"])
+    except OSError as e:
+        raise LMSImportError(f"cannot write to the course folder {course}: {e}; nothing was imported") from None
     by_student: dict[str, list[Candidate]] = {}
     others: dict[str, list[str]] = {}
     for info in infos:
