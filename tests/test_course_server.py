@@ -18,6 +18,7 @@ failure. Needs root, bubblewrap, setpriv and node_modules/ (``make test`` instal
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import json
@@ -39,6 +40,10 @@ import nbformat
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 COURSE_CMD = REPO / "server" / "course"
 CHP = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
 COURSE_ID = "gmm-course"
@@ -153,6 +158,40 @@ class HubUser:
             self.user("DELETE", f"/api/kernels/{kid}")
 
 
+class LabInBrowser:
+    """A student in headless Chromium: the hub's login form, JupyterLab, Nbgrader > Assignment List."""
+
+    def __init__(self, page, url: str, name: str, password: str):
+        self.page, self.name = page, name
+        page.goto(f"{url}/hub/login")
+        page.fill("#username_input", name)
+        page.fill("#password_input", password)
+        page.click("#login_submit")
+        page.wait_for_url(f"**/user/{name}/lab**", timeout=240_000)
+        page.wait_for_selector("#jp-main-dock-panel", timeout=180_000)
+        page.locator(".lm-MenuBar-itemLabel", has_text="Nbgrader").click()
+        page.locator(".lm-Menu-itemLabel", has_text="Assignment List").click()
+        page.locator("#released_assignments_list, #fetched_assignments_list").first.wait_for(timeout=60_000)
+
+    def click(self, listing: str, button: str):
+        item = self.page.locator(f"#{listing}_assignments_list .list_item", has_text=ASSIGNMENT)
+        item.locator("button", has_text=button).first.click(timeout=60_000)
+
+    def screenshot(self, what: str):
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(SCREENSHOTS / f"course-server-{what}.png"))
+
+
+def _wait(cond, what: str, timeout: float = 90):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.5)
+    raise TimeoutError(what)
+
+
 # --------------------------------------------------------------------------- the server
 
 
@@ -218,6 +257,14 @@ def _our_pids(root: Path, uids: set[int]) -> list[int]:
     return pids
 
 
+def _is(pid: int, names) -> bool:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return any(n in cmd for n in names)
+
+
 def _pidfile(p: Path) -> int | None:
     try:
         return int(p.read_text().strip())
@@ -241,6 +288,7 @@ def server(tmp_path_factory):
                GMM_SERVER_PORT=str(port), GMM_HUB_API_PORT=str(hub_port), GMM_PROXY_API_PORT=str(proxy_port))
     c = Course(root=root, env=env, url=f"http://127.0.0.1:{port}", names=names, passwords={})
     uids: set[int] = set()
+    hub_pids: list = []
     try:
         for who, role in (("i", "instructor"), ("a", "student"), ("b", "student")):
             out = c.cli(f"add-{role}", names[who]).stdout.split()
@@ -250,6 +298,7 @@ def server(tmp_path_factory):
         c.cli("release", ASSIGNMENT)
         t0 = time.monotonic()
         c.cli("start", timeout=180)
+        hub_pids = [_pidfile(root / "hub" / "jupyterhub.pid"), _pidfile(root / "hub" / "jupyterhub-proxy.pid")]
         t1 = time.monotonic()
         c.servers("a", "b", "i")  # spawned together
         print(f"hub started in {t1 - t0:.1f} s, three servers in {time.monotonic() - t1:.1f} s")
@@ -261,8 +310,8 @@ def server(tmp_path_factory):
         except Exception as e:  # noqa: BLE001 -- cleanup goes on
             print("stop failed:", e)
         hub_dir = root / "hub"
-        for p in [_pidfile(hub_dir / "jupyterhub.pid"), _pidfile(hub_dir / "jupyterhub-proxy.pid")]:
-            if p:
+        for p in hub_pids + [_pidfile(hub_dir / "jupyterhub.pid"), _pidfile(hub_dir / "jupyterhub-proxy.pid")]:
+            if p and _is(p, (b"jupyterhub", b"configurable-http-proxy")):  # still ours, not a reused pid
                 try:
                     os.kill(p, signal.SIGKILL)
                 except OSError:
@@ -389,17 +438,43 @@ print(json.dumps(res))
 @pytest.mark.slow
 def test_assignment_cycle(server):
     t0 = time.monotonic()
-    na, nb_, ni = (server.names[k] for k in "abi")
     a, b, ins = server.servers("a", "b", "i")
-    t_servers = time.monotonic() - t0
     correct = _released_answers()
     wrong = dict(correct, categorize_solution=correct["categorize_solution"].replace("np.log(weights)[None, :] + ", ""))
     assert wrong != correct
-    for user, answers in ((a, correct), (b, wrong)):
-        assert any(x["assignment_id"] == ASSIGNMENT for x in user.assignments())
-        user.assignments("fetch")
-        _work(user, answers)
-        assert _submitted(user.assignments("submit"))
+    # A through the REST API; B in a real browser (JupyterLab's Assignments panel) where Chromium is installed
+    assert any(x["assignment_id"] == ASSIGNMENT for x in a.assignments())
+    a.assignments("fetch")
+    _work(a, correct)
+    assert _submitted(a.assignments("submit"))
+    stack = contextlib.ExitStack()
+    lab = None
+    try:
+        if CHROMIUM.exists():
+            sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+            p = stack.enter_context(sync_playwright())
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+            stack.callback(browser.close)
+            lab = LabInBrowser(browser.new_page(), server.url, b.name, server.passwords["b"])
+            lab.click("released", "Fetch")
+            _wait(lambda: any(x["status"] == "fetched" for x in b.assignments()), "fetch in the browser")
+            _work(b, wrong)  # what the notebook editor saves
+            lab.click("fetched", "Submit")
+            _wait(lambda: _submitted(b.assignments()), "submit in the browser")
+            lab.screenshot("submitted")
+        else:
+            print(f"{CHROMIUM} missing: student B uses the REST API too")
+            b.assignments("fetch")
+            _work(b, wrong)
+            assert _submitted(b.assignments("submit"))
+        t_submit = time.monotonic() - t0
+        _grade_and_return(server, a, b, ins, lab, t0, t_submit)
+    finally:
+        stack.close()
+
+
+def _grade_and_return(server, a, b, ins, lab, t0, t_submit):
+    na, nb_ = a.name, b.name
 
     server.cli("collect", ASSIGNMENT)
     t1 = time.monotonic()
@@ -427,8 +502,14 @@ def test_assignment_cycle(server):
     # return feedback; each student fetches it in the Assignments tab
     server.cli("return", ASSIGNMENT)
     seen = {}
+    if lab is not None:
+        lab.page.locator("#refresh_assignments_list").first.click()
+        lab.click("submitted", "Fetch Feedback")
+        _wait(lambda: any(s["has_local_feedback"] for s in _submitted(b.assignments())), "feedback in the browser")
+        lab.page.locator("#submitted_assignments_list a", has_text="view feedback").first.wait_for(timeout=60_000)
+        lab.screenshot("feedback")
     for user, other in ((a, nb_), (b, na)):
-        listing = user.assignments("fetch_feedback")
+        listing = user.assignments("fetch_feedback" if (user is a or lab is None) else None)
         sub = max(_submitted(listing), key=lambda s: s["timestamp"])  # A also submitted in the isolation test
         assert sub["has_exchange_feedback"] and sub["has_local_feedback"], sub
         folder = user.user("GET", f"/api/contents/{ASSIGNMENT}/feedback").json()["content"]
@@ -441,4 +522,4 @@ def test_assignment_cycle(server):
         seen[user.name] = text
     assert "Autograded score: 8 / 8" in seen[na], seen[na]
     assert "Autograded score: 4 / 8" in seen[nb_] and "ignores the weights" in seen[nb_], seen[nb_]
-    print(f"servers ready in {t_servers:.0f} s, grading 2 notebooks {t_grade:.0f} s, cycle {time.monotonic() - t0:.0f} s")
+    print(f"submitted after {t_submit:.0f} s, grading 2 notebooks {t_grade:.0f} s, cycle {time.monotonic() - t0:.0f} s")

@@ -207,15 +207,20 @@ def remove_user(st: settings.Settings, name: str, delete_account: bool) -> None:
 # --------------------------------------------------------------------------- hub
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"  # not a zombie
+    except (OSError, IndexError):
+        return False
+
+
 def _pid(path: Path) -> int | None:
     try:
         pid = int(path.read_text().strip())
-        os.kill(pid, 0)
-        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX":
-            return None  # exited, not yet reaped by its parent
-        return pid
-    except (OSError, ValueError, IndexError):
+    except (OSError, ValueError):
         return None
+    return pid if _alive(pid) else None
 
 
 def _healthy(st: settings.Settings) -> bool:
@@ -264,15 +269,15 @@ def start(st: settings.Settings, foreground: bool = False, timeout: float = 90) 
 
 def stop(st: settings.Settings, timeout: float = 30) -> int:
     pid = _pid(st.hub_dir / "jupyterhub.pid")
+    proxy = _pid(st.hub_dir / "jupyterhub-proxy.pid")
     if pid:
         os.kill(pid, signal.SIGTERM)  # the hub stops every user's server and the proxy
         t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout and _pid(st.hub_dir / "jupyterhub.pid") == pid:
+        while time.monotonic() - t0 < timeout and _alive(pid):
             time.sleep(0.3)
-        if _pid(st.hub_dir / "jupyterhub.pid") == pid:
+        if _alive(pid):
             os.kill(pid, signal.SIGKILL)
-    proxy = _pid(st.hub_dir / "jupyterhub-proxy.pid")
-    if proxy:
+    if proxy and _alive(proxy):
         os.kill(proxy, signal.SIGTERM)
     print("course server stopped" if pid else "the course server was not running")
     return 0
