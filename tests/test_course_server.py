@@ -3,12 +3,14 @@ JupyterHub + configurable-http-proxy started by ``server/course start``, unix ac
 for the test, each user's Jupyter server in its sandbox, nbgrader's exchange, the project's
 sandboxed autograder.
 
-* ``test_student_isolation``: code run in student B's own kernel (through the hub, the
+* ``test_sandbox_view`` (fast, no hub): the sandbox alone, as ``nobody``.
+* ``test_student_isolation`` (slow): code run in student B's own kernel (through the hub, the
   proxy and B's server) cannot read A's home or submission, list the exchange's inbound or
   feedback folders, or read solutions/, the course root, the gradebook or the hub's files;
   B's token does not open A's server; a submission B plants under A's name is not collected.
 * ``test_assignment_cycle`` (slow): release, two students fetch/edit/submit through the
-  REST API (one correct, one wrong), collect, autograde (real ``categorization``), scores
+  REST API and, for B, JupyterLab's Assignments panel in headless Chromium (one correct, one
+  wrong), collect, autograde (real ``categorization``), scores
   from the gradebook and grades.csv, a manual grade in Formgrader, feedback returned and
   fetched in the Assignments tab, each student only their own, without hidden checks.
 
@@ -361,6 +363,45 @@ def _submitted(listing) -> list:
 # --------------------------------------------------------------------------- tests
 
 
+def test_sandbox_view(tmp_path):
+    """The sandbox of a user's server, without the hub (fast): as an unprivileged uid it runs
+    the venv's Python (whose install may sit in root's 0700 home) and imports the course
+    package, writes its home and /tmp, and sees nothing of solutions/, tests/, .git, the
+    grader, the hub's files or other homes."""
+    sys.path.insert(0, str(REPO / "server"))
+    from gmm_server import settings, spawner
+
+    st = settings.load({"GMM_SERVER_ROOT": str(tmp_path / "state")})
+    for d in (st.exchange, st.config / "student", st.hub_dir):
+        d.mkdir(parents=True)
+    (st.hub_dir / "roster.json").write_text("{}")
+    home = tmp_path / "home"
+    home.mkdir()
+    nobody = pwd.getpwnam("nobody")
+    os.chown(home, nobody.pw_uid, nobody.pw_gid)
+    hidden = [REPO / "solutions", REPO / "tests", REPO / ".git", REPO / "src" / "gmmcourse" / "grading" / "checks.py",
+              st.hub_dir / "roster.json", "/root/.bashrc", "/home"]
+    probe = (
+        "import os, json, gmmcourse\n"
+        "def seen(p):\n"
+        "    try:\n"
+        "        return bool(os.listdir(p)) if os.path.isdir(p) else (open(p, 'rb').read(1) or True)\n"
+        "    except OSError:\n"
+        "        return False\n"
+        f"open({str(home / 'w')!r}, 'w').write('x'); open('/tmp/w', 'w').write('x')\n"
+        f"print(json.dumps({{'uid': os.getuid(), 'seen': {{p: seen(p) for p in {[str(h) for h in hidden]!r}}}}}))\n"
+    )
+    argv = spawner.sandbox_argv(st, "nobody", "student", str(home))
+    r = subprocess.run(argv + [str(REPO / ".venv" / "bin" / "python"), "-c", probe], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["uid"] == nobody.pw_uid
+    assert not any(out["seen"].values()), out["seen"]
+    assert (home / "w").read_text() == "x"
+
+
+
+@pytest.mark.slow
 def test_student_isolation(server):
     a, b = server.servers("a", "b")
     na, nb_ = server.names["a"], server.names["b"]
