@@ -521,11 +521,17 @@ def _grade_and_return(server, a, b, ins, lab, t0, t_submit):
     t1 = time.monotonic()
     r = server.cli("autograde", ASSIGNMENT, "--serial", "--no-progress", "--no-warm", timeout=600)
     t_grade = time.monotonic() - t1
+    from gmmcourse.grading.assignments import ASSIGNMENTS
+
+    points = {p.grade_id: p.points for p in ASSIGNMENTS[ASSIGNMENT].parts}
+    auto = sum(points.values())  # 8 today; the written answer (2 points) is graded by hand
+    # ignoring the weights loses categorize_basic and Q1 (P(tonkatsu | 425 g) comes from categorize)
+    want_b = auto - points["categorize_basic"] - points["bento_425_equal"]
     with open(server.course / "grades.csv") as f:
         rows = {row["student_id"]: row for row in csv.DictReader(f) if row["assignment"] == ASSIGNMENT}
-    assert float(rows[na]["score"]) == 8.0, (rows, r.stderr)  # every autograded part; 2 written points by hand
-    assert float(rows[nb_]["score"]) == 4.0, (rows, r.stderr)  # ignores the weights: loses categorize_basic (3) and Q1 (1)
-    assert float(rows[na]["max_score"]) == 10.0
+    assert float(rows[na]["score"]) == auto, (rows, r.stderr)
+    assert float(rows[nb_]["score"]) == want_b, (rows, r.stderr)
+    assert 0 < want_b < auto < float(rows[na]["max_score"])
 
     # manual grading in the instructor's Formgrader (writes the gradebook)
     subs = ins.user("GET", f"/formgrader/api/submitted_notebooks/{ASSIGNMENT}/{ASSIGNMENT}").json()
@@ -537,8 +543,8 @@ def _grade_and_return(server, a, b, ins, lab, t0, t_submit):
     from nbgrader.api import Gradebook
 
     with Gradebook(f"sqlite:///{server.course / 'gradebook.db'}") as gb:
-        assert gb.find_submission(ASSIGNMENT, na).score == 10.0
-        assert gb.find_submission(ASSIGNMENT, nb_).score == 4.0
+        assert gb.find_submission(ASSIGNMENT, na).score == auto + 2
+        assert gb.find_submission(ASSIGNMENT, nb_).score == want_b
 
     # return feedback; each student fetches it in the Assignments tab
     server.cli("return", ASSIGNMENT)
@@ -561,6 +567,12 @@ def _grade_and_return(server, a, b, ins, lab, t0, t_submit):
         for secret in ("HIDDEN TESTS", "run_check", "_gx_", "inputs["):
             assert secret not in html, secret
         seen[user.name] = text
-    assert "Autograded score: 8 / 8" in seen[na], seen[na]
-    assert "Autograded score: 4 / 8" in seen[nb_] and "ignores the weights" in seen[nb_], seen[nb_]
+    def shown(text):
+        m = re.search(r"Autograded score: ([0-9.]+) / ([0-9.]+)", text)
+        assert m, text
+        return float(m[1]), float(m[2])
+
+    assert shown(seen[na]) == (auto, auto), seen[na]
+    assert shown(seen[nb_]) == (want_b, auto), seen[nb_]
+    assert "weights" in seen[nb_], seen[nb_]  # the advice names the mistake
     print(f"submitted after {t_submit:.0f} s, grading 2 notebooks {t_grade:.0f} s, cycle {time.monotonic() - t0:.0f} s")

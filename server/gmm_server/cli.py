@@ -168,14 +168,16 @@ def _ensure_account(st: settings.Settings, name: str, role: str) -> None:
     if not roster.valid_name(name):
         raise Fail(f"invalid user name {name!r}: lower-case letters, digits, - and _, at most 31, starting with a letter")
     try:
-        pw = pwd.getpwnam(name)
+        pw = pwd.getpwnam(name)  # an existing account is used as it is
     except KeyError:
         nologin = shutil.which("nologin") or "/usr/sbin/nologin"
         _run(["useradd", "--create-home", "--user-group", "--shell", nologin, name])
         pw = pwd.getpwnam(name)
-    if pw.pw_uid == 0:
-        raise Fail(f"{name} is uid 0")
-    os.chmod(pw.pw_dir, 0o700)
+        os.chmod(pw.pw_dir, 0o700)
+    if pw.pw_uid < 1000:
+        raise Fail(f"{name} is a system account (uid {pw.pw_uid}): choose another name")
+    if not os.path.isdir(pw.pw_dir):
+        raise Fail(f"{name} has no home folder {pw.pw_dir}")
     if role == "instructor":
         _run(["usermod", "--append", "--groups", st.group, name])
         mnt = Path(pw.pw_dir) / st.course_id  # mount point of the course root in their server
