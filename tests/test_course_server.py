@@ -4,6 +4,8 @@ for the test, each user's Jupyter server in its sandbox, nbgrader's exchange, th
 sandboxed autograder.
 
 * ``test_sandbox_view`` (fast, no hub): the sandbox alone, as ``nobody``.
+* ``test_nbgrader_in_kernel_grading_is_refused`` (fast): Formgrader's autograde and
+  generate-feedback buttons (nbgrader's in-kernel grading) are refused by the generated config.
 * ``test_student_isolation`` (slow): code run in student B's own kernel (through the hub, the
   proxy and B's server) cannot read A's home or submission, list the exchange's inbound or
   feedback folders, or read solutions/, the course root, the gradebook or the hub's files;
@@ -399,6 +401,31 @@ def test_sandbox_view(tmp_path):
     assert not any(out["seen"].values()), out["seen"]
     assert (home / "w").read_text() == "x"
 
+
+
+def test_nbgrader_in_kernel_grading_is_refused(tmp_path):
+    """The instructor's generated config stops ``nbgrader autograde --force`` (Formgrader's
+    button) and ``generate_feedback`` before they touch a file: they would run submissions
+    unsandboxed, delete the grader's autograded notebooks and show hidden tests."""
+    sys.path.insert(0, str(REPO / "server"))
+    from gmm_server import cli, settings
+
+    st = settings.load({"GMM_SERVER_ROOT": str(tmp_path / "state")})
+    cli._nbgrader_configs(st)
+    sub = st.course / "submitted" / "x" / ASSIGNMENT
+    done = st.course / "autograded" / "x" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+    sub.mkdir(parents=True)
+    done.parent.mkdir(parents=True)
+    shutil.copy(REPO / "exercises" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", sub)
+    done.write_text("graded by the sandboxed grader")
+    env = dict(os.environ, PYTHONPATH=str(REPO / "server"), JUPYTER_CONFIG_PATH=str(st.config / "instructor"),
+               JUPYTER_CONFIG_DIR=str(tmp_path / "jupyter"))
+    for cmd in ("autograde", "generate_feedback"):
+        r = subprocess.run([str(REPO / ".venv" / "bin" / "nbgrader"), cmd, ASSIGNMENT, "--force"], cwd=st.course,
+                           env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode != 0 and "server/course autograde" in r.stderr, r.stderr[-2000:]
+    assert done.read_text() == "graded by the sandboxed grader"
+    assert sorted(p.name for p in st.course.iterdir()) == ["autograded", "submitted"]  # no gradebook, no feedback
 
 
 @pytest.mark.slow

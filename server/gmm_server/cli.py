@@ -98,10 +98,9 @@ def _nbgrader_configs(st: settings.Settings) -> None:
         'c.ExchangeFactory.release_feedback = "gmm_server.exchange.ExchangeReleaseFeedback"\n'
         "c.HTMLExporter.sanitize_html = True\n"
         "# grading is done by `server/course autograde` (sandboxed, hidden checks outside the kernel);\n"
-        "# nbgrader's in-kernel autograde and generate_feedback would expose the hidden tests:\n"
-        "from gmm_server.hooks import refuse_in_kernel_grading  # noqa: E402\n"
-        "c.Autograde.pre_convert_hook = refuse_in_kernel_grading\n"
-        "c.GenerateFeedback.pre_convert_hook = refuse_in_kernel_grading\n"
+        "# nbgrader's in-kernel autograde and generate_feedback are refused (see gmm_server/hooks.py):\n"
+        'c.Autograde.exporter_class = "gmm_server.hooks.RefuseInKernelGrading"\n'
+        'c.GenerateFeedback.exporter_class = "gmm_server.hooks.RefuseInKernelGrading"\n'
     ))
 
 
