@@ -6,6 +6,7 @@ JAX). Needs bubblewrap (``apt-get install -y bubblewrap``).
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -633,3 +635,56 @@ def test_ctrl_c_stops_quickly_and_leaves_nothing(tmp_path):
     assert not cgroups() - before_c
     kernels = subprocess.run(["pgrep", "-af", "ipykernel_launcher -f /tmp/gmg-"], capture_output=True, text=True).stdout
     assert not [k for k in kernels.splitlines() if not any(str(d) in k for d in before_s)], kernels
+
+
+@pytest.mark.slow
+def test_scheduler_death_records_no_zeros(tmp_path):
+    """Issue 14, defect 2: the Dask scheduler dies mid-run. What was graded stays; the rest is
+    'not graded' (no gradebook row, no CSV row, no feedback), and the next run grades it."""
+    import socket
+
+    import dask
+
+    course = toy.write_course(tmp_path, [])
+    for i in range(4):
+        d = course / "submitted" / f"s{i}" / "toy"
+        d.mkdir(parents=True)
+        nbformat.write(toy.notebook(extra_before=["import time; time.sleep(3)"]), d / "toy.ipynb")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    dask_bin = Path(sys.executable).parent / "dask"
+    quiet = dict(env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sched = subprocess.Popen([str(dask_bin), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                              "--dashboard-address", ":0"], **quiet)
+    worker = subprocess.Popen([str(dask_bin), "worker", address, "--nthreads", "1", "--no-nanny"], **quiet)
+
+    def kill_after_first_grade():
+        end = time.monotonic() + 240
+        while time.monotonic() < end and not list(course.glob("feedback/*/toy/toy.html")):
+            time.sleep(0.1)
+        sched.kill()
+
+    killer = threading.Thread(target=kill_after_first_grade, daemon=True)
+    killer.start()
+    limits = Limits(cell_timeout=20, notebook_timeout=60, export_timeout=10, memory_bytes=512 << 20)
+    try:
+        with dask.config.set({"distributed.comm.timeouts.connect": "5s"}):
+            s = autograde(["toy"], course, registry=toy.ASSIGNMENTS, limits=limits, progress=False,
+                          warm_cache=False, echo=lambda s: None, scheduler=address, worker_wait=60)
+    finally:
+        sched.kill()
+        worker.kill()
+        sched.wait()
+        worker.wait()
+    status = {g[0]: g[3] for g in s.graded}
+    ok = sorted(k for k, v in status.items() if v == "ok")
+    assert ok and "error" in status.values(), status
+    assert sorted(scores(course)) == ok  # only what was graded is in the gradebook
+    rows = list(csv.DictReader(open(course / "grades.csv")))
+    assert sorted(r["student_id"] for r in rows) == ok and all(float(r["raw_score"]) == 5.0 for r in rows)
+    assert sorted(p.parent.parent.name for p in course.glob("feedback/*/toy/toy.html")) == ok
+    autograde(["toy"], course, registry=toy.ASSIGNMENTS, limits=limits, progress=False, warm_cache=False,
+              echo=lambda s: None, serial=True)
+    assert scores(course) == {f"s{i}": 5.0 for i in range(4)}

@@ -142,8 +142,11 @@ def _coffee_ns(seed, chains=4, samples=1000, warmup=300, dtype=np.float64, patch
     draws, probs = ns["run_gibbs"](ns["CAFFEINE"], 3, 125.0, x_mean_scale, num_chains=chains, num_samples=samples,
                                    num_warmup=warmup, seed=seed, **kw)
     draws = {k: v.astype(dtype) for k, v in draws.items()}
+    # the submission holds the (patched) update functions that made its draws: the grader
+    # also tests them directly
     return {"coffee_draws": draws, "coffee_summary": {k: v.mean(axis=(0, 1)) for k, v in draws.items()},
-            "coffee_assignment_probs": probs.astype(dtype)}
+            "coffee_assignment_probs": probs.astype(dtype),
+            **{f: ns[f] for f in ("sample_z", "sample_weights", "sample_means")}}
 
 
 def _loop_sample_z(ns):
@@ -195,6 +198,16 @@ def _weights_not_sampled(ns):
     ns["sample_weights"] = lambda rng, z, k, concentration=1.0: np.full((z.shape[0], k), 1.0 / k)
 
 
+def _dirichlet_counts(ns):
+    """Dirichlet(n_k) instead of Dirichlet(1 + n_k): forgets the prior's pseudo-counts."""
+    def sample_weights(rng, z, k, concentration=1.0):
+        counts = (z[..., None] == np.arange(k)).sum(axis=1)
+        g = rng.gamma(np.maximum(counts, 1e-3))
+        return g / g.sum(axis=-1, keepdims=True)
+
+    ns["sample_weights"] = sample_weights
+
+
 def _means_without_noise(ns):
     """The conditional mean instead of a draw from the conditional."""
     ns["sample_means"] = lambda rng, x, z, sds, loc, scale: _cond_mean(x, z, sds, loc, scale)
@@ -223,11 +236,23 @@ def coffee_cases(seed=0):
                  "coffee_summary": {k: v[perm] for k, v in any_order["coffee_summary"].items()},
                  "coffee_assignment_probs": any_order["coffee_assignment_probs"][:, perm]}
     cases.append(Case("any_component_order", CB, dict(base, **any_order), COFFEE_POSTERIOR[1:]))
+    loop = dict(base, **_coffee_ns(s + 12))
+    _loop_sample_z(loop)  # a per-chain, per-point loop: slow but right (tested directly too)
+    cases.append(Case("loop_sample_z", CB, loop, COFFEE_POSTERIOR))
+    unimplemented = dict(base, **_coffee_ns(s + 13))
+    for f in ("sample_z", "sample_weights", "sample_means"):  # another sampler made the draws
+        unimplemented[f] = lambda *a, **k: (_ for _ in ()).throw(NotImplementedError())
+    cases.append(Case("own_sampler_functions_left_blank", CB, unimplemented, COFFEE_POSTERIOR))
     # mistakes
     cases.append(Case("frozen_means_not_converged", CB, dict(base, **_coffee_ns(s + 6, patch=_frozen_means)),
                       COFFEE_POSTERIOR[1:4], frozenset(COFFEE_POSTERIOR[1:4])))
+    # the variance where an sd belongs, in sample_z and sample_means: the sds' posterior is
+    # off, and both functions fail their own tests
+    lost = ("coffee_posterior_means", "coffee_posterior_sds", "coffee_assignments")
     cases.append(Case("variance_as_sd", CB, dict(base, **_coffee_ns(s + 7, patch=_variance_as_sd)),
-                      ("coffee_posterior_sds",), frozenset({"coffee_posterior_sds"})))
+                      lost, frozenset(lost)))
+    cases.append(Case("dirichlet_counts_without_prior", CB, dict(base, **_coffee_ns(s + 14, patch=_dirichlet_counts)),
+                      ("coffee_posterior_weights",), frozenset({"coffee_posterior_weights"})))
     cases.append(Case("weights_not_sampled", CB, dict(base, **_coffee_ns(s + 8, patch=_weights_not_sampled)),
                       ("coffee_posterior_weights",), frozenset({"coffee_posterior_weights"})))
     cases.append(Case("means_without_noise", CB, dict(base, **_coffee_ns(s + 9, patch=_means_without_noise)),

@@ -18,7 +18,7 @@ from gmmcourse.grading.checks import (MAX_IAT, MIN_CHAINS, MIN_SAMPLES, RHAT_MAX
                                       as_array, best_permutation, capped_se, draws_from_export, guarded,
                                       mc_compare, not_converged, probs_check, raw_array, sd_ok, summary_arrays)
 from gmmcourse.grading.kernel_side import draws, floats, raw, var
-from gmmcourse.grading.spec import Assignment, Part, Verdict
+from gmmcourse.grading.spec import Assignment, Part, Verdict, sanitize
 
 __all__ = ["ASSIGNMENT", "K", "N_CHOICE_MAPS", "inputs", "reference", "prior"]
 
@@ -73,7 +73,26 @@ def inputs() -> dict:
     z = np.array([{82: 1, 118: 0, 155: 2}[min((82, 118, 155), key=lambda m: abs(m - v))] for v in COFFEE_CAFFEINE])
     maps.append({"weights": [0.35, 0.33, 0.32], "means": [118.6, 81.0, 156.9], "sds": [2.1, 1.8, 1.9],
                  "points": {"z": z.tolist(), "x": COFFEE_CAFFEINE.tolist()}})
-    return {"n": n, "choice_maps": maps}
+    return {"n": n, "choice_maps": maps, "updates": update_inputs()}
+
+
+UPDATE_CHAINS = 4000
+"""The update functions are called once with this many chains (rows) of the same state: the
+rows are independent draws from the conditional, tested against its exact form."""
+UPDATE_Z = 5.0
+"""Tests of the update functions: within UPDATE_Z Monte Carlo standard errors (moments), or"""
+UPDATE_P = 1e-7
+"""a two-sided binomial tail probability of at least UPDATE_P (the counts of sampled labels)."""
+
+
+def update_inputs() -> dict:
+    """One state of the sampler (not the course data), repeated over UPDATE_CHAINS chains: 15
+    points with unequal counts per component (one empty), overlapping components for sample_z."""
+    x = [80.0, 95.0, 100.0, 104.0, 110.0, 115.0, 120.0, 121.0, 124.0, 150.0, 152.0, 155.0, 158.0, 160.0, 161.0]
+    z = [1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2]  # counts (0, 3, 12)
+    return {"chains": UPDATE_CHAINS, "x": x, "z": z, "k": K,
+            "weights": [0.2, 0.5, 0.3], "means": [100.0, 112.0, 150.0], "sds": [8.0, 12.0, 6.0],
+            "mean_loc": float(np.asarray(prior().mean_loc)[0]), "mean_scale": float(prior().mean_scale)}
 
 
 @functools.lru_cache(maxsize=1)
@@ -153,9 +172,39 @@ def export_draws(student, inputs, reported=None):
     return out
 
 
-def export_array(student, inputs, name):
-    """One of the student's arrays, as float64."""
-    return floats(var(student, name))
+def export_update(student, inputs, name, reported=None):
+    """The draws (as `export_draws`) and the student's update function `name` called once on the
+    probe state of ``inputs["updates"]``, repeated over many chains: its raw output, or why
+    there is none ("missing", "not implemented", or the error)."""
+    if name == "sample_z":
+        out = {"probs": floats(var(student, "coffee_assignment_probs"))}
+    else:
+        d = var(student, "coffee_draws")
+        out = {key: draws(d[key]) for key in ("weights", "means", "sds")}
+        out["reported"] = floats(var(student, "coffee_summary")[reported])
+    u = inputs["updates"]
+    c = int(u["chains"])
+    x, z = floats(u["x"]), np.repeat(np.asarray(u["z"], dtype=np.int64)[None, :], c, axis=0)
+    state = {key: np.repeat(floats(u[key])[None, :], c, axis=0) for key in ("weights", "means", "sds")}
+    fn = student.get(name)
+    if not callable(fn):
+        out["update"] = {"status": "missing"}
+        return out
+    rng = np.random.default_rng(20261126)
+    try:
+        if name == "sample_weights":
+            got = {"weights": raw(fn(rng, z, int(u["k"])))}
+        elif name == "sample_means":
+            got = {"means": raw(fn(rng, x, z, state["sds"], float(u["mean_loc"]), float(u["mean_scale"])))}
+        else:
+            zz, probs = fn(rng, x, state["weights"], state["means"], state["sds"])
+            got = {"z": raw(zz), "probs": raw(probs)}
+        out["update"] = {"status": "ok", **got}
+    except NotImplementedError:
+        out["update"] = {"status": "not implemented"}
+    except Exception as e:
+        out["update"] = {"status": "error", "error": (type(e).__name__ + ": " + str(e))[:200]}
+    return out
 
 
 # ----------------------------------------------------------------------------- checks (trusted)
@@ -340,6 +389,97 @@ def check_assignments(answer, context):
     return probs_check(answer, np.asarray(context["assignment_probs"]), "coffee_assignment_probs")
 
 
+def _update_verdict(answer, name) -> Verdict | None:
+    """None when the update function passes its test or was not written (another sampler was
+    used); else a zero Verdict saying what is wrong."""
+    from scipy.special import logsumexp
+    from scipy.stats import binom, norm
+
+    upd = answer.get("update") if isinstance(answer, dict) else None
+    if not isinstance(upd, dict) or upd.get("status") in ("missing", "not implemented"):
+        return None
+    if upd.get("status") != "ok":
+        return Verdict(0.0, f"Your {name} raised an error when the grader called it on a test state "
+                            f"({sanitize(str(upd.get('error', '')), 120)}).")
+    u = update_inputs()
+    c, k = u["chains"], u["k"]
+    x, z = np.asarray(u["x"]), np.asarray(u["z"])
+    counts = np.bincount(z, minlength=k)
+    if name == "sample_weights":
+        w = raw_array(upd.get("weights"), "sample_weights(...)", 2)
+        if w.shape != (c, k) or not np.all(np.isfinite(w)) or np.any(w < 0) or np.any(np.abs(w.sum(1) - 1) > 1e-6):
+            return Verdict(0.0, f"sample_weights must return ({c}, {k}) weights on the simplex for {c} chains "
+                                "(got other shapes or values; an empty component must still get a weight).")
+        a = prior().concentration + counts  # the weights' marginals are Beta(a_k, a0 - a_k)
+        b = a.sum() - a
+        mean, var_ = a / (a + b), a * b / ((a + b) ** 2 * (a + b + 1))
+        excess = 6 * ((a - b) ** 2 * (a + b + 1) - a * b * (a + b + 2)) / (a * b * (a + b + 2) * (a + b + 3))
+        ok = np.all(np.abs(w.mean(0) - mean) <= UPDATE_Z * np.sqrt(var_ / c))
+        ok &= np.all(np.abs(w.var(0) / var_ - 1) <= UPDATE_Z * np.sqrt((excess + 2) / c))
+        return None if ok else Verdict(0.0, "Your sample_weights does not draw from the weights' conditional "
+                                            "Dirichlet(1 + n_1, ..., 1 + n_K) (the prior adds 1 to each count).")
+    if name == "sample_means":
+        m = raw_array(upd.get("means"), "sample_means(...)", 2)
+        if m.shape != (c, k) or not np.all(np.isfinite(m)):
+            return Verdict(0.0, f"sample_means must return ({c}, {k}) finite means for {c} chains.")
+        sds = np.asarray(u["sds"])
+        prec = 1 / u["mean_scale"] ** 2 + counts / sds ** 2
+        post_mean = (u["mean_loc"] / u["mean_scale"] ** 2 + np.bincount(z, weights=x, minlength=k) / sds ** 2) / prec
+        post_sd = 1 / np.sqrt(prec)
+        ok = np.all(np.abs(m.mean(0) - post_mean) <= UPDATE_Z * post_sd / math.sqrt(c))
+        ok &= np.all(np.abs(m.std(0, ddof=1) / post_sd - 1) <= UPDATE_Z / math.sqrt(2 * c))
+        return None if ok else Verdict(0.0, "Your sample_means does not draw from the means' conditional Normal "
+                                            "(posterior precision 1/scale^2 + n_k/sd_k^2; check the prior term, "
+                                            "sd versus variance, and empty components).")
+    zz = raw_array(upd.get("z"), "sample_z(...) z", 2)
+    probs = raw_array(upd.get("probs"), "sample_z(...) probs", 3)
+    n = x.shape[0]
+    if zz.shape != (c, n) or probs.shape != (c, n, k) or np.any((zz < 0) | (zz >= k) | (zz != np.round(zz))):
+        return Verdict(0.0, f"sample_z must return z ({c}, {n}) with entries in 0..{k - 1} and probs ({c}, {n}, {k}).")
+    lj = np.log(u["weights"])[None, :] + norm.logpdf(x[:, None], np.asarray(u["means"]), np.asarray(u["sds"]))
+    exact = np.exp(lj - logsumexp(lj, axis=1, keepdims=True))  # (n, k)
+    if not np.all(np.abs(probs - exact[None]) <= 1e-6 + 1e-4 * exact[None]):
+        return Verdict(0.0, "The probabilities sample_z returns are not P(z_i = k | x_i, parameters) "
+                            "(proportional to pi_k N(x_i; mu_k, sigma_k), normalised over k).")
+    # counts of each z_i = k against Binomial(c, p): exact two-sided tails (rare outcomes too)
+    hits = (zz.astype(np.int64)[..., None] == np.arange(k)).sum(0)
+    tail = np.minimum(binom.cdf(hits, c, exact), binom.sf(hits - 1, c, exact))
+    if np.any(tail < UPDATE_P / 2):
+        return Verdict(0.0, "The z that sample_z draws do not follow the probabilities it returns.")
+    return None
+
+
+def _with_update(verdict: Verdict, answer, name) -> Verdict:
+    """The draws' verdict, and the update function's test: a function that fails its test
+    costs the part (its message follows the draws' one)."""
+    u = _update_verdict(answer, name)
+    if u is None:
+        return verdict
+    if verdict.fraction >= 1:
+        return u
+    return Verdict(0.0, f"{verdict.message} Also: {u.message}")
+
+
+@guarded
+def check_means_and_update(answer, context):
+    """Posterior means of the blend means, and sample_means (if written) on a test state."""
+    return _with_update(check_means.__wrapped__(answer, context), answer, "sample_means")
+
+
+@guarded
+def check_weights_and_update(answer, context):
+    """Posterior means of the blend proportions, and sample_weights (if written) on a test state."""
+    return _with_update(check_weights.__wrapped__(answer, context), answer, "sample_weights")
+
+
+@guarded
+def check_assignments_and_update(answer, context):
+    """P(z_i = k | data) for the 30 cups, and sample_z (if written) on a test state."""
+    if not isinstance(answer, dict):
+        raise BadAnswer("expected a dict")
+    return _with_update(check_assignments.__wrapped__(answer.get("probs"), context), answer, "sample_z")
+
+
 # ----------------------------------------------------------------------------- the assignment
 
 ASSIGNMENT = Assignment(
@@ -352,14 +492,15 @@ ASSIGNMENT = Assignment(
              "simulating the model gives choices of the right shape, support and distribution"),
         Part("coffee_draws_format", 1.0, export_draws, check_draws,
              "posterior draws: enough chains and samples, sorted by mean"),
-        Part("coffee_posterior_means", 2.0, functools.partial(export_draws, reported="means"), check_means,
-             "posterior means of the blend caffeine levels"),
-        Part("coffee_posterior_weights", 1.0, functools.partial(export_draws, reported="weights"), check_weights,
-             "posterior means of the blend proportions"),
+        Part("coffee_posterior_means", 2.0, functools.partial(export_update, name="sample_means", reported="means"),
+             check_means_and_update, "posterior means of the blend caffeine levels (and sample_means)"),
+        Part("coffee_posterior_weights", 1.0,
+             functools.partial(export_update, name="sample_weights", reported="weights"),
+             check_weights_and_update, "posterior means of the blend proportions (and sample_weights)"),
         Part("coffee_posterior_sds", 2.0, functools.partial(export_draws, reported="sds"), check_sds,
              "posterior means of the blend standard deviations"),
-        Part("coffee_assignments", 2.0, functools.partial(export_array, name="coffee_assignment_probs"),
-             check_assignments, "per-cup assignment probabilities"),
+        Part("coffee_assignments", 2.0, functools.partial(export_update, name="sample_z"),
+             check_assignments_and_update, "per-cup assignment probabilities (and sample_z)"),
     ),
     reference=reference,
     inputs=inputs,
@@ -371,5 +512,9 @@ ASSIGNMENT = Assignment(
         f"compared with a reference posterior within Monte Carlo error, in any component order: your "
         f"chains must agree (split R-hat at most {RHAT_MAX}), and the tolerance is that of draws at least "
         f"1/{MAX_IAT:g} as informative as independent ones; a summary you report must be the "
-        f"statistic of your draws (to {SUMMARY_Z:g} Monte Carlo standard errors)."),
+        f"statistic of your draws (to {SUMMARY_Z:g} Monte Carlo standard errors). If you complete "
+        f"`sample_z`, `sample_weights` and `sample_means`, each is also called once on a test state of "
+        f"its own ({UPDATE_CHAINS} chains at once) and its draws must follow the exact conditional (to "
+        f"{UPDATE_Z:g} Monte Carlo standard errors); if you use another sampler, leave them "
+        "unimplemented and only your draws are graded."),
 )
