@@ -73,7 +73,12 @@ class ExchangeCollect(_Collect):
                 self.log.warning("Ignoring %s: it names %r but belongs to %r", f, rec["username"], owner)
                 continue
             records.append(rec)
-        self.src_records = [self._sort_by_timestamp(v)[0] for v in groupby(records, lambda r: r["username"]).values()]
+        self.src_records = []
+        for recs in groupby(records, lambda r: r["username"]).values():
+            recs = self._sort_by_timestamp(recs)
+            if self.duedate is not None and self.before_duedate:  # nbgrader's --before-duedate, as upstream
+                recs = [r for r in recs if r["timestamp"] <= self.duedate] or recs
+            self.src_records.append(recs[0])
 
 
 class ExchangeReleaseFeedback(_ReleaseFeedback):
