@@ -9,11 +9,17 @@ One sweep of the sampler, for the model `gmmcourse.models.gmm`:
 2. **weights** -- Dirichlet(concentration + n_k), the exact conditional (conjugate).
 3. **means** -- Normal, the exact conditional given z and sds (conjugate).
 4. **sds** -- the Gamma(a, b) prior on a standard deviation is not conjugate, so each sd gets
-   independence Metropolis-Hastings steps. The proposal is the precision's conditional under a
-   flat prior, tau ~ Gamma(n_k/2 + 1, S_k/2) with S_k = sum over the component's points of
-   (x_i - mean_k)^2; the acceptance ratio reduces to w(sd')/w(sd) with w(s) = s^(a+2) exp(-b s),
-   a bounded function, so the chain is uniformly ergodic. An empty component's sd is drawn from
-   its prior, the exact conditional.
+   independence Metropolis-Hastings steps in u = log sd, with a Student-t proposal (5
+   degrees of freedom) placed on the exact conditional: at its mode (a cubic's root, by
+   Newton's method), scaled by its curvature there (a Laplace approximation,
+   `sd_proposal`). The conditional density in u is
+   exp((a - n_k) u - b e^u - S_k e^(-2u) / 2), with S_k the sum over the component's points
+   of (x_i - mean_k)^2; its tails fall like exp(-e^|u|), far faster than the proposal's, so
+   the acceptance ratio is bounded (the chain is uniformly ergodic) and an sd left far out
+   in the tail by a move of the means or assignments is replaced at the first proposal.
+   The proposal follows the prior as well as the likelihood, so it stays efficient where
+   the data pull an sd into the prior's tail (one Gaussian for both bento recipes). An
+   empty component's sd is drawn from its prior, the exact conditional.
 
 The new choices are written into the GenJAX trace with `update`, whose score is the log joint
 density tracked for diagnostics. Chains run in parallel with `jax.vmap`.
@@ -52,15 +58,20 @@ __all__ = [
     "sweep",
     "z_log_table",
     "update_params",
+    "sd_proposal",
     "init_params",
     "init_trace",
     "draw_z",
     "permutations",
     "log_joint",
     "warm_up",
+    "draw_assignment_probs",
+    "co_clustering",
+    "predictive_density",
 ]
 
-MAX_K_RELABEL = 7  # K! permutations are enumerated; 7! = 5040
+MAX_K_RELABEL = 7
+SD_PROPOSAL_DF = 5.0  # degrees of freedom of the sd proposal (Student-t in log sd)  # K! permutations are enumerated; 7! = 5040
 
 
 class Draws(NamedTuple):
@@ -116,10 +127,17 @@ class Posterior(NamedTuple):
         )
 
     def summary(self):
-        """ArviZ summary table: mean, sd, interval, ESS (bulk, tail), R-hat per parameter."""
+        """ArviZ summary table: mean, sd, interval, ESS (bulk, tail), R-hat per parameter.
+
+        A parameter that never varies (the weight of a one-component mixture) has no ESS or
+        R-hat: NaN, without ArviZ's 0/0 warnings."""
+        import warnings
+
         import arviz as az
 
-        return az.summary(self.to_arviz(), round_to="none")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "invalid value encountered", RuntimeWarning)
+            return az.summary(self.to_arviz(), round_to="none")
 
     def diagnostics(self) -> dict:
         """Worst-case convergence numbers: max R-hat and min bulk/tail ESS over all parameters."""
@@ -151,19 +169,51 @@ def z_log_table(x, weights, means, sds):
     return jax.vmap(lambda z: jax.vmap(lambda xi: assess(z, xi))(x))(jnp.arange(k))
 
 
+def sd_proposal(n_k, ss, a, b, iters: int = 12):
+    """Centre and scale of the sd proposal: a Laplace approximation, in u = log sd, of the
+    conditional p(sd | z, x, means) for a component of `n_k` points with sum of squares
+    `ss` about its mean, under the Gamma(a, b) prior.
+
+    The log density in u is f(u) = (a - n) u - b e^u - (ss/2) e^(-2u), strictly concave.
+    Its mode s = e^u solves g(s) = b s^3 + (n - a) s^2 - ss = 0; Newton's method on g starts
+    above the root (at the smaller of two upper bounds) where g is convex and increasing, so
+    it decreases monotonically to it. The scale is 1 / sqrt(-f''(u)) at the mode.
+    Only the proposal depends on these numbers, not the correctness of the MH step.
+
+    Args:
+        n_k, ss: counts and sums of squares, shape (K,) (ss > 0).
+        a, b: the Gamma prior's shape and rate.
+
+    Returns:
+        (mode in log sd, scale in log sd), each (K,).
+    """
+    c = n_k - a
+    upper = jnp.maximum(-c, 0.0) / b + jnp.cbrt(ss / b)  # g(upper) >= 0 for every n
+    upper = jnp.where(c > 0, jnp.minimum(upper, jnp.sqrt(ss / jnp.maximum(c, 1e-30))), upper)
+
+    def newton(_, s):
+        g = (b * s + c) * s * s - ss
+        dg = (3 * b * s + 2 * c) * s
+        return jnp.maximum(s - g / dg, 0.5 * s)
+
+    s = jax.lax.fori_loop(0, iters, newton, upper)
+    curvature = b * s + 2 * ss / (s * s)
+    return jnp.log(s), jax.lax.rsqrt(curvature)
+
+
 def update_params(key, x, z, sds, prior: GMMPrior, num_mh: int = 2, mask=None):
     """Draw weights, means and sds given the assignments z (steps 2-4 of the sweep).
 
-    Every Gamma variate of the step (the Dirichlet's, the sd proposals', the empty
-    components' prior draws) depends on the counts only, so they come from one
-    `jax.random.gamma` call: Gamma sampling is a rejection loop that is slow to compile,
-    and one call site compiles once. `mask` (N,) marks the real points of padded data:
-    padding is left out of every count and sum.
+    Every Gamma variate of the step (the Dirichlet's and the empty components' prior draws
+    of their sds) depends on the counts only, so they come from one `jax.random.gamma`
+    call: Gamma sampling is a rejection loop that is slow to compile, and one call site
+    compiles once. `mask` (N,) marks the real points of padded data: padding is left out
+    of every count and sum.
     """
     k = prior.mean_loc.shape[0]
     dtype = x.dtype
     tiny = jnp.finfo(dtype).tiny
-    kg, km, ku = jax.random.split(key, 3)
+    kg, km, kn, ku = jax.random.split(key, 4)
     onehot = z[None, :] == jnp.arange(k)[:, None]  # (K, N)
     if mask is not None:
         onehot = onehot & mask[None, :]
@@ -172,25 +222,37 @@ def update_params(key, x, z, sds, prior: GMMPrior, num_mh: int = 2, mask=None):
     a, b = prior.sd_shape, prior.sd_rate
     shapes = jnp.concatenate([
         prior.concentration + n_k,  # Dirichlet(concentration + n_k), as normalised Gammas
-        jnp.tile(n_k / 2 + 1, num_mh),  # precision proposals, Gamma(n_k/2 + 1, S_k/2)
+        jnp.full((num_mh * k,), SD_PROPOSAL_DF / 2),  # chi-square / 2 of the Student-t proposals
         jnp.broadcast_to(jnp.asarray(a, dtype), (num_mh * k,)),  # prior draws of empty components' sds
     ]).astype(dtype)
     g = jax.random.gamma(kg, shapes, dtype=dtype)
-    g_w, g_prop, g_prior = g[:k], g[k:k + num_mh * k].reshape(num_mh, k), g[k + num_mh * k:].reshape(num_mh, k)
+    g_w = g[:k]
+    g_chi, g_prior = g[k:k + num_mh * k].reshape(num_mh, k), g[k + num_mh * k:].reshape(num_mh, k)
     weights = jnp.maximum(g_w, tiny)
     weights = weights / jnp.sum(weights)
     # means | z, sds: Normal-Normal conjugacy
     precision = 1 / prior.mean_scale**2 + n_k / sds**2
     centre = (prior.mean_loc / prior.mean_scale**2 + (onehot @ x) / sds**2) / precision
     means = centre + jax.random.normal(km, (k,), dtype=dtype) * jax.lax.rsqrt(precision)
-    # sds | z, means: independence Metropolis-Hastings, exact prior draw if the component is empty
-    ss = jnp.sum(onehot * (x[None, :] - means[:, None]) ** 2, axis=1)
-    proposals = jax.lax.rsqrt(g_prop / (jnp.maximum(ss, tiny) / 2))  # (num_mh, K)
+    # sds | z, means: independence MH in u = log sd, Student-t proposal centred on the
+    # conditional's mode (`sd_proposal`); an exact prior draw if the component is empty
+    ss = jnp.maximum(jnp.sum(onehot * (x[None, :] - means[:, None]) ** 2, axis=1), tiny)
+    centre_u, scale_u = sd_proposal(n_k, ss, a, b)
+    nu = SD_PROPOSAL_DF
+    t = jax.random.normal(kn, (num_mh, k), dtype=dtype) * jax.lax.rsqrt(jnp.maximum(2 * g_chi, tiny) / nu)
     log_u = jnp.log(jax.random.uniform(ku, (num_mh, k), dtype=dtype))
+
+    def log_target(u):  # log p(u | z, x, means) + const, Jacobian included
+        return (a - n_k) * u - b * jnp.exp(u) - 0.5 * ss * jnp.exp(-2 * u)
+
+    def log_proposal(u):  # Student-t(nu) in u, up to a constant
+        return -0.5 * (nu + 1) * jnp.log1p(((u - centre_u) / scale_u) ** 2 / nu)
+
     for step in range(num_mh):
-        prop = proposals[step]
-        log_accept = (a + 2) * (jnp.log(prop) - jnp.log(sds)) - b * (prop - sds)
-        sds = jnp.where(n_k > 0, jnp.where(log_u[step] < log_accept, prop, sds), g_prior[step] / b)
+        u, prop = jnp.log(sds), centre_u + scale_u * t[step]
+        log_accept = log_target(prop) - log_target(u) - log_proposal(prop) + log_proposal(u)
+        new = jnp.where(log_u[step] < log_accept, jnp.exp(prop), sds)
+        sds = jnp.where(n_k > 0, new, g_prior[step] / b)
     return weights, means, sds
 
 
@@ -386,7 +448,8 @@ def posterior(
         num_chains: independent chains, run in parallel with `jax.vmap`.
         num_samples: kept sweeps per chain.
         num_warmup: discarded sweeps per chain.
-        num_mh: independence-MH steps per sd per sweep.
+        num_mh: Metropolis-Hastings steps per sd per sweep (independence proposal, see
+            `sd_proposal`).
         seed: integer seed.
         dtype: float32 (default) or float64.
 
@@ -466,3 +529,63 @@ def warm_up(sizes=None, ks=(1, 2, 3), dtypes=(np.float32,)) -> int:
                 calls += 1
         em(x, min(size, K_PAD), restarts=1, max_iter=1)  # bic_table's program: every K <= K_PAD
     return calls
+
+
+def draw_assignment_probs(x, post: Posterior, *, raw: bool = False) -> np.ndarray:
+    """P(z_i = k | x_i, parameters) for every posterior draw, shape (chains, samples, N, K).
+
+    Averaged over the draws this is `post.assignment_probs` (up to which sweep's parameters
+    are used); per draw it gives Monte Carlo standard errors (e.g. `arviz.mcse` over the
+    chain and draw axes) and label-free summaries such as `co_clustering`.
+
+    Args:
+        x: the data the posterior was computed from, shape (N,).
+        post: a `Posterior`.
+        raw: use the raw draws (labels as sampled) instead of the relabelled ones.
+    """
+    from scipy.special import logsumexp as np_logsumexp
+
+    draws = post.raw if raw else post
+    w, m, s = (np.asarray(getattr(draws, a), np.float64) for a in ("weights", "means", "sds"))
+    x = np.asarray(x, np.float64)
+    log_joint = (np.log(np.maximum(w, 1e-300))[..., None, :]
+                 - 0.5 * ((x[:, None] - m[..., None, :]) / s[..., None, :]) ** 2
+                 - np.log(s[..., None, :]))  # (C, S, N, K), up to a constant
+    return np.exp(log_joint - np_logsumexp(log_joint, axis=-1, keepdims=True))
+
+
+def co_clustering(x, post: Posterior) -> np.ndarray:
+    """Posterior co-clustering matrix P(z_i = z_j | data), shape (N, N).
+
+    Given the parameters the assignments are independent, so P(z_i = z_j | x, parameters)
+    = sum_k p_ik p_jk; the average over the draws is the Rao-Blackwellised posterior
+    probability. It does not depend on how the components are labelled (no relabelling
+    needed), and its diagonal is 1.
+    """
+    p = draw_assignment_probs(x, post, raw=True)
+    p = p.reshape(-1, *p.shape[2:])  # (draws, N, K)
+    co = np.einsum("dik,djk->ij", p, p) / p.shape[0]
+    np.fill_diagonal(co, 1.0)  # z_i = z_i always (the product formula holds for i != j)
+    return co
+
+
+def predictive_density(post: Posterior, grid, *, interval: float = 0.9) -> dict:
+    """The mixture density on `grid` under the posterior: for every draw theta the density
+    p(x | theta) = sum_k w_k N(x; mu_k, sd_k); their average is the posterior predictive
+    density p(x_new | data), their pointwise quantiles a band of plausible densities.
+
+    Args:
+        post: a `Posterior`.
+        grid: points, shape (G,).
+        interval: central probability of the pointwise band.
+
+    Returns:
+        dict with "mean" (G,) (the posterior predictive), "lo" and "hi" (G,) (pointwise
+        quantiles), and "draws" (chains, samples, G).
+    """
+    grid = np.asarray(grid, np.float64)
+    w, m, s = (np.asarray(getattr(post, a), np.float64)[..., None, :] for a in ("weights", "means", "sds"))
+    dens = np.sum(w * np.exp(-0.5 * ((grid[:, None] - m) / s) ** 2) / (np.sqrt(2 * np.pi) * s), axis=-1)
+    tail = (1 - interval) / 2
+    return {"mean": dens.mean(axis=(0, 1)), "lo": np.quantile(dens, tail, axis=(0, 1)),
+            "hi": np.quantile(dens, 1 - tail, axis=(0, 1)), "draws": dens}
