@@ -242,32 +242,37 @@ def coffee_cases(seed=0):
     unimplemented = dict(base, **_coffee_ns(s + 13))
     for f in ("sample_z", "sample_weights", "sample_means"):  # another sampler made the draws
         unimplemented[f] = lambda *a, **k: (_ for _ in ()).throw(NotImplementedError())
-    cases.append(Case("own_sampler_functions_left_blank", CB, unimplemented, COFFEE_POSTERIOR))
+    half = {"coffee_posterior_means": 0.5, "coffee_posterior_weights": 0.5, "coffee_assignments": 0.5}
+    cases.append(Case("own_sampler_functions_left_blank", CB, unimplemented, COFFEE_POSTERIOR, expect=half))
     # mistakes
+    # a part is half the draws' summary, half the update function that makes them: a right
+    # function keeps its half when the draws are wrong for another reason
     cases.append(Case("frozen_means_not_converged", CB, dict(base, **_coffee_ns(s + 6, patch=_frozen_means)),
-                      COFFEE_POSTERIOR[1:4], frozenset(COFFEE_POSTERIOR[1:4])))
-    # the variance where an sd belongs, in sample_z and sample_means: the sds' posterior is
-    # off, and both functions fail their own tests
+                      COFFEE_POSTERIOR[1:4], frozenset(COFFEE_POSTERIOR[1:4]), {"coffee_posterior_weights": 0.5}))
+    # the variance where an sd belongs, in sample_z and sample_means: every posterior summary
+    # is off, and both functions fail their own tests
     lost = ("coffee_posterior_means", "coffee_posterior_sds", "coffee_assignments")
     cases.append(Case("variance_as_sd", CB, dict(base, **_coffee_ns(s + 7, patch=_variance_as_sd)),
                       lost, frozenset(lost)))
     cases.append(Case("dirichlet_counts_without_prior", CB, dict(base, **_coffee_ns(s + 14, patch=_dirichlet_counts)),
-                      ("coffee_posterior_weights",), frozenset({"coffee_posterior_weights"})))
+                      ("coffee_posterior_weights",), frozenset({"coffee_posterior_weights"}),
+                      {"coffee_posterior_weights": 0.5}))
     cases.append(Case("weights_not_sampled", CB, dict(base, **_coffee_ns(s + 8, patch=_weights_not_sampled)),
                       ("coffee_posterior_weights",), frozenset({"coffee_posterior_weights"})))
     cases.append(Case("means_without_noise", CB, dict(base, **_coffee_ns(s + 9, patch=_means_without_noise)),
                       ("coffee_posterior_means",), frozenset({"coffee_posterior_means"})))
     cases.append(Case("wrong_prior_scale", CB, dict(base, **_coffee_ns(s + 10, x_mean_scale=3.0)),
-                      ("coffee_posterior_means",), frozenset({"coffee_posterior_means"})))
+                      ("coffee_posterior_means",), frozenset({"coffee_posterior_means"}), {"coffee_posterior_means": 0.5}))
     ok = _coffee_ns(s + 11)
     ref = ASSIGNMENTS[CB].reference()["posterior"]
     shifted = dict(ok["coffee_summary"],  # a summary that is not the draws' mean (one MC se off)
                    means=ok["coffee_summary"]["means"] + np.asarray(ref["means"]["sd"]) / np.sqrt(4000))
     cases.append(Case("summary_not_of_draws", CB, dict(base, **dict(ok, coffee_summary=shifted)),
-                      ("coffee_posterior_means",), frozenset({"coffee_posterior_means"})))
+                      ("coffee_posterior_means",), frozenset({"coffee_posterior_means"}), {"coffee_posterior_means": 0.5}))
     few = {k: v[:, :500] for k, v in ok["coffee_draws"].items()}
     cases.append(Case("too_few_draws", CB, dict(base, coffee_draws=few, coffee_summary={k: v.mean(axis=(0, 1)) for k, v in few.items()}),
-                      COFFEE_POSTERIOR[:4], frozenset(COFFEE_POSTERIOR[:4])))
+                      COFFEE_POSTERIOR[:4], frozenset(COFFEE_POSTERIOR[:4]),
+                      {"coffee_posterior_means": 0.5, "coffee_posterior_weights": 0.5}))
     return cases
 
 

@@ -173,15 +173,20 @@ def export_draws(student, inputs, reported=None):
 
 
 def export_update(student, inputs, name, reported=None):
-    """The draws (as `export_draws`) and the student's update function `name` called once on the
-    probe state of ``inputs["updates"]``, repeated over many chains: its raw output, or why
-    there is none ("missing", "not implemented", or the error)."""
-    if name == "sample_z":
-        out = {"probs": floats(var(student, "coffee_assignment_probs"))}
-    else:
-        d = var(student, "coffee_draws")
-        out = {key: draws(d[key]) for key in ("weights", "means", "sds")}
-        out["reported"] = floats(var(student, "coffee_summary")[reported])
+    """``{"draws": ..., "update": ...}``: what `export_draws` exports (or, for sample_z, the
+    assignment probabilities), and the student's update function `name` called once on the
+    probe state of ``inputs["updates"]`` repeated over many chains: its raw output, or why
+    there is none ("missing", "not implemented", or the error). Each half may fail alone."""
+    try:
+        if name == "sample_z":
+            got = floats(var(student, "coffee_assignment_probs"))
+        else:
+            d = var(student, "coffee_draws")
+            got = {key: draws(d[key]) for key in ("weights", "means", "sds")}
+            got["reported"] = floats(var(student, "coffee_summary")[reported])
+    except Exception as e:
+        got = {"error": (type(e).__name__ + ": " + str(e))[:300]}
+    out = {"draws": got}
     u = inputs["updates"]
     c = int(u["chains"])
     x, z = floats(u["x"]), np.repeat(np.asarray(u["z"], dtype=np.int64)[None, :], c, axis=0)
@@ -390,14 +395,14 @@ def check_assignments(answer, context):
 
 
 def _update_verdict(answer, name) -> Verdict | None:
-    """None when the update function passes its test or was not written (another sampler was
-    used); else a zero Verdict saying what is wrong."""
+    """None when the student's update function passes its test on the probe state; else a
+    zero Verdict saying what is wrong (not completed, an error, or not the exact conditional)."""
     from scipy.special import logsumexp
     from scipy.stats import binom, norm
 
     upd = answer.get("update") if isinstance(answer, dict) else None
     if not isinstance(upd, dict) or upd.get("status") in ("missing", "not implemented"):
-        return None
+        return Verdict(0.0, f"{name} is not completed: half of this part grades that function itself.")
     if upd.get("status") != "ok":
         return Verdict(0.0, f"Your {name} raised an error when the grader called it on a test state "
                             f"({sanitize(str(upd.get('error', '')), 120)}).")
@@ -450,34 +455,31 @@ def _update_verdict(answer, name) -> Verdict | None:
 
 
 def _with_update(verdict: Verdict, answer, name) -> Verdict:
-    """The draws' verdict, and the update function's test: a function that fails its test
-    costs the part (its message follows the draws' one)."""
+    """Half of the part for the draws' verdict, half for the update function's own test."""
+    if not isinstance(answer, dict):
+        raise BadAnswer("expected a dict")
     u = _update_verdict(answer, name)
     if u is None:
-        return verdict
-    if verdict.fraction >= 1:
-        return u
-    return Verdict(0.0, f"{verdict.message} Also: {u.message}")
+        return Verdict(0.5 * verdict.fraction + 0.5, verdict.message + f" Your {name} draws from its exact conditional.")
+    return Verdict(0.5 * verdict.fraction, f"{verdict.message} {u.message}")
 
 
 @guarded
 def check_means_and_update(answer, context):
-    """Posterior means of the blend means, and sample_means (if written) on a test state."""
-    return _with_update(check_means.__wrapped__(answer, context), answer, "sample_means")
+    """Posterior means of the blend means (half), and sample_means on a test state (half)."""
+    return _with_update(check_means(answer.get("draws"), context), answer, "sample_means")
 
 
 @guarded
 def check_weights_and_update(answer, context):
-    """Posterior means of the blend proportions, and sample_weights (if written) on a test state."""
-    return _with_update(check_weights.__wrapped__(answer, context), answer, "sample_weights")
+    """Posterior means of the blend proportions (half), and sample_weights on a test state (half)."""
+    return _with_update(check_weights(answer.get("draws"), context), answer, "sample_weights")
 
 
 @guarded
 def check_assignments_and_update(answer, context):
-    """P(z_i = k | data) for the 30 cups, and sample_z (if written) on a test state."""
-    if not isinstance(answer, dict):
-        raise BadAnswer("expected a dict")
-    return _with_update(check_assignments.__wrapped__(answer.get("probs"), context), answer, "sample_z")
+    """P(z_i = k | data) for the 30 cups (half), and sample_z on a test state (half)."""
+    return _with_update(check_assignments(answer.get("draws"), context), answer, "sample_z")
 
 
 # ----------------------------------------------------------------------------- the assignment
@@ -512,9 +514,9 @@ ASSIGNMENT = Assignment(
         f"compared with a reference posterior within Monte Carlo error, in any component order: your "
         f"chains must agree (split R-hat at most {RHAT_MAX}), and the tolerance is that of draws at least "
         f"1/{MAX_IAT:g} as informative as independent ones; a summary you report must be the "
-        f"statistic of your draws (to {SUMMARY_Z:g} Monte Carlo standard errors). If you complete "
-        f"`sample_z`, `sample_weights` and `sample_means`, each is also called once on a test state of "
-        f"its own ({UPDATE_CHAINS} chains at once) and its draws must follow the exact conditional (to "
-        f"{UPDATE_Z:g} Monte Carlo standard errors); if you use another sampler, leave them "
-        "unimplemented and only your draws are graded."),
+        f"statistic of your draws (to {SUMMARY_Z:g} Monte Carlo standard errors). Half of the points "
+        f"for the posterior means, the weights and the assignments grade your `sample_means`, "
+        f"`sample_weights` and `sample_z` themselves: each is called once on a test state of its own "
+        f"({UPDATE_CHAINS} chains at once) and its draws must follow the exact conditional (to "
+        f"{UPDATE_Z:g} Monte Carlo standard errors)."),
 )
