@@ -688,3 +688,31 @@ def test_scheduler_death_records_no_zeros(tmp_path):
     autograde(["toy"], course, registry=toy.ASSIGNMENTS, limits=limits, progress=False, warm_cache=False,
               echo=lambda s: None, serial=True)
     assert scores(course) == {f"s{i}": 5.0 for i in range(4)}
+
+
+def test_feedback_shows_the_instructors_grades(tmp_path):
+    """`feedback` adds formgrader's grades and comments to the students' pages, without
+    regrading; running it again replaces (not repeats) that section; the CLI says so."""
+    course = toy.write_course(tmp_path, ["solution", "half"])
+    _grade(course)
+    page = course / "feedback" / "solution" / "toy" / "toy.html"
+    before = page.read_text()
+    _grade_by_hand(course, "solution", 1.0, "Nice <b>explanation</b>.")
+    r = subprocess.run([sys.executable, "-m", "gmmcourse.grading", "feedback", "toy", "--course", str(course),
+                        "--registry", "toy:ASSIGNMENTS"], env=_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "updated 2 feedback page(s)" in r.stderr
+    text = page.read_text()
+    assert text.startswith(before[: before.index("</body>")])  # the autograder's part is unchanged
+    assert "Graded by an instructor" in text and "Nice &lt;b&gt;explanation&lt;/b&gt;." in text
+    assert "Total score: 6 / 6" in text and "SECRET-HIDDEN-TEST" not in text
+    half = (course / "feedback" / "half" / "toy" / "toy.html").read_text()
+    assert "not graded yet / 1" in half
+    _grade_by_hand(course, "solution", 0.5, "Shorter next time.")
+    from gmmcourse.grading.engine import update_feedback
+
+    assert update_feedback(["toy"], course, registry=toy.ASSIGNMENTS) == 2
+    text = page.read_text()
+    assert text.count("Graded by an instructor") == 1 and "Shorter next time." in text and "Nice" not in text
+    assert "Total score: 5.5 / 6" in text
+    assert scores(course) == {"solution": 5.0, "half": 2.0}  # nothing was regraded

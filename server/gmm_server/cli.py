@@ -323,6 +323,13 @@ def return_feedback(st: settings.Settings, assignment: str) -> dict:
     """Feedback of the current submissions -> the exchange. A student whose collected
     submission is newer than their feedback (not graded since) is left out and reported."""
     gid = init(st)
+    # the grades and comments written in formgrader go into the pages first (no regrading)
+    env = _env(st)
+    env.pop("PYTHONPATH")
+    r = subprocess.run([str(settings.VENV / "bin" / "python"), "-m", "gmmcourse.grading", "feedback", assignment,
+                        "--course", str(st.course)], env=env, cwd=settings.REPO)
+    if r.returncode != 0:
+        raise SystemExit(f"could not add the instructors' grades to the feedback of {assignment}; nothing returned")
     fb_root = st.course / "feedback"
     sent, stale = [], []
     for d in sorted(fb_root.glob(f"*/{assignment}")):

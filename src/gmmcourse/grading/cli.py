@@ -49,11 +49,33 @@ def _parser() -> argparse.ArgumentParser:
                    "((?P<student_id>...), (?P<file_id>...), optional (?P<timestamp>...))")
     z.add_argument("--import-only", action="store_true", help="with --zip: import, do not grade")
     _limit_options(a)
+    f = sub.add_parser("feedback", help="add the grades and comments written in formgrader to the students' "
+                                        "feedback pages (no regrading); run before handing feedback back")
+    f.add_argument("assignments", nargs="*", metavar="ASSIGNMENT", help="assignment ids (default: all)")
+    f.add_argument("--course", default="grading", help="nbgrader course root (default: grading)")
+    f.add_argument("--registry", default=None, help="MODULE:ATTR of the assignments dict")
     return p
+
+
+def _feedback(args) -> int:
+    from .engine import GradingError, RecordingError, update_feedback
+
+    try:
+        update_feedback(args.assignments or None, args.course, registry=args.registry,
+                        echo=lambda s: print(s, file=sys.stderr))
+    except RecordingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except GradingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.cmd == "feedback":
+        return _feedback(args)
     from .engine import GradingError, RecordingError, autograde
     from .sandbox import Limits
 

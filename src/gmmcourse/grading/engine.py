@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from .intake import Job, discover
 from .reference import cached as cached_reference
@@ -30,7 +30,7 @@ def run_submission(*args, **kw):
 
     return run(*args, **kw)
 
-__all__ = ["GradingError", "RecordingError", "autograde", "load_registry", "Summary"]
+__all__ = ["GradingError", "RecordingError", "autograde", "load_registry", "Summary", "update_feedback"]
 
 log = logging.getLogger("gmmcourse.grading")
 ENGINE_VERSION = "1"
@@ -532,3 +532,47 @@ def autograde(
         _unlock_course(lock)
     summary.seconds = time.monotonic() - t0
     return summary
+
+
+def update_feedback(assignment_ids: Iterable[str] | None, course: str | Path = "grading", *,
+                    registry: str | dict | None = None, echo: Callable[[str], None] = lambda s: None) -> int:
+    """Add the grades and comments written in formgrader to every graded student's feedback
+    page (``feedback/<student>/<assignment>/<notebook>.html``), without regrading anything;
+    run it before handing feedback back. Returns the number of pages updated."""
+    from .feedback import stage_file, with_instructor_grades
+    from .gradebook import MARKERS, instructor_view, open_gradebook
+
+    course = Path(course).resolve()
+    reg = registry if isinstance(registry, dict) else load_registry(registry)
+    ids = list(assignment_ids or reg)
+    for i in ids:
+        if i not in reg:
+            raise GradingError(f"unknown assignment {i!r}; known assignments: {', '.join(sorted(reg)) or '(none)'}")
+    if not (course / "gradebook.db").is_file():
+        raise GradingError(f"no gradebook in {course}: run autograde first")
+    lock = _lock_course(course)
+    updated = 0
+    try:
+        gb = open_gradebook(course)
+        try:
+            rows = gb.db.execute(MARKERS.select()).mappings().all()
+            for r in rows:
+                a = reg.get(r["assignment"])
+                if a is None or a.id not in ids or r["status"] not in ("ok", "invalid"):
+                    continue
+                page = course / "feedback" / r["student"] / a.id / f"{Path(a.notebook).stem}.html"
+                view = instructor_view(gb, r["student"], a.id, a.notebook)
+                if view is None or not page.is_file() or page.is_symlink():
+                    continue
+                text = with_instructor_grades(page.read_text(encoding="utf-8"), *view)
+                try:
+                    os.replace(stage_file(page, text), page)
+                except OSError as err:
+                    raise RecordingError(f"could not write {page}: {err.strerror}") from None
+                updated += 1
+        finally:
+            gb.close()
+    finally:
+        _unlock_course(lock)
+    echo(f"updated {updated} feedback page(s) with the instructors' grades")
+    return updated

@@ -19,7 +19,7 @@ from typing import Any
 
 import nbformat
 
-__all__ = ["feedback_html", "autograded_notebook", "stage_file"]
+__all__ = ["feedback_html", "autograded_notebook", "stage_file", "with_instructor_grades"]
 
 
 def stage_file(path: Path, text: str) -> Path:
@@ -93,6 +93,37 @@ def feedback_html(
         out.append(f'<h2>While running your notebook</h2><ul class="events">{ev}</ul>')
     out.append("</body></html>")
     return "\n".join(out) + "\n"
+
+
+_INSTRUCTOR_START, _INSTRUCTOR_END = "<!-- gmm-instructor-grades -->", "<!-- /gmm-instructor-grades -->"
+
+
+def with_instructor_grades(feedback: str, cells: list[dict[str, Any]], total: float, max_score: float) -> str:
+    """The autograder's feedback page with a section of the grades and comments written in
+    formgrader (replacing the section an earlier call added). ``cells``: dicts with name,
+    max_score, score (None = not graded yet), comment, hand (graded or overridden by hand)."""
+    e = html.escape
+    start = feedback.find(_INSTRUCTOR_START)
+    if start >= 0:
+        end = feedback.find(_INSTRUCTOR_END, start)
+        feedback = feedback[:start] + feedback[end + len(_INSTRUCTOR_END) + 1 if end >= 0 else len(feedback):]
+    rows = []
+    for c in cells:
+        if c["score"] is None:
+            pts, cls = f"not graded yet / {c['max_score']:g}", "part"
+        else:
+            pts = f"{c['score']:g} / {c['max_score']:g}"
+            cls = "full" if c["score"] >= c["max_score"] > 0 else ("zero" if c["score"] <= 0 else "part")
+        rows.append(f'<tr class="{cls}"><td>{e(c["name"])}</td><td>{pts}</td><td>{e(c.get("comment") or "")}</td></tr>')
+    section = [_INSTRUCTOR_START, "<h2>Graded by an instructor</h2>"]
+    if rows:
+        section.append("<table><tr><th>Cell</th><th>Points</th><th>Comment</th></tr>" + "".join(rows) + "</table>")
+    section.append(f'<p class="total">Total score: {total:g} / {max_score:g}</p>')
+    section.append(_INSTRUCTOR_END)
+    body = feedback.rfind("</body>")
+    if body < 0:
+        body = len(feedback)
+    return feedback[:body] + "\n".join(section) + "\n" + feedback[body:]
 
 
 _ACTIVE_URL = re.compile(r"(?i)\b(javascript|vbscript|data\s*:\s*text/html|data\s*:\s*image/svg)\s*:")

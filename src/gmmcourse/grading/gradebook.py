@@ -16,7 +16,7 @@ from nbgrader import api as nbapi
 from nbgrader.api import Gradebook
 from sqlalchemy import Column, DateTime, Float, MetaData, String, Table, Text, select
 
-__all__ = ["open_gradebook", "sync_assignment", "record_submission", "graded_hash", "export_csv", "export_lms_csv"]
+__all__ = ["instructor_view", "open_gradebook", "sync_assignment", "record_submission", "graded_hash", "export_csv", "export_lms_csv"]
 
 _meta = MetaData()
 MARKERS = Table(
@@ -325,3 +325,27 @@ def export_lms_csv(gb: Gradebook, course: Path) -> tuple[Path, Path]:
 def reasons(gb: Gradebook) -> list[dict[str, Any]]:
     rows = gb.db.execute(select(MARKERS)).mappings().all()
     return [dict(r) for r in rows]
+
+
+def instructor_view(gb: Gradebook, student: str, assignment: str, notebook_name: str):
+    """(cells, total, max_score) of a recorded submission as formgrader leaves it: every cell
+    graded or commented by hand (manual score or manual comment), every cell still to grade,
+    and the total with the manual scores. None when the submission is not in the gradebook."""
+    from nbgrader.api import MissingEntry
+
+    try:
+        snb = gb.find_submission_notebook(Path(notebook_name).stem, assignment, student)
+    except MissingEntry:
+        return None
+    comments = {c.name: c.manual_comment for c in snb.comments if c.manual_comment}
+    cells = []
+    for g in sorted(snb.grades, key=lambda g: g.name):
+        hand = g.manual_score is not None or g.name in comments
+        if hand or g.needs_manual_grade:
+            cells.append({"name": g.name, "max_score": float(g.max_score),
+                          "score": None if g.needs_manual_grade or g.score is None else float(g.score),
+                          "comment": comments.pop(g.name, ""), "hand": hand})
+    for name, text in sorted(comments.items()):  # comments on cells without points
+        cells.append({"name": name, "max_score": 0.0, "score": 0.0, "comment": text, "hand": True})
+    sub = snb.assignment
+    return cells, float(sub.score), float(sub.max_score)
