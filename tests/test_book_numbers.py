@@ -132,3 +132,68 @@ def test_every_figure_has_alt_text_and_a_caption():
             alt = re.search(r'alt="([^"]*)"', img)
             assert alt and len(alt.group(1)) > 20 and not alt.group(1).endswith(".png"), f"{page.name}: {img[:120]}"
         assert text.count("<figcaption") >= len(images), f"{page.name}: a figure without caption"
+
+
+def test_every_bento_selection_posterior_converged():
+    """The page says every posterior behind the bento table converged, K = 1 included (the
+    sd update once stalled there: R-hat 1.8)."""
+    g = glued("em_and_selection")
+    assert num(g, "em_and_selection_bento_rhat_max") < 1.01
+
+
+@pytest.fixture(scope="module")
+def cups_exact():
+    from gmmcourse.data import COFFEE_CAFFEINE
+    from gmmcourse.exact import exact_posterior, log_evidence
+    from gmmcourse.models import GMMPrior
+
+    cups = COFFEE_CAFFEINE[:10]
+    le = np.array([log_evidence(cups, GMMPrior.exchangeable(k, 125.0, 37.5)) for k in range(1, 5)])
+    p = np.exp(le - le.max())
+    lo, mid = int(np.argmin(cups)), int(np.argmin(np.abs(cups - 120)))
+    co = exact_posterior(cups, GMMPrior.exchangeable(2, 125.0, 37.5)).co_clustering[lo, mid]
+    return {"log_ev": le, "p_k": p / p.sum(), "co_lo_mid": co}
+
+
+def test_smc_numbers_agree_with_exact_within_their_error(cups_exact):
+    """SMC's log evidence and P(K | x) on the page, each within MC_Z of its own standard
+    error of the exact value (plus 0.05 nats for the bias of the log of an average)."""
+    g = glued("em_and_selection")
+    for k in range(1, 5):
+        est, se = num(g, f"em_and_selection_smc_logz_{k}"), num(g, f"em_and_selection_smc_se_{k}")
+        assert abs(est - cups_exact["log_ev"][k - 1]) <= MC_Z * se + 0.05, (k, est, se)
+        p, p_se = num(g, f"em_and_selection_smc_pk_{k}"), num(g, f"em_and_selection_smc_pk_se_{k}")
+        assert abs(p - cups_exact["p_k"][k - 1]) <= MC_Z * p_se + 0.01, (k, p, p_se)
+    co, co_se = num(g, "em_and_selection_smc_co"), num(g, "em_and_selection_smc_co_se")
+    assert abs(co - cups_exact["co_lo_mid"]) <= MC_Z * co_se + 0.02
+    # importance sampling from the prior falls short, as the page says
+    assert num(g, "em_and_selection_is_worst") > 1.0
+
+
+def test_stuck_chains_numbers(cups_exact):
+    """The sampler-failure section: the exact co-clustering is exact, R-hat flags the
+    failure, and the pooled chains are off by more than any Monte Carlo error would allow."""
+    g = glued("em_and_selection")
+    assert num(g, "em_and_selection_fail_exact") == pytest.approx(cups_exact["co_lo_mid"], abs=1e-10)
+    assert num(g, "em_and_selection_fail_rhat") > 1.1
+    assert abs(num(g, "em_and_selection_fail_pooled") - cups_exact["co_lo_mid"]) > 0.1
+
+
+def test_old_faithful_em_numbers_are_exact():
+    """EM's numbers on the Old Faithful page are deterministic: recomputed here."""
+    from gmmcourse.categorize import categorize
+    from gmmcourse.data import FAITHFUL_ERUPTIONS as x
+    from gmmcourse.em import em
+
+    g = glued("old_faithful")
+    fit = em(x, 2)
+    resp = np.asarray(categorize(x, fit.weights, fit.means, fit.sds))[:, 0]
+    a = int(np.argmin(np.abs(x - num(g, "old_faithful_x_a"))))
+    assert num(g, "old_faithful_r_a") == pytest.approx(resp[a], rel=1e-6)
+    assert num(g, "old_faithful_em_sd_short") == pytest.approx(fit.sds[0], rel=1e-6)
+    assert num(g, "old_faithful_expected_errors_em") == pytest.approx(
+        np.sum(np.minimum(resp, 1 - resp)), rel=1e-6)
+    assert num(g, "old_faithful_obs_share") == pytest.approx(100 * np.mean((x > 3.5) & (x < 4.0)), rel=1e-12)
+    # the posterior's probabilities are further from 0 and 1 than EM's (parameter uncertainty)
+    assert num(g, "old_faithful_p_a") > num(g, "old_faithful_r_a") + 5 * num(g, "old_faithful_p_a_mcse")
+    assert num(g, "old_faithful_max_rhat") < 1.01
