@@ -158,15 +158,23 @@ def term(course: Path, reg, limits, cache, args) -> dict:
         first.setdefault("started", time.perf_counter())
         return real_run(*a, **k)
 
-    gbm.record_submission, eng.run_submission = recorded, started
+    import distributed
+
+    real_submit = distributed.Client.submit
+
+    def submitted(self, *a, **k):  # a submission handed to a worker has started grading
+        first.setdefault("started", time.perf_counter())
+        return real_submit(self, *a, **k)
+
+    gbm.record_submission, eng.run_submission, distributed.Client.submit = recorded, started, submitted
     try:
         t = time.perf_counter()
         s = autograde(["emtoy"], course, registry=reg, workers=args.workers, limits=limits, progress=False,
                       jax_cache=cache, warm_cache=False, echo=lambda s: None)
         resume_total = time.perf_counter() - t
     finally:
-        gbm.record_submission, eng.run_submission = real_record, real_run
-    # grading starts when the first submission starts running (here, while the workers start)
+        gbm.record_submission, eng.run_submission, distributed.Client.submit = real_record, real_run, real_submit
+    # grading starts when the first submission is handed to a worker (or run here, serially)
     return {"no_change_rerun_s": rerun, "resume_grading_starts_s": first["started"] - t,
             "resume_first_recorded_s": first["recorded"] - t, "resume_total_s": resume_total,
             "resumed": len(s.graded)}

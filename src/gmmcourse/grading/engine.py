@@ -139,40 +139,6 @@ def _wait_gone(pids: list[int], timeout: float) -> None:
         time.sleep(0.05)
 
 
-class _LocalClusterStart:
-    """A Dask LocalCluster (one single-threaded worker process per core) started in a
-    background thread: once `ready` is set, `out` is (cluster, client, worker pids), or
-    `err` the reason it could not start."""
-
-    def __init__(self, n: int):
-        import threading
-
-        self.ready = threading.Event()
-        self.out = None
-        self.err: BaseException | None = None
-        threading.Thread(target=self._run, args=(n,), name="gmm-local-cluster", daemon=True).start()
-
-    def _run(self, n: int) -> None:
-        try:
-            from distributed import Client, LocalCluster
-
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                   silence_logs=logging.ERROR, memory_limit=0)
-            client = Client(cluster, set_as_default=False)
-            try:
-                pids = list(client.run(os.getpid).values())
-            except Exception:
-                pids = []
-            self.out = (cluster, client, pids)
-        except BaseException as e:  # reported by the caller
-            self.err = e
-        finally:
-            self.ready.set()
-
-
-_start_local_cluster = _LocalClusterStart
-
-
 def _lock_course(course: Path):
     """One grader per course: an exclusive lock on ``<course>/.autograde.lock``."""
     import fcntl
@@ -464,7 +430,7 @@ def autograde(
             for plan, j in runnable:
                 grade_here(plan, j)
         else:
-            from distributed import Client, as_completed
+            from distributed import Client, LocalCluster, as_completed
 
             if scheduler:
                 try:
@@ -480,18 +446,16 @@ def autograde(
                             f"no Dask worker joined the scheduler at {scheduler} within {worker_wait:.0f} s; start "
                             f"workers with `dask worker {scheduler} --nthreads 1` (or use --worker-wait)") from None
             else:
-                # The local workers take seconds to start: grading begins at once, here, and
-                # moves to the workers when they are up.
-                starting = _start_local_cluster(workers or os.cpu_count() or 1)
+                n = workers or os.cpu_count() or 1
+                cluster = LocalCluster(
+                    n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+                    silence_logs=logging.ERROR, memory_limit=0,
+                )
+                client = Client(cluster)
                 try:
-                    while runnable and not starting.ready.is_set():
-                        grade_here(*runnable.pop(0))
-                finally:
-                    starting.ready.wait(120)
-                    if starting.out is not None:
-                        cluster, client, worker_pids = starting.out
-                if starting.err is not None:
-                    raise GradingError(f"the local Dask workers could not start: {sanitize(str(starting.err), 200)}")
+                    worker_pids = list(client.run(os.getpid).values())
+                except Exception:
+                    worker_pids = []
             futs = {}
             for plan, j in runnable:
                 a, inputs_json = plan[0], plan[4]
