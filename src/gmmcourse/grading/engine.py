@@ -503,9 +503,6 @@ def update_feedback(assignment_ids: Iterable[str] | None, course: str | Path = "
     """Add the grades and comments written in formgrader to every graded student's feedback
     page (``feedback/<student>/<assignment>/<notebook>.html``), without regrading anything;
     run it before handing feedback back. Returns the number of pages updated."""
-    from .feedback import stage_file, with_instructor_grades
-    from .gradebook import MARKERS, instructor_view, open_gradebook
-
     course = Path(course).resolve()
     reg = registry if isinstance(registry, dict) else load_registry(registry)
     ids = list(assignment_ids or reg)
@@ -514,6 +511,9 @@ def update_feedback(assignment_ids: Iterable[str] | None, course: str | Path = "
             raise GradingError(f"unknown assignment {i!r}; known assignments: {', '.join(sorted(reg)) or '(none)'}")
     if not (course / "gradebook.db").is_file():
         raise GradingError(f"no gradebook in {course}: run autograde first")
+    from .feedback import stage_file, with_instructor_grades  # heavy (nbgrader): after the usage checks
+    from .gradebook import MARKERS, instructor_view, open_gradebook
+
     lock = _lock_course(course)
     updated = 0
     try:
