@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .intake import Job, discover
+from .intake import CourseLocked, Job, discover, lock_course
 from .reference import cached as cached_reference
 from .reference import source_of
 from .sandbox import REPO_ROOT, CGroup, Limits, cleanup_stale_scratch, sandbox_available
@@ -140,27 +140,14 @@ def _wait_gone(pids: list[int], timeout: float) -> None:
 
 
 def _lock_course(course: Path):
-    """One grader per course: an exclusive lock on ``<course>/.autograde.lock``."""
-    import fcntl
-
-    path = course / ".autograde.lock"
+    """One grader per course (`intake.lock_course`)."""
     try:
-        f = open(path, "a+")
+        return lock_course(course)
+    except CourseLocked as busy:
+        raise GradingError(f"another autograde is already grading {course} (pid {busy.args[0]}); "
+                           "wait for it to finish or stop it") from None
     except OSError as e:
         raise RecordingError(f"cannot write to the course folder {course}: {e.strerror}") from None
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        other = f.read().strip() or "?"
-        f.close()
-        raise GradingError(f"another autograde is already grading {course} (pid {other}); "
-                           "wait for it to finish or stop it") from None
-    f.seek(0)
-    f.truncate()
-    f.write(str(os.getpid()))
-    f.flush()
-    return f
 
 
 def _unlock_course(f) -> None:

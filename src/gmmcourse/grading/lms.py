@@ -44,16 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-try:  # the grader's intake rules (engine.py before the intake/spec split)
-    from .intake import student_id
-except ImportError:  # pragma: no cover
-    from .engine import student_id
+from .intake import CourseLocked, lock_course, read_small, student_id
 from .sandbox import Limits
-
-try:
-    from .spec import GradingError
-except ImportError:  # pragma: no cover
-    from .engine import GradingError
+from .spec import GradingError
 
 __all__ = ["LMSImportError", "ImportReport", "Roster", "load_roster", "import_zip", "parse_name", "FORMATS"]
 
@@ -579,20 +572,6 @@ def _write_tmp(folder: Path, name: str, data: bytes) -> Path:
     return tmp
 
 
-def _read_regular(p: Path, limit: int) -> bytes | None:
-    try:
-        fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            return f.read(limit)
-    finally:
-        os.close(fd)
-
-
 def _fmt_ts(t: _dt.datetime) -> str:
     return t.strftime("%Y-%m-%d %H:%M:%S.%f UTC")
 
@@ -615,7 +594,7 @@ class _Archive:
         try:
             os.link(src, dest, follow_symlinks=False)
         except OSError:
-            data = _read_regular(src, MAX_ENTRY_BYTES + 1)
+            data = read_small(src, MAX_ENTRY_BYTES + 1)
             if data is None:
                 raise
             os.replace(_write_tmp(dest.parent, dest.name, data), dest)
@@ -632,10 +611,10 @@ def _install(course: Path, student: str, assignment: str, notebook: str, data: b
     if st is not None:
         if not stat.S_ISREG(st.st_mode):
             raise OSError(f"{target.relative_to(course)} exists and is not a regular file; remove it first")
-        old = _read_regular(target, MAX_ENTRY_BYTES + 1)
+        old = read_small(target, MAX_ENTRY_BYTES + 1)
         if old is not None and hashlib.sha256(old).digest() == hashlib.sha256(data).digest():
             return "unchanged", None
-        raw = _read_regular(ts_path, 64)
+        raw = read_small(ts_path, 64)
         old_ts = _parse_ts(raw.decode("utf-8", "replace").replace("UTC", "")) if raw else None
         if old_ts is not None and ts is not None and ts < old_ts:
             return "kept", (f"the course holds a newer submission ({_fmt_ts(old_ts)}) than the zip's "
@@ -671,26 +650,13 @@ def _install(course: Path, student: str, assignment: str, notebook: str, data: b
 
 
 def _lock(course: Path):
-    """The grader's own lock (``<course>/.autograde.lock``): no import while grading."""
-    import fcntl
-
-    try:  # never through a link: the lock file is written
-        fd = os.open(course / ".autograde.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-        f = os.fdopen(fd, "r+")
+    """The grader's own lock (`intake.lock_course`): no import while grading."""
+    try:
+        return lock_course(course)
+    except CourseLocked as busy:
+        raise LMSImportError(f"an autograde is running on {course} (pid {busy.args[0]}); import after it finishes") from None
     except OSError as e:
         raise LMSImportError(f"cannot write to the course folder {course}: {e.strerror}") from None
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        other = f.read().strip() or "?"
-        f.close()
-        raise LMSImportError(f"an autograde is running on {course} (pid {other}); import after it finishes") from None
-    f.seek(0)
-    f.truncate()
-    f.write(str(os.getpid()))
-    f.flush()
-    return f
 
 
 def _clean_name(filename: str) -> str:
