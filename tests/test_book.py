@@ -58,6 +58,8 @@ TEXT_SUFFIXES = {".html", ".htm", ".ipynb", ".md", ".txt", ".py", ".js", ".json"
 # third-party assets that cannot contain course material (and are large)
 SKIP_DIRS = {"mathjax"}
 
+pytestmark = pytest.mark.book  # make test runs these after the book build
+
 needs_build = pytest.mark.skipif(
     not (HTML / "index.html").exists(),
     reason=f"{HTML} is missing: build the book first (`make book`)",

@@ -18,7 +18,8 @@ from conftest import MC_Z
 ROOT = Path(__file__).resolve().parents[1]
 EXECUTED = ROOT / "_build" / "jupyter_execute" / "chapters"
 
-pytestmark = pytest.mark.skipif(not EXECUTED.exists(), reason="build the book first (`make book`)")
+pytestmark = [pytest.mark.book,  # make test runs these after the book build
+              pytest.mark.skipif(not EXECUTED.exists(), reason="build the book first (`make book`)")]
 
 
 def glued(page: str) -> dict:

@@ -15,7 +15,7 @@ import pytest
 from scipy import stats
 from scipy.special import logsumexp
 
-from conftest import MC_Z, mc_close
+from conftest import mc_close
 from gmmcourse import BENTO_WEIGHTS, GMMPrior, posterior
 from gmmcourse.exact import enumerate_exact
 from gmmcourse.gibbs import sd_proposal, update_params

@@ -44,6 +44,8 @@ def _built() -> bool:
         (EXECUTED / f"{p}.ipynb").exists() or "{code-cell}" not in (ROOT / f"{p}.md").read_text() for p in PAGES)
 
 
+pytestmark = pytest.mark.book  # make test runs these after the book build
+
 needs_build = pytest.mark.skipif(not _built(), reason="build the book first (scripts/build_book.sh)")
 
 

@@ -11,10 +11,19 @@ sandboxed kernels import only what they use).
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import types
 
 __version__ = "0.1.0"
+
+# Where a JAX persistent compilation cache is configured, keep every program of the course in
+# it, also those that compile in under a second (JAX skips them by default, and a fresh
+# kernel compiled a dozen of them again: seconds for `loo_table`). A value the user set wins.
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+if "jax" in sys.modules:  # imported before us: the variable is read at JAX's import only
+    sys.modules["jax"].config.update("jax_persistent_cache_min_compile_time_secs",
+                                     float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 _EXPORTS = {
     "categorize": "gmmcourse.categorize",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -10,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gmmcourse.precision import x64_context
-from gmmcourse.shapes import K_PAD, RESTART_GROUP, is_small, pad
+from gmmcourse.shapes import K_PAD, RESTART_GROUP, bucket_jit, is_small, pad
 from gmmcourse.validation import check_data, check_k, check_positive_int
 
 __all__ = ["EMResult", "em", "kmeans_plus_plus"]
@@ -172,7 +171,7 @@ def _em_one(key, x, mask, n, k, k_pad, max_iter, tol, reg_var):
     return w, m, v, final_ll, it, converged
 
 
-@partial(jax.jit, static_argnames=("k_pad",))
+@bucket_jit(data_arg=2, static_argnames=("k_pad",))
 def _em_restarts(root, restart_ids, x, mask, n, k, k_pad, max_iter, tol, reg_var):
     """Restarts `restart_ids` (their keys are fold_in(root, id) = split(root, R)[id]) in
     parallel with `vmap`. Every argument but `k_pad` is traced: one program per data bucket,

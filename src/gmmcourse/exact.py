@@ -245,7 +245,6 @@ def enumerate_exact(x, prior: GMMPrior, *, anchor: int | None = None, sd_posteri
         grid_spacing: spacing of the log sd grid.
         sd_range: (lowest, highest) sd node; by default from the data's range and the prior.
     """
-    import jax
     import jax.numpy as jnp
 
     from gmmcourse.precision import x64_context

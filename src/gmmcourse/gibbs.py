@@ -46,9 +46,10 @@ from genjax import const
 from jax.scipy.special import logsumexp
 
 from gmmcourse.em import em, kmeans_plus_plus
+from gmmcourse.gamma import gamma
 from gmmcourse.precision import x64_context
 from gmmcourse.models import GMMPrior, as_prior, gmm, gmm_choices, gmm_params, mixture_point
-from gmmcourse.shapes import CHAIN_GROUP, K_PAD, N_BUCKETS, SWEEP_CHUNK, bucket_size, is_small, pad
+from gmmcourse.shapes import CHAIN_GROUP, K_PAD, N_BUCKETS, SWEEP_CHUNK, bucket_jit, bucket_size, is_small, pad
 from gmmcourse.validation import check_data, check_k, check_positive_int
 
 __all__ = [
@@ -205,9 +206,9 @@ def update_params(key, x, z, sds, prior: GMMPrior, num_mh: int = 2, mask=None):
     """Draw weights, means and sds given the assignments z (steps 2-4 of the sweep).
 
     Every Gamma variate of the step (the Dirichlet's and the empty components' prior draws
-    of their sds) depends on the counts only, so they come from one `jax.random.gamma`
-    call: Gamma sampling is a rejection loop that is slow to compile, and one call site
-    compiles once. `mask` (N,) marks the real points of padded data: padding is left out
+    of their sds) depends on the counts only, so they come from one call of
+    `gmmcourse.gamma.gamma`: Gamma sampling is a rejection loop, slow to compile, and one
+    call site compiles once. `mask` (N,) marks the real points of padded data: padding is left out
     of every count and sum.
     """
     k = prior.mean_loc.shape[0]
@@ -225,7 +226,7 @@ def update_params(key, x, z, sds, prior: GMMPrior, num_mh: int = 2, mask=None):
         jnp.full((num_mh * k,), SD_PROPOSAL_DF / 2),  # chi-square / 2 of the Student-t proposals
         jnp.broadcast_to(jnp.asarray(a, dtype), (num_mh * k,)),  # prior draws of empty components' sds
     ]).astype(dtype)
-    g = jax.random.gamma(kg, shapes, dtype=dtype)
+    g = gamma(kg, shapes, dtype)
     g_w = g[:k]
     g_chi, g_prior = g[k:k + num_mh * k].reshape(num_mh, k), g[k + num_mh * k:].reshape(num_mh, k)
     weights = jnp.maximum(g_w, tiny)
@@ -367,7 +368,7 @@ def _run_chain(key, x, prior, pivot_means, pivot_sds, perms, num_warmup, num_sam
     return outs, prob_sum / num_samples
 
 
-@jax.jit
+@bucket_jit(data_arg=2)
 def _start_chains(root, chain_ids, x, mask, n, prior, pivot_means, pivot_sds, perms):
     """Starting states of chains `chain_ids` (key fold_in(root, c) = split(root, C)[c])."""
 
@@ -377,7 +378,7 @@ def _start_chains(root, chain_ids, x, mask, n, prior, pivot_means, pivot_sds, pe
     return jax.vmap(one)(chain_ids)
 
 
-@partial(jax.jit, static_argnames=("num_mh", "length"))
+@bucket_jit(data_arg=2, static_argnames=("num_mh", "length"))
 def _run_chunk(state, start, x, mask, prior, pivot_means, pivot_sds, perms, num_warmup, total, num_mh, length):
     """`length` sweeps (numbers start, start+1, ...) of every chain of a group, resumed
     from `state`; one program per (data bucket, K, chains per group, dtype, num_mh)."""

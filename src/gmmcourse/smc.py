@@ -31,6 +31,7 @@ import numpy as np
 from genjax import const, seed
 from jax.scipy.special import logsumexp
 
+from gmmcourse.gamma import gamma
 from gmmcourse.models import GMMPrior, as_prior, gmm, gmm_params, mixture_point
 from gmmcourse.precision import x64_context
 from gmmcourse.validation import check_data, check_positive_int
@@ -88,7 +89,7 @@ def _gibbs_move(key, x, state, beta, prior, num_mh):
     onehot = (z[None, :] == jnp.arange(k)[:, None]).astype(x.dtype)
     n_k = onehot.sum(1)
     if k > 1:
-        g = jax.random.gamma(kw, prior.concentration + n_k, dtype=x.dtype)
+        g = gamma(kw, prior.concentration + n_k, x.dtype)
         weights = jnp.maximum(g, jnp.finfo(x.dtype).tiny)
         weights = weights / weights.sum()
     prec = 1 / prior.mean_scale**2 + beta * n_k / sds**2

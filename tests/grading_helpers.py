@@ -1,0 +1,69 @@
+"""Shared helpers of the grading-engine tests: the toy course, its limits, and readers of the
+gradebook a course ends with."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "hostile"))
+
+import toy  # noqa: E402
+
+from gmmcourse.grading.engine import autograde  # noqa: E402
+from gmmcourse.grading.sandbox import Limits  # noqa: E402
+
+LIMITS = Limits(cell_timeout=3, notebook_timeout=60, export_timeout=10, memory_bytes=512 << 20, max_pids=32,
+                scratch_bytes=64 << 20, tmp_bytes=32 << 20)
+FAST = ["solution", "blank", "half", "os_exit", "forged_export", "eq_always_true", "invalid_json", "wrong_name", "read_secrets"]
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE / "hostile"), env.get("PYTHONPATH", "")])
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def _grade(course: Path, **kw):
+    kw.setdefault("serial", True)
+    return autograde(
+        ["toy"], course, registry=toy.ASSIGNMENTS, limits=LIMITS, progress=False, warm_cache=False,
+        echo=lambda s: None, **kw,
+    )
+
+
+def dump(course: Path) -> dict:
+    """The gradebook's grades (not timestamps), for comparisons."""
+    con = sqlite3.connect(course / "gradebook.db")
+    try:
+        rows = con.execute(
+            """select student.id, assignment.name, base_cell.name, grade.auto_score, grade.needs_manual_grade
+               from grade join submitted_notebook on grade.notebook_id = submitted_notebook.id
+               join submitted_assignment on submitted_notebook.assignment_id = submitted_assignment.id
+               join student on submitted_assignment.student_id = student.id
+               join assignment on submitted_assignment.assignment_id = assignment.id
+               join base_cell on grade.cell_id = base_cell.id order by 1, 2, 3"""
+        ).fetchall()
+        marks = con.execute("select student, assignment, sha256, status, reason, score from gmm_autograde order by 1, 2").fetchall()
+        nsub = con.execute("select count(*) from submitted_assignment").fetchone()[0]
+    finally:
+        con.close()
+    return {"grades": rows, "markers": marks, "submissions": nsub}
+
+
+def scores(course: Path) -> dict[str, float]:
+    return {m[0]: round(m[5], 6) for m in dump(course)["markers"]}
+
+
+def _check_outputs(course: Path, names):
+    for name in names:
+        fb = (course / "feedback" / name / "toy" / "toy.html").read_text()
+        assert "SECRET-HIDDEN-TEST" not in fb and "answer = [mean" not in fb and "inputs[" not in fb
+        assert "Autograded score" in fb
+    csv = (course / "grades.csv").read_text().splitlines()
+    assert csv[0] == "assignment,duedate,timestamp,student_id,last_name,first_name,email,raw_score,late_submission_penalty,score,max_score"
+    assert len(csv) == 1 + len(names)

@@ -1,0 +1,322 @@
+"""The grader over a term, on the toy assignment (tests/hostile/toy.py): a kill and a resume,
+hand grades that survive regrades, a second grader, recording failures, Ctrl-C, a lost
+scheduler, and the instructors' grades in the feedback. Needs bubblewrap."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import psutil
+import pytest
+from grading_helpers import (
+    LIMITS,
+    _env,
+    _grade,
+    dump,
+    scores,
+    toy,
+)
+
+from gmmcourse.grading.engine import GradingError, autograde
+from gmmcourse.grading.sandbox import Limits
+
+pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed")
+
+
+@pytest.mark.slow
+def test_kill_and_resume(tmp_path):
+    names = ["solution", "blank", "half", "os_exit", "sys_exit", "nan_answer", "prefilled_answer", "deleted_tests"]
+    course = toy.write_course(tmp_path, names)
+    cmd = [sys.executable, "-m", "gmmcourse.grading", "autograde", "toy", "--course", str(course),
+           "--registry", "toy:ASSIGNMENTS", "--serial", "--no-progress", "--no-warm", "--cell-timeout", "3"]
+    p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    db = course / "gradebook.db"
+    deadline = time.time() + 120
+    n = 0
+    while time.time() < deadline:
+        time.sleep(0.3)
+        try:
+            con = sqlite3.connect(db)
+            n = con.execute("select count(*) from gmm_autograde").fetchone()[0]
+            con.close()
+        except sqlite3.Error:
+            continue
+        if n >= 2:
+            break
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    assert 2 <= n < len(names)
+    mid = dump(course)
+    assert mid["submissions"] == len(mid["markers"])  # every row complete (one transaction each)
+    r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f"skipped {len(mid['markers'])} unchanged" in r.stderr
+    d = dump(course)
+    assert d["submissions"] == len(names) and len(d["grades"]) == 3 * len(names)
+    assert scores(course) == pytest.approx(toy.expected(names))
+
+
+# --------------------------------------------------------------------------- a whole term
+
+
+def _manual(course: Path, student: str, grade_id: str = "explain"):
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        g = gb.find_grade(grade_id, "toy", "toy", student)
+        c = gb.find_comment(grade_id, "toy", "toy", student)
+        return g.manual_score, g.needs_manual_grade, c.manual_comment
+
+
+def _grade_by_hand(course: Path, student: str, score: float, comment: str, grade_id: str = "explain"):
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        g = gb.find_grade(grade_id, "toy", "toy", student)
+        g.manual_score = score
+        g.needs_manual_grade = False
+        gb.find_comment(grade_id, "toy", "toy", student).manual_comment = comment
+        gb.db.commit()
+
+
+def test_manual_grades_survive_regrades_resubmissions_and_source_edits(tmp_path):
+    course = toy.write_course(tmp_path, ["solution", "half"])
+    _grade(course)
+    assert _manual(course, "solution")[1] is True  # waits for the instructor
+    _grade_by_hand(course, "solution", 1.0, "Nice explanation.")
+    _grade_by_hand(course, "half", 0.5, "Half right.")
+    # --force regrades everything: the instructor's grades and comments stay
+    _grade(course, force=True)
+    assert _manual(course, "solution") == (1.0, False, "Nice explanation.")
+    total = {m[0]: m[5] for m in dump(course)["markers"]}
+    assert total["solution"] == 6.0  # 5 auto + 1 by hand
+    # a typo fixed in the source notebook's text regrades nobody
+    src = tmp_path / "solutions" / "toy" / "toy.ipynb"
+    nb = nbformat.read(src, 4)
+    nb.cells[0].source += "\nTypo fixed."
+    nbformat.write(nb, src)
+    s = _grade(course)
+    assert s.graded == [] and len(s.skipped) == 2
+    # a resubmission that changes code but not the written answer keeps the manual grade
+    sub = course / "submitted" / "half" / "toy" / "toy.ipynb"
+    nbformat.write(toy.notebook(), sub)
+    _grade(course)
+    assert _manual(course, "half") == (0.5, False, "Half right.")
+    assert scores(course)["half"] == 5.5
+    # a changed written answer keeps the old grade visible, flagged for regrading
+    nb = toy.notebook()
+    for c in nb.cells:
+        if c.metadata.get("nbgrader", {}).get("grade_id") == "explain":
+            c.source = "A new, longer explanation."
+    nbformat.write(nb, sub)
+    _grade(course)
+    assert _manual(course, "half") == (0.5, True, "Half right.")
+
+
+def test_second_grader_on_the_same_course_exits(tmp_path):
+    import fcntl
+
+    course = toy.write_course(tmp_path, ["solution"])
+    with open(course / ".autograde.lock", "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.write("4242")
+        f.flush()
+        with pytest.raises(GradingError, match="another autograde is already grading"):
+            _grade(course)
+    _grade(course)  # released: grades normally
+    assert scores(course) == {"solution": 5.0}
+
+
+def test_recording_failure_stops_cleanly(tmp_path, monkeypatch):
+    """A full disk while recording: one clear error, nothing half-written, no temporary files,
+    no feedback without a gradebook row; the next run resumes."""
+    import errno
+
+    import gmmcourse.grading.feedback as fbm
+    from gmmcourse.grading.engine import RecordingError
+
+    course = toy.write_course(tmp_path, ["solution", "half", "blank"])
+    real = fbm.stage_file
+    calls = {"n": 0}
+
+    def full_disk(path, text):
+        calls["n"] += 1
+        if calls["n"] > 3:  # the first submission's three files fit, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, text)
+
+    monkeypatch.setattr(fbm, "stage_file", full_disk)
+    with pytest.raises(RecordingError, match="No space left"):
+        _grade(course)
+    recorded = [m[0] for m in dump(course)["markers"]]
+    assert len(recorded) == 1
+    assert not list(course.rglob("*.tmp"))
+    fb_students = {p.parts[-3] for p in (course / "feedback").rglob("*.html")}
+    assert fb_students == set(recorded)
+    monkeypatch.setattr(fbm, "stage_file", real)
+    _grade(course)
+    assert scores(course) == {"solution": 5.0, "half": 2.0, "blank": 0.0}
+
+
+def test_scheduler_without_workers_times_out(tmp_path):
+    from distributed import LocalCluster
+
+    course = toy.write_course(tmp_path, ["solution"])
+    with LocalCluster(n_workers=0, dashboard_address=":0", processes=False) as cluster:
+        t = time.monotonic()
+        with pytest.raises(GradingError, match="no Dask worker joined"):
+            _grade(course, serial=False, scheduler=cluster.scheduler_address, worker_wait=3)
+        assert time.monotonic() - t < 30
+    assert dump(course)["markers"] == []
+
+
+def test_loose_notebook_is_reported(tmp_path):
+    course = toy.write_course(tmp_path, ["solution"])
+    (course / "submitted" / "solution" / "toy.ipynb").write_text("{}")
+    said = []
+    autograde(["toy"], course, registry=toy.ASSIGNMENTS, limits=LIMITS, progress=False, warm_cache=False,
+              echo=said.append, serial=True)
+    assert any("submitted/solution/toy.ipynb" in s and "is ignored" in s for s in said)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_quickly_and_leaves_nothing(tmp_path):
+    names = ["infinite_loop", "memory_bomb_list", "solution", "half"]
+    course = toy.write_course(tmp_path, names)
+    cmd = [sys.executable, "-m", "gmmcourse.grading", "autograde", "toy", "--course", str(course),
+           "--registry", "toy:ASSIGNMENTS", "--workers", "2", "--no-progress", "--no-warm", "--cell-timeout", "30"]
+    # Scratch folders (gmg-<pid>-*) and cgroups (gmmgrade-<pid>-*) are named by the process
+    # that made them: only this grader's process tree counts (other tests may grade meanwhile).
+    tree: set[int] = set()
+
+    def grader_pids():
+        try:
+            proc = psutil.Process(p.pid)
+            tree.update([p.pid, *(c.pid for c in proc.children(recursive=True))])
+        except psutil.NoSuchProcess:
+            pass
+        return tree
+
+    def ours(name: str) -> bool:
+        parts = name.split("-")
+        return len(parts) > 2 and parts[1].isdigit() and int(parts[1]) in tree
+
+    def scratch():
+        grader_pids()
+        return {d for d in Path("/tmp").glob("gmg-*-*") if d.is_dir() and ours(d.name)}
+
+    def cgroups():
+        return {d for c in ("memory", "pids", "cpu") for d in Path(f"/sys/fs/cgroup/{c}").glob("gmmgrade-*")
+                if ours(d.name)}
+
+    p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not [d for d in scratch() if (d / "k1.json").exists()]:
+        time.sleep(0.2)
+    time.sleep(2)
+    grader_pids()
+    assert len(tree) >= 3, tree  # the grader and its two Dask workers at least
+    t = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    stopped = time.monotonic() - t
+    assert stopped < 15, stopped
+    assert p.returncode == 130, err
+    time.sleep(1)
+    assert not scratch(), scratch()
+    assert not cgroups(), cgroups()
+    alive = [pid for pid in tree if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert not alive, alive  # no worker, kernel or sandbox of this grader is left running
+    kernels = subprocess.run(["pgrep", "-af", "ipykernel_launcher -f /tmp/gmg-"], capture_output=True, text=True).stdout
+    assert not [k for k in kernels.splitlines() if any(f"/tmp/gmg-{pid}-" in k for pid in tree)], kernels
+
+
+@pytest.mark.slow
+def test_scheduler_death_records_no_zeros(tmp_path):
+    """Issue 14, defect 2: the Dask scheduler dies mid-run. What was graded stays; the rest is
+    'not graded' (no gradebook row, no CSV row, no feedback), and the next run grades it."""
+    import socket
+
+    import dask
+
+    course = toy.write_course(tmp_path, [])
+    for i in range(4):
+        d = course / "submitted" / f"s{i}" / "toy"
+        d.mkdir(parents=True)
+        nbformat.write(toy.notebook(extra_before=["import time; time.sleep(3)"]), d / "toy.ipynb")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    dask_bin = Path(sys.executable).parent / "dask"
+    quiet = dict(env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sched = subprocess.Popen([str(dask_bin), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                              "--dashboard-address", ":0"], **quiet)
+    worker = subprocess.Popen([str(dask_bin), "worker", address, "--nthreads", "1", "--no-nanny"], **quiet)
+
+    def kill_after_first_grade():
+        end = time.monotonic() + 240
+        while time.monotonic() < end and not list(course.glob("feedback/*/toy/toy.html")):
+            time.sleep(0.1)
+        sched.kill()
+
+    killer = threading.Thread(target=kill_after_first_grade, daemon=True)
+    killer.start()
+    limits = Limits(cell_timeout=20, notebook_timeout=60, export_timeout=10, memory_bytes=512 << 20)
+    try:
+        with dask.config.set({"distributed.comm.timeouts.connect": "5s"}):
+            s = autograde(["toy"], course, registry=toy.ASSIGNMENTS, limits=limits, progress=False,
+                          warm_cache=False, echo=lambda s: None, scheduler=address, worker_wait=60)
+    finally:
+        sched.kill()
+        worker.kill()
+        sched.wait()
+        worker.wait()
+    status = {g[0]: g[3] for g in s.graded}
+    ok = sorted(k for k, v in status.items() if v == "ok")
+    assert ok and "error" in status.values(), status
+    assert sorted(scores(course)) == ok  # only what was graded is in the gradebook
+    rows = list(csv.DictReader(open(course / "grades.csv")))
+    assert sorted(r["student_id"] for r in rows) == ok and all(float(r["raw_score"]) == 5.0 for r in rows)
+    assert sorted(p.parent.parent.name for p in course.glob("feedback/*/toy/toy.html")) == ok
+    autograde(["toy"], course, registry=toy.ASSIGNMENTS, limits=limits, progress=False, warm_cache=False,
+              echo=lambda s: None, serial=True)
+    assert scores(course) == {f"s{i}": 5.0 for i in range(4)}
+
+
+def test_feedback_shows_the_instructors_grades(tmp_path):
+    """`feedback` adds formgrader's grades and comments to the students' pages, without
+    regrading; running it again replaces (not repeats) that section; the CLI says so."""
+    course = toy.write_course(tmp_path, ["solution", "half"])
+    _grade(course)
+    page = course / "feedback" / "solution" / "toy" / "toy.html"
+    before = page.read_text()
+    _grade_by_hand(course, "solution", 1.0, "Nice <b>explanation</b>.")
+    r = subprocess.run([sys.executable, "-m", "gmmcourse.grading", "feedback", "toy", "--course", str(course),
+                        "--registry", "toy:ASSIGNMENTS"], env=_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "updated 2 feedback page(s)" in r.stderr
+    text = page.read_text()
+    assert text.startswith(before[: before.index("</body>")])  # the autograder's part is unchanged
+    assert "Graded by an instructor" in text and "Nice &lt;b&gt;explanation&lt;/b&gt;." in text
+    assert "Total score: 6 / 6" in text and "SECRET-HIDDEN-TEST" not in text
+    half = (course / "feedback" / "half" / "toy" / "toy.html").read_text()
+    assert "not graded yet / 1" in half
+    _grade_by_hand(course, "solution", 0.5, "Shorter next time.")
+    from gmmcourse.grading.engine import update_feedback
+
+    assert update_feedback(["toy"], course, registry=toy.ASSIGNMENTS) == 2
+    text = page.read_text()
+    assert text.count("Graded by an instructor") == 1 and "Shorter next time." in text and "Nice" not in text
+    assert "Total score: 5.5 / 6" in text
+    assert scores(course) == {"solution": 5.0, "half": 2.0}  # nothing was regraded
