@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 
 import nbformat
 import pytest
@@ -395,3 +396,24 @@ def test_notebooks_state_the_sandbox_and_its_limits():
         for root in ("solutions", "exercises"):
             nb = nbformat.read(repo / root / a.id / a.notebook, 4)
             assert [c.source for c in nb.cells if c.cell_type == "markdown"].count(text) == 1, (root, a.id)
+
+
+def test_serial_grading_is_single_threaded_under_a_one_core_quota(tmp_path, monkeypatch):
+    """--serial gives each kernel the same one-thread environment as parallel grading when
+    its CPU quota is one core: more threads under that quota are only throttled (3x slower)."""
+    import gmmcourse.grading.engine as engine
+
+    seen = []
+
+    def fake_run(nb_text, exports, inputs_json, limits, cfg):
+        seen.append((limits["cpus"], cfg["single_thread"]))
+        raise RuntimeError("not run in this test")
+
+    monkeypatch.setattr(engine, "run_submission", fake_run)
+    for cpus, want in ((1.0, True), (2.0, False)):
+        course = toy.write_course(tmp_path / f"c{cpus:g}", ["solution"])
+        seen.clear()
+        autograde(["toy"], course, registry=toy.ASSIGNMENTS, limits=replace(LIMITS, cpus=cpus), progress=False,
+                  warm_cache=False, echo=lambda s: None, serial=True)
+        assert seen == [(cpus, want)]
+    assert not dump(course)["markers"]  # the fake failure is not a grade

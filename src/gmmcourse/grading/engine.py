@@ -384,7 +384,9 @@ def autograde(
         total = sum(len(p[-1]) for p in plans)
         if summary.skipped:
             echo(f"{len(summary.skipped)} submission(s) already graded (unchanged); skipping them.")
-        base_cfg = {"jax_cache": str(cache), "single_thread": not serial}
+        # one thread per submission unless it may use two cores or more: XLA's and BLAS's
+        # thread pools under a one-core CPU quota only get throttled (3x slower per notebook)
+        base_cfg = {"jax_cache": str(cache), "single_thread": not serial or limits.cpus < 2}
         cfgs = {p[0].id: {**base_cfg, "hide": list(p[0].sandbox_hide)} for p in plans}
         limits_d = asdict(limits)
         bar = None
