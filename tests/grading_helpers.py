@@ -4,9 +4,12 @@ gradebook a course ends with."""
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import sys
 from pathlib import Path
+
+import pytest
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "hostile"))
@@ -15,6 +18,9 @@ import toy  # noqa: E402
 
 from gmmcourse.grading.engine import autograde  # noqa: E402
 from gmmcourse.grading.sandbox import Limits  # noqa: E402
+
+# the grading tests run real sandboxes
+needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed")
 
 LIMITS = Limits(cell_timeout=3, notebook_timeout=60, export_timeout=10, memory_bytes=512 << 20, max_pids=32,
                 scratch_bytes=64 << 20, tmp_bytes=32 << 20)

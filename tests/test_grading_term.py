@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -23,6 +22,7 @@ from grading_helpers import (
     _env,
     _grade,
     dump,
+    needs_bwrap,
     scores,
     toy,
 )
@@ -30,7 +30,7 @@ from grading_helpers import (
 from gmmcourse.grading.engine import GradingError, autograde
 from gmmcourse.grading.sandbox import Limits
 
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed")
+pytestmark = needs_bwrap
 
 
 @pytest.mark.slow
