@@ -30,8 +30,11 @@ help:
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || "$$(scripts/find_python.sh)" -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check "uv==0.13.9"
-	$(VENV)/bin/uv pip sync -q --python $(PY) requirements.lock
+	$(VENV)/bin/uv pip sync -q --compile-bytecode --python $(PY) requirements.lock
 	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
+	@# byte-compiled once here: Python never writes .pyc where PYTHONDONTWRITEBYTECODE is set
+	@# (as on our machines), and then every process (kernels, grading sandboxes) recompiled
+	@# its imports from source, about 3 s each
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@touch $@
 venv: $(STAMP)

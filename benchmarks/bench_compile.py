@@ -5,7 +5,9 @@ any persistent compilation cache or with a private cache filled by an earlier pr
 
 * `sizes`: `posterior(x, 2)` (with its EM pivot) on 10 data sizes from 20 to 2,000 points, in
   one process, with the package's buckets and with per-shape compilation (the same kernels,
-  `gmmcourse.shapes.bucket_size` patched to the identity: what the package did before).
+  `gmmcourse.shapes.bucket_size` patched to the identity), and with the package as it was
+  when the compile-once issue was filed (`ISSUE_BASELINE`, taken from git history: one
+  program per size, XLA's default optimisation, JAX's Gamma sampler), the issue's baseline.
 * `selection`: `bic_table(coffee, 5)` and `loo_table(coffee, 5)`, cold (no cache) and with a
   warm persistent cache.
 * `resize`: after a first `posterior` on coffee, the same call with other num_samples,
@@ -15,11 +17,14 @@ any persistent compilation cache or with a private cache filled by an earlier pr
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
+from pathlib import Path
 
 from common import write
 
@@ -28,8 +33,9 @@ SIZES = [20, 30, 50, 80, 130, 220, 360, 600, 1000, 2000]
 SIZES_CODE = """
 import json, sys, time
 import numpy as np
-import gmmcourse.shapes
+import gmmcourse
 if {per_shape}:
+    import gmmcourse.shapes
     gmmcourse.shapes.bucket_size = lambda n: int(n)
 from gmmcourse import posterior
 rng = np.random.default_rng(0)
@@ -40,8 +46,12 @@ for n in {sizes}:
     t = time.perf_counter()
     posterior(x, 2, num_chains=4, num_samples=1000, seed=0)
     times.append(time.perf_counter() - t)
-print("RESULT", json.dumps({{"total_s": time.perf_counter() - t0, "per_call_s": times}}))
+print("RESULT", json.dumps({{"total_s": time.perf_counter() - t0, "per_call_s": times, "package": gmmcourse.__file__}}))
 """
+
+ISSUE_BASELINE = "f08aa68^"
+"""The package when the compile-once issue was filed (the commit before shape buckets): one
+program per data size, XLA's default optimisation, `jax.random.gamma`."""
 
 SELECTION_CODE = """
 import json, time
@@ -81,8 +91,10 @@ print("RESULT", json.dumps(out))
 """
 
 
-def fresh(code: str, cache: str | None = None) -> dict:
+def fresh(code: str, cache: str | None = None, pythonpath: str | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
     if cache:
         env.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
@@ -91,9 +103,28 @@ def fresh(code: str, cache: str | None = None) -> dict:
     return json.loads(out.stdout.split("RESULT", 1)[1])
 
 
+def issue_baseline() -> dict | None:
+    """The 10 sizes with the package as it was when the issue was filed (from git history;
+    None where the checkout has no history)."""
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            archive = subprocess.run(["git", "-C", str(root), "archive", ISSUE_BASELINE, "src/gmmcourse"],
+                                     capture_output=True, check=True).stdout
+        except (OSError, subprocess.CalledProcessError):
+            return None
+        tarfile.open(fileobj=io.BytesIO(archive)).extractall(tmp, filter="data")
+        out = fresh(SIZES_CODE.format(per_shape=False, sizes=SIZES), pythonpath=str(Path(tmp) / "src"))
+        if not out["package"].startswith(tmp):
+            raise RuntimeError(f"the baseline imported {out['package']}, not the archived package")
+        out["commit"] = ISSUE_BASELINE
+        return out
+
+
 def main() -> dict:
     bucketed = fresh(SIZES_CODE.format(per_shape=False, sizes=SIZES))
     per_shape = fresh(SIZES_CODE.format(per_shape=True, sizes=SIZES))
+    before = issue_baseline()
     selection_cold = fresh(SELECTION_CODE)
     with tempfile.TemporaryDirectory() as cache:
         fresh(SELECTION_CODE, cache)  # fills the cache
@@ -102,10 +133,12 @@ def main() -> dict:
     result = {
         "sizes": {"n": SIZES, "call": "posterior(x, 2, num_chains=4, num_samples=1000), fresh process, no cache",
                   "bucketed": bucketed, "per_shape_compilation": per_shape,
-                  "speedup": per_shape["total_s"] / bucketed["total_s"]},
+                  "speedup": per_shape["total_s"] / bucketed["total_s"],
+                  "issue_baseline": before,
+                  "speedup_vs_issue_baseline": before and before["total_s"] / bucketed["total_s"]},
         "selection_coffee_k5": {"cold_no_cache": selection_cold, "warm_persistent_cache": selection_warm_cache},
         "resize_sampler_call": resize,
-        "goal": "sizes speedup >= 5; bic_table < 2 s and loo_table < 5 s with a warm persistent cache",
+        "goal": "sizes speedup >= 5 (against the package when the issue was filed: issue_baseline); bic_table < 2 s and loo_table < 5 s with a warm persistent cache",
     }
     write("compile", result)
     return result

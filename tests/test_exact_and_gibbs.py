@@ -109,6 +109,10 @@ def test_coffee_posterior():
     post = posterior(COFFEE_CAFFEINE, 3, prior=COFFEE_PRIOR, num_chains=4, num_samples=1000, seed=0)
     d = post.diagnostics()
     assert d["max_r_hat"] < 1.01 and d["min_ess_bulk"] > 400
+    # diagnostics() computes on the arrays what summary() tabulates: the same extremes
+    table = post.summary()
+    assert d == {"max_r_hat": table["r_hat"].max(), "min_ess_bulk": table["ess_bulk"].min(),
+                 "min_ess_tail": table["ess_tail"].min()}
     np.testing.assert_allclose(post.means.mean((0, 1)), [81.0, 118.6, 156.9], atol=0.5)
     np.testing.assert_allclose(post.weights.mean((0, 1)), [1 / 3] * 3, atol=0.03)
     assert np.all(post.assignment_probs.max(1) > 0.999)  # well-separated blends: no doubt

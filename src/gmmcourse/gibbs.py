@@ -116,10 +116,10 @@ class Posterior(NamedTuple):
 
     def to_arviz(self):
         """The relabelled draws as an ArviZ `DataTree` (dims: chain, draw, component)."""
-        import arviz as az
+        import arviz_base
 
         dims = {name: ["component"] for name in ("weights", "means", "sds")}
-        return az.from_dict(
+        return arviz_base.from_dict(
             {
                 "posterior": {"weights": self.weights, "means": self.means, "sds": self.sds},
                 "sample_stats": {"lp": self.log_joint},
@@ -134,19 +134,32 @@ class Posterior(NamedTuple):
         R-hat: NaN, without ArviZ's 0/0 warnings."""
         import warnings
 
-        import arviz as az
+        import arviz_stats
 
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "invalid value encountered", RuntimeWarning)
-            return az.summary(self.to_arviz(), round_to="none")
+            return arviz_stats.summary(self.to_arviz(), round_to="none")
 
     def diagnostics(self) -> dict:
-        """Worst-case convergence numbers: max R-hat and min bulk/tail ESS over all parameters."""
-        table = self.summary()
+        """Worst-case convergence numbers over all parameters (weights, means, sds): max
+        R-hat and min bulk/tail ESS, the extremes of `summary`'s columns (computed by the
+        same ArviZ functions on the arrays, without building the table)."""
+        import warnings
+
+        from arviz_stats.base import array_stats
+        from arviz_stats.validate import validate_ci_prob
+
+        draws = np.concatenate([np.moveaxis(np.asarray(a), -1, 0)
+                                for a in (self.weights, self.means, self.sds)])  # (3K, chains, draws)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "invalid value encountered", RuntimeWarning)
+            r_hat = array_stats.rhat(draws, chain_axis=-2, draw_axis=-1)
+            bulk = array_stats.ess(draws, chain_axis=-2, draw_axis=-1, method="bulk")
+            tail = array_stats.ess(draws, chain_axis=-2, draw_axis=-1, method="tail", prob=validate_ci_prob(None))
         return {
-            "max_r_hat": float(table["r_hat"].max()),
-            "min_ess_bulk": float(table["ess_bulk"].min()),
-            "min_ess_tail": float(table["ess_tail"].min()),
+            "max_r_hat": float(np.nanmax(r_hat)),
+            "min_ess_bulk": float(np.nanmin(bulk)),
+            "min_ess_tail": float(np.nanmin(tail)),
         }
 
 
@@ -368,12 +381,24 @@ def _run_chain(key, x, prior, pivot_means, pivot_sds, perms, num_warmup, num_sam
     return outs, prob_sum / num_samples
 
 
+def _trace_tree(x, prior, mask):
+    """The tree structure of a `gmm` trace on data shaped like `x` (traced, not run)."""
+    spec = jax.ShapeDtypeStruct(x.shape, x.dtype)
+    return jax.tree.structure(jax.eval_shape(
+        lambda xs, p, m: init_trace(jax.random.key(0), xs, p, m, jnp.int32(1)), spec, prior, mask))
+
+
 @bucket_jit(data_arg=2)
 def _start_chains(root, chain_ids, x, mask, n, prior, pivot_means, pivot_sds, perms):
-    """Starting states of chains `chain_ids` (key fold_in(root, c) = split(root, C)[c])."""
+    """Starting states of chains `chain_ids` (key fold_in(root, c) = split(root, C)[c]).
+
+    A state is plain arrays, so that the program can be exported (`gmmcourse.programs`):
+    (the trace's leaves, permutation, running sum of assignment probabilities, key data)."""
 
     def one(c):
-        return _start_chain(jax.random.fold_in(root, c), x, prior, pivot_means, pivot_sds, perms, mask, n)
+        (trace, perm, prob_sum), krun = _start_chain(jax.random.fold_in(root, c), x, prior, pivot_means, pivot_sds,
+                                                     perms, mask, n)
+        return jax.tree.leaves(trace), perm, prob_sum, jax.random.key_data(krun)
 
     return jax.vmap(one)(chain_ids)
 
@@ -381,16 +406,18 @@ def _start_chains(root, chain_ids, x, mask, n, prior, pivot_means, pivot_sds, pe
 @bucket_jit(data_arg=2, static_argnames=("num_mh", "length"))
 def _run_chunk(state, start, x, mask, prior, pivot_means, pivot_sds, perms, num_warmup, total, num_mh, length):
     """`length` sweeps (numbers start, start+1, ...) of every chain of a group, resumed
-    from `state`; one program per (data bucket, K, chains per group, dtype, num_mh)."""
-    carry, krun = state
+    from `state` (see `_start_chains`); one program per (data bucket, K, chains per group,
+    dtype, num_mh)."""
+    tree = _trace_tree(x, prior, mask)
     ts = start + jnp.arange(length, dtype=start.dtype)
 
-    def one(carry, krun):
-        carry, outs = _scan_sweeps(carry, ts, krun, x, prior, pivot_means, pivot_sds, perms, num_warmup, num_mh,
-                                   mask, total)
-        return (carry, krun), outs
+    def one(leaves, perm, prob_sum, key_data):
+        carry = (jax.tree.unflatten(tree, leaves), perm, prob_sum)
+        (trace, perm, prob_sum), outs = _scan_sweeps(carry, ts, jax.random.wrap_key_data(key_data), x, prior,
+                                                     pivot_means, pivot_sds, perms, num_warmup, num_mh, mask, total)
+        return (jax.tree.leaves(trace), perm, prob_sum, key_data), outs
 
-    return jax.vmap(one)(carry, krun)
+    return jax.vmap(one)(*state)
 
 
 def _sample(x, n, k, prior, pivot_means, pivot_sds, perms, num_chains, num_warmup, num_samples, num_mh, seed, dtype):
@@ -415,7 +442,7 @@ def _sample(x, n, k, prior, pivot_means, pivot_sds, perms, num_chains, num_warmu
                   for col in zip(*(jax.tree.leaves(o) for _, o in chunks))]
         lo = num_warmup - chunks[0][0]
         draws.append([a[:, lo:lo + num_samples] for a in leaves])
-        prob_sums.append(np.asarray(state[0][2])[:, :, :n])
+        prob_sums.append(np.asarray(state[2])[:, :, :n])
     treedef = jax.tree.structure(chunks[0][1])
     outs = jax.tree.unflatten(treedef, [np.concatenate(col)[:num_chains] for col in zip(*draws)])
     probs = np.concatenate(prob_sums)[:num_chains] / np.asarray(num_samples, dtype)

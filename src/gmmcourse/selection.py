@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pandas as pd
 from scipy.special import logsumexp
@@ -83,6 +87,17 @@ def pointwise_log_likelihood(x, weights, means, sds) -> np.ndarray:
     return logsumexp(np.log(w) + norm.logpdf(x, m, s), axis=-2)
 
 
+def _import_arviz():
+    """Import what `loo_table` needs of ArviZ: its statistics and data modules, not its
+    plotting (seconds of matplotlib), and xarray's probe of array libraries (dask)."""
+    import arviz_base
+    import arviz_stats  # noqa: F401
+    import xarray
+
+    arviz_base.from_dict({"posterior": {"a": np.zeros((1, 2))}})
+    xarray.DataArray(np.zeros(1))
+
+
 def loo_table(x, k_max: int = 5, *, loc: float | None = None, scale: float | None = None,
               num_chains: int = 4, num_samples: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Bayesian comparison of K = 1..k_max by PSIS-LOO (ArviZ) on Gibbs posteriors.
@@ -100,29 +115,42 @@ def loo_table(x, k_max: int = 5, *, loc: float | None = None, scale: float | Non
         models predict the same points alike), and ``max_r_hat`` of the posterior behind
         each row.
     """
-    import arviz as az
-
     from gmmcourse.gibbs import posterior
 
     x = check_data(x)
     k_max = check_k(k_max, x.shape[0], "k_max")
+    # ArviZ and xarray take about a second to import: in a thread, while the sampler starts
+    arviz_ready = threading.Thread(target=_import_arviz, daemon=True)
+    arviz_ready.start()
     loc = float(np.mean(x)) if loc is None else float(loc)
     scale = 2 * max(float(np.std(x)), 1e-3) if scale is None else float(scale)
-    rows, results = [], {}
-    for k in range(1, k_max + 1):
+
+    def one(k):
         post = posterior(x, k, prior=GMMPrior.exchangeable(k, loc, scale), num_chains=num_chains,
                          num_samples=num_samples, seed=seed)
+        arviz_ready.join()
+        import arviz_base
+        import arviz_stats
+
         ll = pointwise_log_likelihood(x, post.weights, post.means, post.sds)  # (C, S, N)
-        data = az.from_dict({"posterior": {"means": post.means}, "log_likelihood": {"x": ll}},
-                            dims={"means": ["component"], "x": ["obs"]})
-        res = az.loo(data, pointwise=True)
-        results[k] = res
-        rows.append({"k": k, "elpd_loo": float(res.elpd), "se": float(res.se), "p_loo": float(res.p),
+        data = arviz_base.from_dict({"posterior": {"means": post.means}, "log_likelihood": {"x": ll}},
+                                    dims={"means": ["component"], "x": ["obs"]})
+        res = arviz_stats.loo(data, pointwise=True)
+        return res, {"k": k, "elpd_loo": float(res.elpd), "se": float(res.se), "p_loo": float(res.p),
                      "max_pareto_k": float(np.max(np.asarray(res.pareto_k))),
-                     "max_r_hat": float(post.diagnostics()["max_r_hat"])})
+                     "max_r_hat": float(post.diagnostics()["max_r_hat"])}
+
+    # the K are independent: threads overlap their compilation (or cache loads) and runs;
+    # every K's numbers are those of a call on its own
+    with ThreadPoolExecutor(max_workers=min(k_max, len(os.sched_getaffinity(0)))) as pool:
+        done = list(pool.map(one, range(1, k_max + 1)))
+    results = {row["k"]: res for res, row in done}
+    rows = [row for _, row in done]
     table = pd.DataFrame(rows).set_index("k")
     table["delta_elpd"] = table["elpd_loo"].max() - table["elpd_loo"]
-    cmp = az.compare({str(k): r for k, r in results.items()}, round_to="none")
+    import arviz_stats
+
+    cmp = arviz_stats.compare({str(k): r for k, r in results.items()}, round_to="none")
     table["elpd_diff"] = [float(cmp.loc[str(k), "elpd_diff"]) for k in table.index]
     table["dse"] = [float(cmp.loc[str(k), "dse"]) for k in table.index]
     return table

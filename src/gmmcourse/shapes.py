@@ -34,6 +34,7 @@ floating-point summation order (tests/test_compile.py).
 from __future__ import annotations
 
 import functools
+import inspect
 
 import jax
 import numpy as np
@@ -99,25 +100,38 @@ SMALL_DATA_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 
 
 class bucket_jit:
-    """`jax.jit` with XLA options chosen by the data bucket: ``@bucket_jit(data_arg=2, ...)``
-    jits the function twice, with `SMALL_DATA_COMPILER_OPTIONS` for data (argument
-    `data_arg`, shape (N,)) in the small-data buckets on CPU, and with XLA's defaults
-    otherwise. Other keyword arguments go to `jax.jit`; `_cache_size()` counts the
-    programs of both."""
+    """`jax.jit` with XLA options chosen by the data bucket, through
+    `gmmcourse.programs.exported_jit` (programs kept between processes):
+    ``@bucket_jit(data_arg=2, static_argnames=(...))`` compiles with
+    `SMALL_DATA_COMPILER_OPTIONS` for data (argument `data_arg`, shape (N,)) in the
+    small-data buckets on CPU, and with XLA's defaults otherwise. `_cache_size()` counts
+    the programs of both."""
 
-    def __init__(self, data_arg: int, **jit_kwargs):
+    def __init__(self, data_arg: int, static_argnames: tuple[str, ...] = ()):
         self.data_arg = data_arg
-        self.jit_kwargs = jit_kwargs
+        self.static_argnames = tuple(static_argnames)
 
     def __call__(self, fun):
-        small = jax.jit(fun, compiler_options=SMALL_DATA_COMPILER_OPTIONS, **self.jit_kwargs)
-        large = jax.jit(fun, **self.jit_kwargs)
+        from gmmcourse.programs import exported_jit
+
+        signature = inspect.signature(fun)
+        static_names = self.static_argnames
+        data_name = list(signature.parameters)[self.data_arg]
+
+        def by_name(dynamic: dict, **static):
+            return fun(**dynamic, **static)
+
+        name = f"{fun.__module__}.{fun.__qualname__}"
+        small = exported_jit(by_name, compiler_options=SMALL_DATA_COMPILER_OPTIONS, name=name + "[small]")
+        large = exported_jit(by_name, name=name)
 
         @functools.wraps(fun)
         def call(*args, **kwargs):
-            n = args[self.data_arg].shape[0]
+            arguments = signature.bind(*args, **kwargs).arguments
+            static = {k: arguments.pop(k) for k in static_names}
+            n = arguments[data_name].shape[0]
             use_small = is_small(n) and jax.default_backend() == "cpu"
-            return (small if use_small else large)(*args, **kwargs)
+            return (small if use_small else large)(arguments, **static)
 
         call._cache_size = lambda: small._cache_size() + large._cache_size()
         call.small, call.large = small, large

@@ -1,0 +1,110 @@
+"""Programs kept between processes (gmmcourse.programs): exported once, loaded after, never wrong."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gmmcourse import programs
+from gmmcourse.programs import exported_jit
+
+
+def toy(key, x, scale):
+    """A function with a key argument and a static one."""
+    return (x * scale + jax.random.normal(key, x.shape, x.dtype), [jnp.sum(x)])
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setattr(programs, "program_dir", lambda: tmp_path / programs.SUBDIR)
+    return tmp_path / programs.SUBDIR
+
+
+def no_export(monkeypatch):
+    def fail(*a, **k):
+        raise AssertionError("traced and exported again")
+
+    monkeypatch.setattr(jax.export, "export", fail)
+
+
+def test_exported_once_then_loaded(store, monkeypatch):
+    x = jnp.arange(5.0)
+    first = exported_jit(toy)(jax.random.key(1), x, scale=2.0)
+    files = list(store.glob("*.jaxexport"))
+    assert len(files) == 1
+    no_export(monkeypatch)  # a new process (a new wrapper) must load the file, not trace
+    again = exported_jit(toy)(jax.random.key(1), x, scale=2.0)
+    jax.tree.map(np.testing.assert_array_equal, first, again)
+    assert np.allclose(first[0], x * 2 + jax.random.normal(jax.random.key(1), (5,)))  # it computes toy
+
+
+def test_new_signature_new_file(store):
+    f = exported_jit(toy)
+    f(jax.random.key(1), jnp.arange(5.0), scale=2.0)
+    f(jax.random.key(1), jnp.arange(5.0), scale=3.0)
+    f(jax.random.key(1), jnp.arange(6.0), scale=2.0)
+    f(jax.random.key(2), jnp.arange(6.0), scale=2.0)  # same signature: same program
+    assert len(list(store.glob("*.jaxexport"))) == 3 and f._cache_size() == 3
+
+
+def test_damaged_file_is_exported_again(store):
+    x = jnp.arange(4.0)
+    good = exported_jit(toy)(jax.random.key(0), x, scale=1.0)
+    (path,) = store.glob("*.jaxexport")
+    path.write_bytes(path.read_bytes()[:100])  # truncated
+    again = exported_jit(toy)(jax.random.key(0), x, scale=1.0)
+    jax.tree.map(np.testing.assert_array_equal, good, again)
+    assert path.stat().st_size > 100  # replaced by a whole one
+
+
+def test_unwritable_store_still_computes(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(programs, "program_dir", lambda: blocker / programs.SUBDIR)
+    out = exported_jit(toy)(jax.random.key(0), jnp.arange(3.0), scale=1.0)
+    assert out[1][0] == 3.0 and not list(tmp_path.glob("**/*.tmp"))
+
+
+def test_code_version_follows_the_sources():
+    v = programs.code_version()
+    assert len(v) == 24 and v == programs.code_version()
+
+
+POSTERIOR = """
+import json, sys
+import jax, numpy as np
+if sys.argv[1] == "load":
+    def fail(*a, **k):
+        raise AssertionError("traced and exported again")
+    jax.export.export = fail
+from gmmcourse import posterior
+x = np.linspace(-2, 2, 21) ** 3
+post = posterior(x, 2, num_chains=2, num_samples=30, num_warmup=10, seed=4)
+print("RESULT", json.dumps({"means": post.means.tolist(), "probs": post.assignment_probs.tolist()}))
+"""
+
+
+def run_posterior(mode, cache):
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    if cache:
+        env["JAX_COMPILATION_CACHE_DIR"] = str(cache)
+    out = subprocess.run([sys.executable, "-c", POSTERIOR, mode], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.split("RESULT", 1)[1])
+
+
+def test_a_fresh_process_loads_the_sampler_and_draws_the_same(tmp_path):
+    """The sampler's programs written by one process are loaded by the next (no tracing),
+    and the draws are the same as with no cache at all."""
+    first = run_posterior("export", tmp_path)
+    names = sorted(p.name.split("-")[0] for p in (tmp_path / programs.SUBDIR).glob("*.jaxexport"))
+    assert names == ["gmmcourse.em._em_restarts[small]", "gmmcourse.gibbs._run_chunk[small]",
+                     "gmmcourse.gibbs._start_chains[small]"]
+    loaded = run_posterior("load", tmp_path)
+    uncached = run_posterior("export", None)
+    assert first == loaded == uncached
