@@ -381,11 +381,23 @@ def _run_chain(key, x, prior, pivot_means, pivot_sds, perms, num_warmup, num_sam
     return outs, prob_sum / num_samples
 
 
+_TRACE_TREES: dict = {}
+"""Tree structures of `gmm` traces, recorded by `_start_chains` as it traces (`_trace_tree`)."""
+
+
+def _tree_key(x, prior, mask):
+    return x.shape, str(x.dtype), jax.tree.structure(prior), tuple(jnp.shape(a) for a in prior), mask is None
+
+
 def _trace_tree(x, prior, mask):
-    """The tree structure of a `gmm` trace on data shaped like `x` (traced, not run)."""
-    spec = jax.ShapeDtypeStruct(x.shape, x.dtype)
-    return jax.tree.structure(jax.eval_shape(
-        lambda xs, p, m: init_trace(jax.random.key(0), xs, p, m, jnp.int32(1)), spec, prior, mask))
+    """The tree structure of a `gmm` trace on data shaped like `x`: the one `_start_chains`
+    recorded in this process, else found by tracing (not running) `init_trace`."""
+    key = _tree_key(x, prior, mask)
+    if key not in _TRACE_TREES:
+        spec = jax.ShapeDtypeStruct(x.shape, x.dtype)
+        _TRACE_TREES[key] = jax.tree.structure(jax.eval_shape(
+            lambda xs, p, m: init_trace(jax.random.key(0), xs, p, m, jnp.int32(1)), spec, prior, mask))
+    return _TRACE_TREES[key]
 
 
 @bucket_jit(data_arg=2)
@@ -398,6 +410,7 @@ def _start_chains(root, chain_ids, x, mask, n, prior, pivot_means, pivot_sds, pe
     def one(c):
         (trace, perm, prob_sum), krun = _start_chain(jax.random.fold_in(root, c), x, prior, pivot_means, pivot_sds,
                                                      perms, mask, n)
+        _TRACE_TREES[_tree_key(x, prior, mask)] = jax.tree.structure(trace)
         return jax.tree.leaves(trace), perm, prob_sum, jax.random.key_data(krun)
 
     return jax.vmap(one)(chain_ids)
