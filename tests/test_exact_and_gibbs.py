@@ -160,3 +160,26 @@ def test_genjax_sampler_is_exactly_the_plain_jax_kernel():
     for a, b in zip(raw, draws):
         np.testing.assert_allclose(a, b, rtol=1e-5)
     np.testing.assert_allclose(lj, lj_plain, rtol=1e-4)
+
+
+def test_draw_z_frequencies():
+    """The z draw (Gumbel-max): frequencies match the conditional probabilities (within 5
+    binomial standard errors, several seeds), a component of probability 0 is never drawn,
+    and the draw does not depend on the table's scale (log-probabilities shifted by 1e3)."""
+    from gmmcourse.gibbs import draw_z
+
+    p = np.array([0.2, 0.5, 0.3, 0.0])
+    n = 100_000
+    with np.errstate(divide="ignore"):
+        table = jnp.asarray(np.repeat(np.log(p)[:, None], n, axis=1) + 1e3, jnp.float32)
+    for seed in range(5):
+        z, probs = draw_z(jax.random.key(seed), table)
+        freq = np.bincount(np.asarray(z), minlength=4) / n
+        np.testing.assert_allclose(np.asarray(probs)[:, 0], p, atol=1e-4)  # float32 log-probabilities near 1e3
+        assert freq[3] == 0
+        assert np.all(np.abs(freq - p) <= 5 * np.sqrt(p * (1 - p) / n)), (seed, freq)
+    # power: a draw from other probabilities fails the same bound
+    z, _ = draw_z(jax.random.key(0), jnp.asarray(np.log(np.repeat(np.array([[0.22], [0.48], [0.3]]), n, axis=1)),
+                                                  jnp.float32))
+    freq = np.bincount(np.asarray(z), minlength=3) / n
+    assert not np.all(np.abs(freq - p[:3]) <= 5 * np.sqrt(p[:3] * (1 - p[:3]) / n))

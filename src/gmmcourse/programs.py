@@ -29,16 +29,18 @@ import importlib.metadata
 import os
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jax
-import numpy as np
 
 __all__ = ["code_version", "exported_jit", "program_dir"]
 
 _PACKAGE = Path(__file__).resolve().parent
 SUBDIR = "gmmcourse-programs"
 _TRACE_LOCK = threading.RLock()
+_COMPILERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="gmmcourse-compile")
+"""Threads that compile prepared programs (`exported_jit.prepare`)."""
 
 
 @functools.cache
@@ -65,8 +67,8 @@ def _is_key(leaf) -> bool:
 
 
 def _spec(leaf) -> jax.ShapeDtypeStruct:
-    aval = jax.typeof(leaf)
-    return jax.ShapeDtypeStruct(aval.shape, aval.dtype, weak_type=aval.weak_type)
+    aval = leaf if isinstance(leaf, jax.ShapeDtypeStruct) else jax.typeof(leaf)
+    return jax.ShapeDtypeStruct(aval.shape, aval.dtype, weak_type=aval.weak_type)  # no sharding: one key per shape
 
 
 def _load(path: Path):
@@ -103,32 +105,75 @@ class exported_jit:
         self.fun = fun
         self.compiler_options = compiler_options
         self.name = name or f"{fun.__module__}.{fun.__qualname__}"
-        self._programs: dict = {}
+        self._programs: dict = {}  # sig -> compiled program
+        self._lowered: dict = {}  # sig -> exported (CPU) or lowered program
         self._locks: dict = {}
         functools.update_wrapper(self, fun)
 
     def _cache_size(self) -> int:
-        return len(self._programs)
+        return len(self._lowered)
 
     def __call__(self, *args, **static):
+        flat, sig = self._signature(args, static)
+        return self._compiled(sig)(*flat)
+
+    def prepare(self, *args, **static):
+        """Start building the program for these arguments (arrays or `jax.ShapeDtypeStruct`s)
+        without running it: trace and lower it (or load it) now, compile it in a background
+        thread. Returns its output shapes, so that a caller can prepare the next program of
+        a chain while XLA compiles this one (`gmmcourse.gibbs` does, while EM runs)."""
+        _, sig = self._signature(args, static)
+        lowered = self._lower(sig)
+        _COMPILERS.submit(self._compile_quietly, sig)
+        if isinstance(lowered, jax.export.Exported):
+            out = [jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=a.weak_type) for a in lowered.out_avals]
+            return jax.tree.unflatten(lowered.out_tree, out)
+        return lowered.out_info
+
+    def _signature(self, args, static):
         leaves, tree = jax.tree.flatten(args)
         keys = tuple(str(jax.random.key_impl(leaf)) if _is_key(leaf) else None for leaf in leaves)
         flat = [jax.random.key_data(leaf) if k else leaf for leaf, k in zip(leaves, keys)]
         specs = tuple(_spec(leaf) for leaf in flat)
         sig = (tree, keys, specs, tuple(sorted(static.items())), bool(jax.config.jax_enable_x64),
                jax.default_backend())
-        program = self._programs.get(sig)
-        if program is None:
-            with self._locks.setdefault(sig, threading.Lock()):  # built once; other threads wait
-                program = self._programs.get(sig)
-                if program is None:
-                    program = self._programs[sig] = self._program(sig)
-        return program(*flat)
+        return flat, sig
 
-    def _program(self, sig):
-        """The compiled program for `sig`. Tracing runs under a lock held by one thread at a
-        time (GenJAX keeps interpreter state while it traces); XLA's compilation, or its
-        persistent cache, runs outside it, so threads (`loo_table`) compile in parallel."""
+    def _once(self, table: dict, kind: str, sig, build):
+        """table[sig], built once by one thread (others wait for it)."""
+        value = table.get(sig)
+        if value is None:
+            with self._locks.setdefault((kind, sig), threading.Lock()):
+                value = table.get(sig)
+                if value is None:
+                    value = table[sig] = build(sig)
+        return value
+
+    def _compiled(self, sig):
+        """The compiled program: XLA's compilation, or its persistent cache, runs outside the
+        tracing lock, so threads compile in parallel."""
+        return self._once(self._programs, "compiled", sig, lambda sig: self._compile(sig, self._lower(sig)))
+
+    def _compile_quietly(self, sig) -> None:
+        try:
+            self._compiled(sig)
+        except Exception:  # the caller's own call compiles again and raises where it can be seen
+            pass
+
+    def _compile(self, sig, lowered):
+        specs, x64 = sig[2], sig[4]
+        with jax.enable_x64(x64):  # the signature's mode, also in a compiling thread (modes are per thread)
+            if isinstance(lowered, jax.export.Exported):
+                return jax.jit(lowered.call, compiler_options=self.compiler_options).lower(*specs).compile()
+            return lowered.compile()
+
+    def _lower(self, sig):
+        return self._once(self._lowered, "lowered", sig, self._export)
+
+    def _export(self, sig):
+        """The program for `sig`, exported (loaded from its file, or traced and lowered under a
+        lock held by one thread at a time: GenJAX keeps interpreter state while it traces);
+        on accelerators, plainly lowered."""
         tree, keys, specs, static, x64, backend = sig
         fun = self.fun
 
@@ -139,8 +184,7 @@ class exported_jit:
         jitted = jax.jit(flat_fun, compiler_options=self.compiler_options)
         if backend != "cpu":
             with _TRACE_LOCK:
-                lowered = jitted.lower(*specs)
-            return lowered.compile()
+                return jitted.lower(*specs)
         text = repr((self.name, code_version(), str(tree), keys,
                      [(s.shape, str(s.dtype), s.weak_type) for s in specs], static, x64, backend,
                      sorted((self.compiler_options or {}).items())))
@@ -154,4 +198,4 @@ class exported_jit:
                 exported = jax.export.export(jitted)(*specs)
             if path is not None:
                 _save(path, exported)
-        return jax.jit(exported.call, compiler_options=self.compiler_options).lower(*specs).compile()
+        return exported

@@ -125,14 +125,23 @@ class bucket_jit:
         small = exported_jit(by_name, compiler_options=SMALL_DATA_COMPILER_OPTIONS, name=name + "[small]")
         large = exported_jit(by_name, name=name)
 
-        @functools.wraps(fun)
-        def call(*args, **kwargs):
+        def pick(args, kwargs):
             arguments = signature.bind(*args, **kwargs).arguments
             static = {k: arguments.pop(k) for k in static_names}
             n = arguments[data_name].shape[0]
             use_small = is_small(n) and jax.default_backend() == "cpu"
-            return (small if use_small else large)(arguments, **static)
+            return (small if use_small else large), arguments, static
+
+        @functools.wraps(fun)
+        def call(*args, **kwargs):
+            program, arguments, static = pick(args, kwargs)
+            return program(arguments, **static)
+
+        def prepare(*args, **kwargs):
+            program, arguments, static = pick(args, kwargs)
+            return program.prepare(arguments, **static)
 
         call._cache_size = lambda: small._cache_size() + large._cache_size()
+        call.prepare = prepare  # build the program without running it (`exported_jit.prepare`)
         call.small, call.large = small, large
         return call
