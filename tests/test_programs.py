@@ -108,3 +108,53 @@ def test_a_fresh_process_loads_the_sampler_and_draws_the_same(tmp_path):
     loaded = run_posterior("load", tmp_path)
     uncached = run_posterior("export", None)
     assert first == loaded == uncached
+
+
+SANDBOX_CELL = """import numpy as np
+{poison}
+from gmmcourse import posterior
+x = np.linspace(-2, 2, 21) ** 3
+post = posterior(x, 2, num_chains=2, num_samples=30, num_warmup=10, seed=4)
+"""
+POISON = """import jax.export
+def _no_export(*a, **k):
+    raise RuntimeError("traced and exported again")
+jax.export.export = _no_export
+"""
+
+
+def test_the_sandbox_loads_what_the_warm_up_kept(tmp_path):
+    """The grader's warm-up (writable cache) keeps the sampler's programs; a student's
+    sandboxed kernel (read-only cache) loads them without tracing and draws what the
+    warm-up drew, and what the trusted parent draws. Both hide a module of the package, as
+    an assignment may (the uncertainty one hides `categorize`): its source is unreadable."""
+    import shutil
+
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from gmmcourse.grading.executor import run_submission
+    from gmmcourse.grading.sandbox import Limits
+
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap not installed")
+    limits = Limits(cell_timeout=120, notebook_timeout=300)
+    exports = [("means", "answer = post.means.tolist()")]
+
+    def run(poison, writable):
+        nb = new_notebook(cells=[new_code_cell(SANDBOX_CELL.format(poison=poison))])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        res = run_submission(nbformat.writes(nb), exports, "{}", limits,
+                             {"jax_cache": str(tmp_path), "jax_cache_writable": writable, "single_thread": True,
+                              "hide": ["gmmcourse/categorize.py"]})
+        assert res["infra_error"] is None and res["answers"]["means"]["ok"], res["answers"]
+        return json.loads(res["answers"]["means"]["json"])
+
+    warm = run("", True)
+    assert len(list((tmp_path / programs.SUBDIR).glob("*.jaxexport"))) == 3
+    student = run(POISON, False)
+    assert student == warm
+    from gmmcourse import posterior
+
+    here = posterior(np.linspace(-2, 2, 21) ** 3, 2, num_chains=2, num_samples=30, num_warmup=10, seed=4)
+    np.testing.assert_allclose(here.means, np.asarray(student), rtol=1e-5)

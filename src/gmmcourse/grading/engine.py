@@ -184,8 +184,11 @@ def _validate_parts(a: Assignment, source_nb) -> None:
 
 
 def _warm_cache(a: Assignment, source_text: str, inputs_json: str, cache: Path, limits: Limits) -> None:
-    """Run the trusted source notebook once with a writable JAX cache."""
-    stamp = cache / f".warm-{a.id}-{hashlib.sha256(source_text.encode()).hexdigest()[:16]}"
+    """Run the trusted source notebook once with a writable JAX cache: once per version of the
+    notebook and of the course's kernels (their programs are filed by that version)."""
+    from gmmcourse.programs import code_version
+
+    stamp = cache / f".warm-{a.id}-{hashlib.sha256((source_text + code_version()).encode()).hexdigest()[:16]}"
     if stamp.exists() or "jax" not in source_text and "gmmcourse" not in source_text:
         return
     cache.mkdir(parents=True, exist_ok=True)
