@@ -172,12 +172,12 @@ def test_draw_z_frequencies():
     n = 100_000
     with np.errstate(divide="ignore"):
         table = jnp.asarray(np.repeat(np.log(p)[:, None], n, axis=1) + 1e3, jnp.float32)
-    for seed in range(5):
-        z, probs = draw_z(jax.random.key(seed), table)
+    for s in range(5):
+        z, probs = draw_z(jax.random.key(s), table)
         freq = np.bincount(np.asarray(z), minlength=4) / n
         np.testing.assert_allclose(np.asarray(probs)[:, 0], p, atol=1e-4)  # float32 log-probabilities near 1e3
         assert freq[3] == 0
-        assert np.all(np.abs(freq - p) <= 5 * np.sqrt(p * (1 - p) / n)), (seed, freq)
+        assert np.all(np.abs(freq - p) <= 5 * np.sqrt(p * (1 - p) / n)), (s, freq)
     # power: a draw from other probabilities fails the same bound
     z, _ = draw_z(jax.random.key(0), jnp.asarray(np.log(np.repeat(np.array([[0.22], [0.48], [0.3]]), n, axis=1)),
                                                   jnp.float32))
