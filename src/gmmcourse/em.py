@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gmmcourse.precision import x64_context
-from gmmcourse.shapes import K_PAD, RESTART_GROUP, bucket_jit, is_small, pad
+from gmmcourse.shapes import K_PAD, N_BUCKETS, RESTART_GROUP, bucket_jit, is_small, pad
 from gmmcourse.validation import check_data, check_k, check_positive_int
 
 __all__ = ["EMResult", "em", "kmeans_plus_plus"]
@@ -78,6 +78,11 @@ def kmeans_plus_plus(key, x, k, mask=None, n=None, k_active=None):
 
 BLOCK = 50_000  # points per block: a block's (K, BLOCK) temporaries stay in the CPU's cache
 
+PREFIXES = (32, 256)
+"""E-step widths on small data: EM pads every data size up to the last small bucket
+(`gmmcourse.shapes.N_BUCKETS`, one program for N = 1..2,048), and each E-step visits the
+first 32, 256 or all points, the shortest prefix that holds the real ones (`_stats`)."""
+
 
 def _block_stats(x, weights, means, variances, mask):
     """E-step on a block of points: sums over the block of r_ik, r_ik d_ik, r_ik d_ik^2 (each
@@ -102,14 +107,21 @@ def _block_stats(x, weights, means, variances, mask):
     return jnp.sum(r, axis=1), jnp.sum(rd, axis=1), jnp.sum(rd * d, axis=1), jnp.sum(jnp.where(mask, top + jnp.log(total), 0.0))
 
 
-def _stats(x, weights, means, variances, mask=None):
+def _stats(x, weights, means, variances, mask=None, n=None):
     """`_block_stats` over all points, `BLOCK` points at a time (a `lax.scan` over full
     blocks, then the remainder): XLA:CPU then keeps each block's temporaries in cache
     instead of streaming (K, N) arrays through memory several times. `mask`: the real
-    points of padded data (default: all)."""
+    points of padded data (default: all). With padded small data (`mask` and the number
+    `n` of real points given, real points first), only the shortest of the `PREFIXES`
+    that holds the real points (`lax.switch` on the traced n): the run time follows n,
+    not the padded size, and the sums are those of the prefix's (padding adds zeros)."""
+    k = weights.shape[0]
+    if mask is not None and n is not None and x.shape[0] <= N_BUCKETS[-1]:
+        widths = [w for w in PREFIXES if w < x.shape[0]] + [x.shape[0]]
+        branches = [lambda x, mask, w=w: _block_stats(x[:w], weights, means, variances, mask[:w]) for w in widths]
+        return jax.lax.switch(jnp.sum(jnp.asarray(widths[:-1]) < n), branches, x, mask)
     n = x.shape[0]
     full = n // BLOCK * BLOCK
-    k = weights.shape[0]
     acc = (jnp.zeros(k, x.dtype), jnp.zeros(k, x.dtype), jnp.zeros(k, x.dtype), jnp.zeros((), x.dtype))
     if full:
         def body(acc, block):
@@ -128,13 +140,13 @@ def _em_step(x, mask, n, active, weights, means, variances, reg_var):
 
     The M-step's sums are taken about the old means (d = x - mean), which needs no second
     pass over x and avoids the cancellation of E[x^2] - E[x]^2. Inactive components keep
-    weight 0 and variance 1.
+    weight 0 and variance 1. `n`: the number of real points (int).
     """
-    nk, s1, s2, loglik = _stats(x, weights, means, variances, mask)
+    nk, s1, s2, loglik = _stats(x, weights, means, variances, mask, n)
     nk = nk + 10 * jnp.finfo(x.dtype).tiny
     shift = s1 / nk
     variances = s2 / nk - shift**2 + reg_var
-    weights = jnp.where(active, nk / n, 0.0)
+    weights = jnp.where(active, nk / n.astype(x.dtype), 0.0)
     variances = jnp.where(active, jnp.maximum(variances, reg_var), 1.0)
     return weights, means + shift, variances, loglik
 
@@ -160,13 +172,13 @@ def _em_one(key, x, mask, n, k, k_pad, max_iter, tol, reg_var):
 
     def body(state):
         w, m, v, ll, _, it = state
-        w, m, v, ll_new = _em_step(x, mask, nf, active, w, m, v, reg_var)
+        w, m, v, ll_new = _em_step(x, mask, n, active, w, m, v, reg_var)
         return w, m, v, ll_new, ll, it + 1
 
     inf = jnp.asarray(jnp.inf, dtype)
     state = (weights, means, variances, -inf, inf, jnp.asarray(0, max_iter.dtype))
     w, m, v, ll_prev_step, _, it = jax.lax.while_loop(cond, body, state)
-    final_ll = _stats(x, w, m, v, mask)[3]
+    final_ll = _stats(x, w, m, v, mask, n)[3]
     converged = jnp.abs(final_ll - ll_prev_step) <= tol * nf
     return w, m, v, final_ll, it, converged
 
@@ -226,9 +238,11 @@ def em(
     small = is_small(n)
     k_pad = K_PAD if small and k <= K_PAD else k  # one program for K = 1..K_PAD on small data
     group = RESTART_GROUP if small else restarts  # restarts per compiled call
-    # small data: padded to a bucket and masked; large data: its own shape, no mask (the run
-    # time dominates the compilation there, and the mask would cost time in every E-step)
-    xp, mask = pad(x, dtype) if small else (np.asarray(x, dtype), None)
+    # small data: padded to the last small bucket and masked, each E-step on a prefix that
+    # holds the real points (one program for every N <= 2,048, see `_stats`); large data: its own
+    # shape, no mask (the run time dominates the compilation there, and the mask would
+    # cost time in every E-step)
+    xp, mask = pad(x, dtype, size=N_BUCKETS[-1]) if small else (np.asarray(x, dtype), None)
     with x64_context(dtype):
         root = jax.random.key(seed)
         args = (jnp.asarray(xp), None if mask is None else jnp.asarray(mask), np.int32(n), np.int32(k), k_pad, np.int32(max_iter),

@@ -50,7 +50,8 @@ from gmmcourse.em import em, kmeans_plus_plus
 from gmmcourse.gamma import gamma
 from gmmcourse.precision import x64_context
 from gmmcourse.models import GMMPrior, as_prior, gmm, gmm_choices, gmm_params, mixture_point
-from gmmcourse.shapes import CHAIN_GROUP, K_PAD, N_BUCKETS, SWEEP_CHUNK, bucket_jit, bucket_size, is_small, pad
+from gmmcourse.shapes import (CHAIN_GROUP, K_PAD, N_BUCKETS, RUN_ONCE_COMPILER_OPTIONS, SWEEP_CHUNK, bucket_jit,
+                              bucket_size, is_small, pad)
 from gmmcourse.validation import check_data, check_k, check_positive_int
 
 __all__ = [
@@ -401,7 +402,7 @@ def _trace_tree(x, prior, mask):
     return _TRACE_TREES[key]
 
 
-@bucket_jit(data_arg=2)
+@bucket_jit(data_arg=2, small_options=RUN_ONCE_COMPILER_OPTIONS)
 def _start_chains(root, chain_ids, x, mask, n, prior, pivot_means, pivot_sds, perms):
     """Starting states of chains `chain_ids` (key fold_in(root, c) = split(root, C)[c]).
 

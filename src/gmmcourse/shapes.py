@@ -22,7 +22,10 @@ seconds, far longer than running them on the course's data (20-2,000 points). So
 **XLA's optimisation level** follows the bucket on CPU (`bucket_jit`): the programs for the
 small-data buckets compile with `SMALL_DATA_COMPILER_OPTIONS` (XLA -O1: about a third
 less compile time, and the course's runs there take a fraction of a second either way),
-larger data with XLA's defaults (the run time dominates). Accelerators keep their defaults.
+larger data with XLA's defaults (the run time dominates). A program that runs once per call
+(the chains' start: k-means++ seeds and the first trace) compiles with
+`RUN_ONCE_COMPILER_OPTIONS` (-O0) for small data: it compiles in about two thirds of the
+time and its run time is negligible either way. Accelerators keep their defaults.
 
 Random numbers do not depend on the padding: JAX's threefry generator (partitionable) draws
 element i of an array from the counter i, so keys split for 5 restarts, 4 chains or 1,200
@@ -46,6 +49,7 @@ __all__ = [
     "CHAIN_GROUP",
     "SWEEP_CHUNK",
     "SMALL_DATA_COMPILER_OPTIONS",
+    "RUN_ONCE_COMPILER_OPTIONS",
     "bucket_jit",
     "bucket_size",
     "is_small",
@@ -85,11 +89,12 @@ def is_small(n: int) -> bool:
     return int(n) <= N_BUCKETS[-1]
 
 
-def pad(x, dtype) -> tuple[np.ndarray, np.ndarray]:
-    """(x padded to `bucket_size(len(x))` with copies of x[0], mask of the real points)."""
+def pad(x, dtype, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(x padded to `size` points (default `bucket_size(len(x))`) with copies of x[0], mask
+    of the real points)."""
     x = np.asarray(x)
     n = x.shape[0]
-    size = bucket_size(n)
+    size = bucket_size(n) if size is None else size
     xp = np.full(size, x[0], dtype=dtype)
     xp[:n] = x
     return xp, np.arange(size) < n
@@ -98,18 +103,23 @@ def pad(x, dtype) -> tuple[np.ndarray, np.ndarray]:
 SMALL_DATA_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 """XLA options of the small-data programs on CPU (see the module docstring)."""
 
+RUN_ONCE_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+"""XLA options, on small data on CPU, of a program that runs once per call (no loop over
+sweeps or iterations): compile time is all its cost there."""
+
 
 class bucket_jit:
     """`jax.jit` with XLA options chosen by the data bucket, through
     `gmmcourse.programs.exported_jit` (programs kept between processes):
-    ``@bucket_jit(data_arg=2, static_argnames=(...))`` compiles with
-    `SMALL_DATA_COMPILER_OPTIONS` for data (argument `data_arg`, shape (N,)) in the
-    small-data buckets on CPU, and with XLA's defaults otherwise. `_cache_size()` counts
-    the programs of both."""
+    ``@bucket_jit(data_arg=2, static_argnames=(...))`` compiles with `small_options`
+    (default `SMALL_DATA_COMPILER_OPTIONS`) for data (argument `data_arg`, shape (N,)) in
+    the small-data buckets on CPU, and with XLA's defaults otherwise. `_cache_size()`
+    counts the programs of both."""
 
-    def __init__(self, data_arg: int, static_argnames: tuple[str, ...] = ()):
+    def __init__(self, data_arg: int, static_argnames: tuple[str, ...] = (), small_options: dict | None = None):
         self.data_arg = data_arg
         self.static_argnames = tuple(static_argnames)
+        self.small_options = SMALL_DATA_COMPILER_OPTIONS if small_options is None else small_options
 
     def __call__(self, fun):
         from gmmcourse.programs import exported_jit
@@ -122,7 +132,7 @@ class bucket_jit:
             return fun(**dynamic, **static)
 
         name = f"{fun.__module__}.{fun.__qualname__}"
-        small = exported_jit(by_name, compiler_options=SMALL_DATA_COMPILER_OPTIONS, name=name + "[small]")
+        small = exported_jit(by_name, compiler_options=self.small_options, name=name + "[small]")
         large = exported_jit(by_name, name=name)
 
         def pick(args, kwargs):
