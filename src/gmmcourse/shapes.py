@@ -8,8 +8,12 @@ seconds, far longer than running them on the course's data (20-2,000 points). So
   data (32 points, then 2,048), beyond the last one a multiple of 1/8 of the power of two
   below N (at most 12.5 % padding, where the run time dominates). Padded points repeat
   x[0] and are masked out of every sum, count and density (exact maths: they contribute
-  zeros); the true N is a traced argument. EM on data above the last small bucket keeps
-  the exact shape and no mask (its E-step is memory-bound there and the run time dominates).
+  zeros); the true N is a traced argument. **EM** pads all small data to the last bucket
+  (one program for N = 1..2,048) and runs each E-step on the shortest prefix of 32, 256 or
+  2,048 points that holds the data (`gmmcourse.em.PREFIXES`, a `lax.switch` on N), so its
+  run time follows N; on data above the last small bucket it keeps the exact shape and no
+  mask (its E-step is memory-bound there and the run time dominates). The Gibbs sampler's
+  trace holds every point, so it compiles once per bucket.
 * **K in EM** is padded to `K_PAD` components for small data (inactive components have
   weight 0: their responsibilities are exactly 0), so K = 1..8 share one program.
   The Gibbs sampler keeps the true K (its relabelling enumerates K! permutations and the
@@ -65,8 +69,9 @@ K_PAD = 8
 RESTART_GROUP = 5
 """EM restarts per compiled call on small data (more restarts: several calls)."""
 
-CHAIN_GROUP = 4
-"""Gibbs chains per compiled call on small data (more chains: several calls)."""
+CHAIN_GROUP = 2
+"""Gibbs chains per compiled call on small data (more chains: several calls, run in
+threads: the default 4 chains use two cores)."""
 
 SWEEP_CHUNK = 100
 """Gibbs sweeps per compiled call (a scan resumed from its carried state)."""
