@@ -436,6 +436,12 @@ def _run_chunk(state, start, x, mask, prior, pivot_means, pivot_sds, perms, num_
     return jax.vmap(one)(*state)
 
 
+def _chain_group(n: int, num_chains: int) -> int:
+    """Chains per compiled call: `CHAIN_GROUP` on small data, else all of them (`_prepare`
+    builds, and `_sample` runs, the programs for this group size)."""
+    return CHAIN_GROUP if is_small(n) else num_chains
+
+
 _BUILDER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="gmmcourse-build")
 """Threads that build the chains' programs while EM fits the pivot (`_prepare`)."""
 
@@ -446,7 +452,7 @@ def _prepare(x, n, k, prior, num_chains, num_mh, seed, dtype):
     while EM fits the pivot: XLA compiles the chains' start and sweep chunk on one core
     while EM's program compiles and runs on the other (a first call about 15 % faster)."""
     xp, mask = pad(x, dtype)
-    group = CHAIN_GROUP if is_small(n) else num_chains
+    group = _chain_group(n, num_chains)
     with x64_context(dtype):
         pivot = jax.ShapeDtypeStruct((k,), np.dtype(dtype))
         perms = jnp.asarray(permutations(k))
@@ -456,7 +462,15 @@ def _prepare(x, n, k, prior, num_chains, num_mh, seed, dtype):
                            num_mh, SWEEP_CHUNK)
 
 
-_RUNNERS = ThreadPoolExecutor(max_workers=min(len(os.sched_getaffinity(0)), 4), thread_name_prefix="gmmcourse-chains")
+def _usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS reports one)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):  # macOS and Windows have no sched_getaffinity
+        return max(os.cpu_count() or 1, 1)
+
+
+_RUNNERS = ThreadPoolExecutor(max_workers=min(_usable_cores(), 4), thread_name_prefix="gmmcourse-chains")
 """Threads that run chain groups side by side (`_sample`): XLA:CPU runs the programs of two
 Python threads on two cores, while one thread's programs run one after the other (at most
 4 threads: the grading sandbox caps processes and threads)."""
@@ -467,7 +481,7 @@ def _sample(x, n, k, prior, pivot_means, pivot_sds, perms, num_chains, num_warmu
     outputs (draws sliced to the kept sweeps, assignment probabilities to the real points)."""
     xp, mask = pad(x, dtype)
     xp, mask = jnp.asarray(xp), jnp.asarray(mask)
-    group = CHAIN_GROUP if is_small(n) else num_chains
+    group = _chain_group(n, num_chains)
     total = num_warmup + num_samples
     root = jax.random.key(seed)
 
