@@ -19,7 +19,8 @@ seconds, far longer than running them on the course's data (20-2,000 points). So
   The Gibbs sampler keeps the true K (its relabelling enumerates K! permutations and the
   model's Dirichlet has K entries), one program per K.
 * **EM restarts** run in groups of `RESTART_GROUP` for small data; **Gibbs chains** run in
-  groups of `CHAIN_GROUP` for small data; **Gibbs sweeps** run in chunks of `SWEEP_CHUNK`
+  groups of `CHAIN_GROUP` for small data (the groups in threads, on separate cores);
+  **Gibbs sweeps** run in chunks of `SWEEP_CHUNK`
   (a compiled scan resumed from its state), so `num_samples`, `num_warmup` and
   `num_chains` do not change any compiled shape.
 
