@@ -60,7 +60,7 @@ def test_bucket_sizes():
 
 @pytest.mark.parametrize("n", [7, 30, 33, 256, 257, 300])
 def test_padded_em_is_the_unpadded_fit(n):
-    """em (padded to 2,048 points, each E-step on a prefix of 32, 256 or 2,048 points, K
+    """em (padded to 2,048 points, each E-step on the first 32 points or all 2,048, K
     padded to K_PAD, restarts in groups) against the same kernel on the raw data, unmasked
     (every E-step over all points, no prefix), with exactly K components and all restarts
     in one call; the sizes straddle the prefixes."""

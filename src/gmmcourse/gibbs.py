@@ -51,8 +51,8 @@ from gmmcourse.em import em, kmeans_plus_plus
 from gmmcourse.gamma import gamma
 from gmmcourse.precision import x64_context
 from gmmcourse.models import GMMPrior, as_prior, gmm, gmm_choices, gmm_params, mixture_point
-from gmmcourse.shapes import (CHAIN_GROUP, K_PAD, N_BUCKETS, RUN_ONCE_COMPILER_OPTIONS, SWEEP_CHUNK, bucket_jit,
-                              bucket_size, is_small, pad)
+from gmmcourse.shapes import (K_PAD, N_BUCKETS, RUN_ONCE_COMPILER_OPTIONS, SWEEP_CHUNK, bucket_jit,
+                              bucket_size, chain_group, is_small, pad)
 from gmmcourse.validation import check_data, check_k, check_positive_int
 
 __all__ = [
@@ -437,9 +437,9 @@ def _run_chunk(state, start, x, mask, prior, pivot_means, pivot_sds, perms, num_
 
 
 def _chain_group(n: int, num_chains: int) -> int:
-    """Chains per compiled call: `CHAIN_GROUP` on small data, else all of them (`_prepare`
-    builds, and `_sample` runs, the programs for this group size)."""
-    return CHAIN_GROUP if is_small(n) else num_chains
+    """Chains per compiled call: `gmmcourse.shapes.chain_group` on small data, else all of
+    them (`_prepare` builds, and `_sample` runs, the programs for this group size)."""
+    return chain_group(n) if is_small(n) else num_chains
 
 
 _BUILDER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="gmmcourse-build")

@@ -9,9 +9,9 @@ seconds, far longer than running them on the course's data (20-2,000 points). So
   below N (at most 12.5 % padding, where the run time dominates). Padded points repeat
   x[0] and are masked out of every sum, count and density (exact maths: they contribute
   zeros); the true N is a traced argument. **EM** pads all small data to the last bucket
-  (one program for N = 1..2,048) and runs each E-step on the shortest prefix of 32, 256 or
-  2,048 points that holds the data (`gmmcourse.em.PREFIXES`, a `lax.switch` on N), so its
-  run time follows N; on data above the last small bucket it keeps the exact shape and no
+  (one program for N = 1..2,048) and runs each E-step on the first 32 points when they hold
+  the data, else on all 2,048 (`gmmcourse.em.PREFIXES`, a `lax.switch` on N), so data
+  of up to 32 points run as fast as in a program of their own; on data above the last small bucket it keeps the exact shape and no
   mask (its E-step is memory-bound there and the run time dominates). The Gibbs sampler's
   trace holds every point, so it compiles once per bucket.
 * **K in EM** is padded to `K_PAD` components for small data (inactive components have
@@ -19,7 +19,8 @@ seconds, far longer than running them on the course's data (20-2,000 points). So
   The Gibbs sampler keeps the true K (its relabelling enumerates K! permutations and the
   model's Dirichlet has K entries), one program per K.
 * **EM restarts** run in groups of `RESTART_GROUP` for small data; **Gibbs chains** run in
-  groups of `CHAIN_GROUP` for small data (the groups in threads, on separate cores);
+  groups of `chain_group(N)` for small data (4 chains in the 32-point bucket, 2 in the
+  2,048-point one; the groups run in threads, on separate cores);
   **Gibbs sweeps** run in chunks of `SWEEP_CHUNK`
   (a compiled scan resumed from its state), so `num_samples`, `num_warmup` and
   `num_chains` do not change any compiled shape.
@@ -52,6 +53,8 @@ __all__ = [
     "K_PAD",
     "RESTART_GROUP",
     "CHAIN_GROUP",
+    "THREADED_CHAIN_GROUP",
+    "chain_group",
     "SWEEP_CHUNK",
     "SMALL_DATA_COMPILER_OPTIONS",
     "RUN_ONCE_COMPILER_OPTIONS",
@@ -70,9 +73,18 @@ K_PAD = 8
 RESTART_GROUP = 5
 """EM restarts per compiled call on small data (more restarts: several calls)."""
 
-CHAIN_GROUP = 2
-"""Gibbs chains per compiled call on small data (more chains: several calls, run in
-threads: the default 4 chains use two cores)."""
+CHAIN_GROUP = 4
+"""Gibbs chains per compiled call in the smallest bucket, where the per-call overhead
+dominates (more chains: several calls, run in threads)."""
+
+THREADED_CHAIN_GROUP = 2
+"""Gibbs chains per compiled call in the other small buckets, where the per-point work
+dominates: the default 4 chains run as two groups in threads, on two cores."""
+
+
+def chain_group(n: int) -> int:
+    """Chains per compiled call of the Gibbs sampler for N points of small data."""
+    return CHAIN_GROUP if bucket_size(n) <= N_BUCKETS[0] else THREADED_CHAIN_GROUP
 
 SWEEP_CHUNK = 100
 """Gibbs sweeps per compiled call (a scan resumed from its carried state)."""
