@@ -115,8 +115,9 @@ def _stats(x, weights, means, variances, mask=None, n=None):
     instead of streaming (K, N) arrays through memory several times. `mask`: the real
     points of padded data (default: all). With padded small data (`mask` and the number
     `n` of real points given, real points first), only the shortest of the `PREFIXES`
-    that holds the real points (`lax.switch` on the traced n): the run time follows n,
-    not the padded size, and the sums are those of the prefix's (padding adds zeros)."""
+    (or all of x) that holds the real points (`lax.switch` on the traced n): the sums are
+    the prefix's (padding adds zeros), and data within the first prefix run as fast as in
+    a program of their own."""
     k = weights.shape[0]
     if mask is not None and n is not None and x.shape[0] <= N_BUCKETS[-1]:
         widths = [w for w in PREFIXES if w < x.shape[0]] + [x.shape[0]]

@@ -52,7 +52,7 @@ from gmmcourse.gamma import gamma
 from gmmcourse.precision import x64_context
 from gmmcourse.models import GMMPrior, as_prior, gmm, gmm_choices, gmm_params, mixture_point
 from gmmcourse.shapes import (K_PAD, N_BUCKETS, RUN_ONCE_COMPILER_OPTIONS, SWEEP_CHUNK, bucket_jit,
-                              bucket_size, chain_group, is_small, pad)
+                              bucket_size, chain_group, pad)
 from gmmcourse.validation import check_data, check_k, check_positive_int
 
 __all__ = [
@@ -436,12 +436,6 @@ def _run_chunk(state, start, x, mask, prior, pivot_means, pivot_sds, perms, num_
     return jax.vmap(one)(*state)
 
 
-def _chain_group(n: int, num_chains: int) -> int:
-    """Chains per compiled call: `gmmcourse.shapes.chain_group` on small data, else all of
-    them (`_prepare` builds, and `_sample` runs, the programs for this group size)."""
-    return chain_group(n) if is_small(n) else num_chains
-
-
 _BUILDER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="gmmcourse-build")
 """Threads that build the chains' programs while EM fits the pivot (`_prepare`)."""
 
@@ -452,7 +446,7 @@ def _prepare(x, n, k, prior, num_chains, num_mh, seed, dtype):
     while EM fits the pivot: XLA compiles the chains' start and sweep chunk on one core
     while EM's program compiles and runs on the other (a first call about 15 % faster)."""
     xp, mask = pad(x, dtype)
-    group = _chain_group(n, num_chains)
+    group = chain_group(n, num_chains)  # the group size `_sample` runs
     with x64_context(dtype):
         pivot = jax.ShapeDtypeStruct((k,), np.dtype(dtype))
         perms = jnp.asarray(permutations(k))
@@ -481,7 +475,7 @@ def _sample(x, n, k, prior, pivot_means, pivot_sds, perms, num_chains, num_warmu
     outputs (draws sliced to the kept sweeps, assignment probabilities to the real points)."""
     xp, mask = pad(x, dtype)
     xp, mask = jnp.asarray(xp), jnp.asarray(mask)
-    group = _chain_group(n, num_chains)
+    group = chain_group(n, num_chains)
     total = num_warmup + num_samples
     root = jax.random.key(seed)
 

@@ -11,15 +11,16 @@ seconds, far longer than running them on the course's data (20-2,000 points). So
   zeros); the true N is a traced argument. **EM** pads all small data to the last bucket
   (one program for N = 1..2,048) and runs each E-step on the first 32 points when they hold
   the data, else on all 2,048 (`gmmcourse.em.PREFIXES`, a `lax.switch` on N), so data
-  of up to 32 points run as fast as in a program of their own; on data above the last small bucket it keeps the exact shape and no
-  mask (its E-step is memory-bound there and the run time dominates). The Gibbs sampler's
-  trace holds every point, so it compiles once per bucket.
+  of up to 32 points run as fast as in a program of their own; on data above the last
+  small bucket it keeps the exact shape and no mask (its E-step is memory-bound there and
+  the run time dominates). The Gibbs sampler's trace holds every point, so it compiles
+  once per bucket.
 * **K in EM** is padded to `K_PAD` components for small data (inactive components have
   weight 0: their responsibilities are exactly 0), so K = 1..8 share one program.
   The Gibbs sampler keeps the true K (its relabelling enumerates K! permutations and the
   model's Dirichlet has K entries), one program per K.
 * **EM restarts** run in groups of `RESTART_GROUP` for small data; **Gibbs chains** run in
-  groups of `chain_group(N)` for small data (4 chains in the 32-point bucket, 2 in the
+  groups of `chain_group` for small data (4 chains in the 32-point bucket, 2 in the
   2,048-point one; the groups run in threads, on separate cores);
   **Gibbs sweeps** run in chunks of `SWEEP_CHUNK`
   (a compiled scan resumed from its state), so `num_samples`, `num_warmup` and
@@ -82,9 +83,14 @@ THREADED_CHAIN_GROUP = 2
 dominates: the default 4 chains run as two groups in threads, on two cores."""
 
 
-def chain_group(n: int) -> int:
-    """Chains per compiled call of the Gibbs sampler for N points of small data."""
+def chain_group(n: int, num_chains: int) -> int:
+    """Chains per compiled call of the Gibbs sampler on N points: `CHAIN_GROUP` in the
+    smallest bucket, `THREADED_CHAIN_GROUP` in the other small ones, all `num_chains` on
+    larger data (one program per number of chains there)."""
+    if not is_small(n):
+        return num_chains
     return CHAIN_GROUP if bucket_size(n) <= N_BUCKETS[0] else THREADED_CHAIN_GROUP
+
 
 SWEEP_CHUNK = 100
 """Gibbs sweeps per compiled call (a scan resumed from its carried state)."""
