@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
+import subprocess
 import time
 from pathlib import Path
 
@@ -28,6 +30,48 @@ def machine() -> dict:
             "jax": jax.__version__, "python": platform.python_version()}
 
 
+def commit() -> str:
+    """The commit the numbers were measured on, with "+changes" when the tree differed from it."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "src", "benchmarks"],
+                               cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+changes" if dirty else "")
+
+
+def alternate(fns: dict, rounds: int = 41) -> dict:
+    """Time each of `fns` (name -> zero-argument callable) once per round, in turn, `rounds` times.
+
+    Load on a shared machine changes from second to second; timing the sides one after the
+    other within each round exposes them to the same load, and the ratio of each round's pair
+    is what is summarised (median and spread), not the ratio of two separate best times.
+    Returns, per name, the median and quartiles of its times, and per name after the first,
+    the median, quartiles and extremes of its per-round ratio to the first."""
+    names = list(fns)
+    times = {n: [] for n in names}
+    for r in range(rounds):
+        order = names if r % 2 == 0 else names[::-1]  # neither side always runs first
+        for n in order:
+            t = time.perf_counter()
+            fns[n]()
+            times[n].append(time.perf_counter() - t)
+    out = {"rounds": rounds}
+    base = names[0]
+    for n in names:
+        q = statistics.quantiles(times[n], n=4)
+        out[n] = {"median_s": statistics.median(times[n]), "q1_s": q[0], "q3_s": q[2]}
+    for n in names[1:]:
+        ratios = [a / b for a, b in zip(times[n], times[base])]
+        q = statistics.quantiles(ratios, n=4)
+        out[f"{n}_over_{base}"] = {"median": statistics.median(ratios), "q1": q[0], "q3": q[2],
+                                   "min": min(ratios), "max": max(ratios)}
+    return out
+
+
 def best_time(fn, repeat: int = 5) -> float:
     """Minimum wall time over `repeat` calls (seconds): the least noisy estimate."""
     times = []
@@ -41,7 +85,7 @@ def best_time(fn, repeat: int = 5) -> float:
 def write(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    payload = {"machine": machine(), "measured": time.strftime("%Y-%m-%d %H:%M:%S"), **payload}
+    payload = {"machine": machine(), "measured": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": commit(), **payload}
     path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     print(f"wrote {path}")
     return path

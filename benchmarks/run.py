@@ -1,4 +1,5 @@
-"""Run every benchmark (make bench); each writes benchmarks/results/<name>.json.
+"""Run every benchmark (make bench); each writes benchmarks/results/<name>.json, then the
+README's performance table is regenerated from the results (benchmarks/report.py).
 
     python benchmarks/run.py            # all
     python benchmarks/run.py em sampler # some
@@ -11,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-ALL = ["em", "sampler", "compile", "startup", "book", "grading", "false_fail"]
-MODULES = {"em": "bench_em", "sampler": "bench_sampler", "compile": "bench_compile", "startup": "bench_startup", "book": "bench_book",
+ALL = ["em", "sampler", "kernel", "compile", "startup", "book", "grading", "false_fail"]
+MODULES = {"em": "bench_em", "sampler": "bench_sampler", "kernel": "bench_kernel", "compile": "bench_compile", "startup": "bench_startup", "book": "bench_book",
            "grading": "bench_grading", "false_fail": "false_fail"}
 
 
@@ -30,6 +31,8 @@ def main(names):
             failed.append(name)
             print(f"[{name}] FAILED")
         print(f"[{name}] {time.perf_counter() - t:.1f} s")
+    # the README's table is regenerated from whatever results exist now
+    subprocess.run([sys.executable, str(Path(__file__).resolve().parent / "report.py")])
     return 1 if failed else 0
 
 

@@ -1,0 +1,48 @@
+"""Every figure of the README's performance table comes from a committed result file."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import report  # noqa: E402
+
+
+def test_readme_figures_are_the_committed_results():
+    """The generated blocks of README.md equal what benchmarks/report.py renders from the
+    results: a figure typed by hand, or a result rerun without `make bench`'s report, fails."""
+    text = (ROOT / "README.md").read_text()
+    assert report.render(text) == text, "README.md's figures differ from benchmarks/results: run python benchmarks/report.py"
+
+
+def test_check_mode_fails_on_a_hand_edited_figure(tmp_path, monkeypatch):
+    """The --check mode can fail: a README whose table was edited by hand is refused."""
+    text = (ROOT / "README.md").read_text()
+    em = json.loads((ROOT / "benchmarks/results/em.json").read_text())
+    shown = f"**{em['speedup_vs_sklearn']:,.1f}x faster**"
+    assert shown in text
+    fake = tmp_path / "README.md"
+    fake.write_text(text.replace(shown, "**99.9x faster**"))
+    monkeypatch.setattr(report, "README", fake)
+    assert report.main(["--check"]) == 1
+    fake.write_text(text)
+    assert report.main(["--check"]) == 0
+
+
+def test_every_result_names_its_run():
+    """Each result file the table cites names its machine and date; those written since
+    commits were recorded name their commit (benchmarks/common.write adds all three)."""
+    cited = {f for *_, f in report.performance_rows()}
+    for f in cited:
+        r = json.loads((ROOT / "benchmarks/results" / f).read_text())
+        assert "machine" in r and "measured" in r, f"{f} does not name its machine and date: rerun its benchmark"
+
+
+def test_benchmarks_write_the_commit():
+    out = subprocess.run([sys.executable, "-c", "import common; print(common.commit())"], cwd=ROOT / "benchmarks",
+                         capture_output=True, text=True, check=True).stdout.strip()
+    head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert out.startswith(head)
