@@ -12,7 +12,8 @@
   collect ASSIGNMENT        exchange inbound -> course/submitted/<student>/<id>/
   autograde ASSIGNMENT      the sandboxed grader (gmmcourse.grading) on what was collected
   return ASSIGNMENT         feedback -> exchange (students fetch it in the Assignments tab)
-  backup DEST               copy the gradebook (SQLite online backup) and grades.csv to DEST
+  backup [DEST]             the gradebook (SQLite online backup) and grades.csv, 0600, to a root-only
+                            folder (default <server root>/backups)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from . import collect as collecting
 from . import roster, settings
 
 STUDENT_LAB_DISABLED = {
@@ -295,10 +297,19 @@ def release(st: settings.Settings, assignment: str, force: bool = False) -> None
     print(f"released {assignment}: students fetch it in the Assignments tab")
 
 
-def collect(st: settings.Settings, assignment: str) -> None:
+def collect(st: settings.Settings, assignment: str) -> dict:
+    """Each student's latest submission -> course/submitted/ (gmm_server/collect.py: regular
+    files only, never through a link, size-capped, trusted times); every problem is that
+    student's reported skip."""
     gid = init(st)
-    nbgrader(st, "collect", assignment, "--update")
+    inbound = st.exchange / st.course_id / "inbound"
+    out = collecting.collect(inbound, st.course / "submitted", assignment, roster.load(st.roster))
     fix_course_perms(st, gid)
+    for line in out["skipped"]:
+        print(f"  {line}", file=sys.stderr)
+    print(f"collected {assignment}: {len(out['collected'])} new, {len(out['unchanged'])} unchanged, "
+          f"{len(out['skipped'])} skipped")
+    return out
 
 
 def autograde(st: settings.Settings, assignment: str, extra: list[str]) -> int:
@@ -361,20 +372,34 @@ def return_feedback(st: settings.Settings, assignment: str) -> dict:
     return {"sent": sent, "stale": stale}
 
 
-def backup(st: settings.Settings, dest: Path) -> Path:
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
+def backup(st: settings.Settings, dest: Path | None = None) -> Path:
+    """The gradebook (SQLite online backup) and grades.csv, 0600 in a root-only (0700) folder:
+    ``<server root>/backups`` by default. A folder others can enter is refused."""
+    dest = Path(dest) if dest else st.root / "backups"
+    dest.mkdir(mode=0o700, parents=True, exist_ok=True)
+    s = os.lstat(dest)
+    if not os.path.isdir(dest) or os.path.islink(dest) or s.st_uid != 0 or s.st_mode & 0o077:
+        raise Fail(f"{dest} must be a folder of root's that nobody else can enter (chmod 0700 {dest}, or "
+                   f"choose a new folder): the gradebook holds every grade and comment")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = dest / f"gradebook-{stamp}.db"
-    src = sqlite3.connect(f"file:{st.course / 'gradebook.db'}?mode=ro", uri=True)
-    dst = sqlite3.connect(out)
-    with dst:
-        src.backup(dst)
-    src.close()
-    dst.close()
-    if (st.course / "grades.csv").exists():
-        shutil.copy2(st.course / "grades.csv", dest / f"grades-{stamp}.csv")
-    print(f"gradebook backed up to {out}")
+    old = os.umask(0o077)
+    try:
+        out = dest / f"gradebook-{stamp}.db"
+        os.close(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        src = sqlite3.connect(f"file:{st.course / 'gradebook.db'}?mode=ro", uri=True)
+        dst = sqlite3.connect(out)
+        with dst:
+            src.backup(dst)
+        src.close()
+        dst.close()
+        if (st.course / "grades.csv").exists():
+            csv_out = dest / f"grades-{stamp}.csv"
+            with open(st.course / "grades.csv", "rb") as f, \
+                    os.fdopen(os.open(csv_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as g:
+                shutil.copyfileobj(f, g)
+    finally:
+        os.umask(old)
+    print(f"gradebook backed up to {out} (0600, in the root-only folder {dest})")
     return out
 
 
@@ -408,7 +433,7 @@ def main(argv=None) -> int:
     a = sub.add_parser("autograde", help="extra options go to python -m gmmcourse.grading autograde")
     a.add_argument("assignment")
     a = sub.add_parser("backup")
-    a.add_argument("dest")
+    a.add_argument("dest", nargs="?", help="a root-only folder (default: <server root>/backups)")
     args, extra = p.parse_known_args(argv)
     if extra and args.cmd != "autograde":
         p.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -450,7 +475,7 @@ def main(argv=None) -> int:
         elif args.cmd == "return":
             return_feedback(st, args.assignment)
         elif args.cmd == "backup":
-            backup(st, Path(args.dest))
+            backup(st, args.dest)
     except Fail as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -9,8 +9,9 @@ rename the course folder away and put their own in its place. Here:
 * the exchange root is ``1777`` (sticky: nobody renames or deletes what others made);
 * a submission is readable by its owner and the instructors' group only (``0640`` files,
   ``2770``/``2750`` folders; the inbound folder's set-gid bit gives it that group);
-* ``collect`` only takes a submission whose folder is owned by the student it names
-  (nbgrader only warns), so nobody can submit in someone else's name;
+* collecting is ``server/course collect`` (gmm_server/collect.py): only a submission whose
+  folder is owned by the student it names, regular files only, trusted times; Formgrader's
+  collect button is refused;
 * released feedback is readable (``0644``) in the non-listable (``0711``) feedback folder:
   a student finds their own file by a hash of the secret written at submission time.
 """
@@ -19,11 +20,9 @@ from __future__ import annotations
 
 import glob
 import os
-import pwd
 import stat
 
 from nbgrader.exchange.default.collect import ExchangeCollect as _Collect
-from nbgrader.exchange.default.collect import groupby
 from nbgrader.exchange.default.release_assignment import ExchangeReleaseAssignment as _Release
 from nbgrader.exchange.default.release_feedback import ExchangeReleaseFeedback as _ReleaseFeedback
 from nbgrader.exchange.default.submit import ExchangeSubmit as _Submit
@@ -57,28 +56,12 @@ class ExchangeSubmit(_Submit):
 
 
 class ExchangeCollect(_Collect):
+    """Formgrader's "Collect" button: refused. Collecting reads files students made and must
+    run as root with the checks of gmm_server/collect.py (``server/course collect``)."""
+
     def init_src(self):
-        super().init_src()
-        # redo the choice of each student's latest submission among the folders they own
-        student_id = self.coursedir.student_id if self.coursedir.student_id else "*"
-        pattern = os.path.join(self.inbound_path, "{}+{}+*".format(student_id, self.coursedir.assignment_id))
-        records = []
-        for f in glob.glob(pattern):
-            rec = self._path_to_record(f)
-            try:
-                owner = pwd.getpwuid(os.lstat(f).st_uid).pw_name
-            except KeyError:
-                owner = None
-            if owner != rec["username"] or os.path.islink(f):
-                self.log.warning("Ignoring %s: it names %r but belongs to %r", f, rec["username"], owner)
-                continue
-            records.append(rec)
-        self.src_records = []
-        for recs in groupby(records, lambda r: r["username"]).values():
-            recs = self._sort_by_timestamp(recs)
-            if self.duedate is not None and self.before_duedate:  # nbgrader's --before-duedate, as upstream
-                recs = [r for r in recs if r["timestamp"] <= self.duedate] or recs
-            self.src_records.append(recs[0])
+        self.fail("collect with `server/course collect ASSIGNMENT` (as root: regular files only, trusted "
+                  "submission times); Formgrader's collect is disabled for this course")
 
 
 class ExchangeReleaseFeedback(_ReleaseFeedback):
