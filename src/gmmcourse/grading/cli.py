@@ -29,9 +29,15 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--course", default="grading", help="nbgrader course root (default: grading)")
     a.add_argument("--source", default=None, help="source notebooks root (default: <course>/../solutions)")
     a.add_argument("--workers", type=int, default=None, help="local Dask workers (default: CPU count)")
-    a.add_argument("--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler, e.g. tcp://host:8786")
+    a.add_argument("--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler, e.g. tls://host:8786")
     a.add_argument("--worker-wait", type=float, default=60.0, metavar="S",
                    help="with --scheduler: seconds to wait for a worker to join (default 60)")
+    t = a.add_argument_group("a real Dask cluster (docs/grading.md, \"A real cluster\")")
+    t.add_argument("--tls-ca", default=None, metavar="PEM", help="CA certificate of the cluster")
+    t.add_argument("--tls-cert", default=None, metavar="PEM", help="this grader's client certificate")
+    t.add_argument("--tls-key", default=None, metavar="PEM", help="this grader's client key")
+    t.add_argument("--trusted-network", action="store_true",
+                   help="allow a plain tcp:// scheduler (only where nobody but the graders can reach it)")
     a.add_argument("--serial", action="store_true", help="grade one by one in this process (no Dask)")
     a.add_argument("--student", action="append", default=None, help="only this student (repeatable)")
     a.add_argument("--force", action="store_true", help="regrade even unchanged, already graded submissions")
@@ -77,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "feedback":
         return _feedback(args)
     from .engine import GradingError, RecordingError, autograde
+    from .runners import TLSFiles
     from .sandbox import Limits
 
     kw = {k[len("limit_"):]: v for k, v in vars(args).items() if k.startswith("limit_") and v is not None}
@@ -102,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.no_progress,
             warm_cache=not args.no_warm,
             worker_wait=args.worker_wait,
+            tls=TLSFiles(args.tls_ca, args.tls_cert, args.tls_key),
+            trusted_network=args.trusted_network,
         )
     except RecordingError as e:
         print(f"error: {e}; grading stopped (what was recorded before is intact; re-run to resume)", file=sys.stderr)
@@ -119,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     for student, asg, score, status in bad:
-        what = "not graded (infrastructure error; retried on the next run)" if status == "error" else status
+        why = s.problems.get((student, asg), "infrastructure error")
+        what = f"not graded ({why}; retried on the next run)" if status == "error" else status
         print(f"  {ascii(student)[1:-1]}/{asg}: {what}", file=sys.stderr)
     return 1 if any(g[3] == "error" for g in s.graded) else imported
 

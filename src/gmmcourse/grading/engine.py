@@ -18,6 +18,8 @@ from typing import Any, Callable, Iterable
 from .intake import CourseLocked, Job, discover, lock_course
 from .reference import cached as cached_reference
 from .reference import source_of
+from .runners import (Task, TLSFiles, check_scheduler, cleanup_own, local_cluster, remote_client, run_dask, run_serial,
+                      stop_processes)
 from .sandbox import REPO_ROOT, CGroup, Limits, cleanup_stale_scratch, sandbox_available
 from .spec import Assignment, GradingError, Part, RecordingError, Verdict, sanitize
 
@@ -42,6 +44,11 @@ class Summary:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     csv: Path | None = None
     seconds: float = 0.0
+    problems: dict[tuple[str, str], str] = field(default_factory=dict)  # (student, asg) -> why not graded
+
+
+class CheckCrashed(Exception):
+    """A trusted check raised: a defect of the grader, not of the answer (never a score)."""
 
 
 # --------------------------------------------------------------------------- registry
@@ -79,9 +86,8 @@ def check_part(part: Part, answer: dict, reference: Any) -> tuple[float, str]:
         return 0.0, "Your answer could not be read from the notebook (not plain data)."
     try:
         v = part.check(value, reference)
-    except Exception as e:  # the check itself failed on this answer
-        log.debug("check %s raised %r", part.grade_id, e)
-        return 0.0, "Your answer has an unexpected type or shape."
+    except Exception as e:  # noqa: BLE001 (checks reject malformed answers themselves: `checks.guarded`)
+        raise CheckCrashed(f"the check of {part.grade_id} raised {type(e).__name__}: {sanitize(str(e), 200)}") from e
     if not isinstance(v, Verdict):
         return 0.0, "Your answer could not be checked."
     try:
@@ -97,14 +103,54 @@ def check_part(part: Part, answer: dict, reference: Any) -> tuple[float, str]:
 # --------------------------------------------------------------------------- discovery
 
 
+VERDICT_MODULES = ("gmmcourse.grading.spec", "gmmcourse.grading.checks", "gmmcourse.grading.kernel_side")
+"""Modules every verdict rests on (validation, named tolerances, the kernel-side export helpers)."""
+
+
+def _module_source(name: str) -> bytes:
+    """The source of an imported module (its name if it has no file)."""
+    f = getattr(sys.modules.get(name), "__file__", None)
+    try:
+        return Path(f).read_bytes() if f else name.encode()
+    except OSError:
+        return name.encode()
+
+
+def verdict_modules(a: Assignment) -> list[str]:
+    """The modules whose source decides ``a``'s verdicts: `VERDICT_MODULES`, the modules
+    defining its checks, and every module of the same package those use (transitively)."""
+    import types
+
+    todo = []
+    for p in a.parts:
+        for f in (p.check, getattr(p.check, "__wrapped__", None), getattr(p.check, "func", None)):
+            if getattr(f, "__module__", None) in sys.modules:
+                todo.append(f.__module__)
+    seen = set(VERDICT_MODULES)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        package = name.rpartition(".")[0]
+        for v in list(vars(sys.modules[name]).values()):
+            used = v.__name__ if isinstance(v, types.ModuleType) else getattr(v, "__module__", None)
+            if isinstance(used, str) and used in sys.modules and used.rpartition(".")[0] == package:
+                todo.append(used)
+    return sorted(seen)
+
+
 def _fingerprint(a: Assignment, source_nb, reference_key: str) -> str:
     """What decides the autograded verdicts, and nothing else: the parts (ids, points, export
-    code, check code), the inputs, the reference values, the sandbox's hidden packages and
-    the source notebook's grade cells (ids, points). Fixing a typo in the notebook's text
-    does not regrade the class."""
+    code, check code), the source of every module the checks rest on (`verdict_modules`:
+    shared helpers and tolerance constants included), the inputs, the reference values, the
+    sandbox's hidden packages and the source notebook's grade cells (ids, points). Fixing a
+    typo in the notebook's text does not regrade the class."""
     h = hashlib.sha256(ENGINE_VERSION.encode())
     for p in a.parts:
         h.update(f"{p.grade_id}\0{p.points}\0{p.code}\0{source_of(p.check)}\0".encode())
+    for name in verdict_modules(a):
+        h.update(name.encode() + b"\0" + hashlib.sha256(_module_source(name)).digest())
     h.update(json.dumps(a.inputs(), sort_keys=True, allow_nan=False).encode())
     h.update(reference_key.encode())
     h.update(repr(tuple(a.sandbox_hide)).encode())
@@ -116,27 +162,6 @@ def _fingerprint(a: Assignment, source_nb, reference_key: str) -> str:
 
 
 # --------------------------------------------------------------------------- running
-
-
-def _wait_gone(pids: list[int], timeout: float) -> None:
-    """Wait (a little) for local workers to exit, so that the clean-up after them sees them
-    gone; kill the ones that linger."""
-    import signal as _signal
-
-    from .sandbox import owner_alive
-
-    end = time.monotonic() + timeout
-    while time.monotonic() < end and any(owner_alive(p) for p in pids):
-        time.sleep(0.05)
-    for p in pids:
-        if owner_alive(p):
-            try:
-                os.kill(p, _signal.SIGKILL)
-            except OSError:
-                pass
-    end = time.monotonic() + 2
-    while time.monotonic() < end and any(owner_alive(p) for p in pids):
-        time.sleep(0.05)
 
 
 def _lock_course(course: Path):
@@ -203,15 +228,45 @@ def _warm_cache(a: Assignment, source_text: str, inputs_json: str, cache: Path, 
     stamp.write_text(f"{time.monotonic() - t:.1f}s\n")
 
 
+class NotGraded(Exception):
+    """This submission gets no grade on this run (nothing recorded; retried on the next):
+    the run goes on with the others."""
+
+
 def _finish(
     course: Path, gb, a: Assignment, source_nb, max_score: float, reference: Any, job: Job, result: dict | None,
     internal_error: str | None,
 ) -> tuple[float, str]:
-    """Checks (trusted) + feedback + autograded notebook + ONE gradebook transaction."""
+    """Checks (trusted) + feedback + autograded notebook + ONE gradebook transaction.
+
+    Raises `NotGraded` for anything about this one submission (a sandbox failure, a check
+    that crashed, a notebook whose files cannot be built), `RecordingError` when the course
+    folder or the gradebook cannot be written (that stops the run)."""
+    if job.reason is None and (internal_error or (result or {}).get("infra_error")):
+        # Not a grade: nothing is recorded (no row, no feedback, no CSV line), the student's
+        # previous grade (if any) stays, and the next run retries this submission.
+        raise NotGraded(internal_error or result["infra_error"])
+    try:
+        files, record = _build(course, a, source_nb, max_score, reference, job, result)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except CheckCrashed as e:
+        log.error("%s/%s: %s", job.student, a.id, e)
+        raise NotGraded(f"internal error: {e}") from None
+    except Exception as e:  # noqa: BLE001 (a problem of this submission's content, e.g. unencodable text)
+        log.error("%s/%s: building its feedback failed", job.student, a.id, exc_info=True)
+        raise NotGraded(f"its feedback or autograded notebook could not be built ({type(e).__name__}: "
+                        f"{sanitize(str(e), 120)})") from None
+    _record(gb, job, a, files, record)
+    return record["score"], record["status"]
+
+
+def _build(course: Path, a: Assignment, source_nb, max_score: float, reference: Any, job: Job,
+           result: dict | None) -> tuple[dict[Path, bytes], dict]:
+    """The files (UTF-8 bytes) and the gradebook row of one submission; nothing is written."""
     import nbformat
 
-    from .feedback import autograded_notebook, feedback_html, stage_file
-    from .gradebook import record_submission
+    from .feedback import autograded_notebook, feedback_html
 
     parts_out = []
     scores: dict[str, float | None] = {}
@@ -220,11 +275,6 @@ def _finish(
     status, reason = "ok", job.reason
     if reason:
         status = "invalid"
-    elif internal_error or (result or {}).get("infra_error"):
-        # Not a grade: nothing is recorded (no row, no feedback, no CSV line), the student's
-        # previous grade (if any) stays, and the next run retries this submission.
-        log.warning("%s/%s not graded: %s", job.student, a.id, internal_error or result["infra_error"])
-        return 0.0, "error"
     else:
         events = list(result.get("events", []))
     for p in a.parts:
@@ -265,15 +315,25 @@ def _finish(
         if job.timestamp:
             files[course / "autograded" / job.student / a.id / "timestamp.txt"] = job.timestamp
         answers = _manual_answers(executed, manual)
-    # Files are staged first (a full disk fails here, before anything is recorded), the
-    # gradebook row is committed, then the staged files replace the old ones (a rename).
+    encoded = {path: text.encode("utf-8") for path, text in files.items()}  # strict: a lone surrogate fails here
+    return encoded, {"score": score, "status": status, "reason": reason, "auto_scores": scores, "comments": comments,
+                     "answers": answers}
+
+
+def _record(gb, job: Job, a: Assignment, files: dict[Path, bytes], row: dict) -> None:
+    """Files are staged first (a full disk fails here, before anything is recorded), the
+    gradebook row is committed, then the staged files replace the old ones (a rename)."""
+    from .feedback import stage_file
+    from .gradebook import record_submission
+
     staged = []
     try:
-        for path, text in files.items():
-            staged.append((stage_file(path, text), path))
+        for path, data in files.items():
+            staged.append((stage_file(path, data.decode("utf-8")), path))
         record_submission(
-            gb, student=job.student, assignment=a.id, notebook_name=a.notebook, sha256=job.sha256, status=status,
-            reason=reason, auto_scores=scores, comments=comments, timestamp=job.timestamp, answers=answers,
+            gb, student=job.student, assignment=a.id, notebook_name=a.notebook, sha256=job.sha256,
+            status=row["status"], reason=row["reason"], auto_scores=row["auto_scores"], comments=row["comments"],
+            timestamp=job.timestamp, answers=row["answers"],
         )
     except BaseException as e:
         for tmp, _ in staged:
@@ -283,7 +343,6 @@ def _finish(
         raise RecordingError(f"could not record {job.student}/{a.id}: {type(e).__name__}: {sanitize(str(e), 200)}") from e
     for tmp, path in staged:
         os.replace(tmp, path)
-    return score, status
 
 
 def _manual_answers(executed_nb, manual: list[str]) -> dict[str, str]:
@@ -313,11 +372,15 @@ def autograde(
     warm_cache: bool = True,
     echo: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
     worker_wait: float = 60.0,
+    tls: TLSFiles | None = None,
+    trusted_network: bool = False,
 ) -> Summary:
     """Grade every new or changed submission (see docs/grading.md).
 
-    Raises `GradingError` (one line for a person) on bad input, when another grader holds
-    the course, when no Dask worker joins `scheduler` within `worker_wait` seconds, and
+    ``scheduler`` is reached over TLS with ``tls`` (or Dask's configured certificates); a
+    plain ``tcp://`` scheduler only with ``trusted_network``. Raises `GradingError` (one
+    line for a person) on bad input, when another grader holds the course, when nothing
+    listens at `scheduler` or no Dask worker joins it within `worker_wait` seconds, and
     (`RecordingError`) when the course folder or gradebook cannot be written.
     """
     t0 = time.monotonic()
@@ -344,6 +407,8 @@ def autograde(
             raise GradingError(f"no submissions for any known assignment under {course / 'submitted'}")
     source_root = Path(source_root) if source_root else course.parent / "solutions"
     cache = Path(jax_cache) if jax_cache else REPO_ROOT / ".jax_cache" / "grading"
+    if scheduler and not serial:
+        check_scheduler(scheduler, tls or TLSFiles(), trusted_network=trusted_network)  # before any work
     lock = _lock_course(course)
     from .gradebook import export_csv, export_lms_csv, graded_hash, open_gradebook, sync_assignment
 
@@ -358,8 +423,6 @@ def autograde(
         _unlock_course(lock)
         raise
     summary = Summary()
-    client = cluster = None
-    worker_pids: list[int] = []
     try:
         plans = []
         for aid in ids:
@@ -399,92 +462,54 @@ def autograde(
             bar = tqdm(total=total, desc="autograde", unit="nb", file=sys.stderr)
 
         def done(a, source_nb, max_score, reference, job, result, err):
-            # A RecordingError (disk full, read-only course) stops the whole run.
-            score, status = _finish(course, gb, a, source_nb, max_score, reference, job, result, err)
+            # A RecordingError (disk full, read-only course) stops the whole run; anything
+            # about this one submission is its reported problem and the run goes on.
+            try:
+                score, status = _finish(course, gb, a, source_nb, max_score, reference, job, result, err)
+            except NotGraded as why:
+                log.warning("%s/%s not graded: %s", job.student, a.id, why)
+                score, status = 0.0, "error"
+                summary.problems[(job.student, a.id)] = str(why)
             summary.graded.append((job.student, a.id, score, status))
             if bar:
                 bar.update(1)
 
-        runnable = [(p, j) for p in plans for j in p[-1] if j.reason is None]
         for p in plans:  # bad submissions: zero with the reason, no sandbox needed
             for j in p[-1]:
                 if j.reason is not None:
                     done(p[0], p[1], p[2], p[3], j, None, None)
-        def grade_here(plan, j):
-            a, inputs_json = plan[0], plan[4]
-            try:
-                res, err = run_submission(j.nb_text, [(q.grade_id, q.code) for q in a.parts], inputs_json, limits_d, cfgs[a.id]), None
-            except Exception as e:  # infrastructure failure: recorded, retried next run
-                res, err = None, f"{type(e).__name__}: {str(e)[:200]}"
+        tasks = [
+            Task(f"grade-{p[0].id}-{i}-{j.sha256[:12]}",
+                 (j.nb_text, [(q.grade_id, q.code) for q in p[0].parts], p[4], limits_d, cfgs[p[0].id]), (p, j))
+            for i, (p, j) in enumerate((p, j) for p in plans for j in p[-1] if j.reason is None)
+        ]
+
+        def task_done(t: Task, res, err):
+            plan, j = t.payload
             done(plan[0], plan[1], plan[2], plan[3], j, res, err)
 
-        if serial or not runnable:
-            for plan, j in runnable:
-                grade_here(plan, j)
+        if serial or not tasks:
+            run_serial(tasks, task_done)
+        elif scheduler:
+            with remote_client(scheduler, tls or TLSFiles(), trusted_network=trusted_network,
+                               worker_wait=worker_wait, echo=echo) as client:
+                run_dask(client, tasks, task_done)
         else:
-            from distributed import Client, LocalCluster, as_completed
-
-            if scheduler:
-                try:
-                    client = Client(scheduler, timeout=f"{max(1, int(worker_wait))}s")
-                except OSError as e:
-                    raise GradingError(f"cannot reach the Dask scheduler at {scheduler}: {sanitize(str(e), 200)}") from None
-                if not client.scheduler_info().get("workers"):
-                    echo(f"waiting up to {worker_wait:.0f} s for Dask workers at {scheduler} ...")
-                    try:
-                        client.wait_for_workers(1, timeout=worker_wait)
-                    except (TimeoutError, OSError):
-                        raise GradingError(
-                            f"no Dask worker joined the scheduler at {scheduler} within {worker_wait:.0f} s; start "
-                            f"workers with `dask worker {scheduler} --nthreads 1` (or use --worker-wait)") from None
-            else:
-                n = workers or os.cpu_count() or 1
-                cluster = LocalCluster(
-                    n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                    silence_logs=logging.ERROR, memory_limit=0,
-                )
-                client = Client(cluster)
-                try:
-                    worker_pids = list(client.run(os.getpid).values())
-                except Exception:
-                    worker_pids = []
-            futs = {}
-            for plan, j in runnable:
-                a, inputs_json = plan[0], plan[4]
-                f = client.submit(
-                    run_submission, j.nb_text, [(q.grade_id, q.code) for q in a.parts], inputs_json,
-                    limits_d, cfgs[a.id], pure=False, key=f"grade-{a.id}-{len(futs)}-{j.sha256[:12]}",
-                )
-                futs[f] = (plan, j)
-            for f in as_completed(futs, loop=client.loop):
-                plan, j = futs.pop(f)
-                try:
-                    res, err = f.result(), None
-                except Exception as e:
-                    res, err = None, f"{type(e).__name__}: {str(e)[:200]}"
-                f.release()
-                done(plan[0], plan[1], plan[2], plan[3], j, res, err)
+            with local_cluster(workers or os.cpu_count() or 1) as (client, _):
+                run_dask(client, tasks, task_done)
         if bar:
             bar.close()
         summary.csv = course / "grades.csv"
         export_csv(gb, summary.csv)
         export_lms_csv(gb, course)
     finally:
-        if client is not None:
-            try:
-                client.close(timeout=5)
-            except Exception:
-                pass
-        if cluster is not None:
-            try:
-                cluster.close(timeout=5)
-            except Exception:
-                pass
-            _wait_gone(worker_pids, 10.0)
+        # Ctrl-C included: every sandbox of this process is killed first, then cleaned up
+        # (the local cluster's workers and their sandboxes were killed on leaving it).
+        stop_processes()
         gb.close()
-        # local workers are gone: their sandboxes, cgroups and scratch mounts with them
         CGroup.cleanup_stale()
         cleanup_stale_scratch()
+        cleanup_own()
         _unlock_course(lock)
     summary.seconds = time.monotonic() - t0
     return summary
