@@ -19,16 +19,19 @@ from typing import Any
 
 import nbformat
 
+from .html_safety import Budget, clean_html, fix_text, markdown_html, plain_html
+
 __all__ = ["feedback_html", "autograded_notebook", "stage_file", "with_instructor_grades"]
 
 
 def stage_file(path: Path, text: str) -> Path:
     """Write `text` next to `path` (a temporary name); the caller renames it into place.
-    Nothing is left behind when the write fails (a full disk)."""
+    Nothing is left behind when the write fails (a full disk); lone surrogates (from a
+    student's text) are written as U+FFFD."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(fix_text(text), encoding="utf-8")  # a lone surrogate cannot stop a run
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -85,9 +88,9 @@ def feedback_html(
     if manual:
         rest = max_score - sum(p["points"] for p in parts)
         out.append(
-            f"<p>{rest:g} more point(s) are graded by an instructor later: "
+            f"{_PENDING_START}<p>{rest:g} more point(s) are graded by an instructor later: "
             + ", ".join(f"<code>{e(m)}</code>" for m in manual)
-            + ".</p>"
+            + f".</p>{_PENDING_END}"
         )
     if ev:
         out.append(f'<h2>While running your notebook</h2><ul class="events">{ev}</ul>')
@@ -96,6 +99,8 @@ def feedback_html(
 
 
 _INSTRUCTOR_START, _INSTRUCTOR_END = "<!-- gmm-instructor-grades -->", "<!-- /gmm-instructor-grades -->"
+_PENDING_START, _PENDING_END = "<!-- gmm-manual-pending -->", "<!-- /gmm-manual-pending -->"
+_PENDING_OLD = re.compile(r"<p>[0-9.e+-]+ more point\(s\) are graded by an instructor later: .*?\.</p>\n?")
 
 
 def with_instructor_grades(feedback: str, cells: list[dict[str, Any]], total: float, max_score: float) -> str:
@@ -107,6 +112,12 @@ def with_instructor_grades(feedback: str, cells: list[dict[str, Any]], total: fl
     if start >= 0:
         end = feedback.find(_INSTRUCTOR_END, start)
         feedback = feedback[:start] + feedback[end + len(_INSTRUCTOR_END) + 1 if end >= 0 else len(feedback):]
+    # the autograder's "graded later" line is out of date once an instructor has graded
+    start = feedback.find(_PENDING_START)
+    if start >= 0:
+        end = feedback.find(_PENDING_END, start)
+        feedback = feedback[:start] + feedback[end + len(_PENDING_END) if end >= 0 else len(feedback):]
+    feedback = _PENDING_OLD.sub("", feedback)  # pages written before the markers
     rows = []
     for c in cells:
         if c["score"] is None:
@@ -118,6 +129,10 @@ def with_instructor_grades(feedback: str, cells: list[dict[str, Any]], total: fl
     section = [_INSTRUCTOR_START, "<h2>Graded by an instructor</h2>"]
     if rows:
         section.append("<table><tr><th>Cell</th><th>Points</th><th>Comment</th></tr>" + "".join(rows) + "</table>")
+    pending = [c for c in cells if c["score"] is None]
+    if pending:
+        section.append(f"<p>{sum(c['max_score'] for c in pending):g} more point(s) are still to be graded by an "
+                       "instructor: " + ", ".join(f"<code>{e(c['name'])}</code>" for c in pending) + ".</p>")
     section.append(f'<p class="total">Total score: {total:g} / {max_score:g}</p>')
     section.append(_INSTRUCTOR_END)
     body = feedback.rfind("</body>")
@@ -126,34 +141,113 @@ def with_instructor_grades(feedback: str, cells: list[dict[str, Any]], total: fl
     return feedback[:body] + "\n".join(section) + "\n" + feedback[body:]
 
 
-_ACTIVE_URL = re.compile(r"(?i)\b(javascript|vbscript|data\s*:\s*text/html|data\s*:\s*image/svg)\s*:")
+_SETUP_TAG = "gmmcourse-setup"  # the published notebooks' set-up cell (never run by the grader)
+_TAG = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_CELL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_B64 = re.compile(r"^[A-Za-z0-9+/=\s]*$")
+MAX_OUTPUT_CHARS = 64_000
+"""Text kept per output (stream, error, text/plain); the rest is cut with a note."""
 
 
-def sanitize_student_notebook(nb) -> None:
-    """Make the student's part of a notebook inert before an instructor opens it (in place).
+def _text(value) -> str | None:
+    """A notebook text field as a ``str`` (nbformat allows a list of lines), or None when it is
+    neither (a student's kernel can send any JSON)."""
+    if isinstance(value, list) and all(isinstance(x, str) for x in value):
+        value = "".join(value)
+    return fix_text(value) if isinstance(value, str) else None
 
-    Formgrader renders autograded notebooks as HTML in the instructor's Jupyter session, so
-    student markdown, raw cells and outputs must not carry script: HTML is cleaned by
-    nbconvert's `SanitizeHTML` (bleach: only safe tags and attributes; ``text/html`` and
-    ``text/markdown`` outputs cleaned, JavaScript, SVG, widget views and every other active
-    output type removed), markdown links with a ``javascript:``-like scheme are defused, and
-    widget state and cell attachments of unknown types are dropped.
-    """
-    from nbconvert.preprocessors.sanitize import SanitizeHTML
 
-    san = SanitizeHTML()
-    for i, cell in enumerate(nb.cells):
-        san.preprocess_cell(cell, {}, i)
-        if cell.cell_type in ("markdown", "raw"):
-            cell.source = _ACTIVE_URL.sub("blocked:", cell.source)
-            cell.get("metadata", {}).pop("jupyter", None)
-        for out in cell.get("outputs", []):
-            md = out.get("metadata")
-            if isinstance(md, dict):
-                for k in list(md):
-                    if k not in out.get("data", {}):
-                        md.pop(k)
-    nb.metadata.pop("widgets", None)
+def _cut(text: str) -> str:
+    if len(text) <= MAX_OUTPUT_CHARS:
+        return text
+    return text[:MAX_OUTPUT_CHARS] + f"\n[autograder: {len(text) - MAX_OUTPUT_CHARS:,} more characters not shown]\n"
+
+
+def _safe_output(out, budget: Budget):
+    """A new, inert output built from a student's one (None to drop it): stream and error
+    text as text, ``text/html`` and ``text/markdown`` sanitised into ``text/html``, PNG and JPEG
+    kept when they are base64 text, ``text/plain`` kept; every other type (JavaScript, SVG,
+    LaTeX, widgets) and every output metadata dropped."""
+    new = nbformat.v4.new_output
+    kind = out.get("output_type") if isinstance(out, dict) else None
+    if kind == "stream":
+        name = out.get("name") if out.get("name") in ("stdout", "stderr") else "stdout"
+        return new("stream", name=name, text=_cut(_text(out.get("text")) or ""))
+    if kind == "error":
+        tb = out.get("traceback")
+        tb = [_cut(fix_text(x)) for x in tb[:200] if isinstance(x, str)] if isinstance(tb, list) else []
+        return new("error", ename=_cut(_text(out.get("ename")) or ""), evalue=_cut(_text(out.get("evalue")) or ""),
+                   traceback=tb)
+    if kind not in ("display_data", "execute_result"):
+        return None
+    data = out.get("data") if isinstance(out.get("data"), dict) else {}
+    safe = {}
+    for mime in ("image/png", "image/jpeg"):
+        t = _text(data.get(mime))
+        if t and len(t) <= 8 * MAX_OUTPUT_CHARS and _B64.match(t):
+            safe[mime] = t
+    html_t, md_t = _text(data.get("text/html")), _text(data.get("text/markdown"))
+    if html_t is not None:
+        safe["text/html"] = clean_html(html_t, budget)
+    elif md_t is not None:
+        safe["text/html"] = markdown_html(md_t, budget)
+    plain = _text(data.get("text/plain"))
+    if plain is not None:
+        safe["text/plain"] = _cut(plain)
+    if not safe:
+        safe["text/plain"] = "[autograder: an output of a type that is not shown here]"
+    if kind == "execute_result":
+        count = out.get("execution_count")
+        return new(kind, data=safe, execution_count=count if type(count) is int else None)
+    return new(kind, data=safe)
+
+
+def _safe_cell(cell, budget: Budget):
+    """A new, inert cell built from a student's one. Markdown becomes sanitised HTML (one line:
+    see `html_safety.markdown_html`), raw cells escaped plain text, code keeps its source
+    (formgrader highlights it as text) and gets safe outputs (none for the set-up cell, which
+    the grader never runs). Only safe tags and the ``nbgrader`` metadata (restored later from
+    the source notebook) are kept; attachments are dropped."""
+    kind = cell.get("cell_type") if isinstance(cell, dict) else None
+    md = cell.get("metadata") if isinstance(cell, dict) and isinstance(cell.get("metadata"), dict) else {}
+    source = _text(cell.get("source")) if isinstance(cell, dict) else None
+    source = source or ""
+    tags = md.get("tags") if isinstance(md.get("tags"), list) else []
+    tags = [t for t in tags if isinstance(t, str) and _TAG.match(t)]
+    if kind == "code":
+        new = nbformat.v4.new_code_cell(source)
+        if _SETUP_TAG not in tags:
+            outs = cell.get("outputs") if isinstance(cell.get("outputs"), list) else []
+            new.outputs = [o for o in (_safe_output(o, budget) for o in outs[:1000]) if o is not None]
+        count = cell.get("execution_count")
+        new.execution_count = count if type(count) is int else None
+    elif kind == "markdown":
+        new = nbformat.v4.new_markdown_cell(markdown_html(source, budget))
+    else:
+        new = nbformat.v4.new_markdown_cell(plain_html(source, "a raw cell, shown as text"))
+    if tags:
+        new.metadata["tags"] = tags
+    if isinstance(md.get("nbgrader"), dict):
+        new.metadata["nbgrader"] = md["nbgrader"]  # only its grade_id is read, then replaced
+    cid = cell.get("id") if isinstance(cell, dict) else None
+    if isinstance(cid, str) and _CELL_ID.match(cid):
+        new["id"] = cid
+    return new
+
+
+def sanitize_student_notebook(nb, source_nb=None):
+    """The student's notebook rebuilt inert for an instructor's browser: every cell and output
+    made new from validated parts (`_safe_cell`), so that nothing a student wrote (HTML,
+    JavaScript, LaTeX ``\\href``, ``data:`` URLs, metadata that templates print, lone
+    surrogates) reaches formgrader, within one `Budget` of rendered text; the notebook's
+    metadata is the source notebook's (trusted) or empty."""
+    budget = Budget()
+    cells = nb.get("cells") if isinstance(nb, dict) and isinstance(nb.get("cells"), list) else []
+    out = nbformat.v4.new_notebook()
+    out.cells = [_safe_cell(c, budget) for c in cells]
+    if source_nb is not None:
+        out.metadata = copy.deepcopy(source_nb.metadata)
+    return out
 
 
 def autograded_notebook(executed_nb, source_nb, part_results: dict[str, dict]) -> Any:
@@ -170,8 +264,7 @@ def autograded_notebook(executed_nb, source_nb, part_results: dict[str, dict]) -
         md = c.get("metadata", {}).get("nbgrader")
         if md and md.get("grade_id") and md["grade_id"] not in src_cells:
             src_cells[md["grade_id"]] = c
-    out = copy.deepcopy(executed_nb)
-    sanitize_student_notebook(out)
+    out = sanitize_student_notebook(executed_nb, source_nb)
     seen: set[str] = set()
     for cell in out.cells:
         md = cell.get("metadata", {}).pop("nbgrader", None)

@@ -32,6 +32,27 @@ MARKERS = Table(
 )
 
 
+_NAME_FIELDS = ("first_name", "last_name", "email", "lms_user_id")
+
+
+class CourseGradebook(Gradebook):
+    """nbgrader's gradebook that refuses a student's name, e-mail or LMS id holding markup:
+    formgrader prints names into its pages unescaped, so every path that saves a roster
+    (``--roster``, `gmmcourse.grading.lms`) is checked here (`html_safety.safe_name`)."""
+
+    def add_student(self, student_id, **kwargs):
+        return super().add_student(student_id, **_checked(kwargs))
+
+    def update_or_create_student(self, name, **kwargs):
+        return super().update_or_create_student(name, **_checked(kwargs))
+
+
+def _checked(kwargs: dict) -> dict:
+    from .html_safety import safe_name
+
+    return {k: safe_name(v, k) if k in _NAME_FIELDS else v for k, v in kwargs.items()}
+
+
 def open_gradebook(course: Path) -> Gradebook:
     import shutil
     import sys
@@ -39,7 +60,7 @@ def open_gradebook(course: Path) -> Gradebook:
     if shutil.which("alembic") is None:  # nbgrader runs `alembic` for new databases
         os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     path = Path(course) / "gradebook.db"
-    gb = Gradebook(f"sqlite:///{path}")
+    gb = CourseGradebook(f"sqlite:///{path}")
     _meta.create_all(gb.db.get_bind())
     return gb
 

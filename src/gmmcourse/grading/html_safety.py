@@ -1,0 +1,143 @@
+"""Student- and roster-authored text made safe for an instructor's browser, in bounded time.
+
+Everything here runs in the trusted grader process on text a student chose, so each function
+is total (any ``str``, lone surrogates included) and bounded: the HTML sanitiser is ``nh3``
+(the Rust ``ammonia`` allow-list sanitiser: html5ever's parser, so entity-obfuscated schemes
+such as ``java&#115;cript:`` or ``javascript&colon;`` are decoded before the scheme check),
+markdown is rendered by ``markdown-it-py`` with a nesting cap, and a cell over `MAX_CELL_CHARS`
+characters or `MAX_CELL_TAGS` tags (the sanitiser's cost grows with nesting depth squared) is
+shown as escaped, truncated plain text with a note instead. A notebook shares one `Budget`
+(`MAX_NOTEBOOK_CHARS`): past it, every further cell is plain text too.
+
+Rendered student HTML is wrapped in a ``div`` that MathJax skips (``tex2jax_ignore`` /
+``mathjax_ignore``): LaTeX ``\\href{javascript:...}`` cannot become a link, and student
+``class`` attributes (which could re-enable MathJax) are never kept.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+__all__ = ["MAX_CELL_CHARS", "MAX_CELL_TAGS", "MAX_NOTEBOOK_CHARS", "Budget", "fix_text", "plain_html",
+           "clean_html", "markdown_html", "safe_name", "UnsafeName"]
+
+MAX_CELL_CHARS = 64_000
+"""Largest student cell or output (characters) that is rendered and sanitised; larger ones are
+shown as truncated plain text."""
+MAX_CELL_TAGS = 2_000
+"""Most ``<`` in one cell that is sanitised (nh3's time grows with depth squared: 2,000 nested
+tags cost about 0.04 s; 16,000 cost 2.3 s)."""
+MAX_NOTEBOOK_CHARS = 1_000_000
+"""Student text rendered as HTML per notebook; past it, cells are plain text."""
+PLAIN_CHARS = 20_000
+"""Characters of a cell kept in its plain-text rendering."""
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_IGNORE = '<div class="tex2jax_ignore mathjax_ignore">'
+_IMAGE_DATA = re.compile(r"(?i)^data:image/(png|jpeg|gif|webp);base64,[a-z0-9+/=\s]*$")
+_SCHEMES = {"http", "https", "mailto", "data"}
+
+
+def fix_text(text) -> str:
+    """``text`` as a ``str`` that UTF-8 can encode: lone surrogates become U+FFFD; anything not
+    a string becomes its ``str``."""
+    if not isinstance(text, str):
+        text = "" if text is None else str(text)
+    return _SURROGATE.sub("\ufffd", text)
+
+
+class Budget:
+    """The characters of student text a notebook may still have rendered as HTML."""
+
+    def __init__(self, chars: int = MAX_NOTEBOOK_CHARS):
+        self.left = chars
+
+    def take(self, n: int) -> bool:
+        if n > self.left:
+            self.left = 0
+            return False
+        self.left -= n
+        return True
+
+
+def plain_html(text: str, note: str = "") -> str:
+    """``text`` escaped in a ``<pre>`` (truncated to `PLAIN_CHARS`), after an optional note."""
+    text = fix_text(text)
+    cut = len(text) > PLAIN_CHARS
+    body = html.escape(text[:PLAIN_CHARS]) + ("\n[... truncated]" if cut else "")
+    head = f"<p><em>[autograder: {html.escape(note)}]</em></p>" if note else ""
+    return _one_line(f"{_IGNORE}{head}<pre>{body}</pre></div>")
+
+
+def _attribute(element: str, attribute: str, value: str) -> str | None:
+    if value.strip().lower().startswith("data:") and not (
+        element == "img" and attribute == "src" and _IMAGE_DATA.match(value.strip())
+    ):
+        return None  # data: URLs only as inline raster images
+    return value
+
+
+def _over(text: str, budget: Budget | None) -> str | None:
+    if len(text) > MAX_CELL_CHARS:
+        return f"this cell has {len(text):,} characters, more than the {MAX_CELL_CHARS:,} rendered; shown as plain text"
+    if text.count("<") > MAX_CELL_TAGS:
+        return f"this cell has more than {MAX_CELL_TAGS:,} tags; shown as plain text"
+    if budget is not None and not budget.take(len(text)):
+        return "the notebook's rendered text is over its limit; shown as plain text"
+    return None
+
+
+def clean_html(text, budget: Budget | None = None) -> str:
+    """Student HTML (a ``text/html`` output) through the allow-list sanitiser, wrapped so that
+    MathJax leaves it alone; over the caps, its escaped plain text (`plain_html`)."""
+    import nh3
+
+    text = fix_text(text)
+    note = _over(text, budget)
+    if note:
+        return plain_html(text, note)
+    safe = nh3.clean(text, url_schemes=_SCHEMES, attribute_filter=_attribute, link_rel="noopener noreferrer nofollow")
+    return _one_line(f"{_IGNORE}{safe}</div>")
+
+
+def markdown_html(text, budget: Budget | None = None) -> str:
+    """A student's markdown as sanitised HTML on ONE line: a markdown renderer (formgrader's
+    ``markdown2html``) passes it through as a single raw HTML block, so nothing in it is read as
+    markdown again (a blank line would end the block and let the rest become links)."""
+    from markdown_it import MarkdownIt
+
+    text = fix_text(text)
+    note = _over(text, budget)
+    if note:
+        return plain_html(text, note)
+    md = MarkdownIt("commonmark", {"html": True, "maxNesting": 20})
+    return clean_html(md.render(text))
+
+
+def _one_line(markup: str) -> str:
+    # a newline in HTML text or between tags is the character reference &#10; to an HTML parser
+    return markup.replace("\r", "&#13;").replace("\n", "&#10;")
+
+
+_NAME = re.compile(r"^[^\x00-\x1f\x7f<>&\"`\\{}\[\]|;=]{0,100}$")
+
+
+class UnsafeName(ValueError):
+    """A roster name that cannot be stored (it would be markup in formgrader's pages)."""
+
+
+def safe_name(value, field: str = "name") -> str | None:
+    """A roster name or e-mail as stored in the gradebook, or raise `UnsafeName` (one line).
+
+    Formgrader prints names into its pages without escaping, so a name holds letters, digits,
+    spaces and the punctuation of real names (``.-'’,()``; any script), never markup or control
+    characters, and at most 100 characters. None and "" are kept as they are."""
+    if value is None or value == "":
+        return value
+    text = fix_text(value).strip()
+    if "\ufffd" in text or not _NAME.match(text):
+        shown = text[:40].encode("ascii", "backslashreplace").decode()
+        raise UnsafeName(f"{field} {shown!r} is not a plain name (no < > & \" ` \\ {{ }} [ ] | ; = or control "
+                         "characters, at most 100 characters)")
+    return text
