@@ -480,12 +480,115 @@ def test_roster_problems_are_reported(tmp_path):
 
 def test_no_roster_and_no_gradebook(tmp_path):
     course = _course(tmp_path)
+    zp = make_zip(tmp_path / "a.zip", [_entry("ps1_ada_attempt_2026-11-21-10-00-00_toy.ipynb", SOLUTION),
+                                       _entry("ps1_grace_attempt_2026-11-21-10-00-00_toy.ipynb", HALF)])
+    rep = run(zp, course, lms="auto")  # zip_collect ids are ids
+    assert sorted((s, a) for s, a, _ in rep.imported) == [("ada", "new"), ("grace", "new")]
+    assert rep.lms == "auto: zip_collect"
+    zp2 = make_zip(tmp_path / "c.zip", [_entry("lovelaceada_101_1_toy.ipynb", SOLUTION)])
+    rep2 = run(zp2, course, lms="auto")  # Canvas names cannot be mapped without a roster
+    assert "no roster" in {p.entry: p.message for p in rep2.problems}["lovelaceada_101_1_toy.ipynb"]
+    assert rep2.exit_code == 1
+
+
+# --------------------------------------------------------------------------- spoofed names (issue 22, item 7)
+# A student is named only by the LMS's own part of an entry name; the rest is the file name
+# the student chose, and it can imitate another LMS's naming.
+
+SPOOF = "hoppergrace_102_9002_x_ada_attempt_2099-12-31-23-59-59_toy.ipynb"  # grace's file, named like ada's
+
+
+def test_canvas_file_named_like_zipcollect_goes_to_its_canvas_user(tmp_path):
+    """The issue's name: in a Canvas zip it is grace's (Canvas user 102), not ada's."""
+    course = _course(tmp_path)
+    zp = make_zip(tmp_path / "c.zip", [_entry("lovelaceada_101_9001_toy.ipynb", SOLUTION),
+                                       _entry("turingalan_103_9003_toy.ipynb", BLANK),
+                                       _entry(SPOOF, HALF, when=T1)])
+    rep = run(zp, course, roster=_roster(tmp_path))  # --lms auto, the default
+    subs = submitted(course)
+    assert subs["ada/toy/toy.ipynb"] == SOLUTION and subs["grace/toy/toy.ipynb"] == HALF
+    assert sorted((s, a) for s, a, _ in rep.imported) == [("ada", "new"), ("alan", "new"), ("grace", "new")]
+    assert rep.lms == "auto: Canvas"
+    assert subs["ada/toy/timestamp.txt"].startswith(b"2026-11-20 14:03:00")   # not the name's 2099
+    assert subs["grace/toy/timestamp.txt"].startswith(b"2026-11-21 09:30:00")
+    notes = {p.entry: p.message for p in rep.problems if p.kind == "note"}
+    assert "zip_collect name of 'ada'" in notes[SPOOF] and "Canvas part" in notes[SPOOF]  # reported
+
+
+def test_a_name_of_two_namings_and_two_students_is_refused(tmp_path):
+    """Alone in a zip, the issue's name fits Canvas (grace) and zip_collect (ada): --lms auto
+    refuses with one line and writes nothing; --lms canvas says which, and it is grace's."""
+    course = _course(tmp_path)
+    zp = make_zip(tmp_path / "one.zip", [_entry(SPOOF, HALF)])
+    with pytest.raises(LMSImportError, match=r"Canvas name of 'grace' and as a zip_collect name of 'ada'.*--lms"):
+        run(zp, course, roster=_roster(tmp_path))
+    assert list(course.iterdir()) == []
+    rep = run(zp, course, roster=_roster(tmp_path), lms="canvas")
+    assert [s for s, _, _ in rep.imported] == ["grace"]
+
+
+def test_zip_of_mixed_namings_is_refused(tmp_path):
+    course = _course(tmp_path)
     zp = make_zip(tmp_path / "a.zip", [_entry("lovelaceada_101_1_toy.ipynb", SOLUTION),
-                                       _entry("ps1_ada_attempt_2026-11-21-10-00-00_toy.ipynb", SOLUTION)])
-    rep = run(zp, course, lms="auto")  # Canvas names cannot be mapped; zip_collect ids are ids
-    assert [(s, a) for s, a, _ in rep.imported] == [("ada", "new")]
-    assert "no roster" in {p.entry: p.message for p in rep.problems}["lovelaceada_101_1_toy.ipynb"]
-    assert rep.exit_code == 1
+                                       _entry("ps1_grace_attempt_2026-11-21-10-00-00_toy.ipynb", SOLUTION)])
+    with pytest.raises(LMSImportError, match=r"different LMS namings .*'lovelaceada_101_1_toy.ipynb' reads as Canvas"
+                                             r".*reads as zip_collect.*--lms"):
+        run(zp, course, roster=_roster(tmp_path))
+    assert list(course.iterdir()) == []
+    rep = run(zp, course, roster=_roster(tmp_path), lms="zipcollect")  # told: the other entry is reported
+    assert [s for s, _, _ in rep.imported] == ["grace"]
+    assert "not a zip_collect name" in {p.entry: p.message for p in rep.problems}["lovelaceada_101_1_toy.ipynb"]
+
+
+def test_zipcollect_file_named_like_another_attempt_is_not_imported(tmp_path):
+    """nbgrader's regexp (``.*_<id>_attempt_...``) takes the last ``_<id>_attempt_`` of a name,
+    which may be in the file name ada chose: the name reads as ada's and grace's, and is
+    reported, not given to either."""
+    course = _course(tmp_path)
+    spoof = "ps1_ada_attempt_2026-11-21-10-00-00_x_grace_attempt_2099-12-31-23-59-59_toy.ipynb"
+    zp = make_zip(tmp_path / "z.zip", [_entry("ps1_grace_attempt_2026-11-20-10-00-00_toy.ipynb", SOLUTION),
+                                       _entry(spoof, BLANK)])
+    for lms_ in ("auto", "zipcollect"):
+        rep = run(zp, course, lms=lms_)
+        assert [s for s, _, _ in rep.imported] == ["grace"] and submitted(course)["grace/toy/toy.ipynb"] == SOLUTION
+        why = {p.entry: p.message for p in rep.problems if p.kind == "unmapped"}[spoof]
+        assert "several students ('grace', 'ada')" in why and "not imported" in why
+        assert rep.exit_code == 1
+
+
+def test_submitted_tree_and_moodle_files_named_like_other_namings(tmp_path):
+    """A zipped submitted/ tree and a Moodle zip whose students' file names imitate
+    zip_collect and Canvas names: each file goes to the folder's or the Moodle name's student."""
+    course = _course(tmp_path)
+    imitation = "x_grace_attempt_2099-12-31-23-59-59_toy.ipynb"
+    zp = make_zip(tmp_path / "s.zip", [_entry("submitted/ada/toy/" + imitation, SOLUTION),
+                                       _entry("submitted/alan/toy/toy.ipynb", BLANK)])
+    rep = run(zp, course)
+    assert sorted(s for s, _, _ in rep.imported) == ["ada", "alan"] and not (course / "submitted" / "grace").exists()
+    roster = _roster(tmp_path, ROSTER.replace("email\n", "email,name\n").replace(".org\n", ".org,\n")
+                     .replace("ada@example.org,", "ada@example.org,Ada Lovelace")
+                     .replace("grace@example.org,", "grace@example.org,Grace Hopper"))
+    (tmp_path / "m").mkdir()
+    course2 = _course(tmp_path / "m")
+    zp2 = make_zip(tmp_path / "m.zip", [
+        _entry("Ada Lovelace_5512_assignsubmission_file/" + imitation, SOLUTION),
+        _entry("Grace Hopper_5513_assignsubmission_file_lovelaceada_101_9_toy.ipynb", HALF),  # flat, like Canvas
+    ])
+    rep2 = run(zp2, course2, roster=roster)
+    assert rep2.lms == "auto: Moodle"
+    assert sorted(s for s, _, _ in rep2.imported) == ["ada", "grace"]
+    assert submitted(course2)["grace/toy/toy.ipynb"] == HALF and submitted(course2)["ada/toy/toy.ipynb"] == SOLUTION
+
+
+def test_canvas_file_named_like_moodle_goes_to_its_canvas_user(tmp_path):
+    """Moodle's pattern, tried first, read grace's Canvas file as a Moodle name: her work was
+    not imported. The zip is a Canvas zip: it is hers."""
+    course = _course(tmp_path)
+    zp = make_zip(tmp_path / "c.zip", [_entry("lovelaceada_101_9001_toy.ipynb", SOLUTION),
+                                       _entry("hoppergrace_102_9002_Ada Lovelace_1_assignsubmission_file_toy.ipynb", HALF)])
+    rep = run(zp, course, roster=_roster(tmp_path))
+    assert sorted(s for s, _, _ in rep.imported) == ["ada", "grace"] and rep.exit_code == 0
+    assert submitted(course)["grace/toy/toy.ipynb"] == HALF
 
 
 def test_cli_usage_errors_are_fast_one_line(tmp_path):
@@ -493,7 +596,9 @@ def test_cli_usage_errors_are_fast_one_line(tmp_path):
     base = [sys.executable, "-m", "gmmcourse.grading", "autograde", "--course", str(course)]
     for extra, msg in [(["--zip", str(tmp_path / "none.zip"), "categorization"], "does not exist"),
                        (["--zip", str(tmp_path / "none.zip")], "exactly one ASSIGNMENT"),
-                       (["--zip", str(tmp_path / "none.zip"), "nope"], "unknown assignment 'nope'")]:
+                       (["--zip", str(tmp_path / "none.zip"), "nope"], "unknown assignment 'nope'"),
+                       (["--zip", str(make_zip(tmp_path / "one.zip", [_entry(SPOOF, HALF)])), "categorization"],
+                        "reads as a Canvas name")]:
         r = subprocess.run(base + extra, capture_output=True, text=True, timeout=60)
         assert r.returncode == 2, r.stderr
         assert msg in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -48,7 +48,8 @@ from .intake import CourseLocked, lock_course, read_small, student_id
 from .sandbox import Limits
 from .spec import GradingError
 
-__all__ = ["LMSImportError", "ImportReport", "Roster", "load_roster", "import_zip", "parse_name", "FORMATS"]
+__all__ = ["LMSImportError", "ImportReport", "Roster", "load_roster", "import_zip", "parse_name", "readings",
+           "decide_lms", "FORMATS"]
 
 MAX_ZIP_BYTES = 4 << 30          # the zip file itself
 MAX_ENTRIES = 10_000             # entries in the zip (read from its end record before anything else)
@@ -369,33 +370,98 @@ def _entry_time(info: zipfile.ZipInfo) -> _dt.datetime | None:
     return None if t.year <= 1980 else t
 
 
-def parse_name(name: str, lms: str, regexp: re.Pattern | None) -> tuple[str, dict] | None:
-    """Which LMS convention `name` follows and what it says: (format, fields) or None."""
-    base = name.rsplit("/", 1)[-1]
-    if lms in ("auto", "moodle"):
+_NAMINGS = ("moodle", "canvas", "submitted", "zipcollect")  # a tie between namings goes to the first
+_TITLES = {"moodle": "Moodle", "canvas": "Canvas", "submitted": "submitted/", "zipcollect": "zip_collect"}
+
+
+def _zipcollect_ids(name: str, regexp: re.Pattern) -> list[str]:
+    """Every student id `name` reads as under `regexp`, the regexp's own match first. A
+    greedy pattern such as nbgrader's ``.*_(?P<student_id>...)_attempt_...`` takes the last
+    ``_<id>_attempt_<time>_`` of the name, which may sit in the file-name part the student
+    chose: each shorter reading of what comes before the matched id is found too."""
+    ids: list[str] = []
+    text = name
+    while text:
+        m = regexp.match(text)
+        if not m or not m.groupdict().get("student_id") or not m.groupdict().get("file_id"):
+            break
+        if m.group("student_id") not in ids:
+            ids.append(m.group("student_id"))
+        text = text[:m.start("student_id")]
+    return ids
+
+
+def parse_name(name: str, fmt: str, regexp: re.Pattern | None) -> dict | None:
+    """What `name` says when read as an entry of the LMS naming `fmt` (one of `_NAMINGS`),
+    or None when it is not such a name."""
+    if fmt == "moodle":
         m = _MOODLE.match(name)
         if m:
             inner = m.group("path") or m.group("flat") or ""
-            return "moodle", {"name": m.group("name"), "lms_id": m.group("pid"), "plugin": m.group("plugin"),
-                              "file": inner.rsplit("/", 1)[-1]}
-    if lms in ("auto", "zipcollect") and regexp is not None:
+            return {"name": m.group("name"), "lms_id": m.group("pid"), "plugin": m.group("plugin"),
+                    "file": inner.rsplit("/", 1)[-1]}
+    elif fmt == "zipcollect" and regexp is not None:
         m = regexp.match(name)
         if m and m.groupdict().get("student_id") and m.groupdict().get("file_id"):
             d = m.groupdict()
-            return "zipcollect", {"id": d["student_id"], "file": d["file_id"].rsplit("/", 1)[-1],
-                                  "timestamp": d.get("timestamp")}
-    if lms in ("auto", "canvas"):
-        m = _CANVAS.match(base)
+            return {"id": d["student_id"], "ids": _zipcollect_ids(name, regexp),
+                    "file": d["file_id"].rsplit("/", 1)[-1], "timestamp": d.get("timestamp")}
+    elif fmt == "canvas":
+        m = _CANVAS.match(name.rsplit("/", 1)[-1])
         if m:
-            return "canvas", {"name": m.group("name"), "lms_id": m.group("uid"), "sub_id": int(m.group("sid")),
-                              "late": bool(m.group("late")), "file": m.group("file")}
-    if lms in ("auto", "submitted"):
+            return {"name": m.group("name"), "lms_id": m.group("uid"), "sub_id": int(m.group("sid")),
+                    "late": bool(m.group("late")), "file": m.group("file")}
+    elif fmt == "submitted":
         parts = [p for p in name.split("/") if p]
         if parts and parts[0] == "submitted":
             parts = parts[1:]
         if len(parts) == 3:
-            return "submitted", {"id": parts[0], "assignment": parts[1], "file": parts[2]}
+            return {"id": parts[0], "assignment": parts[1], "file": parts[2]}
     return None
+
+
+def readings(name: str, lms: str, regexp: re.Pattern | None) -> dict[str, dict]:
+    """{naming: fields} for every naming of `lms` ("auto": all of them) that `name` fits."""
+    out = {}
+    for fmt in _NAMINGS if lms == "auto" else (lms,):
+        fields = parse_name(name, fmt, regexp)
+        if fields is not None:
+            out[fmt] = fields
+    return out
+
+
+def _who(fmt: str, fields: dict, roster: Roster) -> str:
+    sid, _ = _resolve(fmt, fields, roster)
+    return f"{_TITLES[fmt]} name of {_show(sid)!r}" if sid else f"{_TITLES[fmt]} name of no known student"
+
+
+def decide_lms(names: list[str], regexp: re.Pattern | None, roster: Roster) -> str | None:
+    """``--lms auto``: the one naming of the whole zip, from all its entries' names (None
+    when no entry follows any). A student is named only by the LMS's own part of a name,
+    and the rest (the file name a student chose) can imitate another naming: so the naming
+    is the one that every entry fits, never decided entry by entry. Entries of different
+    namings, or names that read as different students under two namings that all entries
+    fit, are an `LMSImportError` (one line): nothing is guessed."""
+    fits = {n: readings(n, "auto", regexp) for n in names}
+    fits = {n: r for n, r in fits.items() if r}
+    if not fits:
+        return None
+    common = [fmt for fmt in _NAMINGS if all(fmt in r for r in fits.values())]
+    if not common:
+        groups: dict[tuple, str] = {}
+        for n, r in fits.items():
+            groups.setdefault(tuple(r), n)
+        shown = "; ".join(f"{_show(n)!r} reads as {' or '.join(_TITLES[f] for f in g)}"
+                          for g, n in list(groups.items())[:3])
+        raise LMSImportError(f"the zip's entries follow different LMS namings ({shown}); nothing was imported: "
+                             "pass --lms canvas, moodle, zipcollect or submitted")
+    for n, r in fits.items():
+        outcomes = {fmt: _resolve(fmt, r[fmt], roster)[0] for fmt in common}
+        if len(set(outcomes.values())) > 1:
+            shown = " and as a ".join(_who(fmt, r[fmt], roster) for fmt in common)
+            raise LMSImportError(f"{_show(n)!r} reads as a {shown}: the zip's LMS cannot be told from its names; "
+                                 "nothing was imported: pass --lms canvas, moodle, zipcollect or submitted")
+    return common[0]
 
 
 def _resolve(fmt: str, fields: dict, roster: Roster) -> tuple[str | None, str | None]:
@@ -411,6 +477,11 @@ def _resolve(fmt: str, fields: dict, roster: Roster) -> tuple[str | None, str | 
         if not roster.students:
             return None, "no roster: pass --roster with each student's full name (name, or first_name and last_name)"
         return roster.lookup_name(fields["name"])
+    if len(fields.get("ids", ())) > 1:
+        return None, ("the name reads as zip_collect names of several students (" +
+                      ", ".join(repr(_show(i)) for i in fields["ids"]) + "), and a part of it is the file name a "
+                      "student chose: not imported; check it, then import it with a --regexp that reads only the "
+                      "LMS's own part")
     raw = fields["id"]
     if roster.students:
         sid, why = roster.lookup_id(raw)
@@ -738,9 +809,13 @@ def import_zip(
             fh.seek(0)
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 zip_sha.update(chunk)
+            fmt = lms
+            if lms == "auto":
+                fmt = decide_lms([i.filename for i in _entries(infos)], rx, ros)
+                report.lms = f"auto: {_TITLES[fmt]}" if fmt else "auto: no known naming"
             lock = _lock(course)
             try:
-                _import(fh, zst.st_size, infos, course, assignment, ros, lms, rx, report, zip_sha.hexdigest())
+                _import(fh, zst.st_size, infos, course, assignment, ros, fmt, rx, report, zip_sha.hexdigest())
                 if save_roster and roster is not None and ros.students:
                     _save_roster(course, ros, report)
             finally:
@@ -753,8 +828,23 @@ def import_zip(
     return report
 
 
-def _import(fh, zip_size: int, infos, course: Path, assignment, ros: Roster, lms: str, rx,
+def _entries(infos) -> list[zipfile.ZipInfo]:
+    """The entries that name submissions: not rejected (`_entry_problem`), not folders, not
+    the files a Mac or Windows leaves (``__MACOSX/``, ``._*``, ``.DS_Store``, ``Thumbs.db``)."""
+    out = []
+    for info in infos:
+        name = info.filename
+        base = name.replace("\\", "/").rsplit("/", 1)[-1]
+        if (_entry_problem(info) or info.is_dir() or name.startswith("__MACOSX/") or base.startswith("._")
+                or base in (".DS_Store", "Thumbs.db")):
+            continue
+        out.append(info)
+    return out
+
+
+def _import(fh, zip_size: int, infos, course: Path, assignment, ros: Roster, fmt: str | None, rx,
             report: ImportReport, zip_sha: str) -> None:
+    """Import the entries of the naming `fmt` (None: no entry follows a known naming)."""
     arch: list[_Archive] = []
 
     def archive_for() -> _Archive:
@@ -771,22 +861,16 @@ def _import(fh, zip_size: int, infos, course: Path, assignment, ros: Roster, lms
     by_student: dict[str, list[Candidate]] = {}
     others: dict[str, list[str]] = {}
     for info in infos:
-        name = info.filename
         why = _entry_problem(info)
         if why:
-            report.add("rejected", name, why)
+            report.add("rejected", info.filename, why)
+    for info in _entries(infos):
+        name = info.filename
+        fields = parse_name(name, fmt, rx) if fmt else None
+        if fields is None:
+            report.add("unmapped", name, "the name follows no known LMS naming (Canvas, Moodle, zip_collect or "
+                       "submitted/)" if fmt is None else f"not a {_TITLES[fmt]} name (the zip's naming)")
             continue
-        if info.is_dir():
-            continue
-        base = name.replace("\\", "/").rsplit("/", 1)[-1]
-        if name.startswith("__MACOSX/") or base.startswith("._") or base in (".DS_Store", "Thumbs.db"):
-            continue
-        parsed = parse_name(name, lms, rx)
-        if parsed is None:
-            report.add("unmapped", name, "the name follows no known LMS naming "
-                       f"({'Canvas, Moodle, zip_collect or submitted/' if lms == 'auto' else lms})")
-            continue
-        fmt, fields = parsed
         if fmt == "submitted" and fields["assignment"] != assignment.id:
             report.add("ignored", name, f"belongs to assignment {_show(fields['assignment'])!r}, not {assignment.id!r}")
             continue
@@ -794,6 +878,10 @@ def _import(fh, zip_size: int, infos, course: Path, assignment, ros: Roster, lms
         if sid is None:
             report.add("unmapped", name, why or "unknown student")
             continue
+        for other, alt in readings(name, "auto", rx).items():
+            if other != fmt and _resolve(other, alt, ros)[0] not in (None, sid):
+                report.add("note", name, f"also reads as a {_who(other, alt, ros)}; attributed by the "
+                           f"{_TITLES[fmt]} part of the name only", sid)
         if not fields["file"].lower().endswith(".ipynb"):
             others.setdefault(sid, []).append(name)
             continue
