@@ -16,6 +16,10 @@ def _limit_options(parser: argparse.ArgumentParser) -> None:
 
     g = parser.add_argument_group("limits per submission (defaults: gmmcourse.grading.sandbox.Limits)")
     for f in fields(Limits):
+        if isinstance(f.default, bool):  # a switch: --allow-unlimited
+            g.add_argument(f"--{f.name.replace('_', '-')}", action="store_true", default=None, dest=f"limit_{f.name}",
+                           help="grade even where a limit cannot be applied (a trusted class only; the run says which)")
+            continue
         g.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None, metavar="N",
                        dest=f"limit_{f.name}", help=f"default {f.default}")
     g.add_argument("--memory-mb", type=int, default=None, help="memory cap in MiB (same as --memory-bytes)")

@@ -20,7 +20,7 @@ from .reference import cached as cached_reference
 from .reference import source_of
 from .runners import (Task, TLSFiles, check_scheduler, cleanup_own, local_cluster, remote_client, run_dask, run_serial,
                       stop_processes)
-from .sandbox import REPO_ROOT, CGroup, Limits, cleanup_stale_scratch, sandbox_available
+from .sandbox import REPO_ROOT, CGroup, Limits, check_host, cleanup_stale_scratch, sandbox_available
 from .spec import Assignment, GradingError, Part, RecordingError, Verdict, sanitize
 
 # The heavy modules (nbclient/ZeroMQ, nbgrader/SQLAlchemy, nbconvert) are imported when
@@ -153,7 +153,7 @@ def _fingerprint(a: Assignment, source_nb, reference_key: str) -> str:
         h.update(name.encode() + b"\0" + hashlib.sha256(_module_source(name)).digest())
     h.update(json.dumps(a.inputs(), sort_keys=True, allow_nan=False).encode())
     h.update(reference_key.encode())
-    h.update(repr(tuple(a.sandbox_hide)).encode())
+    h.update(repr(a.sandbox_offers).encode())
     for c in source_nb.cells:
         md = c.get("metadata", {}).get("nbgrader") or {}
         if md.get("grade") or md.get("task"):
@@ -223,7 +223,7 @@ def _warm_cache(a: Assignment, source_text: str, inputs_json: str, cache: Path, 
         [(p.grade_id, p.code) for p in a.parts],
         inputs_json,
         limits,
-        {"jax_cache": str(cache), "jax_cache_writable": True, "single_thread": True, "hide": list(a.sandbox_hide)},
+        {"jax_cache": str(cache), "jax_cache_writable": True, "single_thread": True, "offers": a.sandbox_offers},
     )
     stamp.write_text(f"{time.monotonic() - t:.1f}s\n")
 
@@ -394,6 +394,8 @@ def autograde(
             raise GradingError(f"unknown assignment {i!r}; known assignments: {known}")
     if not sandbox_available():
         raise GradingError("bubblewrap (bwrap) is not installed: apt-get install -y bubblewrap")
+    for missing in check_host(limits):  # a limit that cannot be applied refuses (LimitUnavailable), or:
+        echo(f"warning: --allow-unlimited: {missing}")
     if not course.is_dir():
         raise GradingError(f"course directory {course} does not exist")
     if not (course / "submitted").is_dir():
@@ -453,7 +455,7 @@ def autograde(
         # one thread per submission unless it may use two cores or more: XLA's and BLAS's
         # thread pools under a one-core CPU quota only get throttled (3x slower per notebook)
         base_cfg = {"jax_cache": str(cache), "single_thread": not serial or limits.cpus < 2}
-        cfgs = {p[0].id: {**base_cfg, "hide": list(p[0].sandbox_hide)} for p in plans}
+        cfgs = {p[0].id: {**base_cfg, "offers": p[0].sandbox_offers} for p in plans}
         limits_d = asdict(limits)
         bar = None
         if progress and total:

@@ -40,19 +40,42 @@ _ID_EXTRA = set("._-@+")
 def student_id(name: str) -> tuple[str | None, str | None]:
     """(normalised id, None) for a valid student folder name, else (None, reason).
 
-    Valid: NFC-normalised (two spellings of one name are one student), 1-64 characters,
-    letters and digits of any script plus ``. _ - @ +``, not starting with ``.`` or ``-``.
-    Anything else (control characters, commas, quotes, slashes, bytes that are not UTF-8)
-    could forge CSV rows or break the gradebook.
+    Valid: NFKC-normalised (two spellings of one name, fullwidth ``ａｄａ`` and ``ada``, are one
+    student), 1-64 characters, letters and digits of any script plus ``. _ - @ +``, not
+    starting with ``.`` or ``-``, and not a look-alike of another id: letters of one script
+    only (Cyrillic ``а`` in a Latin name could pose as another student), and not an id of
+    another script whose every letter reads as a Latin one (Unicode's confusables, via
+    `confusable_homoglyphs`). Anything else (control characters, commas, quotes, slashes,
+    bytes that are not UTF-8) could forge CSV rows or break the gradebook.
     """
     if any(0xDC80 <= ord(ch) <= 0xDCFF for ch in name):  # os.fsdecode of non-UTF-8 bytes
         return None, "the student folder name is not UTF-8 text"
-    norm = unicodedata.normalize("NFC", name)
+    norm = unicodedata.normalize("NFKC", name)
     if not 1 <= len(norm) <= 64:
         return None, "the student folder name must have 1 to 64 characters"
     if norm[0] in ".-" or not all(ch.isalnum() or ch in _ID_EXTRA for ch in norm):
         return None, "the student folder name may contain only letters, digits and . _ - @ +"
+    why = _look_alike(norm)
+    if why:
+        return None, why
     return norm, None
+
+
+def _look_alike(norm: str) -> str | None:
+    from confusable_homoglyphs import categories, confusables
+
+    scripts = categories.unique_aliases(norm) - {"COMMON"}
+    if len(scripts) > 1:
+        return (f"the student folder name mixes scripts ({' and '.join(sorted(s.title() for s in scripts))}): "
+                "a look-alike of another student's id; rename the folder to the student's real id")
+    if scripts and scripts != {"LATIN"}:
+        letters = [ch for ch in norm if ch.isalpha()]
+        found = confusables.is_confusable(norm, greedy=True, preferred_aliases=["latin"]) or []
+        latin = {f["character"] for f in found if any(h["c"].isascii() and h["c"].isalpha() for h in f["homoglyphs"])}
+        if letters and all(ch in latin for ch in letters):
+            return ("the student folder name is written in another script but reads as a Latin id "
+                    "(a look-alike of another student's id); rename the folder to the student's real id")
+    return None
 
 
 def placeholder_id(name: str) -> str:

@@ -7,45 +7,58 @@ live in the submission's private scratch directory, the only writable place the 
 Layers (each one a fallback for the other):
 
 * bubblewrap: new mount, PID, network (loopback only), IPC and UTS namespaces; read-only
-  view of the Python install, the venv and ``src/`` with ``gmmcourse/grading`` (and whatever
-  an assignment hides, `SandboxConfig.hide`) masked; no ``solutions/``, no ``grading/`` course
-  root; ``--die-with-parent``. bwrap itself starts from an empty environment (its pid-1
-  process is visible in the sandbox as ``/proc/1``), the kernel from a minimal one.
-* seccomp: ``add_key``, ``request_key`` and ``keyctl`` fail with EPERM (kernel keyrings are
-  per host uid, shared with root's outside the sandbox).
+  view of the Python install and the venv in which ``site-packages`` holds only what the
+  assignment offers (`gmmcourse.grading.view`: an allow-list, `SandboxConfig.offers`) and
+  ``gmmcourse`` only its offered modules (never ``grading``); no ``solutions/``, no
+  ``grading/`` course root; ``--die-with-parent``. bwrap itself starts from an empty
+  environment (its pid-1 process is visible in the sandbox as ``/proc/1``), the kernel from a
+  minimal one.
+* an unprivileged uid: bwrap runs as root (it mounts), the kernel as a uid of its own
+  (`sandbox_uid`, no capabilities, no new privileges), so that ``RLIMIT_NPROC`` holds and
+  nothing it leaves behind is root's.
+* seccomp (`gmmcourse.grading.seccomp`): ``add_key``, ``request_key`` and ``keyctl`` fail
+  with EPERM.
 * scratch: the only writable places (the kernel's working directory with the ZeroMQ sockets,
-  and ``/tmp``) are size-capped tmpfs mounts whose pages are charged to the submission's
-  memory cgroup; nothing a student writes reaches the host's disk.
-* cgroup v1 ``memory``, ``pids`` and ``cpu`` controllers (one cgroup per submission, killed
-  and removed afterwards) when ``/sys/fs/cgroup`` is writable: memory cap, process cap, and
-  a CPU quota (``Limits.cpus``) so that a burner cannot slow its neighbours;
-* ``prlimit``: address space, file size, core dumps, open files (always).
+  ``/tmp`` and ``/dev/shm``) are size-capped tmpfs mounts whose pages are charged to the
+  submission's memory cgroup; nothing a student writes reaches the host's disk.
+* cgroups (`gmmcourse.grading.cgroups`: v1, v2 or hybrid): memory cap, process cap, and a
+  CPU quota (``Limits.cpus``) so that a burner cannot slow its neighbours;
+* ``prlimit``: address space, file size, core dumps, open files, processes (always).
+
+Fail closed: `check_host` refuses (`LimitUnavailable`, one line) when a limit cannot be
+applied, unless ``Limits.allow_unlimited`` (``--allow-unlimited``, for a trusted class).
 """
 
 from __future__ import annotations
 
-import atexit
+import logging
 import os
 import shutil
-import signal
-import struct
+import stat
 import subprocess
 import sys
 import tempfile
-import time
-import uuid
 from dataclasses import dataclass
+from glob import glob
 from pathlib import Path
 
 from gmmcourse import course
 
-__all__ = ["Limits", "SandboxConfig", "CGroup", "Scratch", "kernel_command", "sandbox_available", "seccomp_filter"]
+from . import view
+from .cgroups import CGroup, LimitUnavailable, hierarchy, owner_alive
+from .seccomp import filter_path, seccomp_filter
+
+__all__ = ["Limits", "SandboxConfig", "CGroup", "Scratch", "LimitUnavailable", "check_host", "kernel_command",
+           "sandbox_available", "sandbox_uid", "seccomp_filter", "wipe_dir", "hierarchy"]
+
+log = logging.getLogger("gmmcourse.grading")
 
 GRADING_PKG = Path(__file__).resolve().parent
 SRC_ROOT = GRADING_PKG.parent.parent  # .../src
 REPO_ROOT = SRC_ROOT.parent
-
-
+SANDBOX_UID_BASE = 2_000_000_000
+"""Kernels run as uid/gid SANDBOX_UID_BASE + the grading process's pid: no account has it,
+and two submissions graded at once never share one (RLIMIT_NPROC counts per uid)."""
 @dataclass(frozen=True)
 class Limits:
     """Resource limits for one submission."""
@@ -70,9 +83,13 @@ class Limits:
     max_restarts: int = 3  # kernel restarts after a death or timeout
     scratch_bytes: int = 256 << 20  # the kernel's writable working directory (tmpfs)
     tmp_bytes: int = 64 << 20  # /tmp inside the sandbox (tmpfs)
+    shm_bytes: int = 64 << 20  # /dev/shm inside the sandbox (tmpfs)
     cpus: float = float(course.CPU_CORES)  # CPU quota of a submission (cgroup cpu.cfs_quota_us), in cores
     notebook_bytes: int = 4 << 20  # the executed notebook returned to the grader (sources + outputs)
     submission_bytes: int = 20 << 20  # a submitted notebook file (a bigger one is invalid, never read)
+    # Grade even where a limit cannot be applied (no delegated cgroup, not root): for a trusted
+    # class only; `check_host` then logs which limits are missing instead of refusing.
+    allow_unlimited: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,10 +104,17 @@ class SandboxConfig:
     jax_cache_writable: bool = False
     single_thread: bool = True
     use_bwrap: bool = True
-    # Paths under ``src`` that the kernel must not see (an assignment asks the student to
-    # write what they contain): a module file is replaced by /dev/null (importing it fails),
-    # a directory by an empty tmpfs; ``("gmmcourse",)`` leaves ``src/`` out altogether.
+    # What the kernel may import (`gmmcourse.grading.view`): distributions ("numpy") and course
+    # modules ("gmmcourse.gibbs"); None offers the whole venv and every course module but those
+    # in `hide` (paths under ``src``: "gmmcourse/em.py", or "gmmcourse" for the whole package).
+    # Either way what is not offered is absent from the sandbox (never its .pyc either).
+    offers: tuple[str, ...] | None = None
     hide: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "hide", tuple(self.hide))
+        if self.offers is not None:
+            object.__setattr__(self, "offers", tuple(self.offers))
 
     @property
     def python(self) -> str:
@@ -101,185 +125,10 @@ def sandbox_available() -> bool:
     return shutil.which("bwrap") is not None
 
 
-def _cgroup_base(controller: str) -> Path | None:
-    """Our own cgroup (v1) for ``controller``, if writable."""
-    root = Path("/sys/fs/cgroup") / controller
-    if not root.is_dir():
-        return None
-    rel = "/"
-    try:
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            _, ctrls, path = line.split(":", 2)
-            if controller in ctrls.split(","):
-                rel = path
-                break
-    except OSError:
-        return None
-    base = root / rel.lstrip("/")
-    return base if base.is_dir() and os.access(base, os.W_OK) else None
-
-
-CONTROLLERS = ("memory", "pids", "cpu")
-
-
-class CGroup:
-    """A per-submission cgroup (v1 ``memory`` + ``pids`` + ``cpu``); a no-op where unavailable."""
-
-    def __init__(self, limits: Limits, name: str | None = None):
-        self.name = name or f"gmmgrade-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.dirs: dict[str, Path] = {}
-        for ctrl in CONTROLLERS:
-            base = _cgroup_base(ctrl)
-            if base is None:
-                continue
-            d = base / self.name
-            try:
-                d.mkdir()
-                if ctrl == "memory":
-                    (d / "memory.limit_in_bytes").write_text(str(limits.memory_bytes))
-                    try:  # no swap either
-                        (d / "memory.memsw.limit_in_bytes").write_text(str(limits.memory_bytes))
-                    except OSError:
-                        pass
-                elif ctrl == "pids":
-                    (d / "pids.max").write_text(str(limits.max_pids))
-                elif limits.cpus > 0:
-                    period = int((d / "cpu.cfs_period_us").read_text())
-                    (d / "cpu.cfs_quota_us").write_text(str(max(1000, int(limits.cpus * period))))
-                self.dirs[ctrl] = d
-            except OSError:
-                try:
-                    d.rmdir()
-                except OSError:
-                    pass
-
-    @staticmethod
-    def cleanup_stale() -> int:
-        """Remove per-submission cgroups left by graders that were killed (dead owner pid)."""
-        n = 0
-        for ctrl in CONTROLLERS:
-            base = _cgroup_base(ctrl)
-            if base is None:
-                continue
-            for d in base.glob("gmmgrade-*"):
-                try:
-                    owner = int(d.name.split("-")[1])
-                except (IndexError, ValueError):
-                    continue
-                if owner == os.getpid() or owner_alive(owner):
-                    continue
-                stale = CGroup.__new__(CGroup)
-                stale.name, stale.dirs = d.name, {ctrl: d}
-                stale.remove()
-                n += 1
-        return n
-
-    @property
-    def active(self) -> bool:
-        return bool(self.dirs)
-
-    def procs_files(self) -> list[str]:
-        return [str(d / "cgroup.procs") for d in self.dirs.values()]
-
-    def oom_events(self) -> int:
-        d = self.dirs.get("memory")
-        if d is None:
-            return 0
-        try:
-            for line in (d / "memory.oom_control").read_text().splitlines():
-                if line.startswith("oom_kill "):
-                    return int(line.split()[1])
-            return int((d / "memory.failcnt").read_text())
-        except (OSError, ValueError):
-            return 0
-
-    def pids_hit(self) -> bool:
-        d = self.dirs.get("pids")
-        if d is None:
-            return False
-        try:
-            ev = (d / "pids.events").read_text().split()
-            return len(ev) >= 2 and int(ev[1]) > 0
-        except (OSError, ValueError):
-            return False
-
-    def kill_all(self) -> None:
-        """SIGKILL every process in the cgroup (all of them were started by this grader)."""
-        for _ in range(50):
-            pids: set[int] = set()
-            for f in self.procs_files():
-                try:
-                    pids |= {int(p) for p in Path(f).read_text().split()}
-                except OSError:
-                    pass
-            if not pids:
-                return
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.02)
-
-    def remove(self) -> None:
-        self.kill_all()
-        for d in self.dirs.values():
-            for _ in range(50):
-                try:
-                    d.rmdir()
-                    break
-                except OSError:
-                    time.sleep(0.02)
-        self.dirs = {}
-
-
-# --------------------------------------------------------------------------- seccomp
-
-# Syscalls the kernel may not make: the kernel keyring calls (keyrings are per host uid, so a
-# sandbox running as root would share root's user keyring and could leave keys behind for
-# the next student). Numbers per architecture (see the kernel's syscall tables).
-_DENIED = {
-    # AUDIT_ARCH_*: (add_key, request_key, keyctl)
-    0xC000003E: (248, 249, 250),  # x86_64 (x32 variants are these | 0x40000000)
-    0x40000003: (286, 287, 288),  # i386
-    0xC00000B7: (217, 218, 219),  # aarch64
-}
-_X32 = 0x40000000
-_BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_RET_K = 0x20, 0x15, 0x06
-_RET_ALLOW, _RET_EPERM, _RET_KILL = 0x7FFF0000, 0x00050000 | 1, 0x80000000
-
-
-def seccomp_filter() -> bytes:
-    """A classic-BPF seccomp program (as bwrap's ``--seccomp FD`` reads it) that makes the
-    keyring syscalls fail with EPERM, allows everything else, and kills a process that
-    uses an architecture the table does not know (fail closed)."""
-    prog: list[tuple[int, int, int, int]] = []
-    for arch, nrs in _DENIED.items():
-        nrs = nrs + tuple(n | _X32 for n in nrs) if arch == 0xC000003E else nrs
-        body = [(_BPF_LD_W_ABS, 0, 0, 0)]  # seccomp_data.nr
-        for i, nr in enumerate(nrs):
-            # jump to the EPERM return (after the remaining jeqs and the ALLOW)
-            body.append((_BPF_JEQ_K, len(nrs) - i, 0, nr))
-        body += [(_BPF_RET_K, 0, 0, _RET_ALLOW), (_BPF_RET_K, 0, 0, _RET_EPERM)]
-        prog += [(_BPF_LD_W_ABS, 0, 0, 4), (_BPF_JEQ_K, 0, len(body), arch)] + body  # seccomp_data.arch
-    prog.append((_BPF_RET_K, 0, 0, _RET_KILL))
-    order = "<" if sys.byteorder == "little" else ">"  # the kernel reads it in native order
-    return b"".join(struct.pack(order + "HBBI", *ins) for ins in prog)
-
-
-_FILTER_PATH: str | None = None
-
-
-def _filter_file() -> str:
-    """The seccomp program in a root-only file of this process (bwrap reads it from an fd)."""
-    global _FILTER_PATH
-    if _FILTER_PATH is None or not os.path.exists(_FILTER_PATH):
-        fd, path = tempfile.mkstemp(prefix="gmg-seccomp-", suffix=".bpf")
-        with os.fdopen(fd, "wb") as f:
-            f.write(seccomp_filter())
-        _FILTER_PATH = path
-        atexit.register(lambda: os.path.exists(path) and os.unlink(path))
-    return _FILTER_PATH
+def sandbox_uid() -> int | None:
+    """The uid (and gid) the kernel runs as: this process's own one when it is not root
+    (already unprivileged), else a dedicated one (`SANDBOX_UID_BASE`)."""
+    return SANDBOX_UID_BASE + os.getpid() if os.geteuid() == 0 else None
 
 
 # --------------------------------------------------------------------------- scratch
@@ -287,9 +136,10 @@ def _filter_file() -> str:
 
 class Scratch:
     """The submission's private working directory on the host: a size-capped tmpfs mount
-    (when this process may mount, i.e. runs as root) holding the ZeroMQ sockets, the
-    connection file and everything the kernel writes. Its pages are charged to the memory
-    cgroup of the process that writes them (the student's kernel).
+    owned by the kernel's uid, holding the ZeroMQ sockets, the connection file and everything
+    the kernel writes. Its pages are charged to the memory cgroup of the process that writes
+    them (the student's kernel). Mounting needs root: where it fails the scratch is a plain
+    directory of the host's /tmp, which `check_host` allows only with ``allow_unlimited``.
 
     The path is short (Unix socket paths are limited to ~107 bytes) and names its owner pid,
     so that a grader that was killed has its scratch cleaned by the next one.
@@ -298,23 +148,129 @@ class Scratch:
     def __init__(self, size_bytes: int):
         self.path = tempfile.mkdtemp(prefix=f"gmg-{os.getpid()}-", dir="/tmp")
         self.mounted = False
+        self.error = "the grader is not root (mounting a tmpfs needs root)"
+        uid = sandbox_uid()
         if os.geteuid() == 0 and shutil.which("mount"):
+            owner = f",uid={uid},gid={uid}" if uid is not None else ""
             r = subprocess.run(
-                ["mount", "-t", "tmpfs", "-o", f"size={max(size_bytes, 1 << 20)},mode=0700,nosuid,nodev", "tmpfs", self.path],
-                capture_output=True,
+                ["mount", "-t", "tmpfs", "-o", f"size={max(size_bytes, 1 << 20)},mode=0700,nosuid,nodev{owner}",
+                 "tmpfs", self.path],
+                capture_output=True, text=True,
             )
             self.mounted = r.returncode == 0
+            self.error = (r.stderr.strip().splitlines() or ["mount failed"])[-1][:200]
 
     def remove(self) -> None:
         _remove_scratch(Path(self.path))
 
 
+def wipe_dir(top: str | os.PathLike, *, remove_top: bool = False) -> None:
+    """Delete everything below `top` (and `top` itself with `remove_top`) without recursion and
+    without building long paths: a student's 4,000-deep folder chain costs one open directory
+    at a time. Links are removed, never followed. Call it only when no process of the
+    submission runs any more (its cgroup is killed): a parent is reopened through ``..`` and
+    checked against the one it was entered from."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(top, flags)
+    stack: list[tuple[str, int, int]] = []  # (name in parent, parent's st_dev, st_ino)
+    try:
+        while True:
+            with os.scandir(fd) as it:
+                entry = next(it, None)
+            if entry is None:
+                if not stack:
+                    break
+                name, dev, ino = stack.pop()
+                parent = os.open("..", flags, dir_fd=fd)
+                os.close(fd)
+                fd = parent
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) != (dev, ino):
+                    raise OSError(f"{top}: the tree changed while it was removed")
+                os.rmdir(name, dir_fd=fd)
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                st = os.fstat(fd)
+                try:
+                    child = os.open(entry.name, flags, dir_fd=fd)
+                except OSError:  # unreadable (mode 000): make it ours to read, once
+                    os.chmod(entry.name, stat.S_IRWXU, dir_fd=fd, follow_symlinks=False)
+                    child = os.open(entry.name, flags, dir_fd=fd)
+                stack.append((entry.name, st.st_dev, st.st_ino))
+                os.close(fd)
+                fd = child
+            else:
+                os.unlink(entry.name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    if remove_top:
+        os.rmdir(top)
+
+
 def _remove_scratch(d: Path) -> None:
-    if os.path.ismount(d):
-        subprocess.run(["umount", "-l", str(d)], capture_output=True)
-    shutil.rmtree(d, ignore_errors=True)
+    if os.path.ismount(d):  # the whole tmpfs goes at once, however deep its tree
+        r = subprocess.run(["umount", str(d)], capture_output=True)
+        if r.returncode != 0:
+            subprocess.run(["umount", "-l", str(d)], capture_output=True)
+    if not os.path.ismount(d):
+        try:
+            wipe_dir(d, remove_top=True)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.warning("could not remove the scratch directory %s: %s", d, e)
 
 
+def check_host(limits: Limits) -> list[str]:
+    """Refuse to grade (`LimitUnavailable`, one line: which limit and how to fix it) when a
+    limit of `limits` cannot be applied on this host; with ``limits.allow_unlimited`` return
+    (and log) the limits that are missing instead. Called once before a run."""
+    missing: list[str] = []
+
+    def fail(msg: str) -> None:
+        if not limits.allow_unlimited:
+            raise LimitUnavailable(msg)
+        missing.append(msg)
+
+    if not sandbox_available():
+        raise LimitUnavailable("bubblewrap (bwrap) is not installed: apt-get install -y bubblewrap")
+    try:
+        probe = CGroup(limits)
+    except LimitUnavailable as e:
+        fail(str(e))
+    else:
+        if probe.unavailable:
+            missing.append(probe.unavailable)
+        probe.remove()
+    scratch = Scratch(1 << 20)
+    try:
+        if not scratch.mounted:
+            fail(f"disk limit: cannot mount a size-capped tmpfs scratch ({scratch.error}); the scratch would "
+                 "be a folder of the host's /tmp: run the grader as root, or pass --allow-unlimited for a trusted class")
+    finally:
+        scratch.remove()
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        fail("process limit: setpriv (util-linux) is missing, so the kernel would run as root, where "
+             "RLIMIT_NPROC does not hold: apt-get install -y util-linux")
+    for m in missing:
+        log.warning("--allow-unlimited: grading without this limit: %s", m)
+    return missing
+
+
+def _site_view(cfg: SandboxConfig) -> tuple[frozenset[str] | None, frozenset[str]]:
+    """(offered distributions, or None for the whole venv; offered gmmcourse modules)."""
+    if cfg.offers is None:
+        if "gmmcourse" in cfg.hide:
+            return None, frozenset()
+        hidden = {Path(h).stem for h in cfg.hide if h.startswith("gmmcourse/")}
+        mods = {p.stem for p in Path(cfg.src, "gmmcourse").glob("*.py")} - hidden
+        return None, frozenset(mods)
+    site = str(view.site_packages(cfg.venv))
+    dists = set(view.closure(view.KERNEL + view.distributions(cfg.offers), site))
+    mods = view.course_modules(cfg.offers)
+    if mods:
+        dists.add("gmmcourse")  # its .pth (the path to src/) and metadata; not its requirements
+    return frozenset(dists), mods
 def _kernel_env(cfg: SandboxConfig, scratch: str) -> dict[str, str]:
     """The kernel's whole environment (nothing of the grader's is passed on)."""
     env = {
@@ -322,6 +278,8 @@ def _kernel_env(cfg: SandboxConfig, scratch: str) -> dict[str, str]:
         "HOME": scratch,
         "TMPDIR": scratch,
         "LANG": "C.UTF-8",
+        "USER": "student",  # the kernel's uid has no passwd entry (getpass.getuser reads this)
+        "LOGNAME": "student",
         "PYTHONNOUSERSITE": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
         "MPLBACKEND": "Agg",
@@ -354,20 +312,81 @@ def _kernel_env(cfg: SandboxConfig, scratch: str) -> dict[str, str]:
     return env
 
 
+def _chown_tree(top: str, uid: int) -> None:
+    """Make `top` and what is in it the kernel's (a writable JAX cache for the warm-up)."""
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in [dirpath] + [os.path.join(dirpath, n) for n in dirnames + filenames]:
+            try:
+                os.chown(name, uid, uid, follow_symlinks=False)
+            except OSError:
+                pass
+
+
+def _parents(paths, inside: str = "/") -> list[str]:
+    """``--perms 0755 --dir`` for every folder between `inside` and each of `paths` (bwrap
+    would make them 0700 and root's: the kernel's uid could not pass them)."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for p in paths:
+        for d in reversed(Path(p).parents):
+            s = str(d)
+            if s not in seen and len(s) > len(inside.rstrip("/")) and s.startswith(inside.rstrip("/") + "/"):
+                seen.add(s)
+                out += ["--perms", "0755", "--dir", s]
+    return out
+
+
+def _view_args(cfg: SandboxConfig) -> list[str]:
+    """bwrap arguments for the Python install, the venv and the course package (allow-list)."""
+    dists, mods = _site_view(cfg)
+    package = Path(cfg.src) / "gmmcourse"
+    course_files = view.course_entries(package, mods) if mods else []
+    tops = [cfg.python_prefix, cfg.venv, os.path.realpath(cfg.python_prefix), os.path.realpath(cfg.venv)]
+    box: list[str] = _parents(tops + [str(f) for f in course_files])
+    seen: set[str] = set()
+    for p in (cfg.python_prefix, cfg.venv):
+        for q in dict.fromkeys((p, os.path.realpath(p))):
+            if q not in seen:
+                box += ["--ro-bind", q, q]
+                seen.add(q)
+    # the base interpreter's own site-packages and the host's Python packages are never offered
+    hidden = glob(os.path.join(cfg.python_prefix, "lib", "python3*", "site-packages"))
+    hidden += glob("/usr/lib/python3*") + glob("/usr/local/lib/python3*")
+    for d in hidden:
+        if os.path.isdir(d) and not os.path.islink(d):
+            box += ["--tmpfs", d, "--remount-ro", d]
+    if dists is not None:
+        for site in dict.fromkeys((str(view.site_packages(cfg.venv)), str(view.site_packages(os.path.realpath(cfg.venv))))):
+            box += ["--tmpfs", site]
+            entries = [f"{site}/{rel}" for rel in view.site_entries(dists, site)
+                       if rel.split("/")[0] != "gmmcourse"]  # a non-editable install's package: the course view
+            box += _parents(entries, inside=site)
+            for e in entries:
+                box += ["--ro-bind", e, e]
+            box += ["--remount-ro", site]
+    for f in course_files:
+        box += ["--ro-bind", str(f), str(f)]
+    return box
+
+
 def kernel_command(
     cfg: SandboxConfig, limits: Limits, scratch: str, connection_file: str, cgroup: CGroup
 ) -> list[str]:
     """argv that starts an ipykernel inside the sandbox, under the limits."""
     env = _kernel_env(cfg, scratch)
+    uid = sandbox_uid() if cfg.use_bwrap else None
     inner = [cfg.python, "-m", "ipykernel_launcher", "-f", connection_file]
     prl = ["prlimit", f"--fsize={limits.file_size_bytes}", "--core=0", "--nofile=1024"]
     # Without a memory cgroup, RLIMIT_AS is the memory cap (JAX runs under 1 GiB of it).
     as_bytes = limits.address_space_bytes or (0 if cgroup.active else max(limits.memory_bytes, 1 << 30))
     if as_bytes:
         prl.append(f"--as={as_bytes}")
-    if not cgroup.active:  # poor man's fork-bomb guard (not effective for root)
+    # RLIMIT_NPROC: per uid, ignored for root, so it holds for the kernel's own uid (bwrap, as
+    # root, is exempt); besides the cgroup's pids cap, or instead of it
+    if uid is not None or not cgroup.active:
         prl.append(f"--nproc={limits.max_pids}")
     prl.append("--")
+    pre = ""
     if cfg.use_bwrap:
         box = [
             # bwrap's own pid-1 process inside the sandbox keeps bwrap's environment, readable
@@ -382,8 +401,10 @@ def kernel_command(
             "--die-with-parent",
             "--new-session",
             "--cap-drop", "ALL",  # run as root, bwrap would otherwise keep root's capabilities
-            "--ro-bind", "/usr", "/usr",
         ]
+        if uid is not None:  # only what setpriv needs to become `uid` and drop every capability
+            box += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
+        box += ["--ro-bind", "/usr", "/usr"]
         for d in ("/bin", "/lib", "/lib64", "/sbin", "/lib32", "/libx32"):
             if os.path.islink(d):
                 box += ["--symlink", os.readlink(d), d]
@@ -393,45 +414,38 @@ def kernel_command(
                   "/etc/nsswitch.conf", "/etc/hosts", "/etc/ssl", "/etc/ca-certificates",
                   "/etc/fonts", "/etc/matplotlibrc"):
             box += ["--ro-bind-try", f, f]
-        box += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp"]
-        seen: set[str] = set()
-        hide_all = "gmmcourse" in cfg.hide  # then src/ is not there at all (an empty dir would import)
-        for p in (cfg.python_prefix, cfg.venv) + (() if hide_all else (cfg.src,)):
-            rp = os.path.realpath(p)
-            for q in {p, rp}:
-                if q not in seen:
-                    box += ["--ro-bind", q, q]
-                    seen.add(q)
-        if not hide_all:
-            box += ["--tmpfs", cfg.mask, "--remount-ro", cfg.mask]
-        for rel in () if hide_all else cfg.hide:
-            target = str(Path(cfg.src) / rel)
-            if os.path.isdir(target):
-                box += ["--tmpfs", target, "--remount-ro", target]
-            elif os.path.exists(target):
-                box += ["--ro-bind", "/dev/null", target]
+        box += ["--proc", "/proc", "--dev", "/dev",
+                "--perms", "1777", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp",
+                "--perms", "1777", "--size", str(limits.shm_bytes), "--tmpfs", "/dev/shm"]
+        box += _view_args(cfg)
+        box += _parents([scratch] + ([cfg.jax_cache] if cfg.jax_cache else []))
         if cfg.jax_cache:
             os.makedirs(cfg.jax_cache, exist_ok=True)
+            if cfg.jax_cache_writable and uid is not None:
+                _chown_tree(cfg.jax_cache, uid)
             box += ["--bind" if cfg.jax_cache_writable else "--ro-bind", cfg.jax_cache, cfg.jax_cache]
-        box += ["--bind", scratch, scratch, "--chdir", scratch, "--clearenv", "--seccomp", "9"]
+            if not _site_view(cfg)[1]:  # no course module offered: none of its exported programs either
+                programs = os.path.join(cfg.jax_cache, "gmmcourse-programs")
+                os.makedirs(programs, exist_ok=True)
+                box += ["--tmpfs", programs, "--remount-ro", programs]
+        box += ["--bind", scratch, scratch, "--clearenv", "--seccomp", "9"]
         for k, v in env.items():
             box += ["--setenv", k, v]
+        if uid is not None:
+            # the scratch is the kernel's own (mode 0700): only its uid may enter it
+            inner = ["/usr/bin/setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                     "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
+                     "/bin/sh", "-c", 'cd "$0" && exec "$@"', scratch] + inner
+            pre = f'chown {uid}:{uid} "{connection_file}" && '
+        else:
+            box += ["--chdir", scratch]
         cmd = prl + box + ["--"] + inner
-        redirect = f' 9<"{_filter_file()}"'
+        redirect = f' 9<"{filter_path()}"'
     else:  # unsandboxed (tests of the limits only; never for students)
         cmd = prl + ["env", "-i"] + [f"{k}={v}" for k, v in env.items()] + inner
         redirect = ""
     join = "".join(f'echo $$ > "{f}" && ' for f in cgroup.procs_files())
-    return ["/bin/sh", "-c", f'{join}exec "$@"{redirect}', "gmm-sandbox"] + cmd
-
-
-def owner_alive(pid: int) -> bool:
-    """Whether the process that owns a cgroup or scratch dir still runs (a zombie does not)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
+    return ["/bin/sh", "-c", f'{pre}{join}exec "$@"{redirect}', "gmm-sandbox"] + cmd
 
 
 def make_scratch(size_bytes: int = Limits.scratch_bytes) -> Scratch:
@@ -442,6 +456,8 @@ def cleanup_stale_scratch() -> int:
     """Remove scratch dirs (and their tmpfs mounts) of graders that were killed (their owner
     pid is gone)."""
     n = 0
+    for f in Path("/tmp").glob("gmg-seccomp-*.bpf"):  # left by graders before the filter moved to a memfd
+        f.unlink(missing_ok=True)
     for d in Path("/tmp").glob("gmg-*-*"):
         try:
             owner = int(d.name.split("-")[1])

@@ -171,10 +171,12 @@ class Assignment:
         reference: trusted callable returning the reference context (computed once per
             grading run, outside the sandbox, from the `gmmcourse` reference package).
         inputs: callable returning JSON data passed into the sandbox as ``inputs``.
-        sandbox_hide: paths under ``src/`` the student's kernel must not see, because the
-            notebook asks the student to write what they contain (e.g. ``("gmmcourse",)``
-            hides the whole course package; ``"gmmcourse/em.py"`` one module). The notebook
-            must say which packages it offers (a test checks the release notebooks).
+        sandbox_offers: the allow-list of what the student's kernel may import: distributions
+            (``"numpy"``, ``"genjax"``; their dependencies come with them) and course modules
+            (``"gmmcourse.gibbs"``; only those named, each with its own ``__pycache__``).
+            Anything else is absent from the sandbox (`gmmcourse.grading.view`). None offers
+            the whole venv and every course module (for test courses). The notebook names what
+            it offers (`packages`; a test checks the release notebooks).
     """
 
     id: str
@@ -182,8 +184,21 @@ class Assignment:
     parts: tuple[Part, ...]
     reference: Callable[[], Any] = field(default=lambda: None)
     inputs: Callable[[], dict] = field(default=lambda: {})
-    sandbox_hide: tuple[str, ...] = ()
+    sandbox_offers: tuple[str, ...] | None = None
     packages: str = "the Python standard library"
     """What the grading sandbox offers, in words for the notebook (see `release.grading_environment`)."""
     precision: str = ""
     """How answers are compared, in words for the notebook (generated from the named tolerances)."""
+
+    @property
+    def sandbox_hide(self) -> tuple[str, ...]:
+        """The course modules the sandbox does not offer (``("gmmcourse",)``: none of them)."""
+        if self.sandbox_offers is None:
+            return ()
+        mods = {o.split(".", 1)[1] for o in self.sandbox_offers if o.startswith("gmmcourse.")}
+        if not mods:
+            return ("gmmcourse",)
+        from pathlib import Path
+
+        package = Path(__file__).resolve().parent.parent
+        return tuple(f"gmmcourse/{p.name}" for p in sorted(package.glob("*.py")) if p.stem not in mods | {"__init__"})

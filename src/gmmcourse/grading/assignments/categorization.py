@@ -220,7 +220,7 @@ ASSIGNMENT = Assignment(
     ),
     reference=reference,
     inputs=inputs,
-    sandbox_hide=("gmmcourse",),  # numpy and scipy only: categorize is the student's to write
+    sandbox_offers=("numpy", "scipy"),  # the allow-list: categorize is the student's to write
     packages="`numpy` and `scipy`; the course package `gmmcourse` is not available (`categorize` is yours to write)",
     precision=(f"**Precision.** Every answer here is exact: it is compared with the exact value at relative "
                f"tolerance {EXACT_RTOL:g} (absolute {EXACT_ATOL:g} near 0), so float64 and float32 both pass."),

@@ -506,7 +506,7 @@ ASSIGNMENT = Assignment(
     ),
     reference=reference,
     inputs=inputs,
-    sandbox_hide=("gmmcourse",),  # the model and the sampler are the student's to write
+    sandbox_offers=("numpy", "scipy", "jax", "genjax"),  # the allow-list: the model and the sampler are the student's to write
     packages="`numpy`, `scipy`, `jax` and `genjax`; the course package `gmmcourse` is not available "
              "(the model and the sampler are yours to write)",
     precision=(

@@ -202,7 +202,7 @@ ASSIGNMENT = Assignment(
     ),
     reference=reference,
     inputs=dict,
-    sandbox_hide=HIDE,
+    sandbox_offers=("numpy", "scipy", "jax", "genjax") + tuple(f"gmmcourse.{m}" for m in ("gibbs", "models", "data", "em", "gamma", "precision", "shapes", "validation", "programs")),  # the allow-list: what the reference sampler needs
     packages="`numpy`, `scipy` and the parts of `gmmcourse` that the reference sampler needs "
              "(`gmmcourse.gibbs`, `gmmcourse.models`, `gmmcourse.data`); `gmmcourse.categorize` is not "
              "available, and EM is yours to write (do not call `gmmcourse.em`)",
