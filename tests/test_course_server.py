@@ -368,10 +368,11 @@ def _submitted(listing) -> list:
 def test_sandbox_view(tmp_path):
     """The sandbox of a user's server, without the hub (fast): as an unprivileged uid it runs
     the venv's Python (whose install may sit in root's 0700 home) and imports the course
-    package, writes its home and /tmp, and sees nothing of solutions/, tests/, .git, the
-    grader, the hub's files or other homes."""
+    package, writes its home and /tmp; it sees only an allow-list of the host (nothing of
+    solutions/, tests/, .git, the grader, the hub's files, other homes, /var, /sys, other work
+    folders), no host socket (its own network namespace), and /tmp and /dev/shm are capped."""
     sys.path.insert(0, str(REPO / "server"))
-    from gmm_server import settings, spawner
+    from gmm_server import limits, settings, spawner
 
     st = settings.load({"GMM_SERVER_ROOT": str(tmp_path / "state")})
     for d in (st.exchange, st.config / "student", st.hub_dir):
@@ -379,28 +380,55 @@ def test_sandbox_view(tmp_path):
     (st.hub_dir / "roster.json").write_text("{}")
     home = tmp_path / "home"
     home.mkdir()
+    other_work = Path("/work") if Path("/work").is_dir() else REPO.parent
     nobody = pwd.getpwnam("nobody")
     os.chown(home, nobody.pw_uid, nobody.pw_gid)
     hidden = [REPO / "solutions", REPO / "tests", REPO / ".git", REPO / "src" / "gmmcourse" / "grading" / "checks.py",
-              st.hub_dir / "roster.json", "/root/.bashrc", "/home"]
+              st.hub_dir / "roster.json", "/root/.bashrc", "/home", "/var/backups", "/var/log", "/sys/fs/cgroup",
+              "/etc/shadow", "/etc/ssh", "/run", "/srv", "/opt", REPO / "README.md", other_work / "notes"]
+    host = socket.socket()
+    host.bind(("127.0.0.1", 0))
+    host.listen(1)
+    caps = limits.Caps(tmp_bytes=8 << 20, shm_bytes=4 << 20)
     probe = (
-        "import os, json, gmmcourse\n"
+        "import os, json, socket, gmmcourse\n"
         "def seen(p):\n"
         "    try:\n"
-        "        return bool(os.listdir(p)) if os.path.isdir(p) else (open(p, 'rb').read(1) or True)\n"
+        "        return bool(os.listdir(p)) if os.path.isdir(p) else bool(open(p, 'rb').read(1) or True)\n"
+        "    except OSError:\n"
+        "        return False\n"
+        "def fill(p, n):\n"
+        "    try:\n"
+        "        with open(p, 'wb') as f:\n"
+        "            for _ in range(n):\n"
+        "                f.write(b'x' * (1 << 20))\n"
+        "        return True\n"
+        "    except OSError:\n"
+        "        return False\n"
+        "def reach(port):\n"
+        "    try:\n"
+        "        socket.create_connection(('127.0.0.1', port), timeout=5).close()\n"
+        "        return True\n"
         "    except OSError:\n"
         "        return False\n"
         f"open({str(home / 'w')!r}, 'w').write('x'); open('/tmp/w', 'w').write('x')\n"
-        f"print(json.dumps({{'uid': os.getuid(), 'seen': {{p: seen(p) for p in {[str(h) for h in hidden]!r}}}}}))\n"
+        f"out = {{'uid': os.getuid(), 'seen': {{p: seen(p) for p in {[str(h) for h in hidden]!r}}},\n"
+        f"       'host socket': reach({host.getsockname()[1]}), 'net': sorted(os.listdir('/sys/class/net')) if os.path.exists('/sys/class/net') else [],\n"
+        "       'tmp 16 MiB': fill('/tmp/big', 16), 'shm 8 MiB': fill('/dev/shm/big', 8), 'passwd': seen('/etc/passwd')}\n"
+        "print(json.dumps(out))\n"
     )
-    argv = spawner.sandbox_argv(st, "nobody", "student", str(home))
-    r = subprocess.run(argv + [str(REPO / ".venv" / "bin" / "python"), "-c", probe], capture_output=True, text=True, timeout=120)
+    argv = spawner.sandbox_argv(st, "nobody", "student", str(home), caps=caps)
+    try:
+        r = subprocess.run(argv + [str(REPO / ".venv" / "bin" / "python"), "-c", probe], capture_output=True, text=True, timeout=120)
+    finally:
+        host.close()
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
-    assert out["uid"] == nobody.pw_uid
+    assert out["uid"] == nobody.pw_uid and out["passwd"]
     assert not any(out["seen"].values()), out["seen"]
+    assert not out["host socket"], "the sandbox reached a socket listening on the host's loopback"
+    assert not out["tmp 16 MiB"] and not out["shm 8 MiB"], out
     assert (home / "w").read_text() == "x"
-
 
 
 def test_nbgrader_in_kernel_grading_is_refused(tmp_path):
