@@ -36,7 +36,6 @@ import json
 import math
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import time
@@ -51,7 +50,7 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-from .sandbox import CGroup, Limits, SandboxConfig, cleanup_stale_scratch, kernel_command, make_scratch
+from .sandbox import CGroup, Limits, SandboxConfig, cleanup_stale_scratch, kernel_command, make_scratch, wipe_dir
 from .spec import sanitize
 
 __all__ = ["run_submission", "EXPORT_MIME", "KernelStartError", "sanitize"]
@@ -235,14 +234,10 @@ class _Session:
     def _wipe_scratch(self) -> None:
         """Empty the scratch directory (a dead kernel's sockets and files; a full scratch
         must not stop the next kernel from starting)."""
-        for entry in os.scandir(self.scratch):
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path, ignore_errors=True)
-                else:
-                    os.unlink(entry.path)
-            except OSError:
-                pass
+        try:
+            wipe_dir(self.scratch)  # iterative: a 4,000-deep folder chain does not recurse
+        except OSError:
+            pass
 
     async def start(self, timeout: float | None = None) -> None:
         self.n += 1

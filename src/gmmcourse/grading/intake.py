@@ -62,13 +62,18 @@ def student_id(name: str) -> tuple[str | None, str | None]:
 
 
 def _look_alike(norm: str) -> str | None:
-    from confusable_homoglyphs import categories, confusables
-
-    scripts = categories.unique_aliases(norm) - {"COMMON"}
+    try:
+        from confusable_homoglyphs import categories, confusables
+    except ImportError:  # a venv not yet re-locked with it: refuse mixed scripts by the characters' names
+        categories = confusables = None
+    if categories is None:
+        scripts = {unicodedata.name(ch, "?").split()[0] for ch in norm if ch.isalpha()}
+    else:
+        scripts = categories.unique_aliases(norm) - {"COMMON"}
     if len(scripts) > 1:
         return (f"the student folder name mixes scripts ({' and '.join(sorted(s.title() for s in scripts))}): "
                 "a look-alike of another student's id; rename the folder to the student's real id")
-    if scripts and scripts != {"LATIN"}:
+    if scripts and scripts != {"LATIN"} and confusables is not None:
         letters = [ch for ch in norm if ch.isalpha()]
         found = confusables.is_confusable(norm, greedy=True, preferred_aliases=["latin"]) or []
         latin = {f["character"] for f in found if any(h["c"].isascii() and h["c"].isalpha() for h in f["homoglyphs"])}
