@@ -91,13 +91,15 @@ def _over(text: str, budget: Budget | None) -> str | None:
 def clean_html(text, budget: Budget | None = None) -> str:
     """Student HTML (a ``text/html`` output) through the allow-list sanitiser, wrapped so that
     MathJax leaves it alone; over the caps, its escaped plain text (`plain_html`)."""
-    import nh3
-
     text = fix_text(text)
     note = _over(text, budget)
-    if note:
-        return plain_html(text, note)
-    safe = nh3.clean(text, url_schemes=_SCHEMES, attribute_filter=_attribute, link_rel="noopener noreferrer nofollow")
+    return plain_html(text, note) if note else _sanitised(text)
+
+
+def _sanitised(markup: str) -> str:
+    import nh3
+
+    safe = nh3.clean(markup, url_schemes=_SCHEMES, attribute_filter=_attribute, link_rel="noopener noreferrer nofollow")
     return _one_line(f"{_IGNORE}{safe}</div>")
 
 
@@ -111,8 +113,8 @@ def markdown_html(text, budget: Budget | None = None) -> str:
     note = _over(text, budget)
     if note:
         return plain_html(text, note)
-    md = MarkdownIt("commonmark", {"html": True, "maxNesting": 20})
-    return clean_html(md.render(text))
+    # the caps apply to the student's text; rendered, it nests at most 20 deep (maxNesting)
+    return _sanitised(MarkdownIt("commonmark", {"html": True, "maxNesting": 20}).render(text))
 
 
 def _one_line(markup: str) -> str:
