@@ -15,15 +15,19 @@ of the course's public repository, see ``repository:`` in ``_config.yml``)::
     student/gmmcourse-<version>-py3-none-any.whl  the student package: gmmcourse without
                                                 gmmcourse.grading and the benchmark baseline
     student/requirements-student.txt            its pinned dependencies, taken from requirements.lock
+    student/requirements-core.txt               the pins the course's numbers depend on (jax, jaxlib, genjax)
+    student/latest.json                         the newest student package's version and wheel name
     binder/runtime.txt, binder/requirements.txt  the Binder environment (Python 3.12 + those pins)
     .nojekyll                                   GitHub Pages: serve _static/ and _sources/ as they are
 
 Nothing else from the instructor side goes in (tests/test_site.py lists the bundle and scans
 every file, the wheel's included, for solutions, hidden tests and grading code).
 
-Every notebook starts with the set-up cell (`setup_cell`): it does nothing where ``gmmcourse``
-imports; elsewhere it installs the wheel and the pinned requirements, from the bundle itself
-when the notebook sits in a copy of it, else from the published address.
+Every notebook starts with a "before you run" note and the set-up cell (`setup_cell`, from
+``scripts/setup_cell.py``): it checks the Python version, and where ``gmmcourse`` is missing or
+older than the site's it installs the wheel (from this copy of the site when the notebook sits
+in one, else from the site's address, `site_url`), saying what and how; elsewhere it only says
+that all is ready.
 """
 
 from __future__ import annotations
@@ -83,51 +87,61 @@ def published_repository(config: dict) -> tuple[str, str, str] | None:
     return m.group(1), m.group(2), (repo.get("branch") or "gh-pages").strip()
 
 
-def files_url(config: dict) -> str:
-    """Where the published bundle's ``student/`` folder is downloadable ('' when unpublished)."""
+def site_url(config: dict) -> str:
+    """The course site's public address ('' when unpublished): where the bundle is served.
+
+    ``html: baseurl`` in ``_config.yml`` (Sphinx's ``html_baseurl``) when set: a course served
+    from its own web server or a university site; else the GitHub Pages address of
+    ``repository: url`` (``https://<owner>.github.io/<repo>``). The set-up cell installs from
+    ``<site>/student/``; a student can override the address (``GMMCOURSE_SITE``).
+    """
+    base = str((config.get("html") or {}).get("baseurl") or "").strip().rstrip("/")
+    if base:
+        if not re.fullmatch(r"https?://[^\s\"'<>]+", base):
+            raise ValueError(f"html.baseurl must be an http(s) address, not {base!r}")
+        return base
     pub = published_repository(config)
     if pub is None:
         return ""
-    owner, repo, branch = pub
-    return f"https://raw.githubusercontent.com/{owner}/{repo}/{branch}/student"
+    owner, repo, _ = pub
+    return f"https://{owner.lower()}.github.io/{repo}"
 
 
 def package_version(root: Path = ROOT) -> str:
     return tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
 
 
+def student_version(root: Path = ROOT) -> str:
+    """The student wheel's version: the package's, then ``.post<N>`` with N the number of commits
+    of the course, so every published build of a newer commit is a newer version and a
+    student's set-up cell updates to it; the package's own version outside a git checkout."""
+    import subprocess
+
+    base = package_version(root)
+    try:
+        n = subprocess.run(["git", "rev-list", "--count", "HEAD"], cwd=root, capture_output=True, text=True,
+                           check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return base
+    return f"{base}.post{n}" if n.isdigit() else base
+
+
 def wheel_name(root: Path = ROOT) -> str:
-    return f"gmmcourse-{package_version(root)}-py3-none-any.whl"
+    return f"gmmcourse-{student_version(root)}-py3-none-any.whl"
 
 
 # ----------------------------------------------------------------------------- set-up cell
 
-_SETUP = '''\
-# Set-up: makes what this notebook imports importable. Where it already is (the course's own
-# environment), this does nothing. Elsewhere (Colab, Binder, your laptop) it installs the
-# course package `gmmcourse` (student wheel) and its pinned requirements: from the course
-# bundle when this notebook sits in a copy of it, else from the course site. On a GPU runtime
-# (Colab: Runtime > Change runtime type > GPU) it installs the `gpu` extra, gmmcourse[gpu]
-# (jax with CUDA 12). If Colab asks to restart the session, do so and run this cell again.
-COURSE_FILES = {url!r}
-NEEDED = {needed!r}
-import importlib, importlib.util
-if not all(importlib.util.find_spec(m) for m in NEEDED):
-    import shutil, subprocess, sys
-    from pathlib import Path
-    _bundle = Path({bundle!r})
-    _base = _bundle.resolve().as_uri() if (_bundle / {wheel!r}).exists() else COURSE_FILES
-    if not _base:
-        raise ImportError("gmmcourse is not installed and this notebook names no course site: "
-                          "pip install the wheel and requirements-student.txt of the course bundle (student/)")
-    _extra = "[gpu]" if shutil.which("nvidia-smi") else ""
-    _pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", f"{{_base}}/requirements-student.txt",
-                           f"gmmcourse{{_extra}} @ {{_base}}/{wheel}"], capture_output=True, text=True)
-    print(_pip.stdout[-2000:], _pip.stderr[-2000:])
-    _pip.check_returncode()
-    importlib.invalidate_caches()
-    print("Installed gmmcourse" + _extra, "from", _base)
-'''
+# The set-up cell is a real Python file (scripts/setup_cell.py, which the tests run as it is);
+# its first lines hold these settings, filled in per notebook.
+SETUP_SOURCE = Path(__file__).resolve().parent / "setup_cell.py"
+_SETTINGS = ("COURSE_SITE", "COURSE_VERSION", "NEEDED", "BUNDLE")
+
+BEFORE_YOU_RUN = """\
+**Before you run this notebook.** It needs Python 3.12 or newer (Colab has it). Run the
+first code cell once: it checks your Python, installs the course package `gmmcourse` if it is
+missing or out of date (from the course site, saying what it installs and which JAX, CPU or
+GPU, it chose) and otherwise does nothing. Its comments say how to change its choices."""
 
 
 def needed_modules(nb: nbformat.NotebookNode) -> list[str]:
@@ -151,28 +165,40 @@ def needed_modules(nb: nbformat.NotebookNode) -> list[str]:
     return sorted(n for n in names if n not in sys.stdlib_module_names and n not in ("__future__", "IPython"))
 
 
-def setup_cell(url: str, bundle_relpath: str, wheel: str, needed: list[str] = ("gmmcourse",)) -> nbformat.NotebookNode:
-    """The first cell of every student notebook.
+def setup_cell(url: str, bundle_relpath: str, version: str, needed: list[str] = ("gmmcourse",)) -> nbformat.NotebookNode:
+    """The first code cell of every student notebook: `scripts/setup_cell.py` with its settings.
 
     Args:
-        url: where the published ``student/`` folder is ('' when unpublished).
-        bundle_relpath: ``student/`` relative to the notebook's folder inside the bundle.
-        wheel: the wheel's file name.
-        needed: the modules the notebook imports (`needed_modules`): where they all import, the
-            cell does nothing (the grader's sandbox hides ``gmmcourse`` from some assignments).
+        url: the course site's address (`site_url`; '' when unpublished).
+        bundle_relpath: the site's ``student/`` folder relative to the notebook's folder in the bundle.
+        version: the student package version the notebook was built with (`student_version`).
+        needed: the modules the notebook imports (`needed_modules`): where they all import and
+            the course package is current, the cell only says so.
     """
-    cell = nbformat.v4.new_code_cell(_SETUP.format(url=url, bundle=bundle_relpath, wheel=wheel, needed=list(needed)))
+    values = {"COURSE_SITE": url, "COURSE_VERSION": version, "NEEDED": list(needed), "BUNDLE": bundle_relpath}
+    text = SETUP_SOURCE.read_text()
+    for name in _SETTINGS:
+        text, n = re.subn(rf"^{name} = [^#\n]*?(\s*#)", lambda m, name=name: f"{name} = {values[name]!r}{m.group(1)}",
+                          text, count=1, flags=re.M)
+        if n != 1:
+            raise ValueError(f"{SETUP_SOURCE.name} has no '{name} = ...  # ...' line")
+    cell = nbformat.v4.new_code_cell(text.rstrip("\n"))
     cell.metadata["tags"] = [SETUP_TAG]
     return cell
 
 
 def with_setup_cell(nb: nbformat.NotebookNode, cell: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """`nb` with the "before you run" note and the set-up cell first (both tagged `SETUP_TAG`:
+    the grader's sandbox runs neither)."""
     nb = copy.deepcopy(nb)
-    nb.cells.insert(0, copy.deepcopy(cell))
+    note = nbformat.v4.new_markdown_cell(BEFORE_YOU_RUN)
+    note.metadata["tags"] = [SETUP_TAG]
+    nb.cells[:0] = [note, copy.deepcopy(cell)]
     if (nb.nbformat, nb.nbformat_minor) >= (4, 5):  # unique, stable cell ids
         for i, c in enumerate(nb.cells):
             c["id"] = c.get("id") or f"cell-{i}"
-        nb.cells[0]["id"] = SETUP_TAG
+        nb.cells[0]["id"] = f"{SETUP_TAG}-note"
+        nb.cells[1]["id"] = SETUP_TAG
     else:  # nbformat 4.4 (nbgrader's releases) has no cell ids
         for c in nb.cells:
             c.pop("id", None)
@@ -450,9 +476,26 @@ def student_requirements(root: Path = ROOT) -> str:
     return header + "".join(pins[n] + "\n" for n in sorted(needed))
 
 
+# The packages whose versions decide the course's numbers (random streams, compiled programs):
+# the set-up cell pins these and keeps a student's other packages where they are compatible.
+CORE_PINS = ("genjax", "jax", "jaxlib")
+
+
+def core_requirements(root: Path = ROOT) -> str:
+    """requirements-core.txt: the lock's pins of `CORE_PINS` only."""
+    pins = {_normalise(m.group(1)): m.group(0) for m in
+            re.finditer(r"^([A-Za-z0-9_.\-]+)==(\S+)", (root / "requirements.lock").read_text(), re.M)}
+    missing = [n for n in CORE_PINS if n not in pins]
+    if missing:
+        raise ValueError(f"requirements.lock lacks {missing}: run `make lock`")
+    header = ("# The versions the course's numbers depend on (generated by scripts/build_site.py from\n"
+              "# requirements.lock); every other requirement of gmmcourse is a range (the wheel's metadata).\n")
+    return header + "".join(pins[n] + "\n" for n in CORE_PINS)
+
+
 def _student_metadata(root: Path) -> str:
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
-    lines = ["Metadata-Version: 2.1", f"Name: {project['name']}", f"Version: {project['version']}",
+    lines = ["Metadata-Version: 2.1", f"Name: {project['name']}", f"Version: {student_version(root)}",
              f"Summary: {project['description']} (student package)",
              f"Requires-Python: {project['requires-python']}", "License: MIT"]
     lines += [f"Requires-Dist: {r}" for r in project["dependencies"]]
@@ -547,15 +590,15 @@ def build_site(out: Path = SITE, root: Path = ROOT, html: Path | None = None, ex
     """Assemble the bundle into `out` (replaced). Returns `out`.
 
     Args:
-        url: the published ``student/`` address for the set-up cell (default: from _config.yml).
+        url: the course site's address for the set-up cell (default: `site_url` of _config.yml).
     """
     html = html or root / "_build" / "html"
     executed = executed or root / "_build" / "jupyter_execute"
     if not (html / "index.html").exists():
         raise FileNotFoundError(f"{html} has no built book: run scripts/build_book.sh first")
     config = load_config(root)
-    url = files_url(config) if url is None else url
-    wheel = wheel_name(root)
+    url = site_url(config) if url is None else url
+    version = student_version(root)
     if out.exists():
         shutil.rmtree(out)
     # 1. the HTML book, without build leftovers
@@ -566,6 +609,9 @@ def build_site(out: Path = SITE, root: Path = ROOT, html: Path | None = None, ex
     build_student_wheel(student, root)
     reqs = student_requirements(root)
     (student / "requirements-student.txt").write_text(reqs)
+    (student / "requirements-core.txt").write_text(core_requirements(root))
+    # what the set-up cells ask the site for: the newest student package
+    (student / "latest.json").write_text(json.dumps({"version": version, "wheel": wheel_name(root)}) + "\n")
     (out / "binder").mkdir()
     (out / "binder" / "runtime.txt").write_text("python-3.12\n")
     (out / "binder" / "requirements.txt").write_text(reqs)
@@ -579,7 +625,7 @@ def build_site(out: Path = SITE, root: Path = ROOT, html: Path | None = None, ex
             raise ConversionError(f"{page}: MyST left in the plain notebook: {bad[:5]}")
         target = out / "notebooks" / f"{page}.ipynb"
         depth = len(Path(page).parts)  # notebooks/chapters/x.ipynb -> ../../student
-        nb = with_setup_cell(nb, setup_cell(url, "../" * depth + "student", wheel, needed_modules(nb)))
+        nb = with_setup_cell(nb, setup_cell(url, "../" * depth + "student", version, needed_modules(nb)))
         target.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, str(target))
         # the book's own "download .ipynb" (written when launch buttons are on) is this notebook too
@@ -593,12 +639,12 @@ def build_site(out: Path = SITE, root: Path = ROOT, html: Path | None = None, ex
             continue
         release = nbformat.read(str(rel), as_version=4)
         needed = needed_modules(release)
-        nb = with_setup_cell(release, setup_cell(url, "../../../student", wheel, needed))
+        nb = with_setup_cell(release, setup_cell(url, "../../../student", version, needed))
         target = out / "notebooks" / "exercises" / aid / rel.name
         target.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, str(target))
         for dl in (out / "_downloads").rglob(rel.name):
-            nbformat.write(with_setup_cell(release, setup_cell(url, "../../student", wheel, needed)), str(dl))
+            nbformat.write(with_setup_cell(release, setup_cell(url, "../../student", version, needed)), str(dl))
     return out
 
 

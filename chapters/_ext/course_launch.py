@@ -39,6 +39,9 @@ def _config_inited(app, config):
     theme["launch_buttons"] = {}  # the theme adds none of its own
     pub = _published(theme)
     _STATE["published"] = pub
+    # What the buttons are made of, as a config value that rebuilds the HTML when it changes:
+    # emptied above, the theme's own launch_buttons no longer tell Sphinx that they changed.
+    config.course_launch_settings = repr((sorted(_STATE["launch"].items()), pub))
     if pub is None:
         url = (theme.get("repository_url") or "").strip()
         if url:
@@ -109,6 +112,7 @@ def _add_launch_buttons(app, pagename, templatename, context, doctree):
 
 
 def setup(app):
+    app.add_config_value("course_launch_settings", "", "html")
     app.connect("config-inited", _config_inited, priority=900)  # after the theme's own config set-up
     app.connect("html-page-context", _download_source, priority=499)
     app.connect("html-page-context", _add_launch_buttons, priority=502)
