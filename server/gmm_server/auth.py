@@ -4,28 +4,60 @@ Suitable for a small course on one machine: the instructor adds each user with
 ``server/course add-student NAME`` (prints a generated password to hand out). Instructors
 are JupyterHub admins. To use a real identity provider instead (OAuth, LTI 1.3), see
 docs/course-server.md.
+
+Guessing is slowed down: after ``max_failures`` wrong passwords for one name, or from one
+address, within ``lockout_seconds``, every login for that name (or from that address) is
+refused until the window has passed, right password or not. Hashes are checked in a thread
+(PBKDF2 takes a moment), so logins do not stall the hub. Passwords are never logged.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections import defaultdict, deque
+
 from jupyterhub.auth import Authenticator
-from traitlets import Unicode
+from traitlets import Integer, Unicode
 
 from . import roster
 
 
 class RosterAuthenticator(Authenticator):
     roster_file = Unicode(help="path of roster.json").tag(config=True)
+    max_failures = Integer(5, help="wrong passwords per name or address before a lockout").tag(config=True)
+    lockout_seconds = Integer(300, help="how long the failures count, and the lockout lasts").tag(config=True)
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self._failures: dict[str, deque] = defaultdict(deque)
 
     def _users(self) -> dict:
         return roster.load(self.roster_file)
 
+    def _locked(self, key: str, now: float) -> bool:
+        q = self._failures[key]
+        while q and q[0] < now - self.lockout_seconds:
+            q.popleft()
+        return len(q) >= self.max_failures
+
     async def authenticate(self, handler, data):
         name = self.normalize_username((data or {}).get("username", ""))
         password = (data or {}).get("password", "")
+        ip = getattr(getattr(handler, "request", None), "remote_ip", None) or "?"
+        keys = (f"name:{name}", f"ip:{ip}")
+        now = time.monotonic()
+        if any(self._locked(k, now) for k in keys):
+            self.log.warning("login for %r from %s refused: too many wrong passwords, locked for %d s",
+                             name, ip, self.lockout_seconds)
+            return None
         entry = self._users().get(name)
-        if not entry or not password or not roster.check_password(password, entry.get("hash", "")):
-            self.log.warning("failed login for %r", name)
+        ok = bool(entry and password) and await asyncio.get_running_loop().run_in_executor(
+            None, roster.check_password, password, entry.get("hash", ""))
+        if not ok:
+            for k in keys:
+                self._failures[k].append(now)
+            self.log.warning("failed login for %r from %s", name, ip)
             return None
         return {"name": name, "admin": entry.get("role") == "instructor"}
 

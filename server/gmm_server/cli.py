@@ -33,13 +33,19 @@ import urllib.request
 from pathlib import Path
 
 from . import collect as collecting
-from . import roster, settings
+from . import roster, settings, userfs
+from .limits import LimitError
 
 STUDENT_LAB_DISABLED = {
     "@jupyter/nbgrader:formgrader": True,
     "@jupyter/nbgrader:create-assignment": True,
     "@jupyter/nbgrader:course-list": True,
 }
+
+
+# both roles: Terminals run bash (the accounts' login shell is nologin), in the same sandbox
+# and under the same caps as the user's kernels
+SERVER_APP = {"terminado_settings": {"shell_command": ["/bin/bash", "-l"]}}
 
 
 class Fail(Exception):
@@ -82,10 +88,14 @@ def _nbgrader_configs(st: settings.Settings) -> None:
     )
     student = st.config / "student"
     _write(student / "nbgrader_config.py", common)
-    _write(student / "jupyter_server_config.json", json.dumps({"ServerApp": {"jpserver_extensions": {
-        "nbgrader.server_extensions.formgrader": False, "nbgrader.server_extensions.course_list": False}}}, indent=1))
+    _write(student / "jupyter_server_config.json", json.dumps({"ServerApp": dict(SERVER_APP, jpserver_extensions={
+        "nbgrader.server_extensions.formgrader": False, "nbgrader.server_extensions.course_list": False})}, indent=1))
     _write(student / "labconfig" / "page_config.json", json.dumps({"disabledExtensions": STUDENT_LAB_DISABLED}, indent=1))
     instructor = st.config / "instructor"
+    # Formgrader opens in a frame of JupyterLab (same server): allow frames from the same
+    # origin (jupyterhub-singleuser's default is frame-ancestors 'none': "refused to connect")
+    _write(instructor / "jupyter_server_config.json", json.dumps({"ServerApp": dict(SERVER_APP, tornado_settings={
+        "headers": {"Content-Security-Policy": "frame-ancestors 'self'"}})}, indent=1))
     _write(instructor / "nbgrader_config.py", common + (
         "import os  # noqa: E402\n"
         "# an instructor's server sees the course root as ~/<course id> (GMM_COURSE_ROOT, set by the spawner)\n"
@@ -189,6 +199,14 @@ def _ensure_account(st: settings.Settings, name: str, role: str) -> None:
 
 def add_users(st: settings.Settings, names, role: str, password: str | None = None) -> dict:
     users = roster.load(st.roster)
+    for name in names:  # an account this server did not make is never handed over
+        if name not in users and roster.valid_name(name):
+            try:
+                pwd.getpwnam(name)
+            except KeyError:
+                continue
+            raise Fail(f"an account {name!r} already exists on this machine and is not on the course roster: "
+                       f"choose another name (its owner would lose it to whoever gets the password)")
     out = {}
     for name in names:
         _ensure_account(st, name, role)
@@ -204,6 +222,7 @@ def remove_user(st: settings.Settings, name: str, delete_account: bool) -> None:
     users.pop(name, None)
     roster.save(st.roster, users)
     if delete_account:
+        userfs.remove(st, name)
         subprocess.run(["userdel", "--remove", name], stderr=subprocess.DEVNULL)
 
 
@@ -302,8 +321,15 @@ def collect(st: settings.Settings, assignment: str) -> dict:
     files only, never through a link, size-capped, trusted times); every problem is that
     student's reported skip."""
     gid = init(st)
-    inbound = st.exchange / st.course_id / "inbound"
-    out = collecting.collect(inbound, st.course / "submitted", assignment, roster.load(st.roster))
+    users = roster.load(st.roster)
+    inbounds = [(st.exchange / st.course_id / "inbound", None)]
+    for name in sorted(users):
+        if userfs.image(st, name).exists():
+            try:
+                inbounds.append((userfs.ensure(st, name, gid) / "inbound", name))
+            except (LimitError, KeyError) as e:
+                print(f"  {name}: skipped (cannot mount their disk image: {e})", file=sys.stderr)
+    out = collecting.collect(inbounds, st.course / "submitted", assignment, users)
     fix_course_perms(st, gid)
     for line in out["skipped"]:
         print(f"  {line}", file=sys.stderr)
@@ -419,7 +445,8 @@ def main(argv=None) -> int:
     for role in ("student", "instructor"):
         a = sub.add_parser(f"add-{role}")
         a.add_argument("names", nargs="+")
-        a.add_argument("--password", help="instead of a generated one (one user only)")
+        a.add_argument("--password-stdin", action="store_true",
+                       help="read the password from standard input instead of generating one (one user only)")
     a = sub.add_parser("password")
     a.add_argument("name")
     a = sub.add_parser("remove-user")
@@ -454,10 +481,15 @@ def main(argv=None) -> int:
                 print(f"{name}\t{u.get('role')}")
         elif args.cmd in ("add-student", "add-instructor"):
             init(st)
-            if args.password and len(args.names) > 1:
-                p.error("--password with one user only")
-            for name, pw_ in add_users(st, args.names, args.cmd[4:], args.password).items():
-                print(f"{name}\t{pw_}")
+            given = None
+            if args.password_stdin:
+                if len(args.names) > 1:
+                    p.error("--password-stdin with one user only")
+                given = sys.stdin.readline().rstrip("\n")
+                if len(given) < 8:
+                    raise Fail("the password read from standard input is shorter than 8 characters")
+            for name, pw_ in add_users(st, args.names, args.cmd[4:], given).items():
+                print(name if given else f"{name}\t{pw_}")
         elif args.cmd == "password":
             users = roster.load(st.roster)
             if args.name not in users:

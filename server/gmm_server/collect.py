@@ -1,5 +1,6 @@
-"""``server/course collect``: each student's latest submission, from the exchange's inbound
-folder into ``course/submitted/<student>/<assignment>/``, run as root on files students made.
+"""``server/course collect``: each student's latest submission, from their own inbound folder
+(on their disk image, userfs.py) or the exchange's shared one, into
+``course/submitted/<student>/<assignment>/``, run as root on files students made.
 
 Nothing a student puts in their own submission folder can make root read anything else:
 
@@ -153,17 +154,21 @@ def _user(uid: int) -> str:
         return f"uid {uid}"
 
 
-def scan(inbound: Path, assignment: str, users: dict, now: float | None = None) -> tuple[dict, list[str]]:
-    """The latest readable submission of each student (by trusted time) and the skips."""
+def scan(inbounds: list[tuple[Path, str | None]], assignment: str, users: dict,
+         now: float | None = None) -> tuple[dict, list[str]]:
+    """The latest readable submission of each student (by trusted time) and the skips.
+    ``inbounds``: (folder, the only student it may hold, or None for the shared one)."""
     now = dt.datetime.now(dt.timezone.utc).timestamp() if now is None else now
     latest: dict[str, Submission] = {}
     skipped: list[str] = []
-    for entry in sorted(os.listdir(inbound)):
+    for inbound, only, entry in [(d, o, e) for d, o in inbounds if d.is_dir() for e in sorted(os.listdir(d))]:
         parts = entry.split("+")
         if len(parts) < 2 or parts[1] != assignment:
             continue
         student = parts[0]
         try:
+            if only is not None and student != only:
+                raise Skip(f"in the submission folder of {only}")
             if len(parts) != 4:
                 raise Skip("not a submission name (student+assignment+time+random)")
             if not roster.valid_name(student) or student not in users:
@@ -205,10 +210,10 @@ def store(sub: Submission, dest: Path) -> bool:
     return True
 
 
-def collect(inbound: Path, submitted: Path, assignment: str, users: dict) -> dict:
+def collect(inbounds: list[tuple[Path, str | None]], submitted: Path, assignment: str, users: dict) -> dict:
     """Collect ``assignment``; returns {"collected": [...], "unchanged": [...], "skipped": [lines]}."""
-    latest, skipped = scan(inbound, assignment, users)
-    out = {"collected": [], "unchanged": [], "skipped": skipped}
+    latest, skipped = scan(inbounds, assignment, users)
+    out: dict = {"collected": [], "unchanged": [], "skipped": skipped}
     for student, sub in sorted(latest.items()):
         changed = store(sub, submitted / student / assignment)
         out["collected" if changed else "unchanged"].append(student)

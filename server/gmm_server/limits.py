@@ -34,7 +34,19 @@ class Caps:
     disk_bytes: int = 1 << 30  # the user's image: home + submissions
 
 
-CAPS = Caps()
+def from_env(env=None) -> Caps:
+    """The caps, each overridable from the environment of ``server/course start``:
+    GMM_USER_MEMORY_MIB, GMM_USER_PIDS, GMM_USER_CPUS, GMM_USER_TMP_MIB, GMM_USER_SHM_MIB,
+    GMM_USER_DISK_MIB (a disk image keeps the size it was made with)."""
+    e = os.environ if env is None else env
+    d = Caps()
+    mib = lambda k, v: int(e[k]) << 20 if k in e else v  # noqa: E731
+    return Caps(memory_bytes=mib("GMM_USER_MEMORY_MIB", d.memory_bytes), max_pids=int(e.get("GMM_USER_PIDS", d.max_pids)),
+                cpus=float(e.get("GMM_USER_CPUS", d.cpus)), tmp_bytes=mib("GMM_USER_TMP_MIB", d.tmp_bytes),
+                shm_bytes=mib("GMM_USER_SHM_MIB", d.shm_bytes), disk_bytes=mib("GMM_USER_DISK_MIB", d.disk_bytes))
+
+
+CAPS = from_env()
 
 
 class LimitError(RuntimeError):
