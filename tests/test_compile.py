@@ -3,6 +3,8 @@ bucket (counted, in the style of blackjax's compilation tests)."""
 
 import contextlib
 import importlib
+import json
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +24,7 @@ _gibbs = importlib.import_module("gmmcourse.gibbs")
 _run_chain, _run_chunk, _start_chains, permutations = (
     _gibbs._run_chain, _gibbs._run_chunk, _gibbs._start_chains, _gibbs.permutations)
 as_prior = importlib.import_module("gmmcourse.models").as_prior
+programs = importlib.import_module("gmmcourse.programs")
 
 PRIOR2 = GMMPrior(jnp.array([-2.0, 2.0]), 2.0)
 
@@ -169,9 +172,70 @@ def test_the_counter_counts():
     assert count["n"] >= 1 and _run_chunk._cache_size() == before + 1
 
 
-def test_warm_up_covers_the_buckets():
-    assert _gibbs.warm_up(sizes=(20,), ks=(2,)) == 1
-    with count_lowerings() as count:
-        posterior(data(27), 2, num_chains=4, num_samples=1000, seed=1)
-        bic_table(data(27), 5)
-    assert count["n"] == 0
+# Warm-up is about programs a *later process* finds: the check runs in fresh processes (the
+# grader's sandboxed kernels) with an empty cache folder (tests above have compiled the same
+# programs in this process).
+
+WARM_SOURCE = """import numpy as np
+from gmmcourse import bic_table, posterior
+rng = np.random.default_rng(0)
+x = np.where(rng.random(20) < 0.4, rng.normal(-2.0, 0.7, 20), rng.normal(2.0, 1.0, 20))
+post = posterior(x, 2, num_chains=2, num_samples=20, seed=0)
+table = bic_table(x, 3)
+"""
+COUNTING = """import jax, jax.export
+COUNT = {"compiles": 0, "cache_hits": 0, "exports": 0}
+def _listen(event, **kwargs):
+    if event == "/jax/compilation_cache/compile_requests_use_cache":
+        COUNT["compiles"] += 1
+    elif event == "/jax/compilation_cache/cache_hits":
+        COUNT["cache_hits"] += 1
+jax.monitoring.register_event_listener(_listen)
+_export = jax.export.export
+def _counted(*a, **k):
+    COUNT["exports"] += 1
+    return _export(*a, **k)
+jax.export.export = _counted
+"""
+STUDENT = """import numpy as np
+from gmmcourse import bic_table, posterior
+rng = np.random.default_rng(7)
+x = np.where(rng.random(27) < 0.4, rng.normal(-2.0, 0.7, 27), rng.normal(2.0, 1.0, 27))
+post = posterior(x, 2, num_chains=4, num_samples=1000, seed=1)
+table = bic_table(x, 5)
+"""
+
+
+def _notebook(*sources) -> str:
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb = new_notebook(cells=[new_code_cell(s) for s in sources])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nbformat.writes(nb)
+
+
+def test_the_graders_warm_up_covers_the_buckets(tmp_path):
+    """What the grader calls before grading (`engine._warm_cache`: the source notebook run
+    once in the sandbox, with a writable cache) into an empty cache folder; then a student's
+    sandboxed kernel (read-only cache, the grader's configuration) that uses another size of
+    the bucket, other chain and draw counts and other K: every program it compiles is found
+    in the cache, and none is traced and exported again."""
+    from gmmcourse.grading import engine
+    from gmmcourse.grading.executor import run_submission
+    from gmmcourse.grading.sandbox import Limits
+    from gmmcourse.grading.spec import Assignment, Part, Verdict
+
+    assert shutil.which("bwrap"), "bubblewrap (bwrap) is needed to run the grading sandbox: apt-get install bubblewrap"
+    cache = tmp_path / "cache"
+    limits = Limits(cell_timeout=600, notebook_timeout=900)
+    part = Part("p", 1, "answer = 0", lambda answer, ref: Verdict(1.0, ""))
+    a = Assignment(id="warm", notebook="warm.ipynb", parts=(part,))
+    engine._warm_cache(a, _notebook(WARM_SOURCE), "{}", cache, limits)
+    assert any((cache / programs.SUBDIR).glob("*.jaxexport")), "the warm-up kept no program"
+    res = run_submission(_notebook(COUNTING, STUDENT), [("count", "answer = COUNT")], "{}", limits,
+                         {"jax_cache": str(cache), "single_thread": True, "offers": a.sandbox_offers})
+    assert res["infra_error"] is None and res["answers"]["count"]["ok"], res["answers"]
+    count = json.loads(res["answers"]["count"]["json"])
+    assert count["compiles"] > 0, count  # the kernel used the cache (power: a cold cache would miss)
+    assert count["cache_hits"] == count["compiles"] and count["exports"] == 0, count

@@ -70,9 +70,29 @@ def test_unwritable_store_still_computes(tmp_path, monkeypatch):
     assert out[1][0] == 3.0 and not list(tmp_path.glob("**/*.tmp"))
 
 
-def test_code_version_follows_the_sources():
-    v = programs.code_version()
-    assert len(v) == 24 and v == programs.code_version()
+def test_code_version_follows_the_sources(tmp_path, monkeypatch):
+    """On a copy of the package: the version is the package's own, changes with any kernel
+    source (a word, a new module) and comes back with the source;
+    the grading subpackage is not a kernel source."""
+    import shutil
+
+    copy = tmp_path / "gmmcourse"
+    shutil.copytree(programs._PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(programs, "_PACKAGE", copy)
+    version = programs.code_version.__wrapped__  # not the process's cached value
+    v = version()
+    assert v == programs.code_version() and len(v) == 24
+    gibbs = copy / "gibbs.py"
+    source = gibbs.read_bytes()
+    gibbs.write_bytes(source.replace(b"num_chains", b"num_chainz", 1))
+    changed = version()
+    gibbs.write_bytes(source)
+    assert changed != v and version() == v
+    (copy / "extra.py").write_text("X = 1\n")
+    assert version() != v
+    (copy / "extra.py").unlink()
+    (copy / "grading" / "engine.py").write_text("# another grader\n")
+    assert version() == v
 
 
 POSTERIOR = """
