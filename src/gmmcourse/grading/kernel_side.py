@@ -15,8 +15,13 @@ import numpy as np
 
 EXPORT_MAX_CHAINS = 16
 EXPORT_MAX_VALUES = 65536
-"""Draws travel raw: at most EXPORT_MAX_CHAINS chains and EXPORT_MAX_VALUES numbers per
-parameter (more samples are thinned evenly, by a rule the trusted side re-checks)."""
+"""Draws travel raw for at most EXPORT_MAX_CHAINS chains and EXPORT_MAX_VALUES numbers per
+parameter (more samples are thinned evenly, by a rule the trusted side re-checks); with more
+chains, which ones travel raw is decided by a hash of all the draws (`raw_chains`), not by
+their order. Statistics of EVERY chain travel too (`chain_stats`), so that the trusted side
+compares a summary with all the draws and computes R-hat over all chains."""
+STAT_BATCHES = 20
+"""Batches per chain of the exported batch means (batch-means standard errors)."""
 MAX_RAW = 10**6
 """Largest raw array (numbers) an export may carry."""
 MAX_JSON = 200_000
@@ -31,15 +36,57 @@ def raw(a):
     return {"shape": [int(d) for d in a.shape], "f8": base64.b64encode(a.astype("<f8").tobytes()).decode("ascii")}
 
 
+def raw_chains(a, limit=EXPORT_MAX_CHAINS):
+    """Indices (sorted) of the chains of `a` (chains, samples, K) that travel raw: all of them up
+    to `limit`, else `limit` chains ranked by a SHA-256 of all the draws and the chain's index
+    (a choice the sampler cannot steer, and the same at every regrade)."""
+    import hashlib
+
+    c = a.shape[0]
+    if c <= limit:
+        return list(range(c))
+    digest = hashlib.sha256(np.ascontiguousarray(a).tobytes()).digest()
+    rank = sorted(range(c), key=lambda i: hashlib.sha256(digest + i.to_bytes(8, "little")).digest())
+    return sorted(rank[:limit])
+
+
+def chain_stats(a, batches=STAT_BATCHES):
+    """Per-chain statistics of ALL draws (chains, samples, K), in float64: means and sums of
+    squared deviations of each chain and of its two halves (split R-hat), batch means, extremes,
+    the smallest gap between consecutive components, the largest |sum - 1| of a draw."""
+    c, s, k = a.shape
+    h = s // 2
+    halves = np.stack([a[:, :h], a[:, h:2 * h]], axis=1)
+    half_mean = halves.mean(axis=2)
+    b = min(batches, s)
+    usable = (s // b) * b
+    mean = a.mean(axis=1)
+    return {
+        "mean": raw(mean),
+        "ss": raw(((a - mean[:, None]) ** 2).sum(axis=1)),
+        "half_mean": raw(half_mean),
+        "half_ss": raw(((halves - half_mean[:, :, None]) ** 2).sum(axis=2)),
+        "batch_means": raw(a[:, :usable].reshape(c, b, usable // b, k).mean(axis=2)),
+        "min": raw(a.min(axis=1)),
+        "max": raw(a.max(axis=1)),
+        "min_gap": raw(np.diff(a, axis=-1).min(axis=(1, 2)) if k > 1 else np.zeros(c)),
+        "max_sum_error": raw(np.abs(a.sum(axis=-1) - 1.0).max(axis=1)),
+    }
+
+
 def draws(a):
-    """Draws (chains, samples, K): the first EXPORT_MAX_CHAINS chains, thinned evenly if needed."""
+    """Draws (chains, samples, K): statistics of every chain (`chain_stats`) and the raw draws of
+    at most EXPORT_MAX_CHAINS chains (`raw_chains`), thinned evenly if needed."""
     a = np.asarray(a, dtype=np.float64)
-    if a.ndim != 3:
+    if a.ndim != 3 or 0 in a.shape:
         raise ValueError("draws must have shape (chains, samples, K)")
     c, s, k = a.shape
-    kept = a[:EXPORT_MAX_CHAINS]
-    step = max(1, -(-kept.shape[0] * s * k // EXPORT_MAX_VALUES))
-    return {"shape": [int(c), int(s), int(k)], "step": int(step), "raw": raw(kept[:, ::step])}
+    if not np.all(np.isfinite(a)):
+        raise ValueError("draws contain NaN or infinite values")
+    idx = raw_chains(a)
+    step = max(1, -(-len(idx) * s * k // EXPORT_MAX_VALUES))
+    return {"shape": [int(c), int(s), int(k)], "step": int(step), "chains": idx,
+            "raw": raw(a[idx, ::step]), "stats": chain_stats(a)}
 
 
 def to_json(v, _depth=0):

@@ -14,13 +14,15 @@ import math
 import numpy as np
 
 from gmmcourse.grading import reference as R
+from gmmcourse.grading import draws as D
 from gmmcourse.grading.checks import (MAX_IAT, MIN_CHAINS, MIN_SAMPLES, RHAT_MAX, SUMMARY_Z, Z_MC, BadAnswer,
-                                      as_array, best_permutation, capped_se, draws_from_export, guarded,
-                                      mc_compare, not_converged, probs_check, raw_array, sd_ok, summary_arrays)
+                                      as_array, best_permutation, capped_se, guarded, mc_compare, not_converged,
+                                      raw_array, sd_ok)
 from gmmcourse.grading.kernel_side import draws, floats, raw, var
 from gmmcourse.grading.spec import Assignment, Part, Verdict, sanitize
 
-__all__ = ["ASSIGNMENT", "K", "N_CHOICE_MAPS", "inputs", "reference", "prior"]
+__all__ = ["ASSIGNMENT", "K", "N_CHOICE_MAPS", "SIMPLEX_ATOL", "PROBE_SEED", "inputs", "reference", "prior",
+           "update_inputs", "probe_verdict"]
 
 K = 3
 N_CHOICE_MAPS = 6
@@ -28,6 +30,8 @@ ASSESS_RTOL, ASSESS_ATOL = 2e-4, 1e-3
 """Model log densities: float32 precision (a sum of ~100 float32 terms of size ~1e2)."""
 SIMULATE_Z = 6.0
 """Prior moments of simulations: within SIMULATE_Z Monte Carlo standard errors."""
+SIMPLEX_ATOL = 1e-4
+"""Weights (draws, the summary, sample_weights' output) must sum to 1 within this (float32 sums)."""
 
 
 def prior():
@@ -85,14 +89,32 @@ UPDATE_P = 1e-7
 """a two-sided binomial tail probability of at least UPDATE_P (the counts of sampled labels)."""
 
 
+PROBE_EXTREME_CHAINS = 50
+"""Chains of each extreme state sample_z is called on."""
+PROBE_EXTREME_ATOL = 1e-3
+"""On the extreme states, sample_z's probabilities within this of the exact ones (float32
+computations of log densities near -800 are accurate to about 1e-4)."""
+PROBE_SEED = 20261126
+"""The seed of the generator the grader passes to the update functions."""
+
+
 def update_inputs() -> dict:
     """One state of the sampler (not the course data), repeated over UPDATE_CHAINS chains: 15
-    points with unequal counts per component (one empty), overlapping components for sample_z."""
+    points with unequal counts per component (one empty), overlapping components for sample_z;
+    and, for sample_z, an extreme state where every density is below 1e-340 (log densities
+    -800 to -960, their differences of order 1): probabilities computed in linear space, or
+    exponentiated without subtracting the maximum, underflow to 0/0 in float32 and float64.
+
+    No state makes them overflow fairly: a density above 1e308 needs sd < 1e-308, where sd^2,
+    which correct code computes, is 0."""
     x = [80.0, 95.0, 100.0, 104.0, 110.0, 115.0, 120.0, 121.0, 124.0, 150.0, 152.0, 155.0, 158.0, 160.0, 161.0]
     z = [1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2]  # counts (0, 3, 12)
+    extreme = [{"name": "underflow", "chains": PROBE_EXTREME_CHAINS, "weights": [0.2, 0.5, 0.3],
+                "means": [1000.0, 1000.5, 1001.0], "sds": [21.0, 21.0, 21.0]}]
     return {"chains": UPDATE_CHAINS, "x": x, "z": z, "k": K,
             "weights": [0.2, 0.5, 0.3], "means": [100.0, 112.0, 150.0], "sds": [8.0, 12.0, 6.0],
-            "mean_loc": float(np.asarray(prior().mean_loc)[0]), "mean_scale": float(prior().mean_scale)}
+            "mean_loc": float(np.asarray(prior().mean_loc)[0]), "mean_scale": float(prior().mean_scale),
+            "extreme": extreme}
 
 
 @functools.lru_cache(maxsize=1)
@@ -110,9 +132,14 @@ def reference() -> dict:
                "sds": jnp.asarray(m["sds"], jnp.float32),
                "points": {"z": jnp.asarray(m["points"]["z"], jnp.int32), "x": jnp.asarray(m["points"]["x"], jnp.float32)}}
         assess.append(float(gmm.assess(chm, const(inp["n"]), prior())[0]))
+    from gmmcourse.data import COFFEE_CAFFEINE
+    from gmmcourse.gibbs import draw_assignment_probs
+
     post = R.posterior("coffee")
+    p = draw_assignment_probs(COFFEE_CAFFEINE, post)
     return {"k": K, "n": inp["n"], "assess": assess, "posterior": R.posterior_summary(post),
-            "assignment_probs": np.asarray(post.assignment_probs, float).tolist()}
+            "x": COFFEE_CAFFEINE.tolist(), "assignment_probs": p.mean(axis=(0, 1)).tolist(),
+            "assignment_se": D.probs_se(p).tolist()}
 
 
 # ----------------------------------------------------------------------------- exports (in the kernel)
@@ -164,7 +191,7 @@ def export_simulate(student, inputs):
 
 
 def export_draws(student, inputs, reported=None):
-    """The raw draws of ``coffee_draws`` (and ``coffee_summary[reported]``)."""
+    """The draws of ``coffee_draws`` (and ``coffee_summary[reported]``)."""
     d = var(student, "coffee_draws")
     out = {k: draws(d[k]) for k in ("weights", "means", "sds")}
     if reported is not None:
@@ -172,43 +199,51 @@ def export_draws(student, inputs, reported=None):
     return out
 
 
-def export_update(student, inputs, name, reported=None):
-    """``{"draws": ..., "update": ...}``: what `export_draws` exports (or, for sample_z, the
-    assignment probabilities), and the student's update function `name` called once on the
-    probe state of ``inputs["updates"]`` repeated over many chains: its raw output, or why
-    there is none ("missing", "not implemented", or the error). Each half may fail alone."""
+def export_update(student, inputs, name, reported=None, probe_seed=20261126):
+    """``{"draws": ..., "update": ...}``: what `export_draws` exports (for sample_z, the draws and
+    the assignment probabilities), and the student's update function `name` called on the probe
+    state of ``inputs["updates"]`` repeated over many chains (sample_z also on each extreme
+    state): its raw output, or why there is none ("missing", "not implemented", or the error).
+    Each half, and each state, may fail alone."""
     try:
+        d = var(student, "coffee_draws")
+        got = {key: draws(d[key]) for key in ("weights", "means", "sds")}
         if name == "sample_z":
-            got = floats(var(student, "coffee_assignment_probs"))
+            got["probs"] = floats(var(student, "coffee_assignment_probs"))
         else:
-            d = var(student, "coffee_draws")
-            got = {key: draws(d[key]) for key in ("weights", "means", "sds")}
             got["reported"] = floats(var(student, "coffee_summary")[reported])
     except Exception as e:
         got = {"error": (type(e).__name__ + ": " + str(e))[:300]}
     out = {"draws": got}
     u = inputs["updates"]
-    c = int(u["chains"])
-    x, z = floats(u["x"]), np.repeat(np.asarray(u["z"], dtype=np.int64)[None, :], c, axis=0)
-    state = {key: np.repeat(floats(u[key])[None, :], c, axis=0) for key in ("weights", "means", "sds")}
     fn = student.get(name)
     if not callable(fn):
         out["update"] = {"status": "missing"}
         return out
-    rng = np.random.default_rng(20261126)
-    try:
-        if name == "sample_weights":
-            got = {"weights": raw(fn(rng, z, int(u["k"])))}
-        elif name == "sample_means":
-            got = {"means": raw(fn(rng, x, z, state["sds"], float(u["mean_loc"]), float(u["mean_scale"])))}
-        else:
-            zz, probs = fn(rng, x, state["weights"], state["means"], state["sds"])
-            got = {"z": raw(zz), "probs": raw(probs)}
-        out["update"] = {"status": "ok", **got}
-    except NotImplementedError:
-        out["update"] = {"status": "not implemented"}
-    except Exception as e:
-        out["update"] = {"status": "error", "error": (type(e).__name__ + ": " + str(e))[:200]}
+    x = floats(u["x"])
+    states = [dict(u, name="probe")] + (list(u["extreme"]) if name == "sample_z" else [])
+    results = []
+    for st in states:
+        c = int(st.get("chains", u["chains"]))
+        z = np.repeat(np.asarray(u["z"], dtype=np.int64)[None, :], c, axis=0)
+        par = {key: np.repeat(floats(st[key])[None, :], c, axis=0) for key in ("weights", "means", "sds")}
+        rng = np.random.default_rng(probe_seed)
+        try:
+            if name == "sample_weights":
+                res = {"weights": raw(fn(rng, z, int(u["k"])))}
+            elif name == "sample_means":
+                res = {"means": raw(fn(rng, x, z, par["sds"], float(u["mean_loc"]), float(u["mean_scale"])))}
+            else:
+                with np.errstate(all="ignore"):
+                    zz, probs = fn(rng, x, par["weights"], par["means"], par["sds"])
+                    res = {"z": raw(zz), "probs": raw(probs)}
+            res["status"] = "ok"
+        except NotImplementedError:
+            res = {"status": "not implemented"}
+        except Exception as e:
+            res = {"status": "error", "error": (type(e).__name__ + ": " + str(e))[:200]}
+        results.append(res)
+    out["update"] = dict(results[0], extreme=results[1:])
     return out
 
 
@@ -295,67 +330,82 @@ def check_simulate(answer, context):
     return Verdict(1.0, "Simulations have the right shapes, support and distribution.")
 
 
-@guarded
-def check_draws(answer, context):
-    """coffee_draws has the required format: >= 4 chains x >= 1000 draws, valid, sorted by mean
-    (all computed here from the exported draws)."""
-    k = context["k"]
+def _draws(answer, k) -> dict:
+    """The three parameters' `draws.Draws` (all of the same size), or BadAnswer."""
     if not isinstance(answer, dict):
         raise BadAnswer("expected a dict")
     got = {}
     for name in ("weights", "means", "sds"):
         try:
-            got[name] = draws_from_export(answer.get(name), k, f"coffee_draws['{name}']")
+            got[name] = D.decode(answer.get(name), k, f"coffee_draws['{name}']")
         except BadAnswer as e:
             if "shape" in str(e):
-                return Verdict(0.0, f"coffee_draws arrays must all have shape (chains, samples, {k}).")
+                raise BadAnswer(f"coffee_draws arrays must all have shape (chains, samples, {k})") from None
             raise
-    dims = {(g[1], g[2]) for g in got.values()}
-    if len(dims) != 1:
-        return Verdict(0.0, f"coffee_draws arrays must all have shape (chains, samples, {k}).")
-    c, s = dims.pop()
-    if c < MIN_CHAINS or s < MIN_SAMPLES:
-        return Verdict(0.0, f"Too few draws: {c} chains x {s} samples; at least {MIN_CHAINS} x {MIN_SAMPLES} are required.")
-    w, mu, sd = got["weights"][0], got["means"][0], got["sds"][0]
-    valid = bool(np.all(sd > 0) and np.all(w >= 0) and np.allclose(w.sum(axis=-1), 1.0, atol=1e-4))
-    ordered = bool(np.all(np.diff(mu, axis=-1) >= 0))
-    if not (valid and ordered):
-        return Verdict(0.5, "Draws must be finite, with weights on the simplex, sds > 0, and components sorted by mean in every draw.")
+    if len({(g.chains, g.samples) for g in got.values()}) != 1:
+        raise BadAnswer(f"coffee_draws arrays must all have shape (chains, samples, {k})")
+    return got
+
+
+def _too_few(d: D.Draws) -> Verdict | None:
+    if d.chains < MIN_CHAINS or d.samples < MIN_SAMPLES:
+        return Verdict(0.0, f"Too few draws ({d.chains} chains x {d.samples} samples); at least {MIN_CHAINS} x "
+                            f"{MIN_SAMPLES} are required (this part uses your draws).")
+    return None
+
+
+@guarded
+def check_draws(answer, context):
+    """coffee_draws has the required format: >= 4 chains x >= 1000 draws, valid, sorted by mean
+    (over ALL draws: the kernel's statistics of every chain, checked on the raw chains)."""
+    got = _draws(answer, context["k"])
+    few = _too_few(got["means"])
+    if few is not None:
+        return few
+    w, mu, sd = got["weights"], got["means"], got["sds"]
+    valid = bool(np.all(sd.min > 0) and np.all(w.min >= 0) and w.max_sum_error <= SIMPLEX_ATOL)
+    if not (valid and mu.min_gap >= 0):
+        return Verdict(0.5, "Draws must be finite, with weights on the simplex, sds > 0, and components sorted by "
+                            "mean in every draw.")
     return Verdict(1.0, "Draws have the required format.")
 
 
-def _posterior_param(answer, context, target, what):
-    """Posterior summaries: validate, converge, permute (jointly), compare."""
-    k = context["k"]
-    if not isinstance(answer, dict):
-        raise BadAnswer("expected a dict")
+def _permutation(got: dict, ref: dict) -> list:
+    """The component order of the student's draws that best matches the reference, chosen jointly
+    on the three parameters in units of the reference posterior sd ("any component order")."""
     names = ("weights", "means", "sds")
-    stud = {name: summary_arrays(answer.get(name), k, name) for name in names}
-    chains = min(stud[n][3] for n in names)
-    samples = min(stud[n][4] for n in names)
-    if chains < MIN_CHAINS or samples < MIN_SAMPLES:
-        return Verdict(0.0, f"Too few draws ({chains} chains x {samples} samples); at least "
-                            f"{MIN_CHAINS} x {MIN_SAMPLES} are required for this part.")
-    reported = as_array(answer.get("reported"), (k,), name=f"your reported posterior {target}")
-    ref = context["posterior"]
-    # permutation chosen jointly on the three parameters, in units of the reference posterior sd
-    # (the notebook promises "any component order")
-    s_all = np.stack([stud[n][0] for n in names])
+    s_all = np.stack([got[n].mean for n in names])
     r_all = np.stack([np.asarray(ref[n]["mean"]) for n in names])
     scale = np.stack([np.maximum(np.asarray(ref[n]["sd"]), 1e-6) for n in names])
-    perm = list(best_permutation(s_all, r_all, scale))
-    mean, sd, se, _, _, step, rhat = stud[target]
-    mean, sd, se, reported = mean[perm], sd[perm], se[perm], reported[perm]
-    bad = not_converged(rhat, what)
+    return list(best_permutation(s_all, r_all, scale))
+
+
+def _posterior_param(answer, context, target, what):
+    """Posterior summaries: validate, size, converge (all chains), permute, summary = the draws'
+    mean, compare with the reference."""
+    k = context["k"]
+    got = _draws(answer, k)
+    d = got[target]
+    few = _too_few(d)
+    if few is not None:
+        return few
+    reported = as_array(answer.get("reported"), (k,), name=f"your reported posterior {target}")
+    ref = context["posterior"]
+    perm = _permutation(got, ref)
+    mean, sd, se, reported = d.mean[perm], d.sd[perm], d.se[perm], reported[perm]
+    bad = not_converged(np.maximum(d.rhat, d.rhat_raw), what)
     if bad is not None:
         return bad
     rmean, rsd, rse = (np.asarray(ref[target][key]) for key in ("mean", "sd", "se"))
-    n_draws = chains * samples
-    # the reported summary must be the mean of the draws: within SUMMARY_Z standard errors of
-    # a run of this size (Z_MC of them when the export had to thin a very long run)
-    z_rep = Z_MC if step > 1 else SUMMARY_Z
-    if not np.all(np.abs(reported - mean) <= z_rep * rsd / math.sqrt(n_draws) + 1e-6 * np.abs(mean)):
-        return Verdict(0.0, f"Your reported posterior {what} is not the average of your draws.")
+    chains, samples = d.chains, d.samples
+    # the reported summary must be the mean of ALL the draws: within SUMMARY_Z standard errors of
+    # a run of this size, plus the rounding of the draws' precision
+    allowed = D.summary_allowance(d, mean, rsd / math.sqrt(d.size), SUMMARY_Z)
+    off = np.abs(reported - mean) > allowed
+    if np.any(off):
+        return Verdict(0.0, f"Your reported posterior {what} (coffee_summary['{target}']) is not the average of "
+                            f"your draws coffee_draws['{target}'] over all chains and samples, for "
+                            f"{int(off.sum())} component(s): compute it with coffee_draws['{target}'].mean(axis=(0, 1)).")
     se = capped_se(se, rsd, chains, samples)
     within = mc_compare(mean, se, rmean, rse, 0.0)
     if np.all(within) and not np.all(sd_ok(sd, ref[target], chains, samples)):
@@ -390,17 +440,53 @@ def check_sds(answer, context):
 
 @guarded
 def check_assignments(answer, context):
-    """P(z_i = k | data) for the 30 cups (any component order)."""
-    return probs_check(answer, np.asarray(context["assignment_probs"]), "coffee_assignment_probs")
+    """P(z_i = k | data) for the 30 cups (any component order), within the Monte Carlo error of
+    the student's draws and of the reference."""
+    ref = np.asarray(context["assignment_probs"])
+    n, k = ref.shape
+    got = _draws(answer, k)
+    few = _too_few(got["means"])
+    if few is not None:
+        return few
+    probs = as_array(answer.get("probs"), (n, k), name="coffee_assignment_probs")
+    if np.any(probs < -D.PROB_ATOL) or np.any(np.abs(probs.sum(axis=1) - 1) > D.PROB_SUM_ATOL):
+        return Verdict(0.0, "Rows of coffee_assignment_probs must be probability vectors (non-negative, summing to 1).")
+    tol = D.probs_allowance(context["x"], got["weights"], got["means"], got["sds"], context["assignment_se"],
+                            MAX_IAT, Z_MC)
+    perm = list(best_permutation(probs, ref))
+    ok = np.all(np.abs(probs[:, perm] - ref) <= tol[:, perm], axis=1)
+    if np.all(ok):
+        return Verdict(1.0, "Assignment probabilities agree with the reference posterior within Monte Carlo error.")
+    if np.mean(ok) >= 0.8:
+        return Verdict(0.5, f"Assignment probabilities are off for {int((~ok).sum())} cup(s).")
+    return Verdict(0.0, "Assignment probabilities do not agree with the posterior.")
 
 
-def _update_verdict(answer, name) -> Verdict | None:
-    """None when the student's update function passes its test on the probe state; else a
-    zero Verdict saying what is wrong (not completed, an error, or not the exact conditional)."""
+def _probe_shape_error(name, c, k, n) -> Verdict:
+    if name == "sample_weights":
+        return Verdict(0.0, f"sample_weights must return ({c}, {k}) weights on the simplex for {c} chains "
+                            "(got other shapes or values; an empty component must still get a weight).")
+    if name == "sample_means":
+        return Verdict(0.0, f"sample_means must return ({c}, {k}) finite means for {c} chains.")
+    return Verdict(0.0, f"sample_z must return z ({c}, {n}) with entries in 0..{k - 1} and probs ({c}, {n}, {k}).")
+
+
+def _exact_z_probs(x, weights, means, sds) -> np.ndarray:
     from scipy.special import logsumexp
-    from scipy.stats import binom, norm
+    from scipy.stats import norm
 
-    upd = answer.get("update") if isinstance(answer, dict) else None
+    with np.errstate(all="ignore"):
+        lj = np.log(np.asarray(weights))[None, :] + norm.logpdf(np.asarray(x)[:, None], np.asarray(means),
+                                                                  np.asarray(sds))
+    return np.exp(lj - logsumexp(lj, axis=1, keepdims=True))
+
+
+def probe_verdict(upd, name) -> Verdict | None:
+    """None when the student's update function `name` passes its test on the probe state(s)
+    (``upd`` is what `export_update` exported under "update"); else a zero Verdict saying what
+    is wrong (not completed, an error, or not the exact conditional)."""
+    from scipy.stats import binom
+
     if not isinstance(upd, dict) or upd.get("status") in ("missing", "not implemented"):
         return Verdict(0.0, f"{name} is not completed: half of this part grades that function itself.")
     if upd.get("status") != "ok":
@@ -409,12 +495,13 @@ def _update_verdict(answer, name) -> Verdict | None:
     u = update_inputs()
     c, k = u["chains"], u["k"]
     x, z = np.asarray(u["x"]), np.asarray(u["z"])
+    n = x.shape[0]
     counts = np.bincount(z, minlength=k)
     if name == "sample_weights":
         w = raw_array(upd.get("weights"), "sample_weights(...)", 2)
-        if w.shape != (c, k) or not np.all(np.isfinite(w)) or np.any(w < 0) or np.any(np.abs(w.sum(1) - 1) > 1e-6):
-            return Verdict(0.0, f"sample_weights must return ({c}, {k}) weights on the simplex for {c} chains "
-                                "(got other shapes or values; an empty component must still get a weight).")
+        if (w.shape != (c, k) or not np.all(np.isfinite(w)) or np.any(w < 0)
+                or np.any(np.abs(w.sum(1) - 1) > SIMPLEX_ATOL)):
+            return _probe_shape_error(name, c, k, n)
         a = prior().concentration + counts  # the weights' marginals are Beta(a_k, a0 - a_k)
         b = a.sum() - a
         mean, var_ = a / (a + b), a * b / ((a + b) ** 2 * (a + b + 1))
@@ -426,7 +513,7 @@ def _update_verdict(answer, name) -> Verdict | None:
     if name == "sample_means":
         m = raw_array(upd.get("means"), "sample_means(...)", 2)
         if m.shape != (c, k) or not np.all(np.isfinite(m)):
-            return Verdict(0.0, f"sample_means must return ({c}, {k}) finite means for {c} chains.")
+            return _probe_shape_error(name, c, k, n)
         sds = np.asarray(u["sds"])
         prec = 1 / u["mean_scale"] ** 2 + counts / sds ** 2
         post_mean = (u["mean_loc"] / u["mean_scale"] ** 2 + np.bincount(z, weights=x, minlength=k) / sds ** 2) / prec
@@ -438,11 +525,9 @@ def _update_verdict(answer, name) -> Verdict | None:
                                             "sd versus variance, and empty components).")
     zz = raw_array(upd.get("z"), "sample_z(...) z", 2)
     probs = raw_array(upd.get("probs"), "sample_z(...) probs", 3)
-    n = x.shape[0]
-    if zz.shape != (c, n) or probs.shape != (c, n, k) or np.any((zz < 0) | (zz >= k) | (zz != np.round(zz))):
-        return Verdict(0.0, f"sample_z must return z ({c}, {n}) with entries in 0..{k - 1} and probs ({c}, {n}, {k}).")
-    lj = np.log(u["weights"])[None, :] + norm.logpdf(x[:, None], np.asarray(u["means"]), np.asarray(u["sds"]))
-    exact = np.exp(lj - logsumexp(lj, axis=1, keepdims=True))  # (n, k)
+    if zz.shape != (c, n) or probs.shape != (c, n, k) or np.any(~np.isfinite(zz) | (zz < 0) | (zz >= k) | (zz != np.round(zz))):
+        return _probe_shape_error(name, c, k, n)
+    exact = _exact_z_probs(x, u["weights"], u["means"], u["sds"])  # (n, k)
     if not np.all(np.abs(probs - exact[None]) <= 1e-6 + 1e-4 * exact[None]):
         return Verdict(0.0, "The probabilities sample_z returns are not P(z_i = k | x_i, parameters) "
                             "(proportional to pi_k N(x_i; mu_k, sigma_k), normalised over k).")
@@ -451,6 +536,22 @@ def _update_verdict(answer, name) -> Verdict | None:
     tail = np.minimum(binom.cdf(hits, c, exact), binom.sf(hits - 1, c, exact))
     if np.any(tail < UPDATE_P / 2):
         return Verdict(0.0, "The z that sample_z draws do not follow the probabilities it returns.")
+    extremes = upd.get("extreme") if isinstance(upd.get("extreme"), list) else []
+    for st, res in zip(u["extreme"], extremes + [None] * (len(u["extreme"]) - len(extremes))):
+        what = {"underflow": "every density N(x_i; mu_k, sigma_k) is below 1e-340"}[st["name"]]
+        ce = st["chains"]
+        good = isinstance(res, dict) and res.get("status") == "ok"
+        if good:
+            pz = raw_array(res.get("probs"), "sample_z(...) probs", 3)
+            zz = raw_array(res.get("z"), "sample_z(...) z", 2)
+            ex = _exact_z_probs(x, st["weights"], st["means"], st["sds"])
+            good = (pz.shape == (ce, n, k) and zz.shape == (ce, n) and bool(np.all(np.isfinite(pz)))
+                    and bool(np.all(np.abs(pz - ex[None]) <= PROBE_EXTREME_ATOL)))
+        if not good:
+            return Verdict(0.0, f"Your sample_z fails on a state where {what}: its probabilities are not "
+                                "P(z_i = k | x_i, parameters) there (NaN, or an error). Work in log space: "
+                                "log pi_k + log N(x_i; mu_k, sigma_k), subtract the maximum over k, then exponentiate "
+                                "and normalise.")
     return None
 
 
@@ -458,7 +559,7 @@ def _with_update(verdict: Verdict, answer, name) -> Verdict:
     """Half of the part for the draws' verdict, half for the update function's own test."""
     if not isinstance(answer, dict):
         raise BadAnswer("expected a dict")
-    u = _update_verdict(answer, name)
+    u = probe_verdict(answer.get("update"), name)
     if u is None:
         return Verdict(0.5 * verdict.fraction + 0.5, verdict.message + f" Your {name} draws from its exact conditional.")
     return Verdict(0.5 * verdict.fraction, f"{verdict.message} {u.message}")
@@ -478,7 +579,7 @@ def check_weights_and_update(answer, context):
 
 @guarded
 def check_assignments_and_update(answer, context):
-    """P(z_i = k | data) for the 30 cups (half), and sample_z on a test state (half)."""
+    """P(z_i = k | data) for the 30 cups (half), and sample_z on test states (half)."""
     return _with_update(check_assignments(answer.get("draws"), context), answer, "sample_z")
 
 

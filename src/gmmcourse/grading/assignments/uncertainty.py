@@ -13,21 +13,20 @@ import math
 
 import numpy as np
 
+from gmmcourse.grading import draws as D
 from gmmcourse.grading import reference as R
-from gmmcourse.grading.checks import (MAX_IAT, MIN_CHAINS, MIN_SAMPLES, ORDER_ADVICE, RHAT_MAX, SUMMARY_Z, Z_MC,
-                                      BadAnswer, as_array, capped_se, close, guarded, mc_compare, not_converged,
-                                      probs_check, sd_ok, summary_arrays)
+from gmmcourse.grading.checks import (EXACT_ATOL, EXACT_RTOL, MAX_IAT, MIN_CHAINS, MIN_SAMPLES, ORDER_ADVICE,
+                                      RHAT_MAX, SUMMARY_Z, Z_MC, BadAnswer, as_array, best_permutation, capped_se,
+                                      close, exact_close, guarded, mc_compare, not_converged, sd_ok)
 from gmmcourse.grading.kernel_side import draws, floats, var
 from gmmcourse.grading.spec import Assignment, Part, Verdict
 
-__all__ = ["ASSIGNMENT", "K", "EM_RTOL", "PLUGIN_RTOL", "HIDE", "reference"]
+__all__ = ["ASSIGNMENT", "K", "EM_RTOL", "HIDE", "reference", "plugin_log_odds"]
 
 K = 2
 EM_RTOL = {"weights": 1e-3, "means": 2e-6, "sds": 2e-3}
 """EM stops at a tolerance: relative agreement with the maximum-likelihood fit per parameter
 (2e-6 of ~500 g is 1e-3 g for the means, far below the posterior-vs-MLE difference)."""
-PLUGIN_RTOL = 1e-2
-"""Plug-in log-odds from the student's own EM fit (within EM_RTOL): relative tolerance."""
 
 HIDE = tuple(f"gmmcourse/{m}.py" for m in ("categorize", "selection", "exact", "importance", "plain"))
 """The notebook gives the reference sampler (gmmcourse.gibbs, which needs data, models, em,
@@ -48,7 +47,10 @@ def reference() -> dict:
     probs = R.f64(categorize, BENTO_WEIGHTS, w, m, s)
     lj = R.f64(log_joint_by_component, BENTO_WEIGHTS, w, m, s)  # (K, N)
     lj425 = R.f64(log_joint_by_component, [425.0], w, m, s)
+    from gmmcourse.gibbs import draw_assignment_probs
+
     post = R.posterior("bento")
+    p = draw_assignment_probs(BENTO_WEIGHTS, post)
     return {
         "k": K,
         "em": [w.tolist(), m.tolist(), s.tolist()],
@@ -56,8 +58,20 @@ def reference() -> dict:
         "log_odds_425": float(lj425[1, 0] - lj425[0, 0]),
         "most_ambiguous": int(np.argmin(np.abs(lj[1] - lj[0]))),
         "posterior": R.posterior_summary(post),
-        "assignment_probs": np.asarray(post.assignment_probs, float).tolist(),
+        "x": np.asarray(BENTO_WEIGHTS, float).tolist(),
+        "assignment_probs": p.mean(axis=(0, 1)).tolist(),
+        "assignment_se": D.probs_se(p).tolist(),
     }
+
+
+def plugin_log_odds(v: float, weights, means, sds) -> float:
+    """log P(z = 1 | v) - log P(z = 0 | v) under the parameters (heavier versus lighter)."""
+    from scipy.stats import norm
+
+    w, m, s = (np.asarray(a, dtype=np.float64) for a in (weights, means, sds))
+    order = np.argsort(m)
+    lj = np.log(w[order]) + norm.logpdf(v, m[order], s[order])
+    return float(lj[1] - lj[0])
 
 
 # ----------------------------------------------------------------------------- exports (in the kernel)
@@ -78,8 +92,21 @@ def export_means(student, inputs):
             "reported_sd": floats(var(student, "bento_means_sd"))}
 
 
+def export_probs(student, inputs):
+    d = var(student, "bento_draws")
+    out = {"probs": floats(var(student, "bento_assignment_probs"))}
+    out.update({k: draws(d[k]) for k in ("weights", "means", "sds")})
+    return out
+
+
 def export_ambiguity(student, inputs):
-    return {"log_odds_425": var(student, "log_odds_425"), "most_ambiguous": var(student, "most_ambiguous")}
+    out = {"log_odds_425": var(student, "log_odds_425"), "most_ambiguous": var(student, "most_ambiguous")}
+    try:
+        fit = var(student, "bento_em")
+        out["em"] = {k: floats(fit[k]) for k in ("weights", "means", "sds")}
+    except Exception:
+        out["em"] = None
+    return out
 
 
 # ----------------------------------------------------------------------------- checks (trusted)
@@ -120,65 +147,114 @@ def check_labels(answer, context):
     return Verdict(0.0, "The hard assignment does not match the point estimate's most likely components.")
 
 
+def _too_few(d: D.Draws) -> Verdict | None:
+    if d.chains < MIN_CHAINS or d.samples < MIN_SAMPLES:
+        return Verdict(0.0, f"Too few draws in bento_draws ({d.chains} chains x {d.samples} samples); at least "
+                            f"{MIN_CHAINS} x {MIN_SAMPLES} are required (this part uses your draws).")
+    return None
+
+
 @guarded
 def check_posterior_probs(answer, context):
-    """P(z_i = k | data) for the 20 bentos (component 0 = lighter, as the notebook states)."""
-    return probs_check(answer, np.asarray(context["assignment_probs"]), "bento_assignment_probs", any_order=False)
+    """P(z_i = k | data) for the 20 bentos (component 0 = lighter, as the notebook states), within
+    the Monte Carlo error of the student's draws and of the reference."""
+    if not isinstance(answer, dict):
+        raise BadAnswer("expected a dict")
+    ref = np.asarray(context["assignment_probs"])
+    n, k = ref.shape
+    got = {name: D.decode(answer.get(name), k, f"bento_draws['{name}']") for name in ("weights", "means", "sds")}
+    if len({(g.chains, g.samples) for g in got.values()}) != 1:
+        raise BadAnswer(f"bento_draws arrays must all have shape (chains, samples, {k})")
+    few = _too_few(got["means"])
+    if few is not None:
+        return few
+    probs = as_array(answer.get("probs"), (n, k), name="bento_assignment_probs")
+    if np.any(probs < -D.PROB_ATOL) or np.any(np.abs(probs.sum(axis=1) - 1) > D.PROB_SUM_ATOL):
+        return Verdict(0.0, "Rows of bento_assignment_probs must be probability vectors (non-negative, summing to 1).")
+    tol = D.probs_allowance(context["x"], got["weights"], got["means"], got["sds"], context["assignment_se"],
+                            MAX_IAT, Z_MC)
+    ok = np.all(np.abs(probs - ref) <= tol, axis=1)
+    if not np.all(ok):
+        perm = list(best_permutation(probs, ref))
+        if perm != list(range(k)) and np.all(np.abs(probs[:, perm] - ref) <= tol):
+            return Verdict(0.0, ORDER_ADVICE.format(what="probability columns"))
+    if np.all(ok):
+        return Verdict(1.0, "Assignment probabilities agree with the reference posterior within Monte Carlo error.")
+    if np.mean(ok) >= 0.8:
+        return Verdict(0.5, f"Assignment probabilities are off for {int((~ok).sum())} bento(s).")
+    return Verdict(0.0, "Assignment probabilities do not agree with the posterior.")
 
 
 @guarded
 def check_posterior_means(answer, context):
-    """Posterior mean and posterior sd of the two component means (component 0 = lighter)."""
+    """Posterior mean (half) and posterior sd (half) of the two component means (component 0 =
+    lighter): each reported number must be that statistic of ALL the draws, and the draws' must
+    agree with the reference."""
     k = context["k"]
     if not isinstance(answer, dict):
         raise BadAnswer("expected a dict")
-    mean, sd, se, chains, samples, step, rhat = summary_arrays(answer.get("means"), k, "means")
-    if chains < MIN_CHAINS or samples < MIN_SAMPLES:
-        return Verdict(0.0, f"Too few draws ({chains} chains x {samples} samples); at least "
-                            f"{MIN_CHAINS} x {MIN_SAMPLES} are required.")
+    d = D.decode(answer.get("means"), k, "bento_draws['means']")
+    few = _too_few(d)
+    if few is not None:
+        return few
     rep_mean = as_array(answer.get("reported_mean"), (k,), name="bento_means_mean")
     rep_sd = as_array(answer.get("reported_sd"), (k,), name="bento_means_sd")
     ref = context["posterior"]["means"]
     rmean, rsd, rse = (np.asarray(ref[key]) for key in ("mean", "sd", "se"))
-    n_draws = chains * samples
+    mean, sd = d.mean, d.sd
     if not np.all(np.diff(mean) > 0) and np.all(np.diff(mean[::-1]) > 0):
         return Verdict(0.0, ORDER_ADVICE.format(what="draws"))
-    bad = not_converged(rhat, "component means")
+    bad = not_converged(np.maximum(d.rhat, d.rhat_raw), "component means")
     if bad is not None:
         return bad
-    # reported = statistics of the draws, within SUMMARY_Z Monte Carlo standard errors
-    z_rep = Z_MC if step > 1 else SUMMARY_Z
-    mc_mean = rsd / math.sqrt(n_draws)
-    mc_sd = rsd * math.sqrt(MAX_IAT / (2 * n_draws)) if step > 1 else rsd / math.sqrt(2 * n_draws)
-    if not (np.all(np.abs(rep_mean - mean) <= z_rep * mc_mean + 1e-6 * np.abs(mean))
-            and np.all(np.abs(rep_sd - sd) <= z_rep * mc_sd + 1e-6 * sd)):
-        return Verdict(0.0, "The reported posterior mean/sd are not those of your draws (compute them from "
-                            "bento_draws['means'], not from another estimate).")
-    ok_mean = mc_compare(mean, capped_se(se, rsd, chains, samples), rmean, rse, 0.0)
-    ok_sd = sd_ok(sd, ref, chains, samples)
-    score = 0.5 * float(np.all(ok_mean)) + 0.5 * float(np.all(ok_sd))
+    # each reported number = that statistic of all the draws, within SUMMARY_Z Monte Carlo
+    # standard errors of a run of this size (and the rounding of the draws' precision)
+    mean_is_draws = np.all(np.abs(rep_mean - mean) <= D.summary_allowance(d, mean, rsd / math.sqrt(d.size), SUMMARY_Z))
+    sd_is_draws = np.all(np.abs(rep_sd - sd) <= D.summary_allowance(d, sd, rsd / math.sqrt(2 * d.size), SUMMARY_Z))
+    ok_mean = np.all(mc_compare(mean, capped_se(d.se, rsd, d.chains, d.samples), rmean, rse, 0.0))
+    ok_sd = np.all(sd_ok(sd, ref, d.chains, d.samples))
+    msgs = []
+    if not mean_is_draws:
+        msgs.append("bento_means_mean is not the mean of your draws bento_draws['means'] over all chains and samples "
+                    "(compute it from the draws, not from another estimate such as EM)")
+    elif not ok_mean:
+        msgs.append("the mean of your draws of the component means differs from the reference posterior mean")
+    if not sd_is_draws:
+        msgs.append("bento_means_sd is not the standard deviation of your draws bento_draws['means'] (a standard "
+                    "deviation, not a variance, over all chains and samples)")
+    elif not ok_sd:
+        msgs.append("the standard deviation of your draws of the component means differs from the reference "
+                    "posterior sd")
+    score = 0.5 * float(mean_is_draws and ok_mean) + 0.5 * float(sd_is_draws and ok_sd)
     if score == 1.0:
         return Verdict(1.0, "Posterior mean and uncertainty of the component means agree with the reference.")
-    if score == 0.5:
-        which = "posterior sds" if np.all(ok_mean) else "posterior means"
-        return Verdict(0.5, f"The {which} of the component means differ from the reference.")
-    return Verdict(0.0, "Posterior mean and sd of the component means differ from the reference.")
+    return Verdict(score, "; ".join(msgs) + ".")
 
 
 @guarded
 def check_ambiguity(answer, context):
-    """Plug-in log-odds at 425 g and the most ambiguous of the 20 bentos under the EM fit."""
+    """Plug-in log-odds at 425 g under the student's own EM fit (a wrong fit is charged once, in
+    bento_em_fit), and the most ambiguous of the 20 bentos under the EM fit."""
     if not isinstance(answer, dict):
         raise BadAnswer("expected a dict")
     lo = float(as_array(answer.get("log_odds_425"), (), name="log_odds_425"))
     idx = int(as_array(answer.get("most_ambiguous"), (), name="most_ambiguous", integer=True))
-    ref_lo = context["log_odds_425"]
-    ok_lo = abs(lo - ref_lo) <= PLUGIN_RTOL * max(1.0, abs(ref_lo))
+    targets = [context["log_odds_425"]]  # under the maximum-likelihood fit, or under the student's own
+    em = answer.get("em")
+    if isinstance(em, dict):
+        try:
+            fit = [as_array(em.get(n), (context["k"],), name=n) for n in ("weights", "means", "sds")]
+            if np.all(fit[0] > 0) and np.all(fit[2] > 0):
+                targets.append(plugin_log_odds(425.0, *fit))
+        except BadAnswer:
+            pass
+    ok_lo = any(np.isfinite(t) and exact_close(lo, t) for t in targets)
     ok_idx = idx == context["most_ambiguous"]
     score = 0.5 * ok_lo + 0.5 * ok_idx
     msgs = []
     if not ok_lo:
-        msgs.append("log_odds_425 is not the plug-in log-odds (heavier vs lighter component) at 425 g")
+        msgs.append("log_odds_425 is not the plug-in log-odds (heavier vs lighter component) at 425 g under your "
+                    "bento_em")
     if not ok_idx:
         msgs.append("most_ambiguous is not the index of the least certain bento under the EM fit")
     return Verdict(score, "Correct." if score == 1.0 else "; ".join(msgs) + ".")
@@ -193,8 +269,7 @@ ASSIGNMENT = Assignment(
         Part("bento_em_fit", 2.0, export_em, check_em, "EM point estimate of the bento mixture"),
         Part("bento_point_labels", 1.0, functools.partial(export_value, name="bento_point_labels"),
              check_labels, "hard assignment from the point estimate"),
-        Part("bento_posterior_probs", 2.0, functools.partial(export_value, name="bento_assignment_probs"),
-             check_posterior_probs, "posterior assignment probabilities"),
+        Part("bento_posterior_probs", 2.0, export_probs, check_posterior_probs, "posterior assignment probabilities"),
         Part("bento_posterior_means", 2.0, export_means, check_posterior_means,
              "posterior mean and sd of the component means"),
         Part("bento_ambiguity", 2.0, export_ambiguity, check_ambiguity,
@@ -202,7 +277,7 @@ ASSIGNMENT = Assignment(
     ),
     reference=reference,
     inputs=dict,
-    sandbox_offers=("numpy", "scipy", "jax", "genjax") + tuple(f"gmmcourse.{m}" for m in ("gibbs", "models", "data", "em", "gamma", "precision", "shapes", "validation", "programs")),  # the allow-list: what the reference sampler needs
+    sandbox_offers=("numpy", "scipy", "jax", "genjax", "flatbuffers") + tuple(f"gmmcourse.{m}" for m in ("gibbs", "models", "data", "em", "gamma", "precision", "shapes", "validation", "programs")),  # the allow-list: what the reference sampler needs (flatbuffers: its exported programs)
     packages="`numpy`, `scipy` and the parts of `gmmcourse` that the reference sampler needs "
              "(`gmmcourse.gibbs`, `gmmcourse.models`, `gmmcourse.data`); `gmmcourse.categorize` is not "
              "available, and EM is yours to write (do not call `gmmcourse.em`)",
