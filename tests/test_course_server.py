@@ -52,6 +52,10 @@ COURSE_CMD = REPO / "server" / "course"
 CHP = REPO / "node_modules" / ".bin" / "configurable-http-proxy"
 COURSE_ID = "gmm-course"
 ASSIGNMENT = "categorization"
+# per-user caps of the test's servers (server/gmm_server/limits.py): honest work stays far
+# below them, the hostile student's offenders far above
+CAPS = {"GMM_USER_MEMORY_MIB": 1024, "GMM_USER_DISK_MIB": 256, "GMM_USER_TMP_MIB": 64, "GMM_USER_SHM_MIB": 32,
+        "GMM_USER_PIDS": 256}
 
 pytestmark = [
     pytest.mark.skipif(sys.platform != "linux" or os.geteuid() != 0, reason="the course server runs as root (it creates users)"),
@@ -213,8 +217,12 @@ class Course:
         return self.root / "course"
 
     @property
-    def inbound(self) -> Path:
+    def inbound(self) -> Path:  # the shared one (what a student's server shows is their own)
         return self.root / "exchange" / COURSE_ID / "inbound"
+
+    def inbound_of(self, who: str) -> Path:
+        """Where student ``who``'s Submit writes, on the host: their disk image (userfs.py)."""
+        return self.root / "users" / self.names[who] / "inbound"
 
     def cli(self, *args, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
         r = subprocess.run([str(COURSE_CMD), *map(str, args)], env=self.env, capture_output=True, text=True,
@@ -269,6 +277,19 @@ def _is(pid: int, names) -> bool:
     return any(n in cmd for n in names)
 
 
+def _user_cgroups(name: str) -> list[Path]:
+    """The cgroups the spawner made for ``name`` (limits.UserCGroup), on v1 or v2."""
+    proc = Path("/proc/self/cgroup").read_text()
+    out = []
+    for line in proc.splitlines():
+        _, ctrls, path = line.split(":", 2)
+        top = Path("/sys/fs/cgroup") / (ctrls if ctrls and "=" not in ctrls else "")
+        d = top / path.lstrip("/") / f"gmm-server-{name}"
+        if d.is_dir():
+            out.append(d)
+    return out
+
+
 def _pidfile(p: Path) -> int | None:
     try:
         return int(p.read_text().strip())
@@ -289,7 +310,8 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("course-server") / "state"
     port, hub_port, proxy_port = _free_ports(3)
     env = dict(os.environ, GMM_SERVER_ROOT=str(root), GMM_INSTRUCTORS_GROUP=group, GMM_SERVER_IP="127.0.0.1",
-               GMM_SERVER_PORT=str(port), GMM_HUB_API_PORT=str(hub_port), GMM_PROXY_API_PORT=str(proxy_port))
+               GMM_SERVER_PORT=str(port), GMM_HUB_API_PORT=str(hub_port), GMM_PROXY_API_PORT=str(proxy_port),
+               **{k: str(v) for k, v in CAPS.items()})
     c = Course(root=root, env=env, url=f"http://127.0.0.1:{port}", names=names, passwords={})
     uids: set[int] = set()
     hub_pids: list = []
@@ -331,6 +353,10 @@ def server(tmp_path_factory):
                 break
             time.sleep(0.5)
         for n in names.values():
+            subprocess.run(["umount", "-l", str(root / "users" / n)], capture_output=True)
+            for d in _user_cgroups(n):
+                with contextlib.suppress(OSError):
+                    d.rmdir()
             subprocess.run(["userdel", "--remove", "--force", n], capture_output=True)
         subprocess.run(["groupdel", group], capture_output=True)
         left = _uids(names.values())
@@ -458,6 +484,8 @@ def test_nbgrader_in_kernel_grading_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_student_isolation(server):
+    with pytest.raises(PermissionError):  # the hub's login form refuses a wrong password
+        HubUser(server.url, server.names["a"], server.passwords["a"] + "x")
     a, b = server.servers("a", "b")
     na, nb_ = server.names["a"], server.names["b"]
     # the Assignments tab lists the release; A fetches and submits it (unchanged)
@@ -465,7 +493,7 @@ def test_student_isolation(server):
     a.assignments("fetch")
     a.user("PUT", "/api/contents/private.txt", json={"type": "file", "format": "text", "content": "A's notes"}).raise_for_status()
     assert _submitted(a.assignments("submit"))
-    (sub_a,) = glob.glob(str(server.inbound / f"{glob.escape(na)}+{ASSIGNMENT}+*"))
+    (sub_a,) = glob.glob(str(server.inbound_of("a") / f"{glob.escape(na)}+{ASSIGNMENT}+*"))
     repo = REPO
     targets = {
         "A home": f"/home/{na}",
@@ -491,7 +519,8 @@ def test_student_isolation(server):
         "release": str(server.root / "exchange" / COURSE_ID / "outbound" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"),
         "course package": str(repo / "src" / "gmmcourse" / "__init__.py"),
     }
-    forged = server.inbound / f"{na}+{ASSIGNMENT}+2099-01-01 00:00:00.000000 UTC+forged"
+    forged_name = f"{na}+{ASSIGNMENT}+2099-01-01 00:00:00.000000 UTC+forged"
+    forged = server.inbound / forged_name  # as B's server shows its inbound
     probe = f"""
 import json, os, shutil
 def can_read(p):
@@ -524,11 +553,156 @@ print(json.dumps(res))
     assert b.api("GET", f"/hub/api/users/{na}").status_code in (403, 404)
     assert b.user("GET", "/formgrader/api/assignments").status_code == 404
     # the planted submission is ignored by collect; A's own is collected
+    forged = server.inbound_of("b") / forged_name  # where it is on the host
     assert res["forged"] is True and forged.is_dir()
     server.cli("collect", ASSIGNMENT)
     ts = (server.course / "submitted" / na / ASSIGNMENT / "timestamp.txt").read_text()
     assert not ts.startswith("2099"), "a submission planted in A's name was collected"
     assert pwd.getpwuid(forged.stat().st_uid).pw_name == nb_
+
+
+@pytest.mark.slow
+def test_hostile_student(server):
+    """Student B's own kernel, on B's real server, tries what a hostile student would:
+
+    * the host's network: the hub's public port, the proxy's API, a socket of root's on the
+      host's loopback, the host's socket table (its own network namespace: none of them);
+    * the host's files beyond the allow-list (/var/backups, /sys/fs/cgroup, other work folders);
+    * collect as root: a submission of links (A's submission, the hub's cookie secret and
+      database, /dev/zero), a time of 2030, folders with bad names: none of it is copied, the
+      time recorded is the real one, the class is collected and each problem is reported;
+    * the caps: 1.5 GiB of memory, more than the caps of /tmp, /dev/shm and the disk (home and
+      submissions), writing the exchange's root, 400 threads: each stopped.
+
+    Also from B's server: a terminal runs a shell as B; the instructor's Formgrader may be
+    framed by JupyterLab (same origin)."""
+    a, b, ins = server.servers("a", "b", "i")
+    na, nb_ = a.name, b.name
+    if not list(server.inbound_of("a").glob(f"{na}+{ASSIGNMENT}+*")):
+        a.assignments("fetch")
+        assert _submitted(a.assignments("submit"))
+    (sub_a,) = sorted(server.inbound_of("a").glob(f"{na}+{ASSIGNMENT}+*"))[-1:]
+    root_sock = socket.socket()
+    root_sock.bind(("127.0.0.1", 0))
+    root_sock.listen(1)
+    st_port = int(server.url.rsplit(":", 1)[1])
+    ports = {"public": st_port, "proxy api": int(server.env["GMM_PROXY_API_PORT"]), "root": root_sock.getsockname()[1]}
+    # beyond the allow-list: the host's state, other work folders beside the repository, root's files
+    others = [str(p) for p in sorted(REPO.parent.iterdir()) if p != REPO][:4]
+    others += [str(p) for p in sorted(Path("/root").iterdir()) if p.name != ".pyenv"][:4]
+    hidden = ["/var/backups", "/var/log", "/sys/fs/cgroup", "/etc/shadow", "/srv", *others,
+              str(server.root / "hub"), str(server.root / "users")]
+    release = server.root / "exchange" / COURSE_ID / "outbound" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+    links = {"a.ipynb": f"{sub_a}/{ASSIGNMENT}.ipynb", "cookie": str(server.root / "hub" / "jupyterhub_cookie_secret"),
+             "hubdb": str(server.root / "hub" / "jupyterhub.sqlite"), "zero": "/dev/zero"}
+    probe = f"""
+import json, os, shutil, socket, subprocess, sys, threading, time
+res = {{}}
+def reach(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        return True
+    except OSError:
+        return False
+res["reach"] = {{k: reach(v) for k, v in {ports!r}.items()}}
+res["tcp table"] = open("/proc/net/tcp").read()
+def seen(p):
+    try:
+        return bool(os.listdir(p)) if os.path.isdir(p) else bool(open(p, "rb").read(1) or True)
+    except OSError:
+        return False
+res["seen"] = {{p: seen(p) for p in {hidden!r}}}
+inbound = {str(server.inbound)!r}
+def sub(name):
+    d = os.path.join(inbound, name)
+    os.makedirs(d)
+    return d
+d = sub("{nb_}+{ASSIGNMENT}+2030-01-01 00:00:00.000000 UTC+links")
+shutil.copy({str(release)!r}, os.path.join(d, "{ASSIGNMENT}.ipynb"))
+open(os.path.join(d, "timestamp.txt"), "w").write("2030-01-01 00:00:00.000000 UTC")
+for k, v in {links!r}.items():
+    os.symlink(v, os.path.join(d, k))
+sub("{nb_}+{ASSIGNMENT}+garbage")
+os.symlink("/", os.path.join(inbound, "{nb_}+{ASSIGNMENT}+2030-01-01 00:00:00.000000 UTC+root"))
+def fill(p, mib):
+    try:
+        with open(p, "wb") as f:
+            for _ in range(mib):
+                f.write(b"x" * (1 << 20))
+                f.flush()
+        return True
+    except OSError:
+        return False
+    finally:
+        try:
+            os.remove(p)
+        except OSError:
+            pass
+res["fill"] = {{"tmp": fill("/tmp/big", {2 * CAPS["GMM_USER_TMP_MIB"]}), "shm": fill("/dev/shm/big", {2 * CAPS["GMM_USER_SHM_MIB"]}),
+               "home": fill(os.path.expanduser("~/big"), {2 * CAPS["GMM_USER_DISK_MIB"]}),
+               "inbound": fill(os.path.join(d, "big"), {2 * CAPS["GMM_USER_DISK_MIB"]}),
+               "exchange root": fill({str(server.root / "exchange" / "big")!r}, 1), "home 1 MiB": fill(os.path.expanduser("~/small"), 1)}}
+mem = subprocess.run([sys.executable, "-c", "b = bytearray(1536 << 20); b[::4096] = b'x' * len(b[::4096]); print('alive')"],
+                     capture_output=True, text=True)
+res["memory 1.5 GiB"] = "alive" in mem.stdout
+small = subprocess.run([sys.executable, "-c", "b = bytearray(64 << 20); b[::4096] = b'x' * len(b[::4096]); print('alive')"],
+                       capture_output=True, text=True)
+res["memory 64 MiB"] = "alive" in small.stdout
+stop, n = threading.Event(), 0
+threads = []
+try:
+    for _ in range(400):
+        t = threading.Thread(target=stop.wait)
+        t.start()
+        threads.append(t)
+except RuntimeError:
+    pass
+res["threads"] = len(threads)
+stop.set()
+print(json.dumps(res))
+"""
+    try:
+        res = json.loads(b.run_python(probe, timeout=300).strip().splitlines()[-1])
+    finally:
+        root_sock.close()
+    assert not any(res["reach"].values()), res["reach"]
+    listening = {int(line.split()[1].split(":")[1], 16) for line in res["tcp table"].splitlines()[1:]}
+    assert not listening & set(ports.values()), "the host's sockets are listed in the student's /proc/net/tcp"
+    assert not any(res["seen"].values()), res["seen"]
+    fill = res["fill"]
+    assert fill["home 1 MiB"] and not any(v for k, v in fill.items() if k != "home 1 MiB"), fill
+    assert res["memory 64 MiB"] and not res["memory 1.5 GiB"], res
+    assert 50 < res["threads"] < 400, res["threads"]
+    # collect as root
+    t0 = time.time()
+    r = server.cli("collect", ASSIGNMENT)
+    assert "Traceback" not in r.stderr, r.stderr
+    for what in ("a.ipynb: skipped", "cookie: skipped", "hubdb: skipped", "zero: skipped", "not a submission name",
+                 "not a folder"):
+        assert what in r.stderr, (what, r.stderr)
+    got_b = server.course / "submitted" / nb_ / ASSIGNMENT
+    assert sorted(p.name for p in got_b.iterdir()) == [f"{ASSIGNMENT}.ipynb", "timestamp.txt"], r.stderr
+    ts = (got_b / "timestamp.txt").read_text()
+    assert not ts.startswith("2030") and ts < time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t0 + 1)), ts
+    secret = (server.root / "hub" / "jupyterhub_cookie_secret").read_bytes()
+    assert all(secret not in p.read_bytes() for p in (server.course / "submitted").rglob("*") if p.is_file())
+    assert (server.course / "submitted" / na / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").is_file()
+    # a terminal runs a shell as B (the account's own shell is nologin)
+    term = b.user("POST", "/api/terminals").json()["name"]
+    ws = websocket.create_connection(server.url.replace("http://", "ws://") + f"/user/{nb_}/terminals/websocket/{term}",
+                                     header=[f"Authorization: token {b.token}"], timeout=60)
+    try:
+        ws.send(json.dumps(["stdin", "id -u > term-uid.txt\r"]))
+        got = _wait(lambda: b.user("GET", "/api/contents/term-uid.txt").ok, "the terminal's command", timeout=60)
+        assert got
+        text = b.user("GET", "/api/contents/term-uid.txt").json()["content"].strip()
+        assert text == str(pwd.getpwnam(nb_).pw_uid), text
+    finally:
+        ws.close()
+        b.user("DELETE", f"/api/terminals/{term}")
+    # the instructor's Formgrader may be framed by JupyterLab (its own origin)
+    csp = ins.user("GET", "/formgrader").headers.get("Content-Security-Policy", "")
+    assert "frame-ancestors 'self'" in csp, csp
 
 
 @pytest.mark.slow
@@ -543,11 +717,16 @@ def test_assignment_cycle(server):
     a.assignments("fetch")
     _work(a, correct)
     assert _submitted(a.assignments("submit"))
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: the browser part of the cycle needs Chromium (make test installs it)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("playwright is missing: the browser part of the cycle needs it (the dev extra of pyproject.toml)")
     stack = contextlib.ExitStack()
     lab = None
     try:
-        if CHROMIUM.exists():
-            sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+        if True:
             p = stack.enter_context(sync_playwright())
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
             stack.callback(browser.close)
@@ -558,11 +737,6 @@ def test_assignment_cycle(server):
             lab.click("fetched", "Submit")
             _wait(lambda: _submitted(b.assignments()), "submit in the browser")
             lab.screenshot("submitted")
-        else:
-            print(f"{CHROMIUM} missing: student B uses the REST API too")
-            b.assignments("fetch")
-            _work(b, wrong)
-            assert _submitted(b.assignments("submit"))
         t_submit = time.monotonic() - t0
         _grade_and_return(server, a, b, ins, lab, t0, t_submit)
     finally:
@@ -631,3 +805,20 @@ def _grade_and_return(server, a, b, ins, lab, t0, t_submit):
     assert shown(seen[nb_]) == (want_b, auto), seen[nb_]
     assert "weights" in seen[nb_], seen[nb_]  # the advice names the mistake
     print(f"submitted after {t_submit:.0f} s, grading 2 notebooks {t_grade:.0f} s, cycle {time.monotonic() - t0:.0f} s")
+
+
+@pytest.mark.slow
+def test_make_server_stop(server):
+    """``make server-stop`` stops the hub, the proxy and every user's server (kernels, relays):
+    no process of the test's users is left and the public port is closed. (Runs last.)"""
+    hub_dir = server.root / "hub"
+    pids = [_pidfile(hub_dir / "jupyterhub.pid"), _pidfile(hub_dir / "jupyterhub-proxy.pid")]
+    assert all(pids), pids
+    uids = _uids(server.names.values())
+    assert _our_pids(server.root, uids)  # the users' servers run
+    r = subprocess.run(["make", "-s", "server-stop"], cwd=REPO, env=server.env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    _wait(lambda: not any(p and _is(p, (b"jupyterhub", b"configurable-http-proxy")) for p in pids)
+          and not _our_pids(server.root, uids), "everything stopped", timeout=60)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])), timeout=5).close()

@@ -85,6 +85,9 @@ def _nbgrader_configs(st: settings.Settings) -> None:
         f"c.Exchange.root = {str(st.exchange)!r}\n"
         "c.Exchange.path_includes_course = False\n"
         'c.ExchangeFactory.submit = "gmm_server.exchange.ExchangeSubmit"\n'
+        'c.ExchangeFactory.list = "gmm_server.exchange.ExchangeList"\n'
+        'c.ExchangeFactory.fetch_assignment = "gmm_server.exchange.ExchangeFetchAssignment"\n'
+        'c.ExchangeFactory.fetch_feedback = "gmm_server.exchange.ExchangeFetchFeedback"\n'
     )
     student = st.config / "student"
     _write(student / "nbgrader_config.py", common)

@@ -23,6 +23,9 @@ import os
 import stat
 
 from nbgrader.exchange.default.collect import ExchangeCollect as _Collect
+from nbgrader.exchange.default.fetch_assignment import ExchangeFetchAssignment as _FetchAssignment
+from nbgrader.exchange.default.fetch_feedback import ExchangeFetchFeedback as _FetchFeedback
+from nbgrader.exchange.default.list import ExchangeList as _List
 from nbgrader.exchange.default.release_assignment import ExchangeReleaseAssignment as _Release
 from nbgrader.exchange.default.release_feedback import ExchangeReleaseFeedback as _ReleaseFeedback
 from nbgrader.exchange.default.submit import ExchangeSubmit as _Submit
@@ -44,7 +47,28 @@ class ExchangeReleaseAssignment(_Release):
     ensure_root = _ensure_root
 
 
+def _root_readable(self):
+    """A student's server shows the exchange read-only (only their own inbound is writable):
+    the root must exist and be enterable, not writable (nbgrader's own check)."""
+    if not os.path.isdir(self.root) or not os.access(self.root, os.R_OK | os.X_OK):
+        self.fail(f"the exchange {self.root} is missing (ask the server's administrator)")
+
+
+class ExchangeList(_List):
+    ensure_root = _root_readable
+
+
+class ExchangeFetchAssignment(_FetchAssignment):
+    ensure_root = _root_readable
+
+
+class ExchangeFetchFeedback(_FetchFeedback):
+    ensure_root = _root_readable
+
+
 class ExchangeSubmit(_Submit):
+    ensure_root = _root_readable
+
     def copy_files(self):
         super().copy_files()
         dest = os.path.join(self.inbound_path, self.assignment_filename)
