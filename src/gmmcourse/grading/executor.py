@@ -35,6 +35,7 @@ import asyncio
 import json
 import math
 import os
+import queue
 import secrets
 import signal
 import subprocess
@@ -45,25 +46,31 @@ from typing import Any
 
 import nbformat
 import zmq
-import zmq.asyncio
 from jupyter_client.manager import AsyncKernelManager
+from traitlets import DottedObjectName
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
+from . import channels, protocol
+from .protocol import EXPORT_MIME
 from .sandbox import CGroup, Limits, SandboxConfig, cleanup_stale_scratch, kernel_command, make_scratch, wipe_dir
 from .spec import sanitize
 
 __all__ = ["run_submission", "EXPORT_MIME", "KernelStartError", "sanitize"]
 
-EXPORT_MIME = "application/x-gmm-export"
 SETUP_TAG = "gmmcourse-setup"
 
 
 class _SandboxKernelManager(AsyncKernelManager):
-    """Starts the ipykernel inside bubblewrap; ZeroMQ over Unix sockets in the scratch dir."""
+    """Starts the ipykernel inside bubblewrap; ZeroMQ over Unix sockets in the scratch dir,
+    every socket bounded (`gmmcourse.grading.channels`), the manager's own included."""
+
+    client_class = DottedObjectName("gmmcourse.grading.channels.GuardedKernelClient")
 
     def __init__(self, *, sandbox_argv, max_message_bytes, **kw):
-        super().__init__(**kw)
+        own = channels.context(max_message_bytes)
+        super().__init__(context=own, **kw)
+        self._own_ctx = own
         self._sandbox_argv = sandbox_argv
         self._max_message_bytes = max_message_bytes
         self._client_ctx = None
@@ -72,20 +79,17 @@ class _SandboxKernelManager(AsyncKernelManager):
         return list(self._sandbox_argv)
 
     def client(self, **kwargs):  # noqa: D102
-        ctx = zmq.asyncio.Context()
-        ctx.setsockopt(zmq.MAXMSGSIZE, self._max_message_bytes)
-        ctx.setsockopt(zmq.LINGER, 0)
-        self._client_ctx = ctx
-        kwargs["context"] = ctx
+        self._client_ctx = kwargs["context"] = channels.context(self._max_message_bytes)
         return super().client(**kwargs)
 
     def close_client_context(self):
-        if self._client_ctx is not None:
+        for ctx in (self._client_ctx, self._own_ctx):
             try:
-                self._client_ctx.destroy(linger=0)
+                if ctx is not None:
+                    ctx.destroy(linger=0)
             except Exception:  # pragma: no cover
                 pass
-            self._client_ctx = None
+        self._client_ctx = self._own_ctx = None
 
 
 def _msg_size(msg: dict) -> int:
@@ -162,58 +166,6 @@ class _Client(NotebookClient):
         return None
 
 
-_QUIESCE = """def _gmm_quiesce():
-    import sys as _s, threading as _t
-    from IPython import get_ipython as _g
-    _ip = _g()
-    if _ip is not None:
-        for _cbs in list(_ip.events.callbacks.values()):
-            del _cbs[:]
-        del _ip.input_transformers_post[:]
-        del _ip.ast_transformers[:]
-    _s.settrace(None)
-    _s.setprofile(None)
-    _t.settrace(None)
-    _t.setprofile(None)
-_gmm_quiesce()
-del _gmm_quiesce
-"""
-
-
-def _export_code(src: str, inputs_json: str, nonce: str) -> str:
-    """The export request: runs `src` in a fresh namespace (student globals that shadow a
-    builtin are left out; real builtins), publishes ``nonce:OK:<json>`` or ``nonce:ERR:<msg>``."""
-    fn = f"_gmm_export_{nonce}"
-    return f"""def {fn}(_src, _inputs):
-    import builtins as _b
-    import json as _j
-    import sys as _sys
-    from IPython.display import publish_display_data as _pub
-    def _default(o):
-        if _b.hasattr(o, "tolist"):
-            return o.tolist()
-        raise _b.TypeError("not JSON serialisable")
-    try:
-        _user = _sys._getframe(0).f_globals
-        _ns = {{}}
-        for _k, _v in _b.list(_user.items()):
-            if _b.type(_k) is _b.str and _k not in _b.__dict__ and _k not in ("answer", "inputs") \
-                    and not _k.startswith(("_gx_", "_gmm_")):
-                _ns[_k] = _v
-        _ns["__builtins__"] = _b
-        _ns["inputs"] = _j.loads(_inputs)
-        _b.exec(_b.compile(_src, "<export>", "exec"), _ns)
-        if "answer" not in _ns:
-            raise _b.NameError("no answer was produced")
-        _out = "OK:" + _j.dumps(_ns["answer"], allow_nan=False, default=_default)
-    except _b.BaseException as _e:
-        _out = "ERR:" + _b.type(_e).__name__ + ": " + _b.str(_e)[:200]
-    _pub({{"{EXPORT_MIME}": "{nonce}:" + _out}}, metadata={{}})
-{fn}({src!r}, {inputs_json!r})
-del {fn}
-"""
-
-
 class KernelStartError(RuntimeError):
     """The sandboxed kernel could not be started: an infrastructure failure (retried), never
     the student's fault (no student code has run in a fresh kernel)."""
@@ -230,6 +182,7 @@ class _Session:
         self.output_budget = limits.output_bytes
         self.truncated = False
         self.dropped_messages = 0
+        self.watch: channels.Watch | None = None
 
     def _wipe_scratch(self) -> None:
         """Empty the scratch directory (a dead kernel's sockets and files; a full scratch
@@ -280,6 +233,7 @@ class _Session:
             )
             await client.async_start_new_kernel_client()
             self._watch_iopub()
+            self.watch = channels.Watch(client.kc)
         except BaseException as e:
             await self.stop()
             if isinstance(e, (asyncio.CancelledError, KeyboardInterrupt)):
@@ -321,6 +275,12 @@ class _Session:
         await asyncio.sleep(0.3)  # let the new subscription reach the kernel
 
     async def stop(self) -> None:
+        """Stop the kernel: every process of the submission is killed first (at once, also on
+        Ctrl-C), then the channels and the manager are closed."""
+        self.cgroup.kill_all()
+        if self.watch is not None:
+            self.watch.close()
+            self.watch = None
         if self.client is not None:
             self.output_budget = self.client.output_budget
             self.truncated = self.client.truncated
@@ -370,18 +330,40 @@ class _Session:
         probe = nbformat.v4.new_code_cell("pass")
         return await self.run_extra(probe, 5.0, mode="replay") is None
 
+    async def _unless_dropped(self, coro) -> tuple[bool, asyncio.Future]:
+        """Run `coro` until it ends or a watched channel's connection drops (then it is
+        cancelled: its reply can never come). Returns (dropped, the finished task)."""
+        assert self.watch is not None
+        job = asyncio.ensure_future(coro)
+        cut = asyncio.ensure_future(self.watch.wait())
+        try:
+            await asyncio.wait({job, cut}, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # also when this task is cancelled (Ctrl-C): nothing is left running
+            job.cancel()
+            cut.cancel()
+            await asyncio.gather(job, cut, return_exceptions=True)
+        dropped = await self.watch.dropped()
+        return bool(dropped) or (not cut.cancelled() and cut.exception() is None), job
+
+    def _dropped_kind(self) -> str:
+        """A dropped connection: the kernel died, or it sent an oversized message (or closed
+        its sockets) while alive."""
+        return "oversized" if self._kernel_pids() else "died"
+
     async def run(self, cell, index: int, timeout: float) -> str | None:
-        """Execute one cell; returns None, ``"timeout"``, ``"died"`` or ``"garbled"``."""
+        """Execute one cell; returns None, ``"timeout"``, ``"died"``, ``"oversized"`` or
+        ``"garbled"``."""
         assert self.client is not None
         self.client.timeout = max(1, math.ceil(timeout))  # nbclient wants whole seconds
+        dropped, job = await self._unless_dropped(self.client.async_execute_cell(cell, index))
+        if dropped:
+            return self._dropped_kind()
         try:
-            await self.client.async_execute_cell(cell, index)
+            job.result()
         except CellTimeoutError:
             return "timeout"
         except DeadKernelError:
             return "died"
-        except asyncio.CancelledError:
-            raise
         except Exception:  # garbled messages from a tampered kernel, zmq errors, ...
             return "garbled"
         if await self._iopub_dropped():
@@ -394,6 +376,31 @@ class _Session:
                     )
                 )
         return None
+
+    async def _reply(self, msg_id: str, timeout: float) -> dict | None:
+        """The shell reply to `msg_id` (others are skipped), or None after `timeout` s."""
+        kc = self.client.kc
+        until = time.monotonic() + timeout
+        while (room := until - time.monotonic()) > 0:
+            try:
+                msg = await kc.shell_channel.get_msg(timeout=room)
+            except queue.Empty:
+                return None
+            if (msg.get("parent_header") or {}).get("msg_id") == msg_id:
+                return msg
+        return None
+
+    async def quiesce(self, timeout: float) -> bool:
+        """Clear every hook the student's cells installed in the kernel (`protocol`: no input
+        or AST transformer sees the request); True only if the kernel says none is left."""
+        assert self.client is not None
+        nonce = secrets.token_hex(16)
+        msg_id = self.client.kc.execute("", silent=True, store_history=False, allow_stdin=False, stop_on_error=False,
+                                        user_expressions=protocol.quiesce_expressions(nonce))
+        dropped, job = await self._unless_dropped(self._reply(msg_id, timeout))
+        if dropped or job.cancelled() or job.exception() is not None or job.result() is None:
+            return False
+        return protocol.is_quiet(job.result().get("content"), nonce)
 
     async def run_extra(self, cell, timeout: float, mode: str = "replay") -> str | None:
         """Execute a cell that is not part of the notebook (replays, probes, exports)."""
@@ -419,29 +426,17 @@ def _why(kind: str, limits: Limits, cgroup: CGroup, oom_before: int) -> str:
         return f"it exceeded the memory limit ({limits.memory_bytes >> 20} MiB)"
     if kind == "garbled":
         return "the kernel sent invalid messages (was the notebook tampering with Jupyter?)"
+    if kind == "oversized":
+        return (f"it sent the autograder a message over the size limit ({limits.max_message_bytes >> 20} MiB for "
+                "outputs and replies, less on the other channels) or broke its connection to the autograder")
     if cgroup.pids_hit():
         return f"it started too many processes or threads (limit {limits.max_pids})"
     return "the Python kernel died (e.g. os._exit, a crash or the memory limit)"
 
 
 def _read_export(client: _Client, nonce: str, limits: Limits) -> dict:
-    if client.export_count == 0:
-        return {"ok": False, "error": "no answer could be read from the notebook"}
-    if client.export_count > 1:
-        return {"ok": False, "error": "the notebook published more than one answer for this part "
-                                      "(it interfered with the autograder)"}
-    v = client.export_payloads[0]
-    if not isinstance(v, str) or not v.startswith(nonce + ":"):
-        return {"ok": False, "error": "the answer did not come from the autograder's request "
-                                      "(the notebook interfered with the autograder)"}
-    payload = v[len(nonce) + 1:]
-    if len(payload) > limits.export_bytes:
-        return {"ok": False, "error": f"the answer is too large (limit {limits.export_bytes >> 20} MiB)"}
-    if payload.startswith("OK:"):
-        return {"ok": True, "json": payload[3:]}
-    if payload.startswith("ERR:"):
-        return {"ok": False, "error": sanitize(payload[4:])}
-    return {"ok": False, "error": "garbled answer"}
+    """The trusted reading of one export (`protocol.read_export`: fixed failure texts)."""
+    return protocol.read_export(client.export_count, client.export_payloads, nonce, limits.export_bytes)
 
 
 def _cap_notebook(nb, limit: int) -> bool:
@@ -578,6 +573,7 @@ async def _grade(nb, exports, inputs_json, limits, cfg, scratch, cgroup) -> dict
 
         # Exports: trusted code sent now, read back only from its own execution.
         quiet_kernel = 0  # the kernel (by start count) whose hooks were last cleared
+        quiet = False
         for grade_id, src in exports:
             if infra is not None:
                 break
@@ -587,14 +583,17 @@ async def _grade(nb, exports, inputs_json, limits, cfg, scratch, cgroup) -> dict
             if quiet_kernel != sess.n:
                 # Clear hooks the student's cells installed (they would see the export code);
                 # again after a restart, whose replay ran the student's cells once more.
-                await sess.run_extra(nbformat.v4.new_code_cell(_QUIESCE), min(10.0, max(1.0, left(final))))
+                quiet = await sess.quiesce(min(30.0, max(1.0, left(final))))
                 quiet_kernel = sess.n
+            if not quiet:
+                answers[grade_id] = {"ok": False, "error": protocol.NOT_QUIET}
+                continue
             room = min(limits.export_timeout, left(final))
             if room <= 0:
                 answers[grade_id] = {"ok": False, "error": "the submission's time budget was used up before this part"}
                 continue
             nonce = secrets.token_hex(16)
-            cell = nbformat.v4.new_code_cell(_export_code(src, inputs_json, nonce))
+            cell = nbformat.v4.new_code_cell(protocol.export_code(src, inputs_json, nonce))
             oom0 = cgroup.oom_events()
             bad = await sess.run_extra(cell, room, mode="export")
             if bad:

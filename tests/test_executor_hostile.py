@@ -1,0 +1,296 @@
+"""Hostile notebooks against the executor (issue 23 items 1, 5, 6, 9): oversized messages on
+every channel, floods that would grow the grader's memory, hooks the student cannot make
+the autograder's code go through, and hidden inputs that must not come back in feedback.
+
+Each runs real sandboxes (bubblewrap); time limits are far above what an honest notebook
+needs and far below what an offender would take.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import nbformat
+import psutil
+from grading_helpers import HERE, LIMITS, _env, _grade, needs_bwrap, toy
+
+from gmmcourse.grading import channels, protocol
+from gmmcourse.grading.engine import check_part
+from gmmcourse.grading.executor import run_submission
+
+pytestmark = needs_bwrap
+
+HUGE = 17 << 20  # over the 16 MiB cap of the outputs and replies
+
+
+def _run(nb, limits=LIMITS) -> dict:
+    return run_submission(nbformat.writes(nb), [(p.grade_id, p.code) for p in toy.TOY.parts],
+                          json.dumps(toy._inputs()), limits, None)
+
+
+def _score(res) -> float:
+    ref = toy._reference()
+    return sum(check_part(p, res["answers"].get(p.grade_id), ref)[0] for p in toy.TOY.parts)
+
+
+def _then_honest_is_graded() -> None:
+    res = _run(toy.notebook())
+    assert _score(res) == 5.0 and not res["events"], res
+
+
+# --------------------------------------------------------------------------- item 1: oversized messages
+
+
+def test_oversized_shell_reply_ends_the_cell_with_a_reason():
+    """The reply to `raise ValueError('x' * 17 MiB)` is over the cap: before, the worker hung
+    forever in a blocking send; now that cell is stopped with the reason, the kernel restarted
+    and everything else graded, and the next submission in this process too."""
+    res = _run(toy.notebook(extra_before=["raise ValueError('x' * (17 << 20))"]))
+    assert any("over the size limit" in e for e in res["events"]), res["events"]
+    assert res["infra_error"] is None
+    assert _score(res) == 5.0, res["answers"]
+    _then_honest_is_graded()
+
+
+def test_oversized_iopub_output_is_dropped_with_a_reason():
+    big = "from IPython.display import publish_display_data\npublish_display_data({'text/plain': 'x' * (17 << 20)})\n"
+    res = _run(toy.notebook(extra_before=[big]))
+    assert any("too large and was dropped" in e for e in res["events"]), res["events"]
+    assert _score(res) == 5.0, res["answers"]
+    _then_honest_is_graded()
+
+
+def test_oversized_stdin_request_ends_the_cell_with_a_reason():
+    """`input()` with a huge prompt, the kernel's stdin switched back on by the notebook."""
+    ask = "get_ipython().kernel._allow_stdin = True\ninput('x' * (17 << 20))\n"
+    res = _run(toy.notebook(extra_before=[ask]))
+    assert any("over the size limit" in e for e in res["events"]), res["events"]
+    assert _score(res) == 5.0, res["answers"]
+    _then_honest_is_graded()
+
+
+def test_oversized_export_answer_fails_that_part_only():
+    """A part whose export itself sends too much: that part fails, the next one is read."""
+    nb = toy.notebook("def mean(xs):\n    return [0.5] * (3 << 20)\n")
+    res = _run(nb)
+    assert not res["answers"]["test_mean"]["ok"]
+    assert res["answers"]["test_counts"]["ok"], res["answers"]
+
+
+# --------------------------------------------------------------------------- item 5: bounded queues
+
+_FLOOD = textwrap.dedent("""\
+    import time
+    from IPython.display import publish_display_data
+    block = 'x' * (1 << 20)
+    t = time.time()
+    while time.time() - t < 8:
+        publish_display_data({'text/plain': block})
+    k = get_ipython().kernel
+    ident = k._parent_ident['shell']
+    small = 'y' * (60 << 10)
+    t = time.time()
+    while time.time() - t < 4:
+        k.session.send(k.stdin_socket, 'input_request', {'prompt': small, 'password': False}, ident=ident)
+    """)
+
+_RSS_CHILD = textwrap.dedent("""\
+    import json, resource, sys
+    import nbformat, toy
+    from gmmcourse.grading.executor import run_submission
+    from gmmcourse.grading.sandbox import Limits
+    limits = Limits(cell_timeout=60, notebook_timeout=120, export_timeout=20, memory_bytes=1 << 30)
+    def run(nb):
+        return run_submission(nbformat.writes(nb), [(p.grade_id, p.code) for p in toy.TOY.parts],
+                              json.dumps(toy._inputs()), limits, None)
+    run(toy.notebook())  # the process at its working size
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    res = run(toy.notebook(extra_before=[sys.argv[1]]))
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"growth_kib": after - before, "events": res["events"]}))
+    """)
+
+
+def test_flooding_notebook_cannot_grow_the_graders_memory():
+    """12 s of 1 MB outputs and of unread stdin requests: before, the grading process grew by
+    hundreds of MiB (ZeroMQ queued what the kernel sent, up to 1,000 messages a channel); the
+    queues now hold a few messages each (`channels.channel_limits`), whatever the duration."""
+    out = subprocess.run([sys.executable, "-c", _RSS_CHILD, _FLOOD], env=_env(), capture_output=True, text=True,
+                         cwd=HERE, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["growth_kib"] < 100 << 10, got  # MiB: at most ~10 x 1 MB queued (+ the 1 MB being read)
+    assert channels.queued_bytes_bound(16 << 20) < 256 << 20
+
+
+# --------------------------------------------------------------------------- item 1: Ctrl-C in --serial
+
+
+def test_ctrl_c_in_serial_mode_stops_and_leaves_nothing(tmp_path):
+    """SIGINT to `autograde --serial` grading a notebook whose oversized reply used to hang the
+    event loop in a blocking send (where Ctrl-C did nothing): exit 130, no kernel, scratch or
+    cgroup of this grader left."""
+    course = toy.write_course(tmp_path, [])
+    d = course / "submitted" / "hanger" / "toy"
+    d.mkdir(parents=True)
+    nbformat.write(toy.notebook(extra_before=["raise ValueError('x' * (17 << 20))", "import time\ntime.sleep(1000)"]),
+                   d / "toy.ipynb")
+    cmd = [sys.executable, "-m", "gmmcourse.grading", "autograde", "toy", "--course", str(course), "--registry",
+           "toy:ASSIGNMENTS", "--serial", "--no-progress", "--no-warm", "--cell-timeout", "3"]
+    p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tree: set[int] = {p.pid}
+
+    def mine(name: str) -> bool:
+        parts = name.split("-")
+        return len(parts) > 2 and parts[1].isdigit() and int(parts[1]) in tree
+
+    def scratch():
+        return {x for x in Path("/tmp").glob("gmg-*-*") if x.is_dir() and mine(x.name)}
+
+    # Past the oversized cell: the first kernel was given up (before: never; the grader hung).
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and p.poll() is None:
+        if [x for x in scratch() if (x / "k2.json").exists()]:
+            break
+        time.sleep(0.2)
+    try:
+        tree.update(c.pid for c in psutil.Process(p.pid).children(recursive=True))
+    except psutil.NoSuchProcess:
+        pass
+    p.send_signal(signal.SIGINT)
+    try:
+        _, err = p.communicate(timeout=90)  # the sleeping cell alone would take 1,000 s
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        raise AssertionError("the grader did not stop on Ctrl-C") from None
+    assert p.returncode == 130, err[-2000:]
+    time.sleep(1)
+    assert not scratch(), scratch()
+    cgroups = {c for ctl in ("memory", "pids", "cpu") for c in Path(f"/sys/fs/cgroup/{ctl}").glob("gmmgrade-*")
+               if mine(c.name)}
+    assert not cgroups, cgroups
+    alive = [q for q in tree if psutil.pid_exists(q) and psutil.Process(q).status() != psutil.STATUS_ZOMBIE]
+    assert not alive, alive
+
+
+# --------------------------------------------------------------------------- item 9: hooks
+
+
+_HOOKS = textwrap.dedent("""\
+    import re, time
+    from IPython import get_ipython
+    from IPython.display import publish_display_data
+    _ip = get_ipython()
+    RAN = []
+    def _cleanup(lines):
+        RAN.append('cleanup')
+        return [l.replace('mean(', '(lambda *a: 0.0)(') for l in lines]
+    def _post(lines):
+        RAN.append('post')
+        return [l.replace('counts(', '(lambda *a: {})(') for l in lines]
+    def _forge(result):
+        RAN.append('post_run_cell')
+        m = re.search(r'_gmm_export_([0-9a-f]{32})', result.info.raw_cell or '')
+        if m:
+            publish_display_data({'application/x-gmm-export': m.group(1) + ':OK:[0, 0, 0]'})
+    def _slow(info):
+        if '_gmm_export_' in (info.raw_cell or ''):
+            time.sleep(1000)
+    import ast
+    class _Zero(ast.NodeTransformer):
+        def visit_Constant(self, node):
+            RAN.append('ast')
+            return node
+    _ip.input_transformers_cleanup.append(_cleanup)
+    _ip.input_transformers_post.append(_post)
+    _ip.ast_transformers.append(_Zero())
+    _ip.events.register('post_run_cell', _forge)
+    _ip.events.register('pre_run_cell', _slow)
+    _ip.display_pub.register_hook(lambda msg: RAN.append('display') or msg)
+    """)
+_SHADOWS = "list = None\ndict = None\ngetattr = None\n__import__ = None\nexec = None\ncompile = None\nstr = None\n"
+
+
+def test_hooks_do_not_see_or_change_the_exports():
+    """Every kind of IPython hook, installed after the builtins the old clearing cell used
+    were shadowed (`list = None` made it fail, and the hooks then rewrote every export)."""
+    nb = toy.notebook(extra_after=[_HOOKS + _SHADOWS])
+    res = _run(nb)
+    assert _score(res) == 5.0, res["answers"]
+
+
+def test_replaced_builtins_namespace_does_not_break_the_exports():
+    nb = toy.notebook(extra_after=["__builtins__ = {'__import__': None, 'list': None}\n"])
+    assert _score(_run(nb)) == 5.0
+
+
+def test_hooks_that_survive_clearing_fail_the_exports_closed():
+    """A hook the clearing cannot remove (here: every new IPython event manager is born with
+    the student's callback) is found by the check after clearing: no answer is read."""
+    reborn = textwrap.dedent("""\
+        import IPython.core.events as ev
+        _Base = ev.EventManager
+        class EventManager(_Base):
+            def __init__(self, *a, **k):
+                super().__init__(*a, **k)
+                self.callbacks['pre_run_cell'].append(lambda info: None)
+        ev.EventManager = EventManager
+        """)
+    res = _run(toy.notebook(extra_after=[reborn]))
+    assert _score(res) == 0.0
+    assert all(a["error"] == protocol.NOT_QUIET for a in res["answers"].values()), res["answers"]
+
+
+# --------------------------------------------------------------------------- item 6: hidden inputs
+
+
+def test_exception_text_from_hidden_inputs_never_reaches_feedback(tmp_path):
+    """Functions that raise with their (hidden) inputs in the message, as an exception, as a
+    BaseException that escapes every `except Exception`, and as an exported ``"error"`` text:
+    the feedback and the gradebook say which builtin exception it was, never its message."""
+    course = toy.write_course(tmp_path, [])
+    leaky = {
+        "raises": toy.notebook("def mean(xs):\n    raise ValueError('LEAK' + repr(xs))\n",
+                               "class Mine(Exception):\n    pass\n"
+                               "def counts(words):\n    raise Mine('LEAK' + repr(words))\n"),
+        "exits": toy.notebook("def mean(xs):\n    raise SystemExit('LEAK' + repr(xs))\n",
+                              "def counts(words):\n    return {'error': 'LEAK' + repr(words)}\n"),
+    }
+    for name, nb in leaky.items():
+        d = course / "submitted" / name / "toy"
+        d.mkdir(parents=True)
+        nbformat.write(nb, d / "toy.ipynb")
+    _grade(course)
+    said = []
+    for name in leaky:
+        said.append((course / "feedback" / name / "toy" / "toy.html").read_text())
+    con = sqlite3.connect(course / "gradebook.db")
+    try:
+        said.append("\n".join(con.iterdump()))
+    finally:
+        con.close()
+    for text in said:
+        assert "LEAK" not in text
+        assert "-10" not in text and "'y'" not in text
+    assert "raised a ValueError" in said[0] and "raised an exception" in said[0]
+    assert "raised a SystemExit" in said[1]
+
+
+def test_read_export_relays_no_student_text():
+    n = "ab" * 16
+    err = protocol.read_export(1, [n + ":ERR:KeyError: LEAK [1, 2]"], n, 1 << 20)
+    assert not err["ok"] and "LEAK" not in err["error"] and "KeyError" in err["error"]
+    fake = protocol.read_export(1, [n + ":ERR:LEAK_Error"], n, 1 << 20)
+    assert "LEAK" not in fake["error"] and "an exception" in fake["error"]
+    escaped = protocol.read_export(1, [n + ':OK:{"\\u0065rror": "ValueError: LEAK", "x": [{"error": "LEAK"}]}'],
+                                   n, 1 << 20)
+    assert escaped["ok"] and "LEAK" not in escaped["json"], escaped
+    assert "raised a ValueError" in json.loads(escaped["json"])["error"]
