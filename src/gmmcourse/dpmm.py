@@ -1,0 +1,399 @@
+"""Dirichlet process mixtures of 1-D Gaussians: when the number of components is not fixed.
+
+The model (Ferguson 1973; Antoniak 1974), with a conjugate prior on each cluster's mean and
+variance so that clusters can be integrated out exactly:
+
+* a partition of the n points drawn from the Chinese restaurant process with concentration
+  ``alpha`` (equivalently, stick-breaking weights ``w_k = v_k prod_{l<k} (1 - v_l)``,
+  ``v_k ~ Beta(1, alpha)``, and labels drawn from ``w``);
+* for each cluster, ``sigma^2 ~ InverseGamma(a0, b0)`` and ``mu | sigma^2 ~ Normal(m0, sigma^2 / k0)``;
+* ``x_i | cluster c ~ Normal(mu_c, sigma_c^2)``.
+
+What is here:
+
+* `crp`, `stick_breaking`, `dp_mixture`: the prior and the model as GenJAX generative functions
+  (`simulate` draws from them; the tests check them against their exact laws);
+* `expected_clusters`, `crp_log_prob`, `truncation_bound`: the exact laws used for that;
+* `log_marginal`: log p(x_c) of one cluster's points under the conjugate prior (closed form);
+* `exact_posterior`: the posterior over partitions by enumeration (Bell(n) partitions: 115,975
+  at n = 10), hence exact P(number of clusters | x), the co-clustering matrix and log p(x);
+* `collapsed_gibbs`: Neal's (2000) algorithm 3, each label drawn given the others with the
+  clusters integrated out; the predictive of a point is a Student-t, evaluated by GenJAX's
+  `student_t.assess`;
+* `blocked_gibbs`: Ishwaran and James's (2001) truncated stick-breaking sampler (labels, sticks
+  and cluster parameters drawn in blocks) with ``k_max`` sticks;
+* `DPPosterior`: label-free summaries of either sampler's draws (number of occupied clusters,
+  co-clustering) with split R-hat and ESS on the number of clusters (ArviZ).
+
+Data are centred before sampling (and ``m0`` with them): the partition posterior does not
+change under a common shift, and float32 sums stay accurate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from genjax import Const, beta, categorical, gen, inverse_gamma, normal, student_t
+from jax.scipy.special import gammaln
+from scipy.special import gammaln as np_gammaln
+
+from gmmcourse.precision import x64_context
+from gmmcourse.validation import check_positive_int
+
+__all__ = [
+    "DPPrior", "crp", "stick_breaking", "dp_mixture", "expected_clusters", "crp_log_prob", "truncation_bound",
+    "log_marginal", "set_partitions", "exact_posterior", "collapsed_gibbs", "blocked_gibbs", "DPPosterior",
+]
+
+
+class DPPrior(NamedTuple):
+    """Hyper-parameters of the DP mixture.
+
+    alpha: the concentration (larger: more clusters; E[K_n] grows like alpha log n).
+    mean_loc, mean_strength: ``mu | sigma^2 ~ Normal(mean_loc, sigma^2 / mean_strength)``.
+    var_shape, var_scale: ``sigma^2 ~ InverseGamma(var_shape, var_scale)`` (scale = rate of 1/sigma^2).
+    """
+
+    alpha: float = 1.0
+    mean_loc: float = 0.0
+    mean_strength: float = 0.1
+    var_shape: float = 2.0
+    var_scale: float = 1.0
+
+    @classmethod
+    def for_data(cls, x, alpha: float = 1.0, sd: float | None = None) -> "DPPrior":
+        """A weakly informative prior on the data's scale: mean at the data's mean, a prior
+        sample size of 0.1 points on it, and sigma^2 with prior mean ``sd**2`` (default: a
+        quarter of the data's sd, so that one cluster is not the only fit)."""
+        x = np.asarray(x, dtype=float)
+        s = float(sd) if sd is not None else 0.25 * float(np.std(x))
+        return cls(alpha=float(alpha), mean_loc=float(np.mean(x)), mean_strength=0.1, var_shape=2.0, var_scale=s * s)
+
+
+# --------------------------------------------------------------------------- the prior in GenJAX
+
+
+@gen
+def crp(alpha, n: Const[int]):
+    """The Chinese restaurant process: customer i sits at occupied table t with probability
+    proportional to its count, at a new table with probability proportional to ``alpha``.
+    Addresses ``"z0" ... "z{n-1}"``; tables are numbered in order of first use."""
+    counts = jnp.zeros(n.value)
+    labels = []
+    for i in range(n.value):
+        occupied = counts > 0
+        new = jnp.sum(occupied)  # the next unused table
+        logits = jnp.where(occupied, jnp.log(jnp.where(occupied, counts, 1.0)),
+                           jnp.where(jnp.arange(n.value) == new, jnp.log(alpha), -jnp.inf))
+        z = categorical(logits) @ f"z{i}"
+        counts = counts.at[z].add(1.0)
+        labels.append(z)
+    return jnp.stack(labels)
+
+
+@gen
+def stick_breaking(alpha, k_max: Const[int]):
+    """Weights of a DP truncated at ``k_max`` sticks: ``v_k ~ Beta(1, alpha)`` (addresses
+    ``"v0" ...``), the last stick takes what is left. Returns the (k_max,) weights."""
+    left = jnp.ones(())
+    weights = []
+    for k in range(k_max.value - 1):
+        v = beta(1.0, alpha) @ f"v{k}"
+        weights.append(left * v)
+        left = left * (1.0 - v)
+    weights.append(left)
+    return jnp.stack(weights)
+
+
+@gen
+def dp_mixture(n: Const[int], prior: DPPrior, k_max: Const[int]):
+    """The truncated DP mixture: sticks, each stick's (sigma^2, mu), then the points.
+    Addresses: ``"sticks"`` (from `stick_breaking`), ``"s2_k"``, ``"mu_k"``, ``"z_i"``, ``"x_i"``."""
+    w = stick_breaking(prior.alpha, k_max) @ "sticks"
+    s2 = jnp.stack([inverse_gamma(prior.var_shape, prior.var_scale) @ f"s2_{k}" for k in range(k_max.value)])
+    mu = jnp.stack([normal(prior.mean_loc, jnp.sqrt(s2[k] / prior.mean_strength)) @ f"mu_{k}"
+                    for k in range(k_max.value)])
+    xs = []
+    for i in range(n.value):
+        z = categorical(jnp.log(w)) @ f"z_{i}"
+        xs.append(normal(mu[z], jnp.sqrt(s2[z])) @ f"x_{i}")
+    return jnp.stack(xs)
+
+
+# --------------------------------------------------------------------------- exact laws
+
+
+def expected_clusters(n: int, alpha: float) -> float:
+    """E[K_n] under the CRP: ``sum_{i=1}^n alpha / (alpha + i - 1)``."""
+    i = np.arange(1, int(n) + 1)
+    return float(np.sum(alpha / (alpha + i - 1)))
+
+
+def crp_log_prob(sizes, alpha: float, n: int | None = None) -> float:
+    """log P(a partition with these block sizes) under the CRP (Ewens' formula for one
+    labelled partition): ``K log alpha + sum log Gamma(n_c) + log Gamma(alpha) - log Gamma(alpha + n)``."""
+    sizes = np.asarray(sizes, dtype=float)
+    sizes = sizes[sizes > 0]
+    n = int(sizes.sum()) if n is None else n
+    return float(len(sizes) * np.log(alpha) + np.sum(np_gammaln(sizes)) + np_gammaln(alpha) - np_gammaln(alpha + n))
+
+
+def truncation_bound(n: int, alpha: float, k_max: int) -> float:
+    """Ishwaran and James's (2001) bound on the total-variation distance between the
+    marginal law of n points under the DP and under its ``k_max``-stick truncation:
+    ``4 n exp(-(k_max - 1) / alpha)``."""
+    return float(min(1.0, 4.0 * n * np.exp(-(k_max - 1) / alpha)))
+
+
+def log_marginal(count, total, total_sq, prior: DPPrior):
+    """log p(x_c) of a cluster's points from their count, sum and sum of squares, under the
+    Normal-Inverse-Gamma prior (0 for an empty cluster). Broadcasts; works on NumPy or JAX arrays."""
+    xp = jnp if isinstance(count, jax.Array) else np
+    lg = gammaln if xp is jnp else np_gammaln
+    n = count
+    safe = xp.where(n > 0, n, 1.0)
+    mean = total / safe
+    ss = xp.maximum(total_sq - safe * mean * mean, 0.0)
+    k0, m0, a0, b0 = prior.mean_strength, prior.mean_loc, prior.var_shape, prior.var_scale
+    kn = k0 + n
+    an = a0 + n / 2.0
+    bn = b0 + ss / 2.0 + k0 * n * (mean - m0) ** 2 / (2.0 * kn)
+    out = (lg(an) - lg(a0) + a0 * xp.log(b0) - an * xp.log(bn) + 0.5 * (xp.log(k0) - xp.log(kn))
+           - 0.5 * n * xp.log(2.0 * np.pi))
+    return xp.where(n > 0, out, 0.0)
+
+
+def set_partitions(n: int) -> np.ndarray:
+    """Every partition of n items as restricted growth strings, shape (Bell(n), n): item 0 is
+    in block 0, item i in a block at most one above the largest block before it."""
+    n = check_positive_int(n, "n")
+    rows = np.zeros((1, 1), dtype=np.int8)
+    for _ in range(1, n):
+        top = rows.max(axis=1)
+        reps = top + 2
+        idx = np.repeat(np.arange(len(rows)), reps)
+        new = np.concatenate([np.arange(r) for r in reps]).astype(np.int8)
+        rows = np.concatenate([rows[idx], new[:, None]], axis=1)
+    return rows
+
+
+@dataclass
+class ExactDP:
+    """The exact posterior over partitions (`exact_posterior`)."""
+
+    num_clusters: np.ndarray   # (n + 1,): P(K = k | x), K the number of occupied clusters
+    co_clustering: np.ndarray  # (n, n): P(z_i = z_j | x)
+    log_evidence: float        # log p(x)
+    num_partitions: int
+
+
+def exact_posterior(x, prior: DPPrior, chunk: int = 200_000) -> ExactDP:
+    """P(partition | x) for every partition of the data (n <= 12: Bell(12) = 4,213,597)."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    n = x.size
+    if n > 12:
+        raise ValueError(f"exact enumeration is for n <= 12 points (Bell({n}) partitions is too many)")
+    shift = float(np.mean(x))
+    xc, pr = x - shift, prior._replace(mean_loc=prior.mean_loc - shift)
+    parts = set_partitions(n)
+    logs = np.empty(len(parts))
+    ks = parts.max(axis=1) + 1
+    for st in range(0, len(parts), chunk):
+        p = parts[st:st + chunk]
+        onehot = p[:, :, None] == np.arange(n)[None, None, :]          # (P, n, blocks)
+        cnt = onehot.sum(axis=1).astype(float)
+        s1 = np.einsum("pib,i->pb", onehot, xc)
+        s2 = np.einsum("pib,i->pb", onehot, xc * xc)
+        lm = log_marginal(cnt, s1, s2, pr).sum(axis=1)
+        occupied = cnt > 0
+        lcrp = (occupied.sum(axis=1) * np.log(pr.alpha) + np.where(occupied, np_gammaln(np.where(occupied, cnt, 1.0)), 0).sum(1)
+                + np_gammaln(pr.alpha) - np_gammaln(pr.alpha + n))
+        logs[st:st + chunk] = lm + lcrp
+    top = logs.max()
+    w = np.exp(logs - top)
+    z = w.sum()
+    w /= z
+    num = np.bincount(ks, weights=w, minlength=n + 1)
+    co = np.zeros((n, n))
+    for st in range(0, len(parts), chunk):
+        p = parts[st:st + chunk]
+        same = p[:, :, None] == p[:, None, :]
+        co += np.einsum("p,pij->ij", w[st:st + chunk], same)
+    return ExactDP(num_clusters=num, co_clustering=co, log_evidence=float(top + np.log(z)), num_partitions=len(parts))
+
+
+# --------------------------------------------------------------------------- samplers
+
+
+def _predictive_logpdf(xi, count, total, total_sq, prior: DPPrior):
+    """log p(x_i | a cluster's other points): Student-t (2 a_n dof), by GenJAX's `student_t.assess`."""
+    n = count
+    safe = jnp.where(n > 0, n, 1.0)
+    mean = jnp.where(n > 0, total / safe, 0.0)
+    ss = jnp.maximum(total_sq - safe * mean * mean, 0.0) * (n > 0)
+    k0, m0, a0, b0 = prior.mean_strength, prior.mean_loc, prior.var_shape, prior.var_scale
+    kn = k0 + n
+    mn = (k0 * m0 + n * mean) / kn
+    an = a0 + n / 2.0
+    bn = b0 + ss / 2.0 + k0 * n * (mean - m0) ** 2 / (2.0 * kn)
+    scale = jnp.sqrt(bn * (kn + 1.0) / (an * kn))
+    logp, _ = student_t.assess(xi, 2.0 * an, mn, scale)
+    return logp
+
+
+def _collapsed_sweep(key, z, x, prior: DPPrior):
+    """One sweep of Neal's algorithm 3 over every point, labels in n slots (a new cluster
+    takes the first empty slot). Returns the new labels."""
+    n = x.shape[0]
+    slots = jnp.arange(n)
+    onehot = (z[:, None] == slots[None, :]).astype(x.dtype)
+    stats = (onehot.sum(0), onehot.T @ x, onehot.T @ (x * x))
+
+    def step(carry, inp):
+        z, (cnt, s1, s2) = carry
+        i, k = inp
+        xi, zi = x[i], z[i]
+        cnt, s1, s2 = cnt.at[zi].add(-1.0), s1.at[zi].add(-xi), s2.at[zi].add(-xi * xi)
+        occupied = cnt > 0
+        first_empty = jnp.argmin(occupied)  # there is always one: n slots, n - 1 other points
+        pred = jax.vmap(lambda c, a, b: _predictive_logpdf(xi, c, a, b, prior))(cnt, s1, s2)
+        logits = jnp.where(occupied, jnp.log(jnp.where(occupied, cnt, 1.0)) + pred,
+                           jnp.where(slots == first_empty, jnp.log(prior.alpha) + pred, -jnp.inf))
+        new = jax.random.categorical(k, logits).astype(z.dtype)
+        cnt, s1, s2 = cnt.at[new].add(1.0), s1.at[new].add(xi), s2.at[new].add(xi * xi)
+        return (z.at[i].set(new), (cnt, s1, s2)), None
+
+    keys = jax.random.split(key, n)
+    (z, _), _ = jax.lax.scan(step, (z, stats), (jnp.arange(n), keys))
+    return z
+
+
+def _blocked_sweep(key, z, x, prior: DPPrior, k_max: int):
+    """One sweep of the truncated blocked Gibbs sampler: cluster parameters and sticks given
+    the labels, then every label given them."""
+    k1, k2, k3, k4, k5 = jax.random.split(key, 5)
+    onehot = (z[:, None] == jnp.arange(k_max)[None, :]).astype(x.dtype)
+    cnt, s1, s2 = onehot.sum(0), onehot.T @ x, onehot.T @ (x * x)
+    safe = jnp.where(cnt > 0, cnt, 1.0)
+    mean = jnp.where(cnt > 0, s1 / safe, 0.0)
+    ss = jnp.maximum(s2 - safe * mean * mean, 0.0) * (cnt > 0)
+    k0, m0, a0, b0 = prior.mean_strength, prior.mean_loc, prior.var_shape, prior.var_scale
+    kn = k0 + cnt
+    mn = (k0 * m0 + cnt * mean) / kn
+    an = a0 + cnt / 2.0
+    bn = b0 + ss / 2.0 + k0 * cnt * (mean - m0) ** 2 / (2.0 * kn)
+    var = bn / jax.random.gamma(k1, an)
+    mu = mn + jnp.sqrt(var / kn) * jax.random.normal(k2, (k_max,), x.dtype)
+    after = jnp.cumsum(cnt[::-1])[::-1] - cnt  # points in later sticks
+    ga = jax.random.gamma(k3, 1.0 + cnt)
+    gb = jax.random.gamma(k4, prior.alpha + after)
+    v = (ga / (ga + gb)).at[-1].set(1.0)
+    logw = jnp.log(v) + jnp.concatenate([jnp.zeros(1, x.dtype), jnp.cumsum(jnp.log1p(-v[:-1]))])
+    table = logw[None, :] - 0.5 * jnp.log(2 * jnp.pi * var)[None, :] - 0.5 * (x[:, None] - mu[None, :]) ** 2 / var[None, :]
+    return jax.random.categorical(k5, table, axis=-1)
+
+
+@partial(jax.jit, static_argnames=("k_max", "num_warmup", "num_samples"))
+def _run(key, z0, x, prior, k_max, num_warmup, num_samples):
+    """`num_samples` sweeps after `num_warmup`: the collapsed sampler when ``k_max == 0``, else
+    the blocked one on ``k_max`` sticks."""
+    def body(z, k):
+        z = _collapsed_sweep(k, z, x, prior) if k_max == 0 else _blocked_sweep(k, z, x, prior, k_max)
+        z = z.astype(jnp.int32)
+        return z, z
+
+    kw, ks = jax.random.split(key)
+    z, _ = jax.lax.scan(body, z0, jax.random.split(kw, num_warmup))
+    _, draws = jax.lax.scan(body, z, jax.random.split(ks, num_samples))
+    return draws
+
+
+def _canonical(labels: np.ndarray) -> np.ndarray:
+    """Relabel each draw's clusters in order of first appearance (a label-free form)."""
+    out = np.empty_like(labels)
+    flat = labels.reshape(-1, labels.shape[-1])
+    res = out.reshape(-1, labels.shape[-1])
+    for r, row in enumerate(flat):
+        _, first, inv = np.unique(row, return_index=True, return_inverse=True)
+        order = np.argsort(np.argsort(first))
+        res[r] = order[inv]
+    return out
+
+
+@dataclass
+class DPPosterior:
+    """Draws of a DP mixture sampler: labels (chains, draws, n), canonical (clusters numbered
+    in order of first appearance)."""
+
+    labels: np.ndarray
+    sampler: str
+
+    @property
+    def num_clusters(self) -> np.ndarray:
+        """(chains, draws): the number of occupied clusters of each draw."""
+        return self.labels.max(axis=-1) + 1
+
+    def num_clusters_probs(self) -> np.ndarray:
+        """(n + 1,): the fraction of draws with k occupied clusters."""
+        n = self.labels.shape[-1]
+        return np.bincount(self.num_clusters.ravel(), minlength=n + 1)[: n + 1] / self.num_clusters.size
+
+    def co_clustering(self) -> np.ndarray:
+        """(n, n): the fraction of draws in which points i and j share a cluster."""
+        lab = self.labels.reshape(-1, self.labels.shape[-1])
+        return (lab[:, :, None] == lab[:, None, :]).mean(axis=0)
+
+    def diagnostics(self) -> dict:
+        """Split R-hat and bulk ESS of the number of clusters (ArviZ), the label-free quantity."""
+        from arviz_stats.base import array_stats
+
+        k = self.num_clusters.astype(float)
+        if np.all(k == k.flat[0]):  # a constant: no mixing question to answer
+            return {"r_hat": 1.0, "ess_bulk": float(k.size)}
+        return {"r_hat": float(array_stats.rhat(k, chain_axis=-2, draw_axis=-1)),
+                "ess_bulk": float(array_stats.ess(k, chain_axis=-2, draw_axis=-1, method="bulk"))}
+
+
+def _sample(x, prior: DPPrior, k_max, num_chains, num_samples, num_warmup, seed, name, z0_fn):
+    x = np.asarray(x, dtype=np.float64).ravel()
+    if x.size < 1 or not np.all(np.isfinite(x)):
+        raise ValueError("x must hold at least one finite number")
+    num_chains = check_positive_int(num_chains, "num_chains")
+    num_samples = check_positive_int(num_samples, "num_samples")
+    num_warmup = int(num_warmup)
+    shift = float(np.mean(x))
+    with x64_context(np.float64):
+        pr = DPPrior(*(jnp.asarray(v, jnp.float64) for v in prior._replace(mean_loc=prior.mean_loc - shift)))
+        xs = jnp.asarray(x - shift, jnp.float64)
+        keys = jax.random.split(jax.random.key(seed), num_chains)
+        z0 = jnp.stack([z0_fn(k, x.size) for k in keys])
+        draws = jax.vmap(lambda k, z: _run(k, z, xs, pr, k_max, num_warmup, num_samples))(keys, z0)
+        labels = np.asarray(draws)
+    return DPPosterior(labels=_canonical(labels), sampler=name)
+
+
+def collapsed_gibbs(x, prior: DPPrior, *, num_chains: int = 4, num_samples: int = 1000, num_warmup: int = 200,
+                    seed: int = 0) -> DPPosterior:
+    """Neal's (2000) algorithm 3 (clusters integrated out). Chains start from all points in
+    one cluster and from every point alone, alternately, so that R-hat sees two extremes."""
+    def z0(k, n):
+        return jnp.zeros(n, jnp.int32) if int(jax.random.randint(k, (), 0, 2)) == 0 else jnp.arange(n, dtype=jnp.int32)
+
+    return _sample(x, prior, 0, num_chains, num_samples, num_warmup, seed, "collapsed", z0)
+
+
+def blocked_gibbs(x, prior: DPPrior, *, k_max: int = 20, num_chains: int = 4, num_samples: int = 1000,
+                  num_warmup: int = 200, seed: int = 0) -> DPPosterior:
+    """Ishwaran and James's (2001) blocked Gibbs sampler on ``k_max`` sticks (see
+    `truncation_bound` for the error of the truncation)."""
+    k_max = check_positive_int(k_max, "k_max")
+
+    def z0(k, n):
+        return jax.random.randint(k, (n,), 0, min(k_max, n)).astype(jnp.int32)
+
+    return _sample(x, prior, k_max, num_chains, num_samples, num_warmup, seed, f"blocked (k_max={k_max})", z0)
