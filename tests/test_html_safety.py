@@ -363,3 +363,47 @@ def test_feedback_page_runs_no_student_script(browser, tmp_path):
     fb = fb.replace("</body>", '<a href="https://example.invalid/">a link to click</a></body>')
     assert _ran(browser, fb, tmp_path, "feedback") == (0, 0)
     assert json.dumps(evil)[1:-1] not in fb
+
+
+# --------------------------------------------------------------------------- one grading run
+
+
+def test_one_hostile_notebook_never_stops_the_run(tmp_path):
+    """Issue 23 item 3: lone surrogates (notebook metadata, markdown, the written answer), a
+    cell tagged ``gmmcourse-setup`` with submitted outputs, and a non-string ``text/html``
+    output: each student is graded, the autograded notebooks are written (the set-up cell
+    without its outputs) and so is the class's CSV."""
+    import shutil
+    import sys
+
+    if shutil.which("bwrap") is None:
+        pytest.fail("bubblewrap is missing: apt-get install -y bubblewrap (the grading sandbox needs it)")
+    sys.path.insert(0, str(Path(__file__).parent))
+    from grading_helpers import _grade, scores, toy
+
+    course = toy.write_course(tmp_path, ["solution"])
+
+    def put(name, nb):
+        d = course / "submitted" / name / "toy"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "toy.ipynb").write_text(json.dumps(nb, ensure_ascii=True))  # "\ud800" as JSON escapes
+
+    nb = toy.notebook()
+    nb.metadata["evil"] = "\ud800"
+    nb.cells[0].source += " \ud800"
+    for c in nb.cells:
+        if (c.metadata.get("nbgrader") or {}).get("grade_id") == "explain":
+            c.source = f"my answer \udfff <img src=x onerror=\"{P}\">"
+    put("surrogate", nb)
+    nb = toy.notebook(extra_before=["print('hi')"])
+    nb.cells[1].metadata["tags"] = ["gmmcourse-setup"]
+    nb.cells[1].outputs = [{"output_type": "display_data", "metadata": {}, "data": {"text/html": "<b>SETUP-OUT</b>"}}]
+    put("setup_outputs", nb)
+    put("html_not_string", toy.notebook(extra_after=[
+        "from IPython.display import display\ndisplay({'text/html': {'a': 1}, 'text/plain': 'x'}, raw=True)"]))
+    _grade(course)
+    assert scores(course) == {"solution": 5.0, "surrogate": 5.0, "setup_outputs": 5.0, "html_not_string": 5.0}
+    for name in ("surrogate", "setup_outputs", "html_not_string"):
+        text = (course / "autograded" / name / "toy" / "toy.ipynb").read_text(encoding="utf-8")
+        assert "SETUP-OUT" not in text and "onerror" not in text
+    assert len((course / "grades.csv").read_text().splitlines()) == 5

@@ -351,7 +351,7 @@ def _manual_answers(executed_nb, manual: list[str]) -> dict[str, str]:
     for gid in manual:
         src = next((c.source for c in executed_nb.cells
                     if (c.get("metadata", {}).get("nbgrader") or {}).get("grade_id") == gid), "")
-        out[gid] = hashlib.sha256(str(src).encode()).hexdigest()
+        out[gid] = hashlib.sha256(str(src).encode("utf-8", "surrogatepass")).hexdigest()  # a lone surrogate too
     return out
 
 
