@@ -336,6 +336,19 @@ def _parents(paths, inside: str = "/") -> list[str]:
     return out
 
 
+def _readable_tree(top: str) -> None:
+    """Make what a warm-up kernel (another uid) wrote into the JAX cache readable by every
+    kernel: its files are created 0600 (``tempfile``); the mount is read-only anyway."""
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name, extra in [(dirpath, 0o555)] + [(os.path.join(dirpath, n), 0o444) for n in filenames]:
+            try:
+                st = os.lstat(name)
+                if not stat.S_ISLNK(st.st_mode) and st.st_mode & extra != extra:
+                    os.chmod(name, stat.S_IMODE(st.st_mode) | extra)
+            except OSError:
+                pass
+
+
 def _view_args(cfg: SandboxConfig) -> list[str]:
     """bwrap arguments for the Python install, the venv and the course package (allow-list)."""
     dists, mods = _site_view(cfg)
@@ -423,6 +436,8 @@ def kernel_command(
             os.makedirs(cfg.jax_cache, exist_ok=True)
             if cfg.jax_cache_writable and uid is not None:
                 _chown_tree(cfg.jax_cache, uid)
+            elif uid is not None:
+                _readable_tree(cfg.jax_cache)
             box += ["--bind" if cfg.jax_cache_writable else "--ro-bind", cfg.jax_cache, cfg.jax_cache]
             if not _site_view(cfg)[1]:  # no course module offered: none of its exported programs either
                 programs = os.path.join(cfg.jax_cache, "gmmcourse-programs")
