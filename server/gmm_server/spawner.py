@@ -163,7 +163,7 @@ class SandboxSpawner(LocalProcessSpawner):
         try:
             gid = grp.getgrnam(st.group).gr_gid
             self._cgroup = limits.UserCGroup(name)
-            mnt = userfs.ensure(st, name, gid)
+            mnt = await asyncio.get_running_loop().run_in_executor(None, userfs.ensure, st, name, gid)
         except limits.LimitError as e:
             self.log.error("%s: %s", name, e)
             raise RuntimeError(str(e)) from None
