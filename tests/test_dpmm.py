@@ -145,3 +145,30 @@ def test_samplers_match_the_exact_partition_posterior(sampler):
     mc_close(post.num_clusters_probs(), p, np.sqrt(p * (1 - p) / ess), floor=2e-3)
     co = np.clip(ex.co_clustering, 0.0, 1.0)
     mc_close(post.co_clustering(), co, np.sqrt(co * (1 - co) / (ess / 2)), floor=2e-3)
+
+
+def test_mfm_partition_law_sums_to_one_and_matches_the_dp_structure():
+    """Sum over every partition of n = 7 of the MFM's partition law is 1 (an independent check
+    of V_n), and for K fixed at one component every point shares one cluster."""
+    mfm = dpmm.MFM(gamma=1.0)
+    parts = dpmm.set_partitions(7)
+    total = sum(np.exp(mfm.partition_log_prob(np.bincount(p), 7)) for p in parts)
+    assert total == pytest.approx(1.0, rel=1e-9)
+    one = dpmm.MFM(gamma=0.5, k_pmf=(1.0,))
+    assert np.exp(one.partition_log_prob([7])) == pytest.approx(1.0)
+    assert np.exp(one.partition_log_prob([3, 4])) == pytest.approx(0.0, abs=1e-300)
+
+
+@pytest.mark.slow
+def test_mfm_sampler_matches_the_exact_mfm_posterior():
+    prior = DPPrior.for_data(X, alpha=1.0)
+    mfm = dpmm.MFM(gamma=1.0)
+    ex = dpmm.exact_posterior(X, prior, mfm=mfm)
+    post = dpmm.collapsed_gibbs(X, prior, mfm=mfm, num_chains=4, num_samples=2500, num_warmup=300, seed=5)
+    d = post.diagnostics()
+    assert d["r_hat"] < 1.01, d
+    p = ex.num_clusters
+    mc_close(post.num_clusters_probs(), p, np.sqrt(p * (1 - p) / d["ess_bulk"]), floor=2e-3)
+    # the MFM puts less mass on extra small clusters than the DP does, on the same data and cluster prior
+    dp = dpmm.exact_posterior(X, prior)
+    assert ex.num_clusters[4:].sum() < dp.num_clusters[4:].sum()

@@ -47,7 +47,7 @@ from gmmcourse.validation import check_positive_int
 
 __all__ = [
     "DPPrior", "crp", "stick_breaking", "dp_mixture", "expected_clusters", "crp_log_prob", "truncation_bound",
-    "log_marginal", "set_partitions", "exact_posterior", "collapsed_gibbs", "blocked_gibbs", "DPPosterior",
+    "MFM", "log_marginal", "set_partitions", "exact_posterior", "collapsed_gibbs", "blocked_gibbs", "DPPosterior",
 ]
 
 
@@ -150,6 +150,48 @@ def truncation_bound(n: int, alpha: float, k_max: int) -> float:
     return float(min(1.0, 4.0 * n * np.exp(-(k_max - 1) / alpha)))
 
 
+@dataclass(frozen=True)
+class MFM:
+    """A mixture of finite mixtures (Miller and Harrison 2018): K ~ `k_pmf` on {1, 2, ...},
+    weights ~ Dirichlet(gamma, ..., gamma), the same cluster prior. Its partition law is
+    ``V_n(t) prod_c gamma^(n_c)`` (rising factorials), t the number of blocks, with
+    ``V_n(t) = sum_{k >= t} k! / (k - t)! / ((gamma k)^(n)) p_K(k)``. Unlike the DP's, its
+    posterior on the number of clusters concentrates at the truth for data from a finite mixture.
+    Default: K - 1 ~ Poisson(1)."""
+
+    gamma: float = 1.0
+    k_pmf: tuple | None = None  # p_K(1), p_K(2), ...; None: K - 1 ~ Poisson(1)
+    k_upper: int = 400
+
+    def _log_pk(self) -> np.ndarray:
+        k = np.arange(1, self.k_upper + 1)
+        if self.k_pmf is None:
+            return -1.0 - np_gammaln(k)  # Poisson(1) at k - 1
+        pk = np.zeros(self.k_upper)
+        pk[: len(self.k_pmf)] = self.k_pmf
+        with np.errstate(divide="ignore"):
+            return np.log(pk)
+
+    def log_v(self, n: int) -> np.ndarray:
+        """(n + 2,): log V_n(t) for t = 0 .. n + 1 (t = 0 unused: -inf)."""
+        from scipy.special import logsumexp
+
+        k = np.arange(1, self.k_upper + 1, dtype=float)
+        lpk = self._log_pk()
+        out = np.full(n + 2, -np.inf)
+        rising = np_gammaln(self.gamma * k + n) - np_gammaln(self.gamma * k)
+        for t in range(1, n + 2):
+            ok = k >= t
+            out[t] = logsumexp(np_gammaln(k[ok] + 1) - np_gammaln(k[ok] - t + 1) - rising[ok] + lpk[ok])
+        return out
+
+    def partition_log_prob(self, sizes, n: int | None = None) -> float:
+        sizes = np.asarray(sizes, dtype=float)
+        sizes = sizes[sizes > 0]
+        n = int(sizes.sum()) if n is None else n
+        return float(self.log_v(n)[len(sizes)] + np.sum(np_gammaln(sizes + self.gamma) - np_gammaln(self.gamma)))
+
+
 def log_marginal(count, total, total_sq, prior: DPPrior):
     """log p(x_c) of a cluster's points from their count, sum and sum of squares, under the
     Normal-Inverse-Gamma prior (0 for an empty cluster). Broadcasts; works on NumPy or JAX arrays."""
@@ -192,8 +234,9 @@ class ExactDP:
     num_partitions: int
 
 
-def exact_posterior(x, prior: DPPrior, chunk: int = 200_000) -> ExactDP:
-    """P(partition | x) for every partition of the data (n <= 12: Bell(12) = 4,213,597)."""
+def exact_posterior(x, prior: DPPrior, chunk: int = 200_000, mfm: MFM | None = None) -> ExactDP:
+    """P(partition | x) for every partition of the data (n <= 12: Bell(12) = 4,213,597), under
+    the DP's partition law, or the `MFM`'s when given (the cluster prior is ``prior``'s)."""
     x = np.asarray(x, dtype=np.float64).ravel()
     n = x.size
     if n > 12:
@@ -211,8 +254,12 @@ def exact_posterior(x, prior: DPPrior, chunk: int = 200_000) -> ExactDP:
         s2 = np.einsum("pib,i->pb", onehot, xc * xc)
         lm = log_marginal(cnt, s1, s2, pr).sum(axis=1)
         occupied = cnt > 0
-        lcrp = (occupied.sum(axis=1) * np.log(pr.alpha) + np.where(occupied, np_gammaln(np.where(occupied, cnt, 1.0)), 0).sum(1)
-                + np_gammaln(pr.alpha) - np_gammaln(pr.alpha + n))
+        if mfm is None:
+            lcrp = (occupied.sum(axis=1) * np.log(pr.alpha) + np.where(occupied, np_gammaln(np.where(occupied, cnt, 1.0)), 0).sum(1)
+                    + np_gammaln(pr.alpha) - np_gammaln(pr.alpha + n))
+        else:
+            lcrp = (mfm.log_v(n)[occupied.sum(axis=1)]
+                    + np.where(occupied, np_gammaln(cnt + mfm.gamma) - np_gammaln(mfm.gamma), 0).sum(1))
         logs[st:st + chunk] = lm + lcrp
     top = logs.max()
     w = np.exp(logs - top)
@@ -246,9 +293,13 @@ def _predictive_logpdf(xi, count, total, total_sq, prior: DPPrior):
     return logp
 
 
-def _collapsed_sweep(key, z, x, prior: DPPrior):
+def _collapsed_sweep(key, z, x, prior: DPPrior, rule):
     """One sweep of Neal's algorithm 3 over every point, labels in n slots (a new cluster
-    takes the first empty slot). Returns the new labels."""
+    takes the first empty slot). ``rule = (offset, log_new)``: an occupied cluster of size m
+    weighs ``m + offset``, a new one ``exp(log_new[t])`` with t clusters among the other points
+    (the DP: offset 0 and log alpha; the MFM: gamma and log gamma + log V_n(t+1) - log V_n(t)).
+    Returns the new labels."""
+    offset, log_new = rule
     n = x.shape[0]
     slots = jnp.arange(n)
     onehot = (z[:, None] == slots[None, :]).astype(x.dtype)
@@ -262,8 +313,8 @@ def _collapsed_sweep(key, z, x, prior: DPPrior):
         occupied = cnt > 0
         first_empty = jnp.argmin(occupied)  # there is always one: n slots, n - 1 other points
         pred = jax.vmap(lambda c, a, b: _predictive_logpdf(xi, c, a, b, prior))(cnt, s1, s2)
-        logits = jnp.where(occupied, jnp.log(jnp.where(occupied, cnt, 1.0)) + pred,
-                           jnp.where(slots == first_empty, jnp.log(prior.alpha) + pred, -jnp.inf))
+        logits = jnp.where(occupied, jnp.log(jnp.where(occupied, cnt, 1.0) + offset) + pred,
+                           jnp.where(slots == first_empty, log_new[jnp.sum(occupied)] + pred, -jnp.inf))
         new = jax.random.categorical(k, logits).astype(z.dtype)
         cnt, s1, s2 = cnt.at[new].add(1.0), s1.at[new].add(xi), s2.at[new].add(xi * xi)
         return (z.at[i].set(new), (cnt, s1, s2)), None
@@ -299,11 +350,11 @@ def _blocked_sweep(key, z, x, prior: DPPrior, k_max: int):
 
 
 @partial(jax.jit, static_argnames=("k_max", "num_warmup", "num_samples"))
-def _run(key, z0, x, prior, k_max, num_warmup, num_samples):
+def _run(key, z0, x, prior, rule, k_max, num_warmup, num_samples):
     """`num_samples` sweeps after `num_warmup`: the collapsed sampler when ``k_max == 0``, else
     the blocked one on ``k_max`` sticks."""
     def body(z, k):
-        z = _collapsed_sweep(k, z, x, prior) if k_max == 0 else _blocked_sweep(k, z, x, prior, k_max)
+        z = _collapsed_sweep(k, z, x, prior, rule) if k_max == 0 else _blocked_sweep(k, z, x, prior, k_max)
         z = z.astype(jnp.int32)
         return z, z
 
@@ -359,7 +410,7 @@ class DPPosterior:
                 "ess_bulk": float(array_stats.ess(k, chain_axis=-2, draw_axis=-1, method="bulk"))}
 
 
-def _sample(x, prior: DPPrior, k_max, num_chains, num_samples, num_warmup, seed, name, z0_fn):
+def _sample(x, prior: DPPrior, k_max, num_chains, num_samples, num_warmup, seed, name, z0_fn, mfm=None):
     x = np.asarray(x, dtype=np.float64).ravel()
     if x.size < 1 or not np.all(np.isfinite(x)):
         raise ValueError("x must hold at least one finite number")
@@ -372,19 +423,27 @@ def _sample(x, prior: DPPrior, k_max, num_chains, num_samples, num_warmup, seed,
         xs = jnp.asarray(x - shift, jnp.float64)
         keys = jax.random.split(jax.random.key(seed), num_chains)
         z0 = jnp.stack([z0_fn(k, x.size) for k in keys])
-        draws = jax.vmap(lambda k, z: _run(k, z, xs, pr, k_max, num_warmup, num_samples))(keys, z0)
+        if mfm is None:
+            rule = (jnp.float64(0.0), jnp.full(x.size + 1, jnp.log(pr.alpha)))
+        else:
+            lv = mfm.log_v(x.size)
+            step = np.log(mfm.gamma) + lv[1:] - lv[:-1]  # t = 0 (no other point) only for n = 1
+            rule = (jnp.float64(mfm.gamma), jnp.asarray(np.where(np.isfinite(step), step, 0.0)))
+        draws = jax.vmap(lambda k, z: _run(k, z, xs, pr, rule, k_max, num_warmup, num_samples))(keys, z0)
         labels = np.asarray(draws)
     return DPPosterior(labels=_canonical(labels), sampler=name)
 
 
 def collapsed_gibbs(x, prior: DPPrior, *, num_chains: int = 4, num_samples: int = 1000, num_warmup: int = 200,
-                    seed: int = 0) -> DPPosterior:
-    """Neal's (2000) algorithm 3 (clusters integrated out). Chains start from all points in
-    one cluster and from every point alone, alternately, so that R-hat sees two extremes."""
+                    seed: int = 0, mfm: MFM | None = None) -> DPPosterior:
+    """Neal's (2000) algorithm 3 (clusters integrated out); with ``mfm``, the same sampler for
+    the mixture of finite mixtures (Miller and Harrison's 2018 restaurant process). Chains
+    start from all points in one cluster or from every point alone, at random."""
     def z0(k, n):
         return jnp.zeros(n, jnp.int32) if int(jax.random.randint(k, (), 0, 2)) == 0 else jnp.arange(n, dtype=jnp.int32)
 
-    return _sample(x, prior, 0, num_chains, num_samples, num_warmup, seed, "collapsed", z0)
+    return _sample(x, prior, 0, num_chains, num_samples, num_warmup, seed, "collapsed" + (" (MFM)" if mfm else ""),
+                   z0, mfm)
 
 
 def blocked_gibbs(x, prior: DPPrior, *, k_max: int = 20, num_chains: int = 4, num_samples: int = 1000,
