@@ -76,3 +76,15 @@ def test_memory_cap_holds_on_this_host():
     finally:
         for d in cg.dirs:
             d.rmdir()
+
+
+def test_start_refuses_where_caps_cannot_be_applied(tmp_path, monkeypatch):
+    """``server/course start`` checks the caps before starting the hub: one line, no hub."""
+    from gmm_server import cli
+
+    root = _v2_tree(tmp_path, "cpuset cpu io memory")  # pids not delegated
+    real = limits.UserCGroup
+    monkeypatch.setattr(limits, "UserCGroup", lambda name: real(name, root=root, proc_cgroup="0::/hub\n"))
+    with pytest.raises(cli.Fail) as e:
+        cli.preflight_caps()
+    assert "pids" in str(e.value) and "\n" not in str(e.value)

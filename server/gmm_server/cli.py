@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import grp
 import json
 import os
@@ -33,7 +34,7 @@ import urllib.request
 from pathlib import Path
 
 from . import collect as collecting
-from . import roster, settings, userfs
+from . import limits, roster, settings, userfs
 from .limits import LimitError
 
 STUDENT_LAB_DISABLED = {
@@ -265,6 +266,7 @@ def start(st: settings.Settings, foreground: bool = False, timeout: float = 90) 
     if _pid(st.hub_dir / "jupyterhub.pid"):
         print(f"the course server is already running: {st.url}")
         return 0
+    preflight_caps()
     if not any(u.get("role") == "instructor" for u in roster.load(st.roster).values()):
         name = os.environ.get("GMM_INSTRUCTOR", "instructor")
         pw_ = add_users(st, [name], "instructor")[name]
@@ -290,6 +292,20 @@ def start(st: settings.Settings, foreground: bool = False, timeout: float = 90) 
             return 0
         time.sleep(0.5)
     raise Fail(f"the hub did not answer within {timeout:.0f} s; see {st.hub_dir}/jupyterhub.log")
+
+
+def preflight_caps() -> None:
+    """Refuse to start (one line) where the per-user caps cannot be applied (limits.py)."""
+    for tool in ("mkfs.ext4", "mount", "losetup"):
+        if not shutil.which(tool):
+            raise Fail(f"missing {tool}: each user's disk is a loop-mounted ext4 image (apt-get install e2fsprogs mount)")
+    try:
+        probe = limits.UserCGroup("preflight")
+    except limits.LimitError as e:
+        raise Fail(str(e)) from None
+    for d in probe.dirs:
+        with contextlib.suppress(OSError):
+            d.rmdir()
 
 
 def stop(st: settings.Settings, timeout: float = 30) -> int:
