@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 
 from .intake import CourseLocked, Job, discover, lock_course
 from .reference import cached as cached_reference
-from .reference import source_of
+from .reference import inputs_key, source_of
 from .runners import (Task, TLSFiles, check_scheduler, cleanup_own, local_cluster, remote_client, run_dask, run_serial,
                       stop_processes)
 from .sandbox import REPO_ROOT, CGroup, Limits, check_host, cleanup_stale_scratch, sandbox_available
@@ -151,7 +151,7 @@ def _fingerprint(a: Assignment, source_nb, reference_key: str) -> str:
         h.update(f"{p.grade_id}\0{p.points}\0{p.code}\0{source_of(p.check)}\0".encode())
     for name in verdict_modules(a):
         h.update(name.encode() + b"\0" + hashlib.sha256(_module_source(name)).digest())
-    h.update(json.dumps(a.inputs(), sort_keys=True, allow_nan=False).encode())
+    h.update(inputs_key(a).encode())  # the generator, not this run's draw, where inputs are drawn fresh
     h.update(reference_key.encode())
     h.update(repr(a.sandbox_offers).encode())
     for c in source_nb.cells:

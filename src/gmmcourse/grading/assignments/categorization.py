@@ -13,10 +13,10 @@ import numpy as np
 from gmmcourse.grading.checks import (EXACT_ATOL, EXACT_RTOL, BadAnswer, as_array, exact_close, guarded,
                                       scalar)
 from gmmcourse.grading.kernel_side import floats, to_json, var
-from gmmcourse.grading.reference import f64
+from gmmcourse.grading.reference import f64, fresh_inputs
 from gmmcourse.grading.spec import Assignment, Part, Verdict
 
-__all__ = ["ASSIGNMENT", "MISTAKES", "ADVICE", "mistake", "inputs", "reference"]
+__all__ = ["ASSIGNMENT", "MISTAKES", "ADVICE", "FIXED_INPUTS", "mistake", "inputs", "reference"]
 
 BENTO_RECIPE = {"weights": [0.7, 0.3], "means": [500.0, 350.0], "sds": [2.0, 2.0]}
 UNEQUAL_RECIPE = {"weights": [0.7, 0.3], "means": [500.0, 350.0], "sds": [2.0, 4.0]}
@@ -24,26 +24,102 @@ UNEQUAL_RECIPE = {"weights": [0.7, 0.3], "means": [500.0, 350.0], "sds": [2.0, 4
 # ----------------------------------------------------------------------------- inputs, reference
 
 
-def inputs() -> dict:
-    """The test cases sent into the sandbox."""
-    # every basic case has overlapping components, unequal weights and sds != 1, so that each
-    # mistake of `mistake` changes it (tests/test_grading_fairness.py checks it)
-    basic = [
+FIXED_INPUTS = {
+    # the templates of the drawn cases (and, until issue 23, the cases themselves): every basic
+    # case has overlapping components, unequal weights and sds != 1; the stable ones sit far in
+    # the tails, where the densities underflow
+    "categorize_basic": [
         dict(x=[380.0, 410.0, 425.0, 440.0, 470.0], weights=[0.7, 0.3], means=[500.0, 350.0], sds=[30.0, 30.0]),
         dict(x=[95.0, 100.0, 105.0, 135.0, 140.0, 145.0], weights=[0.2, 0.5, 0.3],
              means=[80.0, 120.0, 157.0], sds=[12.0, 15.0, 10.0]),
         dict(x=[-1.0, 0.0, 0.4, 1.0, 2.5], weights=[0.9, 0.1], means=[0.0, 1.0], sds=[1.0, 0.5]),
         dict(x=[400.0, 425.0, 450.0], weights=[0.7, 0.3], means=[500.0, 350.0], sds=[20.0, 40.0]),
-    ]
-    # far in the tails, where the densities underflow: decided by the tails (or, in the last
-    # case, by a moderate log-odds with equal weights and unit sds), so that only instability
-    # -- not the weights or sd-vs-variance -- changes them
-    stable = [
+    ],
+    "categorize_stable": [
         dict(x=[0.0, 300.0, 1000.0], **BENTO_RECIPE),
         dict(x=[-50.0, 250.0], weights=[0.2, 0.5, 0.3], means=[80.0, 120.0, 157.0], sds=[0.5, 0.5, 0.5]),
         dict(x=[40.0, -40.0], weights=[0.5, 0.5], means=[0.0, 0.05], sds=[1.0, 1.0]),
-    ]
-    return {"categorize_basic": basic, "categorize_stable": stable}
+    ],
+}
+"""Fixed cases of earlier runs: the shapes the drawn cases follow (tests check that a lookup
+table on them earns nothing)."""
+
+
+def _r(v) -> list[float]:
+    return [float(round(float(a), 6)) for a in np.atleast_1d(v)]
+
+
+def _basic_case(rng: np.random.Generator, t: dict) -> dict:
+    """One moderate case shaped like template ``t``: K, the order of the means and the spread
+    kept; means shifted and stretched, sds and weights perturbed, observations drawn anew over
+    the components' overlap."""
+    m, s, w = (np.asarray(t[k], dtype=np.float64) for k in ("means", "sds", "weights"))
+    scale = rng.uniform(0.6, 1.6)
+    shift = rng.uniform(-3.0, 3.0) * s.max()
+    means = m * scale + shift + rng.normal(0.0, 0.05, m.size) * s
+    sds = s * scale * rng.uniform(0.8, 1.25, s.size)
+    weights = rng.dirichlet(w * 40.0)
+    lo, hi = (means - 1.5 * sds).min(), (means + 1.5 * sds).max()
+    x = np.sort(rng.uniform(lo, hi, len(t["x"])))
+    return dict(x=_r(x), weights=_r(weights / weights.sum()), means=_r(means), sds=_r(sds))
+
+
+def _stable_case(rng: np.random.Generator, kind: int) -> dict:
+    """A case far in the tails (every density underflows in float64: at least 40 sds from every
+    mean), decided by the tails alone: equal sds, so that neither the weights nor sd-vs-variance
+    changes it; the last kind has equal weights and unit sds and a moderate log-odds."""
+    if kind == 0:  # two components, equal sds, observations below, between-the-far-sides and above
+        sd = rng.uniform(1.5, 3.0)
+        m1 = rng.uniform(300.0, 400.0)
+        means = [m1 + rng.uniform(100.0, 200.0), m1]
+        x = [m1 - rng.uniform(60.0, 150.0) * sd, m1 - rng.uniform(45.0, 55.0) * sd, means[0] + rng.uniform(60.0, 250.0) * sd]
+        w = rng.uniform(0.6, 0.8)
+        return dict(x=_r(x), weights=_r([w, 1.0 - w]), means=_r(means), sds=_r([sd, sd]))
+    if kind == 1:  # three components, equal small sds, observations far outside
+        sd = rng.uniform(0.3, 0.7)
+        means = np.cumsum([rng.uniform(60.0, 100.0), rng.uniform(25.0, 50.0), rng.uniform(25.0, 50.0)])
+        x = [means[0] - rng.uniform(80.0, 150.0), means[-1] + rng.uniform(80.0, 150.0)]
+        weights = rng.dirichlet([4.0, 10.0, 6.0])
+        return dict(x=_r(x), weights=_r(weights / weights.sum()), means=_r(means), sds=_r([sd] * 3))
+    m0 = rng.uniform(-20.0, 20.0)  # equal weights, unit sds: only the (moderate) log-odds counts
+    d = rng.uniform(0.03, 0.07)
+    x = [m0 + rng.uniform(40.0, 45.0), m0 - rng.uniform(40.0, 45.0)]
+    return dict(x=_r(x), weights=[0.5, 0.5], means=_r([m0, m0 + d]), sds=[1.0, 1.0])
+
+
+def _fair(case: dict, stable: bool) -> bool:
+    """The case tells a correct `categorize` from every mistake (basic), or only from an
+    unstable one (stable); `tests/test_hidden_inputs.py` checks it on many draws."""
+    from scipy.stats import norm
+
+    args = (case["x"], case["weights"], case["means"], case["sds"])
+    ref = mistake("correct", *args)
+    if not np.all(np.isfinite(ref)):
+        return False
+    if stable:
+        x, m, s = (np.asarray(case[k])[:, None] if k == "x" else np.asarray(case[k])[None, :]
+                   for k in ("x", "means", "sds"))
+        if np.any(norm.pdf(x, m, s) > 0):  # a naive categorize would not fail
+            return False
+        return all(exact_close(mistake(k, *args), ref) for k in ("ignores_weights", "variance_as_sd", "sd_as_variance"))
+    if not np.any((ref > 0.02) & (ref < 0.98)):
+        return False
+    return all(np.max(np.abs(mistake(k, *args) - ref)) > 0.01 for k in MISTAKES)
+
+
+@fresh_inputs
+def inputs(rng: np.random.Generator) -> dict:
+    """The test cases sent into the sandbox: drawn fresh in every grading run (`fresh_inputs`)
+    in the shapes of `FIXED_INPUTS`, each checked to tell a correct `categorize` from every
+    mistake in `ADVICE` (basic) or from an unstable one only (stable)."""
+    out = {"categorize_basic": [], "categorize_stable": []}
+    for t in FIXED_INPUTS["categorize_basic"]:
+        case = next((c for c in (_basic_case(rng, t) for _ in range(200)) if _fair(c, False)), t)
+        out["categorize_basic"].append(case)
+    for kind, t in enumerate(FIXED_INPUTS["categorize_stable"]):
+        case = next((c for c in (_stable_case(rng, kind) for _ in range(200)) if _fair(c, True)), t)
+        out["categorize_stable"].append(case)
+    return out
 
 
 MISTAKES = ("ignores_weights", "variance_as_sd", "sd_as_variance", "normalised_over_observations",
@@ -85,12 +161,21 @@ def mistake(kind: str, x, weights, means, sds) -> np.ndarray:
     return lp if kind == "log_probs" else np.exp(lp)
 
 
-@functools.lru_cache(maxsize=1)
+_REFERENCE: dict = {}
+
+
 def reference() -> dict:
-    """Exact answers (float64) from `gmmcourse.categorize`."""
+    """Exact answers (float64) from `gmmcourse.categorize`, for this run's draw of `inputs`."""
+    inp = inputs()
+    if _REFERENCE.get("inputs") is not inp:
+        _REFERENCE.clear()
+        _REFERENCE.update(inputs=inp, value=_reference(inp))
+    return _REFERENCE["value"]
+
+
+def _reference(inp: dict) -> dict:
     from gmmcourse.categorize import categorize, log_joint_by_component, log_predictive
 
-    inp = inputs()
     run = lambda c: f64(categorize, c["x"], c["weights"], c["means"], c["sds"]).tolist()  # noqa: E731
     lj = f64(log_joint_by_component, [425.0], *UNEQUAL_RECIPE.values())
     return {
