@@ -243,3 +243,17 @@ def test_student_ids_are_normalised(name, same_as):
 def test_look_alike_student_ids_are_refused(name):
     norm, why = student_id(name)
     assert norm is None and "look-alike" in why and "\n" not in why
+
+
+def test_a_worker_refuses_a_scratch_that_is_not_a_tmpfs(tmp_path):
+    """A remote worker whose host cannot mount fails closed too (the submission is reported
+    not graded), unless the class is trusted."""
+    require_sandbox()
+    cg = CGroup(LIMITS)
+    try:
+        with pytest.raises(LimitUnavailable, match="not a size-capped tmpfs"):
+            sandbox.kernel_command(CFG, LIMITS, str(tmp_path), str(tmp_path / "k.json"), cg)
+        argv = sandbox.kernel_command(CFG, Limits(allow_unlimited=True), str(tmp_path), str(tmp_path / "k.json"), cg)
+        assert "bwrap" in argv
+    finally:
+        cg.remove()

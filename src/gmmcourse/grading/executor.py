@@ -644,8 +644,8 @@ def run_submission(
         cfg = SandboxConfig(**{**cfg, "hide": tuple(cfg.get("hide", ()))})
     cfg = cfg or SandboxConfig()
     nb = nbformat.reads(nb_text, as_version=4)
+    cgroup = CGroup(limits)  # first: it refuses (LimitUnavailable) where a limit cannot be applied
     scratch = make_scratch(limits.scratch_bytes)
-    cgroup = CGroup(limits)
     try:
         res = asyncio.run(_grade(nb, exports, inputs_json, limits, cfg, scratch.path, cgroup))
     finally:

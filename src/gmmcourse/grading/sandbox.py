@@ -401,6 +401,9 @@ def kernel_command(
     prl.append("--")
     pre = ""
     if cfg.use_bwrap:
+        if not os.path.ismount(scratch) and not limits.allow_unlimited:  # a worker host fails closed too
+            raise LimitUnavailable(f"disk limit: the scratch {scratch} is not a size-capped tmpfs (mounting needs "
+                                   "root); run the grader as root, or pass --allow-unlimited for a trusted class")
         box = [
             # bwrap's own pid-1 process inside the sandbox keeps bwrap's environment, readable
             # as /proc/1/environ: start bwrap from an empty one.
