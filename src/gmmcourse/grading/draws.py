@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gmmcourse.grading.checks import BadAnswer, raw_array, split_rhat
-from gmmcourse.grading.kernel_side import EXPORT_MAX_CHAINS, EXPORT_MAX_VALUES, STAT_BATCHES
+from gmmcourse.grading.kernel_side import EXPORT_MAX_CHAINS, EXPORT_MAX_VALUES, STAT_BATCHES, batches_per_chain
 
 __all__ = ["Draws", "decode", "FLOAT32_U", "FLOAT64_SUMMARY_RTOL", "CROSS_RTOL", "summary_allowance", "PROB_ATOL",
            "PROB_SUM_ATOL", "conditional_probs", "probs_se", "probs_allowance"]
@@ -119,7 +119,7 @@ def decode(obj, k: int, name: str) -> Draws:
         raise BadAnswer(f"{name}: the exported draws are inconsistent")
     if not isinstance(stats, dict):
         raise BadAnswer(f"{name}: the exported draws are inconsistent")
-    h, b = s // 2, min(STAT_BATCHES, s)
+    h, b = s // 2, batches_per_chain(c, s)
     want = {"mean": (c, k), "ss": (c, k), "half_mean": (c, 2, k), "half_ss": (c, 2, k), "batch_means": (c, b, k),
             "min": (c, k), "max": (c, k), "min_gap": (c,), "max_sum_error": (c,)}
     st = {}
@@ -133,7 +133,7 @@ def decode(obj, k: int, name: str) -> Draws:
     if step == 1:
         from gmmcourse.grading.kernel_side import chain_stats
 
-        mine = chain_stats(arr)
+        mine = chain_stats(arr, b)
         for key in want:
             if not _agree(raw_array(mine[key], key), sub[key]):
                 raise BadAnswer(f"{name}: the exported draws are inconsistent")

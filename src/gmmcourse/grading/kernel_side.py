@@ -21,7 +21,17 @@ chains, which ones travel raw is decided by a hash of all the draws (`raw_chains
 their order. Statistics of EVERY chain travel too (`chain_stats`), so that the trusted side
 compares a summary with all the draws and computes R-hat over all chains."""
 STAT_BATCHES = 20
-"""Batches per chain of the exported batch means (batch-means standard errors)."""
+STAT_TOTAL_BATCHES = 400
+"""Batch means travel for every chain: STAT_BATCHES per chain, fewer when there are many chains
+(at least one per chain, about STAT_TOTAL_BATCHES in all): `batches_per_chain`."""
+MAX_CHAINS = 1000
+"""Most chains an export carries (its size stays under the grader's 4 MiB per answer); the
+notebooks state it."""
+
+
+def batches_per_chain(chains, samples):
+    """Batches per chain of the exported batch means (the trusted side expects the same)."""
+    return max(1, min(STAT_BATCHES, STAT_TOTAL_BATCHES // max(1, chains), samples))
 MAX_RAW = 10**6
 """Largest raw array (numbers) an export may carry."""
 MAX_JSON = 200_000
@@ -50,15 +60,16 @@ def raw_chains(a, limit=EXPORT_MAX_CHAINS):
     return sorted(rank[:limit])
 
 
-def chain_stats(a, batches=STAT_BATCHES):
+def chain_stats(a, b=None):
     """Per-chain statistics of ALL draws (chains, samples, K), in float64: means and sums of
     squared deviations of each chain and of its two halves (split R-hat), batch means, extremes,
-    the smallest gap between consecutive components, the largest |sum - 1| of a draw."""
+    the smallest gap between consecutive components, the largest |sum - 1| of a draw. `b`
+    batches per chain (default `batches_per_chain`)."""
     c, s, k = a.shape
     h = s // 2
     halves = np.stack([a[:, :h], a[:, h:2 * h]], axis=1)
     half_mean = halves.mean(axis=2)
-    b = min(batches, s)
+    b = b or batches_per_chain(c, s)
     usable = (s // b) * b
     mean = a.mean(axis=1)
     return {
@@ -81,6 +92,8 @@ def draws(a):
     if a.ndim != 3 or 0 in a.shape:
         raise ValueError("draws must have shape (chains, samples, K)")
     c, s, k = a.shape
+    if c > MAX_CHAINS:
+        raise ValueError(f"at most {MAX_CHAINS} chains can be graded, got {c}")
     if not np.all(np.isfinite(a)):
         raise ValueError("draws contain NaN or infinite values")
     idx = raw_chains(a)

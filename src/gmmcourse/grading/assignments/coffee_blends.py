@@ -18,7 +18,7 @@ from gmmcourse.grading import draws as D
 from gmmcourse.grading.checks import (MAX_IAT, MIN_CHAINS, MIN_SAMPLES, RHAT_MAX, SUMMARY_Z, Z_MC, BadAnswer,
                                       as_array, best_permutation, capped_se, guarded, mc_compare, not_converged,
                                       raw_array, sd_ok)
-from gmmcourse.grading.kernel_side import draws, floats, raw, var
+from gmmcourse.grading.kernel_side import MAX_CHAINS, draws, floats, raw, var
 from gmmcourse.grading.spec import Assignment, Part, Verdict, sanitize
 
 __all__ = ["ASSIGNMENT", "K", "N_CHOICE_MAPS", "SIMPLEX_ATOL", "PROBE_SEED", "inputs", "reference", "prior",
@@ -583,6 +583,46 @@ def check_assignments_and_update(answer, context):
     return _with_update(check_assignments(answer.get("draws"), context), answer, "sample_z")
 
 
+# ----------------------------------------------------------------------------- what the notebook states
+
+PROBE_RATES = {"seeds": 1000, "loop_seeds": 200, "false_fail_upper95": 0.003, "power_seeds": 200, "power_min": 1.0}
+"""What benchmarks/probe_rates.py measured (results/probe_rates.json; a test keeps them in step)."""
+
+
+def draws_rules(k: int) -> str:
+    """The rules on a student's draws and the summaries reported from them (both notebooks)."""
+    return (
+        f"Every part that uses your draws needs at least {MIN_CHAINS} chains x {MIN_SAMPLES} kept draws (any number of "
+        f"chains up to {MAX_CHAINS:,}); your chains must agree: split R-hat over all chains at most "
+        f"{RHAT_MAX}. Summaries are compared with a reference posterior within {Z_MC:g} combined Monte Carlo standard "
+        f"errors (yours from batch means of all your chains, capped at that of draws 1/{MAX_IAT:g} as informative as "
+        f"independent ones: a run that has not mixed does not widen its own tolerance); the spread of your draws must "
+        f"match the posterior sd within the same error. A summary you report must be that statistic of all your draws, "
+        f"to {SUMMARY_Z:g} Monte Carlo standard errors plus rounding: {D.FLOAT64_SUMMARY_RTOL:g} relative for float64 "
+        f"draws, 4 x 2^-24 x sqrt(number of draws) relative for float32 draws (e.g. {4 * D.FLOAT32_U * math.sqrt(12000):.1e} "
+        f"at 12,000 draws). Assignment probabilities must agree with the reference within {Z_MC:g} combined Monte "
+        f"Carlo standard errors (yours estimated from the conditional probabilities of your own draws, the same cap, "
+        f"plus the noise of counting sampled labels) plus {D.PROB_ATOL:g}; their rows must sum to 1 within "
+        f"{D.PROB_SUM_ATOL:g}.")
+
+
+def precision_text() -> str:
+    r = PROBE_RATES
+    return (
+        f"**Precision.** Model log densities are compared at float32 precision. Posterior summaries are compared in "
+        f"any component order. {draws_rules(K)} Weights must sum to 1 within {SIMPLEX_ATOL:g}. Half of the points "
+        f"for the posterior means, the weights and the assignments grade your `sample_means`, `sample_weights` and "
+        f"`sample_z` themselves: each is called once on a test state of its own ({UPDATE_CHAINS} chains at once), "
+        f"and its draws must follow the exact conditional (moments within {UPDATE_Z:g} Monte Carlo standard errors, "
+        f"label counts by a binomial tail of at least {UPDATE_P:g}); `sample_z` is also called on a state where every "
+        f"density N(x_i; mu_k, sigma_k) is below 1e-340, where probabilities computed outside log space are 0/0 "
+        f"(its probabilities must be within {PROBE_EXTREME_ATOL:g} of the exact ones there). Measured over "
+        f"{r['seeds']:,} seeds, these tests fail a correct function in less than {100 * r['false_fail_upper95']:.1f} % "
+        f"of cases (95 % bound; no failure seen), and catch each mistake we list (Dirichlet(n_k), a missing prior term, "
+        f"variance for sd, no noise, linear space, ignored weights, labels not drawn) in "
+        f"{100 * r['power_min']:.0f} % of {r['power_seeds']} seeds (benchmarks/probe_rates.py).")
+
+
 # ----------------------------------------------------------------------------- the assignment
 
 ASSIGNMENT = Assignment(
@@ -610,14 +650,5 @@ ASSIGNMENT = Assignment(
     sandbox_offers=("numpy", "scipy", "jax", "genjax"),  # the allow-list: the model and the sampler are the student's to write
     packages="`numpy`, `scipy`, `jax` and `genjax`; the course package `gmmcourse` is not available "
              "(the model and the sampler are yours to write)",
-    precision=(
-        f"**Precision.** Model log densities are compared at float32 precision. Posterior summaries are "
-        f"compared with a reference posterior within Monte Carlo error, in any component order: your "
-        f"chains must agree (split R-hat at most {RHAT_MAX}), and the tolerance is that of draws at least "
-        f"1/{MAX_IAT:g} as informative as independent ones; a summary you report must be the "
-        f"statistic of your draws (to {SUMMARY_Z:g} Monte Carlo standard errors). Half of the points "
-        f"for the posterior means, the weights and the assignments grade your `sample_means`, "
-        f"`sample_weights` and `sample_z` themselves: each is called once on a test state of its own "
-        f"({UPDATE_CHAINS} chains at once) and its draws must follow the exact conditional (to "
-        f"{UPDATE_Z:g} Monte Carlo standard errors)."),
+    precision=precision_text(),
 )

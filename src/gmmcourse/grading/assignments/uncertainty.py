@@ -19,6 +19,7 @@ from gmmcourse.grading.checks import (EXACT_ATOL, EXACT_RTOL, MAX_IAT, MIN_CHAIN
                                       RHAT_MAX, SUMMARY_Z, Z_MC, BadAnswer, as_array, best_permutation, capped_se,
                                       close, exact_close, guarded, mc_compare, not_converged, sd_ok)
 from gmmcourse.grading.kernel_side import draws, floats, var
+from gmmcourse.grading.assignments.coffee_blends import draws_rules
 from gmmcourse.grading.spec import Assignment, Part, Verdict
 
 __all__ = ["ASSIGNMENT", "K", "EM_RTOL", "HIDE", "reference", "plugin_log_odds"]
@@ -284,8 +285,8 @@ ASSIGNMENT = Assignment(
     precision=(
         f"**Precision.** The EM fit is compared with the maximum-likelihood fit at relative tolerance "
         f"{EM_RTOL['weights']:g} (weights), {EM_RTOL['means']:g} (means), {EM_RTOL['sds']:g} (sds). "
-        f"Component 0 is the lighter one everywhere, and order is checked. Posterior summaries are "
-        f"compared within Monte Carlo error: your chains must agree (split R-hat at most {RHAT_MAX}), and "
-        f"a summary you report must be the statistic of your draws (to {SUMMARY_Z:g} Monte Carlo "
-        "standard errors)."),
+        f"Component 0 is the lighter one everywhere, and order is checked. {draws_rules(K)} The posterior mean and "
+        f"the posterior sd of the component means are worth half of their part each. `log_odds_425` is compared, at "
+        f"relative tolerance {EXACT_RTOL:g} (absolute {EXACT_ATOL:g}), with the plug-in log-odds under your own "
+        f"`bento_em` (or the maximum-likelihood fit): a wrong EM fit costs points once, in its own part."),
 )
