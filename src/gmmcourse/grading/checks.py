@@ -292,9 +292,14 @@ def sd_ok(sd_student, ref, chains, samples) -> np.ndarray:
 def not_converged(rhat, what) -> Verdict | None:
     worst = float(np.max(rhat))
     if not worst <= RHAT_MAX:
+        # as many digits as it takes for the printed value to exceed the printed limit
+        digits = next((d for d in range(2, 17) if float(f"{worst:.{d}f}") > RHAT_MAX), 17)
+        shown = "infinite" if not np.isfinite(worst) else f"{worst:.{digits}f}"
         return Verdict(0.0, f"Your chains have not converged: they disagree about the {what} (split R-hat "
-                            f"{worst:.2f} > {RHAT_MAX}). Add warm-up, start the chains sensibly, and check your "
-                            "updates; no tolerance is widened for a run that has not converged.")
+                            f"{shown}, above the limit {RHAT_MAX}; R-hat compares the spread between chains and "
+                            "halves of chains with the spread within them, and is 1 when they agree). Add "
+                            "warm-up, start the chains sensibly, and check your updates; no tolerance is widened "
+                            "for a run that has not converged.")
     return None
 
 
