@@ -31,12 +31,49 @@ def test_smc_evidence_matches_exact(k):
     assert np.all(res.min_ess > 1)
 
 
-def test_smc_test_has_power():
-    """The check above fails for the evidence of another prior (mean scale 20 instead of
-    37.5): a wrong target is many standard errors away."""
-    wrong = log_evidence(CUPS, GMMPrior.exchangeable(2, 125.0, 20.0))
+@pytest.mark.slow
+def test_smc_evidence_check_has_power():
+    """The check above rejects a sampler that targets another model: SMC run, with the
+    book's settings, on the prior with mean scale 20 instead of 37.5 is many of its own
+    standard errors away from the exact evidence of the right prior (and matches its own)."""
     right = log_evidence(CUPS, GMMPrior.exchangeable(2, 125.0, 37.5))
-    assert abs(wrong - right) > MC_Z * 0.1 + 0.05  # 0.1: the largest se of the book's runs at K = 2
+    wrong_prior = GMMPrior.exchangeable(2, 125.0, 20.0)
+    res = smc_log_evidence(CUPS, wrong_prior, seed=202, **BOOK)
+    assert abs(res.log_evidence - log_evidence(CUPS, wrong_prior)) <= MC_Z * res.se + 0.05
+    assert abs(res.log_evidence - right) > MC_Z * res.se + 0.05, (res.log_evidence, right, res.se)
+
+
+def _p_k(runs_by_k: np.ndarray) -> np.ndarray:
+    """P(K | x) from runs' log evidence (runs, K) under a uniform prior on K, as the book
+    computes it: each K's evidence is the average of its runs'."""
+    z = np.exp(runs_by_k - runs_by_k.max())
+    return z.mean(0) / z.mean(0).sum()
+
+
+@pytest.mark.slow
+def test_smc_posterior_over_k_matches_exact():
+    """P(K | x) from the book's settings (8 runs per K; K = 3 and 4 hold all but 1e-6 of
+    the mass), in 8 independent replications with other seeds than the book's: their
+    average is within MC_Z Monte Carlo standard errors (measured from the replications'
+    spread) of the exact P(K = 3 | x) = 0.43, and the book's delta-method standard error
+    of one replication agrees with that spread."""
+    ks, reps = (3, 4), 8
+    exact = np.array([log_evidence(CUPS, GMMPrior.exchangeable(k, 125.0, 37.5)) for k in ks])
+    exact_p = _p_k(exact[None, :])[0]
+    p3, delta_se = [], []
+    for r in range(reps):
+        res = [smc_log_evidence(CUPS, GMMPrior.exchangeable(k, 125.0, 37.5), seed=1000 + 10 * r + k, **BOOK)
+               for k in ks]
+        p = _p_k(np.stack([x.runs for x in res], axis=1))[0]
+        p3.append(p)
+        delta_se.append(p * (1 - p) * np.hypot(res[0].se, res[1].se))  # the book's se of P(K = 3)
+    p3 = np.array(p3)
+    sd = np.std(p3, ddof=1)  # Monte Carlo error of one replication: the book's P(K = 3 | x)
+    mcse = sd / np.sqrt(reps)
+    assert 0.01 < sd < 0.2, sd
+    assert abs(p3.mean() - exact_p) <= MC_Z * mcse, (p3.mean(), exact_p, mcse)
+    # chi-square with 7 degrees of freedom: a ratio outside [0.4, 2.5] has probability < 1 %
+    assert 0.4 < np.median(delta_se) / sd < 2.5, (np.median(delta_se), sd)
 
 
 @pytest.mark.slow
