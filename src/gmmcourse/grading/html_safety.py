@@ -9,6 +9,10 @@ characters or `MAX_CELL_TAGS` tags (the sanitiser's cost grows with nesting dept
 shown as escaped, truncated plain text with a note instead. A notebook shares one `Budget`
 (`MAX_NOTEBOOK_CHARS`): past it, every further cell is plain text too.
 
+Links keep absolute ``http``, ``https`` and ``mailto`` URLs only (a relative link could open a
+student's file on the instructor's Jupyter server); images only inline rasters (``data:image``
+PNG, JPEG, GIF, WebP: no request leaves the page), other images become their alt text.
+
 Rendered student HTML is wrapped in a ``div`` that MathJax skips (``tex2jax_ignore`` /
 ``mathjax_ignore``): LaTeX ``\\href{javascript:...}`` cannot become a link, and student
 ``class`` attributes (which could re-enable MathJax) are never kept.
@@ -71,11 +75,27 @@ def plain_html(text: str, note: str = "") -> str:
 
 
 def _attribute(element: str, attribute: str, value: str) -> str | None:
-    if value.strip().lower().startswith("data:") and not (
-        element == "img" and attribute == "src" and _IMAGE_DATA.match(value.strip())
-    ):
+    inline = _IMAGE_DATA.match(value.strip()) is not None
+    if element == "img" and attribute == "src":
+        return value if inline else None  # no request leaves the page (tracking, same-origin GETs)
+    if value.strip().lower().startswith("data:"):
         return None  # data: URLs only as inline raster images
     return value
+
+
+_IMG = re.compile(r"<img(\s[^>]*)?>")  # nh3 writes ">" in an attribute value as &gt;
+_ALT = re.compile(r'\salt="([^"]*)"')
+
+
+def _bare_images(markup: str) -> str:
+    """An ``<img>`` left without a source becomes its alt text."""
+    def sub(m):
+        attrs = m.group(1) or ""
+        if re.search(r'\ssrc="', attrs):
+            return m.group(0)
+        alt = _ALT.search(attrs)
+        return f"[image: {alt.group(1)}]" if alt and alt.group(1) else "[image]"
+    return _IMG.sub(sub, markup)
 
 
 def _over(text: str, budget: Budget | None) -> str | None:
@@ -99,8 +119,9 @@ def clean_html(text, budget: Budget | None = None) -> str:
 def _sanitised(markup: str) -> str:
     import nh3
 
-    safe = nh3.clean(markup, url_schemes=_SCHEMES, attribute_filter=_attribute, link_rel="noopener noreferrer nofollow")
-    return _one_line(f"{_IGNORE}{safe}</div>")
+    safe = nh3.clean(markup, url_schemes=_SCHEMES, url_relative="deny", attribute_filter=_attribute,
+                     link_rel="noopener noreferrer nofollow")
+    return _one_line(f"{_IGNORE}{_bare_images(safe)}</div>")
 
 
 def markdown_html(text, budget: Budget | None = None) -> str:
