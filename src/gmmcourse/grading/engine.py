@@ -282,8 +282,9 @@ def _build(course: Path, a: Assignment, source_nb, max_score: float, reference: 
             pts, msg = check_part(p, result["answers"].get(p.grade_id), reference)
             if pts < float(p.points):
                 from .checks import time_limit_note
+                from .dependence import events_for_part
 
-                msg = time_limit_note(events, msg)
+                msg = time_limit_note(events_for_part(p, events, result.get("notebook")), msg)
         else:
             pts, msg = 0.0, "not graded: " + reason
         scores[p.grade_id] = pts
