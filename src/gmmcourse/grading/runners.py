@@ -218,22 +218,36 @@ def remote_client(address: str, tls: TLSFiles, *, trusted_network: bool, worker_
 # --------------------------------------------------------------------------- stopping
 
 
-def _our_cgroup_pids(owners: set[int]) -> set[int]:
-    """The processes in the per-submission cgroups (``gmmgrade-<owner>-*``) of ``owners``."""
-    from .sandbox import CONTROLLERS, _cgroup_base
+def _cgroup_dirs(owners: set[int]) -> list[Path]:
+    """The per-submission cgroups (``gmmgrade-<owner>-*``, any hierarchy) of ``owners``."""
+    from . import cgroups as cg
 
-    out: set[int] = set()
-    for ctrl in CONTROLLERS:
-        base = _cgroup_base(ctrl)
-        if base is None:
-            continue
+    try:
+        if cg.hierarchy() == "v2":
+            bases = [cg._v2_base()]
+        else:
+            bases = [b for b in (cg._v1_base(c) for c in cg.CONTROLLERS) if b is not None]
+    except Exception:  # noqa: BLE001 (no cgroups here: nothing to find)
+        return []
+    out = []
+    for base in bases:
         for d in base.glob("gmmgrade-*"):
             try:
-                owner = int(d.name.split("-")[1])
-                if owner in owners:
-                    out |= {int(p) for p in (d / "cgroup.procs").read_text().split()}
-            except (IndexError, ValueError, OSError):
+                if int(d.name.split("-")[1]) in owners:
+                    out.append(d)
+            except (IndexError, ValueError):
                 continue
+    return out
+
+
+def _our_cgroup_pids(owners: set[int]) -> set[int]:
+    """The processes in the per-submission cgroups of ``owners``."""
+    out: set[int] = set()
+    for d in _cgroup_dirs(owners):
+        try:
+            out |= {int(p) for p in (d / "cgroup.procs").read_text().split()}
+        except (OSError, ValueError):
+            continue
     return out
 
 
@@ -266,7 +280,7 @@ def kill_tree(roots: set[int]) -> None:
 
 
 def _alive(pid: int) -> bool:
-    from .sandbox import owner_alive
+    from .cgroups import owner_alive
 
     return owner_alive(pid)
 
@@ -305,14 +319,13 @@ def _kill_own_cgroups() -> None:
 def cleanup_own() -> None:
     """At the end of a run (nothing of it runs any more): remove this process's own
     per-submission cgroups and scratch folders that an interrupted sandbox left."""
-    from .sandbox import CONTROLLERS, CGroup, _cgroup_base, _remove_scratch
+    from .sandbox import _remove_scratch
 
-    mine = f"-{os.getpid()}-"
-    for ctrl in CONTROLLERS:
-        base = _cgroup_base(ctrl)
-        for d in base.glob(f"gmmgrade{mine}*") if base else ():
-            left = CGroup.__new__(CGroup)
-            left.name, left.dirs = d.name, {ctrl: d}
-            left.remove()
-    for d in Path("/tmp").glob(f"gmg{mine}*"):
+    _kill_own_cgroups()
+    for d in _cgroup_dirs({os.getpid()}):
+        try:
+            d.rmdir()
+        except OSError as e:
+            log.warning("cannot remove the cgroup %s: %s", d, e.strerror)
+    for d in Path("/tmp").glob(f"gmg-{os.getpid()}-*"):
         _remove_scratch(d)
