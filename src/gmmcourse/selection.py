@@ -15,7 +15,7 @@ from gmmcourse.em import em
 from gmmcourse.models import GMMPrior
 from gmmcourse.validation import check_data, check_k
 
-__all__ = ["bic", "bic_table", "is_degenerate", "loo_table", "pointwise_log_likelihood"]
+__all__ = ["bic", "bic_table", "is_degenerate", "is_duplicated", "loo_table", "pointwise_log_likelihood"]
 
 
 def bic(log_likelihood: float, k: int, n: int) -> float:
@@ -24,47 +24,91 @@ def bic(log_likelihood: float, k: int, n: int) -> float:
     return -2.0 * log_likelihood + (3 * k - 1) * np.log(n)
 
 
-DEGENERATE_SD = 1e-2  # a fitted sd below this multiple of the data's sd sits at the variance floor
+REG_VAR = 1e-6  # the variance floor of bic_table's EM runs (`em`'s reg_var)
+FLOOR_FACTOR = 2.0  # a fitted variance at most this multiple of the floor: no spread of its own left
 DEGENERATE_POINTS = 2.0  # a component holding less weight than this many points explains nothing
+DUPLICATE_NATS = 1e-2  # merging two components costs less than this: they are one component
 
 
-def is_degenerate(fit, n: int, data_sd: float) -> bool:
-    """A degenerate EM fit: some component has collapsed (its sd is below 1 % of the data's
-    sd, i.e. at the variance floor on a point or a few coincident points) or holds fewer than
-    two points' worth of weight. The likelihood of such a fit grows without bound as the
-    floor shrinks, so its BIC says nothing about the number of groups."""
-    sds, weights = np.asarray(fit.sds), np.asarray(fit.weights)
-    return bool(np.any(sds < DEGENERATE_SD * data_sd) or np.any(weights * n < DEGENERATE_POINTS))
+def is_degenerate(fit, n: int, reg_var: float = REG_VAR) -> bool:
+    """A collapsed EM fit: some component's variance is at the floor EM adds to every variance
+    (at most `FLOOR_FACTOR` times `reg_var`: it sits on one point or on coincident points) or
+    it holds fewer than two points' worth of weight. The likelihood of such a fit grows
+    without bound as the floor shrinks, so its BIC says nothing about the number of groups.
+
+    Args:
+        fit: an `EMResult` (or anything with ``weights`` and ``sds``), shape (K,).
+        n: number of data points.
+        reg_var: the variance floor the fit was run with.
+    """
+    sds, weights = np.asarray(fit.sds, dtype=np.float64), np.asarray(fit.weights, dtype=np.float64)
+    return bool(np.any(sds**2 <= FLOOR_FACTOR * reg_var) or np.any(weights * n < DEGENERATE_POINTS))
+
+
+def _log_likelihood(x, weights, means, sds) -> float:
+    return float(pointwise_log_likelihood(x, weights, means, sds).sum())
+
+
+def is_duplicated(fit, x) -> bool:
+    """Not a K-component fit: two of its components are one. EM started near a (K-1)-component
+    maximum can stop at a saddle where one component is split into two copies (same mean,
+    same sd); its log-likelihood is the (K-1)-component one. Merging two components into one
+    with their pooled weight, mean and variance (moment matching) then loses less than
+    `DUPLICATE_NATS` of log-likelihood.
+
+    Args:
+        fit: an `EMResult` (or anything with ``weights``, ``means`` and ``sds``), shape (K,).
+        x: the data the fit was made on, shape (N,).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    w, m, s = (np.asarray(a, dtype=np.float64) for a in (fit.weights, fit.means, fit.sds))
+    full = _log_likelihood(x, w, m, s)
+    for i in range(len(w)):
+        for j in range(i + 1, len(w)):
+            wij = w[i] + w[j]
+            mij = (w[i] * m[i] + w[j] * m[j]) / wij
+            vij = (w[i] * (s[i] ** 2 + m[i] ** 2) + w[j] * (s[j] ** 2 + m[j] ** 2)) / wij - mij**2
+            keep = np.ones(len(w), dtype=bool)
+            keep[[i, j]] = False
+            merged = _log_likelihood(x, np.append(w[keep], wij), np.append(m[keep], mij),
+                                     np.append(s[keep], np.sqrt(max(vij, 0.0))))
+            if merged > full - DUPLICATE_NATS:
+                return True
+    return False
 
 
 def bic_table(x, k_max: int = 5, *, seed: int = 0, restarts: int = 10) -> pd.DataFrame:
-    """EM fits for K = 1..k_max with their log-likelihood and BIC, degenerate fits excluded.
+    """EM fits for K = 1..k_max with their log-likelihood and BIC, collapsed and duplicated fits
+    excluded.
 
-    Every K gets `restarts` independent EM runs (k-means++ starts). A run is degenerate when
-    `is_degenerate` says so; the table's fit for K is the best **non-degenerate** run. If every
-    run for some K is degenerate, that K has no BIC (NaN) and cannot be chosen.
+    Every K gets `restarts` independent EM runs (k-means++ starts, variance floor `REG_VAR`). A
+    run is **degenerate** when `is_degenerate` says so (a component collapsed), and
+    **duplicated** when `is_duplicated` does (two of its components are one: not a
+    K-component fit). The table's fit for K is the best run that is neither. If there is none
+    for some K, that K has no BIC (NaN) and cannot be chosen.
 
     Returns:
-        A DataFrame indexed by ``k`` with columns ``log_likelihood`` (best non-degenerate run),
+        A DataFrame indexed by ``k`` with columns ``log_likelihood`` (best valid run),
         ``n_params``, ``bic``, ``delta_bic`` (BIC minus the best BIC), ``means`` (fitted means),
         ``min_sd`` (smallest fitted sd), ``n_degenerate`` (degenerate runs out of
-        ``restarts``), ``best_is_degenerate`` (whether the highest-likelihood run of all was
-        degenerate: the trap a plain BIC falls into), ``log_likelihood_any`` (that run's
-        log-likelihood) and ``chosen`` (True for the K with the lowest BIC).
+        ``restarts``), ``n_duplicated`` (runs, not degenerate, with duplicated components),
+        ``best_is_degenerate`` (whether the highest-likelihood run of all was degenerate: the
+        trap a plain BIC falls into), ``log_likelihood_any`` (that run's log-likelihood) and
+        ``chosen`` (True for the K with the lowest BIC).
     """
     x = check_data(x)
     n = x.shape[0]
     k_max = check_k(k_max, n, "k_max")
-    data_sd = max(float(np.std(x)), 1e-12)
     run_seeds = np.random.SeedSequence(seed).generate_state(restarts, dtype=np.uint32)
     rows = []
     for k in range(1, k_max + 1):
-        fits = [em(x, k, seed=int(s), restarts=1) for s in run_seeds]
-        degenerate = np.array([is_degenerate(f, n, data_sd) for f in fits])
+        fits = [em(x, k, seed=int(s), restarts=1, reg_var=REG_VAR) for s in run_seeds]
+        degenerate = np.array([is_degenerate(f, n) for f in fits])
+        duplicated = np.array([not d and is_duplicated(f, x) for f, d in zip(fits, degenerate)])
         lls = np.array([f.log_likelihood for f in fits])
         lls = np.where(np.isfinite(lls), lls, -np.inf)
         best_any = int(np.argmax(lls))
-        ok = np.flatnonzero(~degenerate)
+        ok = np.flatnonzero(~degenerate & ~duplicated)
         if ok.size:
             fit = fits[int(ok[np.argmax(lls[ok])])]
             ll, means, min_sd = fit.log_likelihood, np.round(fit.means, 2), float(fit.sds.min())
@@ -72,6 +116,7 @@ def bic_table(x, k_max: int = 5, *, seed: int = 0, restarts: int = 10) -> pd.Dat
             ll, means, min_sd = np.nan, None, np.nan
         rows.append({"k": k, "log_likelihood": ll, "n_params": 3 * k - 1, "bic": bic(ll, k, n),
                      "means": means, "min_sd": min_sd, "n_degenerate": int(degenerate.sum()),
+                     "n_duplicated": int(duplicated.sum()),
                      "best_is_degenerate": bool(degenerate[best_any]),
                      "log_likelihood_any": float(lls[best_any])})
     table = pd.DataFrame(rows).set_index("k")
