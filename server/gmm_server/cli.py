@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import grp
 import json
 import os
@@ -303,9 +302,7 @@ def preflight_caps() -> None:
         probe = limits.UserCGroup("preflight")
     except limits.LimitError as e:
         raise Fail(str(e)) from None
-    for d in probe.dirs:
-        with contextlib.suppress(OSError):
-            d.rmdir()
+    probe.remove()
 
 
 def stop(st: settings.Settings, timeout: float = 30) -> int:

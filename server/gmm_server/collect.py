@@ -194,7 +194,7 @@ def scan(inbounds: list[tuple[Path, str | None]], assignment: str, users: dict,
 def store(sub: Submission, dest: Path) -> bool:
     """Write ``sub`` as ``dest`` (replacing an older one); False when ``dest`` is as new."""
     old = parse_time((dest / "timestamp.txt").read_text()) if (dest / "timestamp.txt").is_file() else None
-    if old is not None and old >= sub.time:
+    if old is not None and old >= parse_time(format_time(sub.time)):  # compared as recorded (microseconds)
         return False
     tmp = dest.with_name(dest.name + ".collecting")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -1,27 +1,25 @@
 """Per-user caps of the course server: every number in ``CAPS`` (one place), applied to each
 user's server and everything it starts (kernels, terminals).
 
-* memory (RAM + swap, tmpfs pages included), processes and CPU: a cgroup per user,
-  ``<hub's own cgroup>/gmm-server-<user>``, on cgroup v1 (``memory``, ``pids``, ``cpu``
-  hierarchies) or v2 (``memory.max``, ``memory.swap.max``, ``pids.max``, ``cpu.max`` in a
-  delegated subtree); the spawner puts the sandbox in it before anything runs;
+* memory (RAM + swap, tmpfs pages included), processes and CPU: a cgroup per server, made by
+  the grader's own helper (src/gmmcourse/grading/cgroups.py: cgroup v1, v2 in a delegated
+  subtree, hybrid; ``GMG_CGROUP_ROOT`` / ``GMG_CGROUP_BASE`` as for the grader); the spawner
+  puts the sandbox in it before anything of the user's runs, and removes it (killing what
+  is left) when the server stops. It is named ``gmmgrade-<hub pid>-server-<user>-...`` so
+  that a grader run or a later hub removes it if the hub was killed;
 * ``/tmp``, ``/var/tmp`` and ``/dev/shm``: size-capped tmpfs (bwrap ``--size``);
 * the home and the user's submissions: one ext4 image per user (``userfs.py``), a fixed size.
 
 When a cap cannot be applied the server does not start: ``LimitError`` with one line saying
-which and what to do (the user sees "Spawn failed: ..."; the hub's log has it too).
-
-(The grader's sandbox, src/gmmcourse/grading/sandbox.py, has its own cgroup code for
-submissions; this module is the server's and can be swapped for a shared helper.)
+which and what to do (the user sees "Spawn failed: ..."; the hub's log has it too), and
+``server/course start`` checks the same before starting the hub.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass
-from pathlib import Path
-
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 @dataclass(frozen=True)
@@ -53,81 +51,32 @@ class LimitError(RuntimeError):
     """A cap could not be applied; the message is one line an administrator can act on."""
 
 
-def _own_path(controller: str | None, proc_cgroup: str) -> str:
-    """This process's cgroup path for ``controller`` (v1) or the unified one (None)."""
-    for line in proc_cgroup.splitlines():
-        _, ctrls, path = line.split(":", 2)
-        if (controller is None and ctrls == "") or (controller and controller in ctrls.split(",")):
-            return path
-    raise LimitError(f"this process is in no {controller or 'cgroup v2'} cgroup (/proc/self/cgroup)")
-
-
-def _write(path: Path, value: str, what: str, fix: str) -> None:
-    try:
-        path.write_text(value)
-    except OSError as e:
-        raise LimitError(f"cannot cap {what} of users' servers ({path}: {e.strerror}); {fix}") from None
-
-
 class UserCGroup:
-    """The cgroup(s) of one user's server; created (or reused) with the caps of ``caps``."""
+    """The cgroup of one user's server, with the caps of ``caps`` (memory, pids, CPU)."""
 
-    def __init__(self, user: str, caps: Caps = CAPS, root: Path = CGROUP_ROOT, proc_cgroup: str | None = None):
-        if proc_cgroup is None:
-            proc_cgroup = Path("/proc/self/cgroup").read_text()
-        self.name = f"gmm-server-{user}"
-        self.dirs: list[Path] = []
-        fix_v1 = "run the hub as root on a host whose cgroup v1 memory, pids and cpu hierarchies are writable"
-        fix_v2 = ("run the hub in a delegated cgroup v2 subtree with memory, pids and cpu enabled "
-                  "(e.g. systemd-run --property=Delegate=yes, or a container with its own cgroup namespace)")
-        if (root / "cgroup.controllers").is_file():  # v2 (unified)
-            base = root / _own_path(None, proc_cgroup).lstrip("/")
-            have = set((base / "cgroup.controllers").read_text().split()) if (base / "cgroup.controllers").exists() else set()
-            missing = {"memory", "pids", "cpu"} - have
-            if missing:
-                raise LimitError(f"cannot cap users' servers: cgroup v2 controller(s) {', '.join(sorted(missing))} "
-                                 f"not available in {base}; {fix_v2}")
-            enabled = set((base / "cgroup.subtree_control").read_text().split())
-            if not {"memory", "pids", "cpu"} <= enabled:
-                _write(base / "cgroup.subtree_control", "+memory +pids +cpu", "memory, processes and CPU", fix_v2)
-            d = self._mkdir(base / self.name, fix_v2)
-            _write(d / "memory.max", str(caps.memory_bytes), "memory", fix_v2)
-            if (d / "memory.swap.max").exists():
-                _write(d / "memory.swap.max", "0", "swap", fix_v2)
-            _write(d / "pids.max", str(caps.max_pids), "processes", fix_v2)
-            _write(d / "cpu.max", f"{int(caps.cpus * 100_000)} 100000", "CPU", fix_v2)
-            self.dirs.append(d)
-            return
-        for ctrl in ("memory", "pids", "cpu"):
-            if not (root / ctrl).is_dir():
-                raise LimitError(f"cannot cap users' servers: no cgroup v1 {ctrl} hierarchy at {root / ctrl}; {fix_v1}")
-            d = self._mkdir(root / ctrl / _own_path(ctrl, proc_cgroup).lstrip("/") / self.name, fix_v1)
-            if ctrl == "memory":
-                _write(d / "memory.limit_in_bytes", str(caps.memory_bytes), "memory", fix_v1)
-                if (d / "memory.memsw.limit_in_bytes").exists():  # swap accounting on: no swap either
-                    _write(d / "memory.memsw.limit_in_bytes", str(caps.memory_bytes), "swap", fix_v1)
-            elif ctrl == "pids":
-                _write(d / "pids.max", str(caps.max_pids), "processes", fix_v1)
-            else:
-                period = int((d / "cpu.cfs_period_us").read_text())
-                _write(d / "cpu.cfs_quota_us", str(max(1000, int(caps.cpus * period))), "CPU", fix_v1)
-            self.dirs.append(d)
+    def __init__(self, user: str, caps: Caps = CAPS):
+        from gmmcourse.grading.cgroups import CGroup, LimitUnavailable
 
-    @staticmethod
-    def _mkdir(d: Path, fix: str) -> Path:
         try:
-            d.mkdir(exist_ok=True)
-        except OSError as e:
-            raise LimitError(f"cannot create the cgroup {d} ({e.strerror}); {fix}") from None
-        return d
+            self._cg = CGroup(caps, name=f"gmmgrade-{os.getpid()}-server-{user}-{uuid.uuid4().hex[:6]}")
+        except LimitUnavailable as e:
+            raise LimitError(f"cannot cap users' servers: {e}") from None
+
+    @property
+    def dirs(self) -> list:
+        return sorted(set(self._cg.dirs.values()))
 
     @property
     def procs_files(self) -> list[str]:
-        return [str(d / "cgroup.procs") for d in self.dirs]
+        return self._cg.procs_files()
 
     def join(self, pid: int = 0) -> None:
-        """Put ``pid`` (0: the calling process) in every hierarchy (called in the child
-        before ``exec``: everything it starts stays in the cgroup)."""
+        """Put ``pid`` (0: the calling process) in the cgroup (called in the child before
+        ``exec``: everything it starts stays in the cgroup)."""
         for f in self.procs_files:
             with open(f, "w") as fh:
                 fh.write(str(pid or os.getpid()))
+
+    def remove(self) -> None:
+        """Kill what is left in it and remove it."""
+        self._cg.remove()

@@ -165,6 +165,7 @@ class SandboxSpawner(LocalProcessSpawner):
             self._cgroup = limits.UserCGroup(name)
             mnt = await asyncio.get_running_loop().run_in_executor(None, userfs.ensure, st, name, gid)
         except limits.LimitError as e:
+            self._release()
             self.log.error("%s: %s", name, e)
             raise RuntimeError(str(e)) from None
         home = pw.pw_dir
@@ -192,7 +193,7 @@ class SandboxSpawner(LocalProcessSpawner):
             await self._relays.start(f"/proc/{child}/ns/net", self.port, settings.load().hub_api_port)
             os.write(block_w, b"1")  # bwrap may now run the user's server
         except Exception as e:
-            self._close_relays()
+            self._release()
             self.log.error("%s: could not connect the server's network namespace: %s", name, e)
             raise
         finally:
@@ -200,21 +201,25 @@ class SandboxSpawner(LocalProcessSpawner):
             os.close(block_w)
         return ip_port
 
-    def _close_relays(self):
+    def _release(self):
+        """The relays closed, the cgroup removed (what is left in it killed)."""
         if self._relays is not None:
             self._relays.close()
             self._relays = None
+        if self._cgroup is not None:
+            self._cgroup.remove()
+            self._cgroup = None
 
     async def stop(self, now=False):
         try:
             await super().stop(now=now)
         finally:
-            self._close_relays()
+            self._release()
 
     async def poll(self):
         status = await super().poll()
         if status is not None:
-            self._close_relays()
+            self._release()
         return status
 
 
