@@ -278,15 +278,13 @@ def _is(pid: int, names) -> bool:
 
 
 def _user_cgroups(name: str) -> list[Path]:
-    """The cgroups the spawner made for ``name`` (limits.UserCGroup), on v1 or v2."""
+    """The cgroups the spawner made for ``name`` (limits.UserCGroup) and left (a killed hub)."""
     proc = Path("/proc/self/cgroup").read_text()
     out = []
     for line in proc.splitlines():
         _, ctrls, path = line.split(":", 2)
         top = Path("/sys/fs/cgroup") / (ctrls if ctrls and "=" not in ctrls else "")
-        d = top / path.lstrip("/") / f"gmm-server-{name}"
-        if d.is_dir():
-            out.append(d)
+        out += [d for d in (top / path.lstrip("/")).glob(f"gmmgrade-*-server-{name}-*") if d.is_dir()]
     return out
 
 
