@@ -156,15 +156,26 @@ def cups_exact():
     return {"log_ev": le, "p_k": p / p.sum(), "co_lo_mid": co}
 
 
+# The Monte Carlo standard error of the page's P(K = 3 | x) (8 runs of 250 particles per K),
+# measured from 8 independent replications of the page's computation by
+# test_smc.py::test_smc_posterior_over_k_matches_exact (0.07; the page's own delta-method
+# estimate from its 8 runs was 0.073); an error bar the page may not exceed.
+SMC_PK_MCSE_MAX = 0.12
+
+
 def test_smc_numbers_agree_with_exact_within_their_error(cups_exact):
     """SMC's log evidence and P(K | x) on the page, each within MC_Z of its own standard
-    error of the exact value (plus 0.05 nats for the bias of the log of an average)."""
+    error of the exact value (plus 0.05 nats for the bias of the log of an average; no floor
+    for P(K | x): K = 1 and 2, about 1e-11 and 6e-7, are checked on their own scale), and the
+    page's error bars no wider than the Monte Carlo error of its settings."""
     g = glued("em_and_selection")
     for k in range(1, 5):
         est, se = num(g, f"em_and_selection_smc_logz_{k}"), num(g, f"em_and_selection_smc_se_{k}")
         assert abs(est - cups_exact["log_ev"][k - 1]) <= MC_Z * se + 0.05, (k, est, se)
         p, p_se = num(g, f"em_and_selection_smc_pk_{k}"), num(g, f"em_and_selection_smc_pk_se_{k}")
-        assert abs(p - cups_exact["p_k"][k - 1]) <= MC_Z * p_se + 0.01, (k, p, p_se)
+        assert abs(p - cups_exact["p_k"][k - 1]) <= MC_Z * p_se, (k, p, p_se)
+        if k >= 3:  # the two that hold the mass: a wider error bar would let any number pass
+            assert p_se <= SMC_PK_MCSE_MAX, (k, p_se)
     co, co_se = num(g, "em_and_selection_smc_co"), num(g, "em_and_selection_smc_co_se")
     assert abs(co - cups_exact["co_lo_mid"]) <= MC_Z * co_se + 0.02
     # importance sampling from the prior falls short, as the page says
