@@ -13,6 +13,10 @@ One job only: nothing here runs or grades a notebook. The zip is hostile input:
   that expand past the cap, past their declared size or past `MAX_RATIO` times their
   compressed size (zip bombs: detected while streaming, the header is not trusted), more
   than `MAX_TOTAL_BYTES` read in all, more than `MAX_ENTRIES` entries: rejected and reported;
+* a student is named only by the LMS's own part of an entry's name (the rest is a file name
+  the student chose, and can imitate another LMS's naming): ``--lms auto`` decides the naming
+  once for the whole zip (`decide_lms`), and a name that reads as two students is reported,
+  never given to either;
 * files that are not notebooks are reported and skipped;
 * an existing submission is never overwritten silently: the same bytes are left alone
   (re-importing a zip changes nothing), a different notebook replaces the old one by a
