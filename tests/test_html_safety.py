@@ -383,7 +383,7 @@ def test_one_hostile_notebook_never_stops_the_run(tmp_path):
     sys.path.insert(0, str(Path(__file__).parent))
     from grading_helpers import _grade, scores, toy
 
-    course = toy.write_course(tmp_path, ["solution"])
+    course = toy.write_course(tmp_path, ["solution", "active_content"])
 
     def put(name, nb):
         d = course / "submitted" / name / "toy"
@@ -404,8 +404,16 @@ def test_one_hostile_notebook_never_stops_the_run(tmp_path):
     put("html_not_string", toy.notebook(extra_after=[
         "from IPython.display import display\ndisplay({'text/html': {'a': 1}, 'text/plain': 'x'}, raw=True)"]))
     _grade(course)
-    assert scores(course) == {"solution": 5.0, "surrogate": 5.0, "setup_outputs": 5.0, "html_not_string": 5.0}
-    for name in ("surrogate", "setup_outputs", "html_not_string"):
-        text = (course / "autograded" / name / "toy" / "toy.ipynb").read_text(encoding="utf-8")
-        assert "SETUP-OUT" not in text and "onerror" not in text
-    assert len((course / "grades.csv").read_text().splitlines()) == 5
+    assert scores(course) == {"solution": 5.0, "surrogate": 5.0, "setup_outputs": 5.0, "html_not_string": 5.0,
+                              "active_content": 5.0}
+    for name in ("surrogate", "setup_outputs", "html_not_string", "active_content"):
+        ag = nbformat.read(course / "autograded" / name / "toy" / "toy.ipynb", as_version=4)
+        assert "SETUP-OUT" not in json.dumps(ag)
+        for cell in ag.cells:  # code sources are shown as text; the rest is rendered
+            if cell.cell_type == "markdown" and not cell.metadata.get("nbgrader", {}).get("locked"):
+                _assert_inert(cell.source)
+            for out in cell.get("outputs", []):
+                assert "onerror" not in json.dumps(out)
+                assert set(out.get("data", {})) <= {"text/plain", "text/html", "image/png", "image/jpeg"}
+                _assert_inert(out.get("data", {}).get("text/html", ""))
+    assert len((course / "grades.csv").read_text().splitlines()) == 6
