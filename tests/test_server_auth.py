@@ -31,10 +31,12 @@ def _login(a, name, password, ip="10.0.0.1"):
 
 
 def test_wrong_password_and_lockout(tmp_path):
+    """Wrong or empty passwords and unknown names are refused; after the failures allowed for
+    a name (or an address), the right password is refused too until the window passes."""
     path = tmp_path / "roster.json"
     roster.save(path, {"ada": {"role": "student", "hash": roster.hash_password("right-password", iterations=1000)},
                        "bob": {"role": "instructor", "hash": roster.hash_password("bobs-password", iterations=1000)}})
-    a = auth.RosterAuthenticator(roster_file=str(path), max_failures=3, lockout_seconds=600)
+    a = auth.RosterAuthenticator(roster_file=str(path), max_failures=3, max_failures_per_address=3, lockout_seconds=600)
     assert _login(a, "ada", "wrong") is None
     assert _login(a, "ada", "") is None
     assert _login(a, "nobody-here", "right-password", ip="10.0.0.9") is None

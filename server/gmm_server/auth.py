@@ -5,9 +5,10 @@ Suitable for a small course on one machine: the instructor adds each user with
 are JupyterHub admins. To use a real identity provider instead (OAuth, LTI 1.3), see
 docs/course-server.md.
 
-Guessing is slowed down: after ``max_failures`` wrong passwords for one name, or from one
-address, within ``lockout_seconds``, every login for that name (or from that address) is
-refused until the window has passed, right password or not. Hashes are checked in a thread
+Guessing is slowed down: after ``max_failures`` wrong passwords for one name (or
+``max_failures_per_address`` from one address: higher, since a classroom often shares one)
+within ``lockout_seconds``, every login for that name (or from that address) is refused
+until the window has passed, right password or not. Hashes are checked in a thread
 (PBKDF2 takes a moment), so logins do not stall the hub. Passwords are never logged.
 """
 
@@ -25,7 +26,8 @@ from . import roster
 
 class RosterAuthenticator(Authenticator):
     roster_file = Unicode(help="path of roster.json").tag(config=True)
-    max_failures = Integer(5, help="wrong passwords per name or address before a lockout").tag(config=True)
+    max_failures = Integer(5, help="wrong passwords for one name before a lockout").tag(config=True)
+    max_failures_per_address = Integer(50, help="wrong passwords from one address before a lockout").tag(config=True)
     lockout_seconds = Integer(300, help="how long the failures count, and the lockout lasts").tag(config=True)
 
     def __init__(self, **kw):
@@ -39,7 +41,7 @@ class RosterAuthenticator(Authenticator):
         q = self._failures[key]
         while q and q[0] < now - self.lockout_seconds:
             q.popleft()
-        return len(q) >= self.max_failures
+        return len(q) >= (self.max_failures if key.startswith("name:") else self.max_failures_per_address)
 
     async def authenticate(self, handler, data):
         name = self.normalize_username((data or {}).get("username", ""))

@@ -19,6 +19,8 @@ import os
 import socket
 import threading
 
+MAX_CONNECTIONS = 256  # open relayed connections per server and direction (the hub's file descriptors)
+
 
 def socket_in(ns_fd: int, make):
     """``make()`` run in a new thread that has entered the network namespace ``ns_fd``."""
@@ -60,6 +62,24 @@ async def _relay(r1, w1, r2, w2) -> None:
     finally:
         for w in (w1, w2):
             w.close()
+
+
+def _bounded(handler):
+    """``handler`` with at most MAX_CONNECTIONS at a time; more are closed at once."""
+    active = 0
+
+    async def run(reader, writer):
+        nonlocal active
+        if active >= MAX_CONNECTIONS:
+            writer.close()
+            return
+        active += 1
+        try:
+            await handler(reader, writer)
+        finally:
+            active -= 1
+
+    return run
 
 
 class Relays:
@@ -105,8 +125,8 @@ class Relays:
                 return
             await _relay(reader, writer, r2, w2)
 
-        self.servers.append(await asyncio.start_server(to_hub, sock=socket_in(ns_fd, listener)))
-        self.servers.append(await asyncio.start_server(to_server, host, port, reuse_address=True))
+        self.servers.append(await asyncio.start_server(_bounded(to_hub), sock=socket_in(ns_fd, listener)))
+        self.servers.append(await asyncio.start_server(_bounded(to_server), host, port, reuse_address=True))
 
     def close(self) -> None:
         for s in self.servers:
