@@ -59,6 +59,8 @@ REPO_ROOT = SRC_ROOT.parent
 SANDBOX_UID_BASE = 2_000_000_000
 """Kernels run as uid/gid SANDBOX_UID_BASE + the grading process's pid: no account has it,
 and two submissions graded at once never share one (RLIMIT_NPROC counts per uid)."""
+
+
 @dataclass(frozen=True)
 class Limits:
     """Resource limits for one submission."""
@@ -99,7 +101,6 @@ class SandboxConfig:
     python_prefix: str = sys.base_prefix  # e.g. /root/.pyenv/versions/3.12.1
     venv: str = sys.prefix  # the course venv
     src: str = str(SRC_ROOT)
-    mask: str = str(GRADING_PKG)
     jax_cache: str | None = None  # mounted read-only (writable when warming)
     jax_cache_writable: bool = False
     single_thread: bool = True

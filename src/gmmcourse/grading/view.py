@@ -12,15 +12,17 @@ whole file system.
 
 from __future__ import annotations
 
+import csv
 import functools
 import importlib.metadata as md
+import os
 import sys
 from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-__all__ = ["KERNEL", "closure", "site_entries", "course_modules", "course_entries", "site_packages"]
+__all__ = ["KERNEL", "closure", "site_entries", "course_modules", "course_entries", "distributions", "site_packages"]
 
 KERNEL = ("ipykernel", "numpy")
 """What every kernel needs: Jupyter's kernel, and NumPy for the exports (`grading.kernel_side`)."""
@@ -31,8 +33,17 @@ def site_packages(venv: str) -> Path:
 
 
 @functools.lru_cache(maxsize=8)
-def _dists(site: str) -> dict[str, md.Distribution]:
-    return {canonicalize_name(d.metadata["Name"]): d for d in md.distributions(path=[site]) if d.metadata["Name"]}
+def _dists(site: str) -> dict[str, Path]:
+    """Canonical distribution name -> its ``.dist-info`` folder in `site`."""
+    out = {}
+    for e in os.scandir(site):
+        if e.name.endswith(".dist-info") and e.is_dir():
+            out[canonicalize_name(e.name[: -len(".dist-info")].split("-")[0])] = Path(e.path)
+    return out
+
+
+def _requires(info: Path) -> list[str]:
+    return md.PathDistribution(info).requires or []
 
 
 def closure(names, site: str) -> frozenset[str]:
@@ -52,15 +63,31 @@ def closure(names, site: str) -> frozenset[str]:
         if name not in dists:
             raise ValueError(f"{req.name!r} is not installed in {site}")
         out.add(name)
-        for r in dists[name].requires or ():
+        for r in _requires(dists[name]):
             sub = Requirement(r)
             if sub.marker is None or any(sub.marker.evaluate({"extra": e}) for e in ({""} | set(req.extras))):
                 todo.append(sub)
     return frozenset(out)
 
 
-def _files(d: md.Distribution) -> list[tuple[str, ...]]:
-    return [Path(str(f)).parts for f in d.files or () if not str(f).startswith("..")]
+@functools.lru_cache(maxsize=4)
+def _owners(site: str) -> dict[tuple[str, ...], frozenset[str]]:
+    """Every leading path of every installed file (relative to `site`) -> the distributions
+    with a file under it (read once per process: the RECORDs of the whole venv)."""
+    owners: dict[tuple[str, ...], set[str]] = {}
+    for name, info in _dists(site).items():
+        try:
+            with open(info / "RECORD", newline="") as f:
+                paths = [row[0] for row in csv.reader(f) if row]
+        except OSError:  # no RECORD: nothing of it can be offered, and it blocks nothing
+            continue
+        for s in paths:
+            if s.startswith(".."):  # scripts in bin/
+                continue
+            parts = tuple(s.split("/"))
+            for i in range(1, len(parts) + 1):
+                owners.setdefault(parts[:i], set()).add(name)
+    return {k: frozenset(v) for k, v in owners.items()}
 
 
 @functools.lru_cache(maxsize=32)
@@ -69,21 +96,12 @@ def site_entries(offered: frozenset[str], site: str) -> tuple[str, ...]:
     distributions are visible: each file's shortest leading path that holds no file of
     another distribution (a top-level package, its ``.dist-info``; deeper where a namespace
     package is shared with one that is not offered)."""
-    blocked: set[tuple[str, ...]] = set()
-    for name, d in _dists(site).items():
-        if name not in offered:
-            for parts in _files(d):
-                blocked.update(parts[:i] for i in range(1, len(parts) + 1))
+    owners = _owners(site)
     chosen: set[tuple[str, ...]] = set()
-    for name in offered:
-        for parts in _files(_dists(site)[name]):
-            for i in range(1, len(parts) + 1):
-                if parts[:i] not in blocked:
-                    chosen.add(parts[:i])
-                    break
-    # keep only the outermost of nested choices
-    keep = [p for p in chosen if not any(p[:i] in chosen for i in range(1, len(p)))]
-    return tuple(sorted("/".join(p) for p in keep if (Path(site) / Path(*p)).exists()))
+    for prefix, who in owners.items():
+        if who <= offered and (len(prefix) == 1 or not owners[prefix[:-1]] <= offered):
+            chosen.add(prefix)
+    return tuple(sorted("/".join(p) for p in chosen if (Path(site) / Path(*p)).exists()))
 
 
 def course_modules(offers) -> frozenset[str]:
