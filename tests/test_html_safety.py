@@ -107,11 +107,15 @@ def test_deep_nesting_and_huge_cells_are_capped_plain_text():
             assert "[autograder: this cell has" in out
             assert [t for t, _ in _tags(out)] == ["div", "p", "em", "pre"]
             assert len(out) < 8 * hs.PLAIN_CHARS
-    budget = hs.Budget()
-    cell = "*word* " * 8_000  # 56,000 characters: under the per-cell cap
-    outs = [hs.markdown_html(cell, budget) for _ in range(30)]
-    assert "<em>word</em>" in outs[0] and "over its limit" in outs[-1]
-    assert sum("<em>word</em>" in o for o in outs) == hs.MAX_NOTEBOOK_CHARS // len(cell)
+    assert "markdown delimiters" in hs.markdown_html("![" * hs.MAX_CELL_MARKS)  # markdown-it: 0.1 ms each
+    # what one notebook has rendered is bounded too: characters, delimiters, tags
+    for cell, render, shown, n in (
+            ("*word* " + "plain " * 9_000, hs.markdown_html, "<em>word</em>", hs.MAX_NOTEBOOK_CHARS // 54_007),
+            ("*w* " * 200, hs.markdown_html, "<em>w</em>", hs.MAX_NOTEBOOK_MARKS // 400),
+            ("<b>x</b>" * 900, hs.clean_html, "<b>x</b>", hs.MAX_NOTEBOOK_TAGS // 1_800)):
+        budget = hs.Budget()
+        outs = [render(cell, budget) for _ in range(n + 5)]
+        assert sum(shown in o for o in outs) == n and "over its limit" in outs[-1]
 
 
 def _hostile_notebook() -> nbformat.NotebookNode:

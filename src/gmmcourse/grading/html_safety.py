@@ -5,9 +5,10 @@ is total (any ``str``, lone surrogates included) and bounded: the HTML sanitiser
 (the Rust ``ammonia`` allow-list sanitiser: html5ever's parser, so entity-obfuscated schemes
 such as ``java&#115;cript:`` or ``javascript&colon;`` are decoded before the scheme check),
 markdown is rendered by ``markdown-it-py`` with a nesting cap, and a cell over `MAX_CELL_CHARS`
-characters or `MAX_CELL_TAGS` tags (the sanitiser's cost grows with nesting depth squared) is
-shown as escaped, truncated plain text with a note instead. A notebook shares one `Budget`
-(`MAX_NOTEBOOK_CHARS`): past it, every further cell is plain text too.
+characters, `MAX_CELL_TAGS` tags (the sanitiser's cost grows with nesting depth squared) or
+`MAX_CELL_MARKS` markdown delimiters (the renderer's cost grows with them) is shown as
+escaped, truncated plain text with a note instead. A notebook shares one `Budget`
+(`MAX_NOTEBOOK_CHARS`, `MAX_NOTEBOOK_MARKS`): past it, every further cell is plain text too.
 
 Links keep absolute ``http``, ``https`` and ``mailto`` URLs only (a relative link could open a
 student's file on the instructor's Jupyter server); images only inline rasters (``data:image``
@@ -23,8 +24,9 @@ from __future__ import annotations
 import html
 import re
 
-__all__ = ["MAX_CELL_CHARS", "MAX_CELL_TAGS", "MAX_NOTEBOOK_CHARS", "Budget", "fix_text", "plain_html",
-           "clean_html", "markdown_html", "safe_name", "UnsafeName"]
+__all__ = ["MAX_CELL_CHARS", "MAX_CELL_TAGS", "MAX_CELL_MARKS", "MAX_NOTEBOOK_CHARS", "MAX_NOTEBOOK_MARKS",
+           "MAX_NOTEBOOK_TAGS", "Budget", "fix_text", "plain_html", "clean_html", "markdown_html", "safe_name",
+           "UnsafeName"]
 
 MAX_CELL_CHARS = 64_000
 """Largest student cell or output (characters) that is rendered and sanitised; larger ones are
@@ -34,6 +36,15 @@ MAX_CELL_TAGS = 2_000
 tags cost about 0.04 s; 16,000 cost 2.3 s)."""
 MAX_NOTEBOOK_CHARS = 1_000_000
 """Student text rendered as HTML per notebook; past it, cells are plain text."""
+MARKS = "[]*_!`<>&$\\"
+"""Markdown delimiters: markdown-it-py's time grows with them (about 0.1 ms each, pure Python;
+64,000 ``![`` take 4.5 s), not with plain text."""
+MAX_CELL_MARKS = 1_000
+MAX_NOTEBOOK_MARKS = 5_000
+"""Most delimiters rendered per cell and per notebook (the course's notebooks have at most 85
+in a cell and 300 in all); past them, plain text."""
+MAX_NOTEBOOK_TAGS = 20_000
+"""Most tags sanitised per notebook (a cell may have `MAX_CELL_TAGS`)."""
 PLAIN_CHARS = 20_000
 """Characters of a cell kept in its plain-text rendering."""
 
@@ -52,16 +63,19 @@ def fix_text(text) -> str:
 
 
 class Budget:
-    """The characters of student text a notebook may still have rendered as HTML."""
+    """What a notebook may still have rendered as HTML: characters of student text, markdown
+    delimiters (`MARKS`, which decide markdown-it's time) and tags (nh3's)."""
 
-    def __init__(self, chars: int = MAX_NOTEBOOK_CHARS):
-        self.left = chars
+    def __init__(self, chars: int = MAX_NOTEBOOK_CHARS, marks: int = MAX_NOTEBOOK_MARKS,
+                 tags: int = MAX_NOTEBOOK_TAGS):
+        self.left = {"chars": chars, "marks": marks, "tags": tags}
 
-    def take(self, n: int) -> bool:
-        if n > self.left:
-            self.left = 0
+    def take(self, **cost: int) -> bool:
+        if any(n > self.left[k] for k, n in cost.items()):
+            self.left = dict.fromkeys(self.left, 0)
             return False
-        self.left -= n
+        for k, n in cost.items():
+            self.left[k] -= n
         return True
 
 
@@ -98,12 +112,20 @@ def _bare_images(markup: str) -> str:
     return _IMG.sub(sub, markup)
 
 
-def _over(text: str, budget: Budget | None) -> str | None:
+def _marks(text: str) -> int:
+    return sum(text.count(c) for c in MARKS)
+
+
+def _over(text: str, budget: Budget | None, markdown: bool = False) -> str | None:
     if len(text) > MAX_CELL_CHARS:
         return f"this cell has {len(text):,} characters, more than the {MAX_CELL_CHARS:,} rendered; shown as plain text"
-    if text.count("<") > MAX_CELL_TAGS:
+    tags = text.count("<")
+    if tags > MAX_CELL_TAGS:
         return f"this cell has more than {MAX_CELL_TAGS:,} tags; shown as plain text"
-    if budget is not None and not budget.take(len(text)):
+    marks = _marks(text) if markdown else 0
+    if marks > MAX_CELL_MARKS:
+        return f"this cell has more than {MAX_CELL_MARKS:,} markdown delimiters; shown as plain text"
+    if budget is not None and not budget.take(chars=len(text), marks=marks, tags=tags):
         return "the notebook's rendered text is over its limit; shown as plain text"
     return None
 
@@ -131,7 +153,7 @@ def markdown_html(text, budget: Budget | None = None) -> str:
     from markdown_it import MarkdownIt
 
     text = fix_text(text)
-    note = _over(text, budget)
+    note = _over(text, budget, markdown=True)
     if note:
         return plain_html(text, note)
     # the caps apply to the student's text; rendered, it nests at most 20 deep (maxNesting)
