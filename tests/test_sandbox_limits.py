@@ -257,3 +257,43 @@ def test_a_worker_refuses_a_scratch_that_is_not_a_tmpfs(tmp_path):
         assert "bwrap" in argv
     finally:
         cg.remove()
+
+
+def test_the_cli_refuses_in_one_line_and_allow_unlimited_is_said(tmp_path):
+    """`autograde` on a host without cgroups: one line naming the limit and the fix, exit 2,
+    nothing graded; with --allow-unlimited each missing limit is printed as a warning."""
+    require_sandbox()
+    env = {**os.environ, "GMG_CGROUP_ROOT": str(tmp_path / "no-cgroups")}
+    cmd = [sys.executable, "-m", "gmmcourse.grading", "autograde", "--course", str(tmp_path / "course"), "--no-progress"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cgroup limits: no cgroup file system"), r.stderr
+    assert "--allow-unlimited" in lines[0]
+    r = subprocess.run(cmd + ["--allow-unlimited"], capture_output=True, text=True, env=env, timeout=300)
+    assert "warning: --allow-unlimited: cgroup limits: no cgroup file system" in r.stderr, r.stderr
+    assert "does not exist" in r.stderr  # it went on, to the next check
+
+
+def test_v2_moves_the_grader_out_of_a_base_with_processes(v2, monkeypatch):
+    """cgroup v2 enables controllers only below cgroups without processes (EBUSY): the base's
+    processes move into a leaf, then the controllers are enabled."""
+    import errno
+
+    from gmmcourse.grading import cgroups
+
+    base = v2 / "grader.slice"
+    (base / "cgroup.procs").write_text(f"{os.getpid()}\n")
+    real, calls = cgroups._write, []
+
+    def write(path, text):
+        calls.append(path.name)
+        if path == base / "cgroup.subtree_control" and calls.count("cgroup.subtree_control") == 1:
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        real(path, text)
+
+    monkeypatch.setattr(cgroups, "_write", write)
+    cg = CGroup(LIMITS)
+    assert cg.active
+    assert (base / cgroups.SUPERVISOR / "cgroup.procs").read_text() == str(os.getpid())
+    assert set((base / "cgroup.subtree_control").read_text().split()) == {"+memory", "+pids", "+cpu"}
