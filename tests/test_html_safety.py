@@ -108,6 +108,9 @@ def test_deep_nesting_and_huge_cells_are_capped_plain_text():
             assert [t for t, _ in _tags(out)] == ["div", "p", "em", "pre"]
             assert len(out) < 8 * hs.PLAIN_CHARS
     assert "markdown delimiters" in hs.markdown_html("![" * hs.MAX_CELL_MARKS)  # markdown-it: 0.1 ms each
+    deep = "<div>" * (hs.MAX_DEPTH + 1)  # under the tag cap, but no honest cell nests so deep
+    assert "more than 64 deep" in hs.clean_html(deep) and "<div><div>" not in hs.clean_html(deep)
+    assert "<table><tbody><tr><td>1</td></tr></tbody></table>" in hs.clean_html("<table><tr><td>1</td></tr></table>")
     # what one notebook has rendered is bounded too: characters, delimiters, tags
     for cell, render, shown, n in (
             ("*word* " + "plain " * 9_000, hs.markdown_html, "<em>word</em>", hs.MAX_NOTEBOOK_CHARS // 54_007),

@@ -24,7 +24,7 @@ from __future__ import annotations
 import html
 import re
 
-__all__ = ["MAX_CELL_CHARS", "MAX_CELL_TAGS", "MAX_CELL_MARKS", "MAX_NOTEBOOK_CHARS", "MAX_NOTEBOOK_MARKS",
+__all__ = ["MAX_CELL_CHARS", "MAX_CELL_TAGS", "MAX_DEPTH", "MAX_CELL_MARKS", "MAX_NOTEBOOK_CHARS", "MAX_NOTEBOOK_MARKS",
            "MAX_NOTEBOOK_TAGS", "Budget", "fix_text", "plain_html", "clean_html", "markdown_html", "safe_name",
            "UnsafeName"]
 
@@ -34,6 +34,9 @@ shown as truncated plain text."""
 MAX_CELL_TAGS = 2_000
 """Most ``<`` in one cell that is sanitised (nh3's time grows with depth squared: 2,000 nested
 tags cost about 0.04 s; 16,000 cost 2.3 s)."""
+MAX_DEPTH = 64
+"""Deepest element nesting kept (honest HTML nests a few levels; 1,000 levels cost formgrader's
+own bleach pass 1.8 s per page view)."""
 MAX_NOTEBOOK_CHARS = 1_000_000
 """Student text rendered as HTML per notebook; past it, cells are plain text."""
 MARKS = "[]*_!`<>&$\\"
@@ -135,15 +138,32 @@ def clean_html(text, budget: Budget | None = None) -> str:
     MathJax leaves it alone; over the caps, its escaped plain text (`plain_html`)."""
     text = fix_text(text)
     note = _over(text, budget)
-    return plain_html(text, note) if note else _sanitised(text)
+    return plain_html(text, note) if note else _sanitised(text, text)
 
 
-def _sanitised(markup: str) -> str:
+def _sanitised(markup: str, original: str) -> str:
     import nh3
 
     safe = nh3.clean(markup, url_schemes=_SCHEMES, url_relative="deny", attribute_filter=_attribute,
                      link_rel="noopener noreferrer nofollow")
+    if _depth(safe) > MAX_DEPTH:  # never honest, and slow in any later HTML parser (formgrader's bleach)
+        return plain_html(original, f"this cell nests elements more than {MAX_DEPTH} deep; shown as plain text")
     return _one_line(f"{_IGNORE}{_bare_images(safe)}</div>")
+
+
+_TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)")
+_VOID = frozenset({"area", "br", "col", "hr", "img", "wbr"})
+
+
+def _depth(markup: str) -> int:
+    """Deepest element nesting of nh3's (well-formed) output, in one pass."""
+    depth = deepest = 0
+    for close, tag in _TAG.findall(markup):
+        if tag.lower() in _VOID:
+            continue
+        depth += -1 if close else 1
+        deepest = max(deepest, depth)
+    return deepest
 
 
 def markdown_html(text, budget: Budget | None = None) -> str:
@@ -157,7 +177,7 @@ def markdown_html(text, budget: Budget | None = None) -> str:
     if note:
         return plain_html(text, note)
     # the caps apply to the student's text; rendered, it nests at most 20 deep (maxNesting)
-    return _sanitised(MarkdownIt("commonmark", {"html": True, "maxNesting": 20}).render(text))
+    return _sanitised(MarkdownIt("commonmark", {"html": True, "maxNesting": 20}).render(text), text)
 
 
 def _one_line(markup: str) -> str:
