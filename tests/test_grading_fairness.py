@@ -799,3 +799,36 @@ def test_probe_rates_stated_and_recorded():
     assert res["lowest_power"] >= r["power_min"] and min(v["seeds"] for v in res["power"].values()) == r["power_seeds"]
     text = coffee_blends.ASSIGNMENT.precision
     assert f"{r['seeds']:,} seeds" in text and f"{100 * r['false_fail_upper95']:.1f} %" in text
+
+
+def test_linear_space_sample_z_fails_its_probe():
+    """Item 5: sample_z in linear space is right on the coffee data and on the probe state, but
+    0/0 where every density underflows: it loses its half, with the advice to work in log space;
+    the solution's and a float32 sample_z pass."""
+    from gmmcourse.grading.assignments import coffee_blends
+
+    inputs = json.loads(json.dumps(coffee_blends.inputs()))
+    sol = _gibbs_ns()
+    lin = {}
+    _linear_sample_z(lin)
+    for fn, ok in ((sol["sample_z"], True), (_float32_updates()["sample_z"], True), (lin["sample_z"], False)):
+        out = coffee_blends.export_update({"sample_z": fn}, inputs, name="sample_z")
+        v = coffee_blends.probe_verdict(json.loads(json.dumps(out["update"])), "sample_z")
+        assert (v is None) == ok, v
+        if not ok:
+            assert "log space" in v.message and "below 1e-340" in v.message
+
+
+def test_every_draws_part_checks_the_minimum(unc_base):
+    """Item 6: 2 chains x 500 draws lose the draws' share of every part that uses them, naming why."""
+    ns = dict(_gibbs_ns(), **_coffee_ns(77))
+    ns["coffee_draws"] = {k: v[:2, :500] for k, v in ns["coffee_draws"].items()}
+    ns["coffee_summary"] = {k: v.mean(axis=(0, 1)) for k, v in ns["coffee_draws"].items()}
+    for gid in COFFEE_POSTERIOR:
+        v = score(CB, gid, ns)
+        assert v.fraction == (0.5 if gid in HALVES else 0.0) and "Too few draws" in v.message, (gid, v)
+    few = {k: v[:2, :500] for k, v in unc_base["bento_draws"].items()}
+    ns = dict(unc_base, **_bento_answers(few))
+    for gid in BENTO_POSTERIOR:
+        v = score(UN, gid, ns)
+        assert v.fraction == 0.0 and "Too few draws" in v.message, (gid, v)
