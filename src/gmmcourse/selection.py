@@ -77,6 +77,13 @@ def is_duplicated(fit, x) -> bool:
     return False
 
 
+def _narrowest(fit, n: int) -> dict:
+    """The narrowest component of a fit: its sd, weight in points and mean."""
+    c = int(np.argmin(fit.sds))
+    return {"min_sd_any": float(fit.sds[c]), "min_sd_points_any": float(fit.weights[c] * n),
+            "min_sd_mean_any": float(fit.means[c])}
+
+
 def bic_table(x, k_max: int = 5, *, seed: int = 0, restarts: int = 10) -> pd.DataFrame:
     """EM fits for K = 1..k_max with their log-likelihood and BIC, collapsed and duplicated fits
     excluded.
@@ -93,8 +100,10 @@ def bic_table(x, k_max: int = 5, *, seed: int = 0, restarts: int = 10) -> pd.Dat
         ``min_sd`` (smallest fitted sd), ``n_degenerate`` (degenerate runs out of
         ``restarts``), ``n_duplicated`` (runs, not degenerate, with duplicated components),
         ``best_is_degenerate`` (whether the highest-likelihood run of all was degenerate: the
-        trap a plain BIC falls into), ``log_likelihood_any`` (that run's log-likelihood) and
-        ``chosen`` (True for the K with the lowest BIC).
+        trap a plain BIC falls into), ``log_likelihood_any`` (that run's log-likelihood),
+        ``min_sd_any``, ``min_sd_points_any`` and ``min_sd_mean_any`` (that run's narrowest
+        component: its sd, its weight in points, its mean) and ``chosen`` (True for the K with
+        the lowest BIC).
     """
     x = check_data(x)
     n = x.shape[0]
@@ -118,7 +127,8 @@ def bic_table(x, k_max: int = 5, *, seed: int = 0, restarts: int = 10) -> pd.Dat
                      "means": means, "min_sd": min_sd, "n_degenerate": int(degenerate.sum()),
                      "n_duplicated": int(duplicated.sum()),
                      "best_is_degenerate": bool(degenerate[best_any]),
-                     "log_likelihood_any": float(lls[best_any])})
+                     "log_likelihood_any": float(lls[best_any]),
+                     **_narrowest(fits[best_any], n)})
     table = pd.DataFrame(rows).set_index("k")
     table["delta_bic"] = table["bic"] - table["bic"].min()
     table["chosen"] = table.index == table["bic"].idxmin()
