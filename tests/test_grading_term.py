@@ -38,10 +38,10 @@ def test_kill_and_resume(tmp_path):
     names = ["solution", "blank", "half", "os_exit", "sys_exit", "nan_answer", "prefilled_answer", "deleted_tests"]
     course = toy.write_course(tmp_path, names)
     cmd = [sys.executable, "-m", "gmmcourse.grading", "autograde", "toy", "--course", str(course),
-           "--registry", "toy:ASSIGNMENTS", "--serial", "--no-progress", "--no-warm", "--cell-timeout", "3"]
+           "--registry", "toy:ASSIGNMENTS", "--serial", "--no-progress", "--no-warm", "--cell-timeout", "60"]
     p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     db = course / "gradebook.db"
-    deadline = time.time() + 120
+    deadline = time.time() + 900  # a guard against a hang, not a measured bound
     n = 0
     while time.time() < deadline:
         time.sleep(0.3)
@@ -172,19 +172,15 @@ def test_scheduler_without_workers_times_out(tmp_path):
     from distributed import LocalCluster
 
     course = toy.write_course(tmp_path, ["solution"])
-    said = {}
+    said = []
 
-    def echo(line):  # the grader says it waits, and how long: the wait starts there
-        if "waiting up to 3 s for Dask workers" in line:
-            said["at"] = time.monotonic()
-
-    with LocalCluster(n_workers=0, dashboard_address=":0", processes=False) as cluster:
-        with pytest.raises(GradingError, match="no Dask worker joined"):
+    # a plain tcp:// scheduler on loopback, in this process: trusted here
+    with LocalCluster(n_workers=0, dashboard_address=":0", processes=False, protocol="tcp://") as cluster:
+        with pytest.raises(GradingError, match="no Dask worker joined .* within 3 s"):
             autograde(["toy"], course, registry=toy.ASSIGNMENTS, limits=LIMITS, progress=False, warm_cache=False,
-                      echo=echo, serial=False, scheduler=cluster.scheduler_address, worker_wait=3)
-        # the wait is bounded by worker_wait (opening the gradebook and connecting to the
-        # scheduler come before it and take longer on a loaded machine)
-        assert time.monotonic() - said["at"] < 3 + 10
+                      echo=said.append, serial=False, scheduler=cluster.scheduler_address, worker_wait=3,
+                      trusted_network=True)
+    assert any("waiting up to 3 s for Dask workers" in line for line in said), said
     assert dump(course)["markers"] == []
 
 
@@ -197,56 +193,80 @@ def test_loose_notebook_is_reported(tmp_path):
     assert any("submitted/solution/toy.ipynb" in s and "is ignored" in s for s in said)
 
 
+def _cgroups_of(owners: set[int]) -> set[Path]:
+    """Per-submission cgroups (``gmmgrade-<owner>-*``) of ``owners``, on v1 or v2."""
+    found = set()
+    for pattern in ("*/gmmgrade-*", "*/*/gmmgrade-*", "gmmgrade-*"):
+        for d in Path("/sys/fs/cgroup").glob(pattern):
+            parts = d.name.split("-")
+            if len(parts) > 2 and parts[1].isdigit() and int(parts[1]) in owners:
+                found.add(d)
+    return found
+
+
 @pytest.mark.slow
-def test_ctrl_c_stops_quickly_and_leaves_nothing(tmp_path):
+def test_ctrl_c_stops_everything_and_leaves_nothing(tmp_path):
+    """Ctrl-C during a parallel run on a busy grader (an infinite loop, a memory bomb and
+    honest notebooks in their sandboxes): exit 130, and nothing of the run is left: no
+    worker, kernel or sandbox process, no cgroup, no scratch folder or mount, no temporary
+    file. The mechanism is tested here; how long stopping takes is measured by
+    benchmarks/bench_grading.py (no wall-clock bound a loaded machine could break)."""
     names = ["infinite_loop", "memory_bomb_list", "solution", "half"]
     course = toy.write_course(tmp_path, names)
     cmd = [sys.executable, "-m", "gmmcourse.grading", "autograde", "toy", "--course", str(course),
-           "--registry", "toy:ASSIGNMENTS", "--workers", "2", "--no-progress", "--no-warm", "--cell-timeout", "30"]
+           "--registry", "toy:ASSIGNMENTS", "--workers", "2", "--no-progress", "--no-warm", "--cell-timeout", "6000",
+           "--notebook-timeout", "6000"]
+    before = set(Path("/tmp").glob("gmg-seccomp-*")) | set(Path("/tmp").glob("gmg-run-*"))
     # Scratch folders (gmg-<pid>-*) and cgroups (gmmgrade-<pid>-*) are named by the process
     # that made them: only this grader's process tree counts (other tests may grade meanwhile).
     tree: set[int] = set()
+    procs: dict[int, psutil.Process] = {}  # (pids are reused on a busy machine: the process, not its number)
 
     def grader_pids():
         try:
             proc = psutil.Process(p.pid)
-            tree.update([p.pid, *(c.pid for c in proc.children(recursive=True))])
+            for q in [proc, *proc.children(recursive=True)]:
+                procs.setdefault(q.pid, q)
+                tree.add(q.pid)
         except psutil.NoSuchProcess:
             pass
         return tree
 
-    def ours(name: str) -> bool:
-        parts = name.split("-")
-        return len(parts) > 2 and parts[1].isdigit() and int(parts[1]) in tree
-
     def scratch():
         grader_pids()
-        return {d for d in Path("/tmp").glob("gmg-*-*") if d.is_dir() and ours(d.name)}
-
-    def cgroups():
-        return {d for c in ("memory", "pids", "cpu") for d in Path(f"/sys/fs/cgroup/{c}").glob("gmmgrade-*")
-                if ours(d.name)}
+        return {d for d in Path("/tmp").glob("gmg-*-*") if d.name.split("-")[1].isdigit()
+                and int(d.name.split("-")[1]) in tree}
 
     p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not [d for d in scratch() if (d / "k1.json").exists()]:
+    guard = time.monotonic() + 900  # against a hang only
+    kernels = []
+    while time.monotonic() < guard and p.poll() is None and len(kernels) < 2:
+        grader_pids()
+        kernels = [q for q in tree if q != p.pid and psutil.pid_exists(q)
+                   and "ipykernel" in " ".join(_cmdline(q))]
         time.sleep(0.2)
-    time.sleep(2)
+    assert p.poll() is None and len(kernels) >= 2, p.communicate()  # both workers are running kernels
     grader_pids()
-    assert len(tree) >= 3, tree  # the grader and its two Dask workers at least
-    t = time.monotonic()
+    assert scratch() and _cgroups_of(tree), (scratch(), tree)  # what must go is there
+    mounts_before = {d for d in scratch() if os.path.ismount(d)}
     p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=60)
-    stopped = time.monotonic() - t
-    assert stopped < 15, stopped
+    out, err = p.communicate(timeout=900)  # against a hang only
     assert p.returncode == 130, err
-    time.sleep(1)
-    assert not scratch(), scratch()
-    assert not cgroups(), cgroups()
-    alive = [pid for pid in tree if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert "interrupted" in err and "Traceback" not in err, err
+    alive = [(q.pid, _cmdline(q.pid)) for q in procs.values() if q.is_running() and q.status() != psutil.STATUS_ZOMBIE]
     assert not alive, alive  # no worker, kernel or sandbox of this grader is left running
-    kernels = subprocess.run(["pgrep", "-af", "ipykernel_launcher -f /tmp/gmg-"], capture_output=True, text=True).stdout
-    assert not [k for k in kernels.splitlines() if any(f"/tmp/gmg-{pid}-" in k for pid in tree)], kernels
+    assert not scratch(), scratch()
+    assert not [d for d in mounts_before if os.path.ismount(d)]
+    assert not _cgroups_of(tree), _cgroups_of(tree)
+    left = (set(Path("/tmp").glob("gmg-seccomp-*")) | set(Path("/tmp").glob("gmg-run-*"))) - before
+    assert not {f for f in left if f.exists()}, left
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return []
 
 
 @pytest.mark.slow
@@ -273,18 +293,20 @@ def test_scheduler_death_records_no_zeros(tmp_path):
     worker = subprocess.Popen([str(dask_bin), "worker", address, "--nthreads", "1", "--no-nanny"], **quiet)
 
     def kill_after_first_grade():
-        end = time.monotonic() + 240
+        end = time.monotonic() + 900  # a guard against a hang
         while time.monotonic() < end and not list(course.glob("feedback/*/toy/toy.html")):
             time.sleep(0.1)
         sched.kill()
 
     killer = threading.Thread(target=kill_after_first_grade, daemon=True)
     killer.start()
-    limits = Limits(cell_timeout=20, notebook_timeout=60, export_timeout=10, memory_bytes=512 << 20)
+    # the honest cells sleep 3 s: far below the 120 s cell limit at any load
+    limits = Limits(cell_timeout=120, notebook_timeout=300, export_timeout=30, memory_bytes=512 << 20)
     try:
         with dask.config.set({"distributed.comm.timeouts.connect": "5s"}):
             s = autograde(["toy"], course, registry=toy.ASSIGNMENTS, limits=limits, progress=False,
-                          warm_cache=False, echo=lambda s: None, scheduler=address, worker_wait=60)
+                          warm_cache=False, echo=lambda s: None, scheduler=address, worker_wait=600,
+                          trusted_network=True)
     finally:
         sched.kill()
         worker.kill()
