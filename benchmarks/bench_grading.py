@@ -187,13 +187,61 @@ def term(course: Path, reg, limits, cache, args) -> dict:
             "resumed": len(s.graded)}
 
 
+def ctrl_c_stop(tmp: Path, repeats: int = 3) -> dict:
+    """Seconds from Ctrl-C (SIGINT) to the grader's exit, during a parallel run whose two
+    workers each run a kernel (an infinite loop and a memory bomb among the submissions)."""
+    import os
+    import signal
+    import subprocess
+
+    import psutil
+    import toy
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tests" / "hostile"), os.environ.get("PYTHONPATH", "")]))
+    stops = []
+    for i in range(repeats):
+        course = toy.write_course(tmp / f"ctrlc{i}", ["infinite_loop", "memory_bomb_list", "solution", "half"])
+        p = subprocess.Popen([sys.executable, "-m", "gmmcourse.grading", "autograde", "toy", "--course", str(course),
+                              "--registry", "toy:ASSIGNMENTS", "--workers", "2", "--no-progress", "--no-warm",
+                              "--cell-timeout", "6000", "--notebook-timeout", "6000"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        while p.poll() is None:
+            kids = psutil.Process(p.pid).children(recursive=True)
+            if sum("ipykernel" in " ".join(k.cmdline()) for k in kids if k.is_running()) >= 2:
+                break
+            time.sleep(0.2)
+        t = time.perf_counter()
+        p.send_signal(signal.SIGINT)
+        p.communicate()
+        stops.append(time.perf_counter() - t)
+        assert p.returncode == 130, p.returncode
+    return {"stop_s": stops, "max_stop_s": max(stops), "repeats": repeats}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--class-size", type=int, default=150)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--overhead-n", type=int, default=4)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "grading.json"))
+    ap.add_argument("--ctrl-c-only", action="store_true",
+                    help="only the Ctrl-C stop time (benchmarks/results/grading_ctrl_c.json)")
     args = ap.parse_args()
+    if args.ctrl_c_only:
+        import datetime
+        import os
+        import subprocess
+
+        with tempfile.TemporaryDirectory(prefix="gmmbench-") as tmp:
+            res = ctrl_c_stop(Path(tmp))
+        res.update(commit=subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                                         text=True).stdout.strip(),
+                   machine={"cpus": os.cpu_count(), "python": platform.python_version()},
+                   date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+        dest = ROOT / "benchmarks" / "results" / "grading_ctrl_c.json"
+        dest.write_text(json.dumps(res, indent=2) + "\n")
+        print(json.dumps(res, indent=2))
+        return
     ref = _ref_means()
     asg = Assignment(JAX_TOY.id, JAX_TOY.notebook, JAX_TOY.parts, reference=lambda: ref)
     reg = {"emtoy": asg}
@@ -262,7 +310,8 @@ def main() -> None:
             t = time.perf_counter()
             autograde(["emtoy"], course, registry=reg, serial=(mode == "serial"), workers=args.workers,
                       scheduler=cluster.scheduler_address if mode == "parallel" else None,
-                      limits=limits, progress=True, jax_cache=cache, warm_cache=False, echo=lambda s: None)
+                      limits=limits, progress=True, jax_cache=cache, warm_cache=False, echo=lambda s: None,
+                      trusted_network=True)  # this process's own loopback cluster
             times[mode] = time.perf_counter() - t
             print(mode, times[mode], flush=True)
         cluster.close()

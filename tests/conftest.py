@@ -21,5 +21,13 @@ def mc_close(estimate, truth, se, z=MC_Z, floor=0.0):
 
 
 @pytest.fixture
+def _bwrap():
+    """Tests marked ``grading_helpers.needs_bwrap`` fail with this line (never skip) without bubblewrap."""
+    import shutil
+
+    assert shutil.which("bwrap"), "bubblewrap (bwrap) is not installed: apt-get install -y bubblewrap"
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(20261125)
