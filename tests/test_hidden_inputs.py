@@ -28,7 +28,8 @@ def _correct(x, weights, means, sds):
     from scipy.special import logsumexp
     from scipy.stats import norm
 
-    lj = np.log(weights)[None, :] + norm.logpdf(np.asarray(x)[:, None], np.asarray(means)[None, :], np.asarray(sds)[None, :])
+    x, weights, means, sds = (np.asarray(a, dtype=float) for a in (x, weights, means, sds))
+    lj = np.log(weights)[None, :] + norm.logpdf(x[:, None], means[None, :], sds[None, :])
     return np.exp(lj - logsumexp(lj, axis=1, keepdims=True))
 
 
@@ -91,7 +92,8 @@ def test_every_draw_is_as_fair_as_the_fixed_cases(redraw):
     for _ in range(20):
         redraw()
         inp, ref = A.inputs(), A.reference()
-        assert [len(c["x"]) for c in inp["categorize_basic"]] == [len(c["x"]) for c in cat.FIXED_INPUTS["categorize_basic"]]
+        shapes = [len(c["x"]) for c in cat.FIXED_INPUTS["categorize_basic"]]
+        assert [len(c["x"]) for c in inp["categorize_basic"]] == shapes
         for case, r in zip(inp["categorize_basic"], ref["categorize_basic"]):
             for kind in cat.MISTAKES:
                 got = cat.mistake(kind, case["x"], case["weights"], case["means"], case["sds"])

@@ -72,7 +72,8 @@ def _stable_case(rng: np.random.Generator, kind: int) -> dict:
         sd = rng.uniform(1.5, 3.0)
         m1 = rng.uniform(300.0, 400.0)
         means = [m1 + rng.uniform(100.0, 200.0), m1]
-        x = [m1 - rng.uniform(60.0, 150.0) * sd, m1 - rng.uniform(45.0, 55.0) * sd, means[0] + rng.uniform(60.0, 250.0) * sd]
+        x = [m1 - rng.uniform(60.0, 150.0) * sd, m1 - rng.uniform(45.0, 55.0) * sd,
+             means[0] + rng.uniform(60.0, 250.0) * sd]
         w = rng.uniform(0.6, 0.8)
         return dict(x=_r(x), weights=_r([w, 1.0 - w]), means=_r(means), sds=_r([sd, sd]))
     if kind == 1:  # three components, equal small sds, observations far outside
