@@ -172,3 +172,13 @@ def test_mfm_sampler_matches_the_exact_mfm_posterior():
     # the MFM puts less mass on extra small clusters than the DP does, on the same data and cluster prior
     dp = dpmm.exact_posterior(X, prior)
     assert ex.num_clusters[4:].sum() < dp.num_clusters[4:].sum()
+
+
+def test_a_chain_that_runs_out_of_slots_is_refused():
+    """Fewer slots than the posterior needs (X has three or more clusters with probability
+    0.98): an error, never silently wrong draws; enough slots: no error."""
+    prior = DPPrior.for_data(X, alpha=1.0)
+    with pytest.raises(RuntimeError, match="more than 2 clusters"):
+        dpmm.collapsed_gibbs(X, prior, num_chains=2, num_samples=50, num_warmup=10, max_clusters=3)
+    post = dpmm.collapsed_gibbs(X, prior, num_chains=2, num_samples=50, num_warmup=10, max_clusters=None)
+    assert post.num_clusters.max() >= 3

@@ -293,35 +293,37 @@ def _predictive_logpdf(xi, count, total, total_sq, prior: DPPrior):
     return logp
 
 
-def _collapsed_sweep(key, z, x, prior: DPPrior, rule):
-    """One sweep of Neal's algorithm 3 over every point, labels in n slots (a new cluster
-    takes the first empty slot). ``rule = (offset, log_new)``: an occupied cluster of size m
+def _collapsed_sweep(key, z, x, prior: DPPrior, rule, num_slots):
+    """One sweep of Neal's algorithm 3 over every point, labels in ``num_slots`` slots (a new
+    cluster takes the first empty slot; with fewer slots than points, a step that finds none
+    empty sets the returned flag and the caller refuses the draws). ``rule = (offset, log_new)``: an occupied cluster of size m
     weighs ``m + offset``, a new one ``exp(log_new[t])`` with t clusters among the other points
     (the DP: offset 0 and log alpha; the MFM: gamma and log gamma + log V_n(t+1) - log V_n(t)).
-    Returns the new labels."""
+    Returns the new labels and whether a step found every slot taken."""
     offset, log_new = rule
     n = x.shape[0]
-    slots = jnp.arange(n)
+    slots = jnp.arange(num_slots)
     onehot = (z[:, None] == slots[None, :]).astype(x.dtype)
     stats = (onehot.sum(0), onehot.T @ x, onehot.T @ (x * x))
 
     def step(carry, inp):
-        z, (cnt, s1, s2) = carry
+        z, (cnt, s1, s2), full = carry
         i, k = inp
         xi, zi = x[i], z[i]
         cnt, s1, s2 = cnt.at[zi].add(-1.0), s1.at[zi].add(-xi), s2.at[zi].add(-xi * xi)
         occupied = cnt > 0
-        first_empty = jnp.argmin(occupied)  # there is always one: n slots, n - 1 other points
+        full = full | jnp.all(occupied)
+        first_empty = jnp.argmin(occupied)  # one is always empty with n slots (n - 1 other points)
         pred = jax.vmap(lambda c, a, b: _predictive_logpdf(xi, c, a, b, prior))(cnt, s1, s2)
         logits = jnp.where(occupied, jnp.log(jnp.where(occupied, cnt, 1.0) + offset) + pred,
                            jnp.where(slots == first_empty, log_new[jnp.sum(occupied)] + pred, -jnp.inf))
         new = jax.random.categorical(k, logits).astype(z.dtype)
         cnt, s1, s2 = cnt.at[new].add(1.0), s1.at[new].add(xi), s2.at[new].add(xi * xi)
-        return (z.at[i].set(new), (cnt, s1, s2)), None
+        return (z.at[i].set(new), (cnt, s1, s2), full), None
 
     keys = jax.random.split(key, n)
-    (z, _), _ = jax.lax.scan(step, (z, stats), (jnp.arange(n), keys))
-    return z
+    (z, _, full), _ = jax.lax.scan(step, (z, stats, jnp.zeros((), bool)), (jnp.arange(n), keys))
+    return z, full
 
 
 def _blocked_sweep(key, z, x, prior: DPPrior, k_max: int):
@@ -349,19 +351,25 @@ def _blocked_sweep(key, z, x, prior: DPPrior, k_max: int):
     return jax.random.categorical(k5, table, axis=-1)
 
 
-@partial(jax.jit, static_argnames=("k_max", "num_warmup", "num_samples"))
-def _run(key, z0, x, prior, rule, k_max, num_warmup, num_samples):
+@partial(jax.jit, static_argnames=("k_max", "num_slots", "num_warmup", "num_samples"))
+def _run(key, z0, x, prior, rule, k_max, num_slots, num_warmup, num_samples):
     """`num_samples` sweeps after `num_warmup`: the collapsed sampler when ``k_max == 0``, else
-    the blocked one on ``k_max`` sticks."""
-    def body(z, k):
-        z = _collapsed_sweep(k, z, x, prior, rule) if k_max == 0 else _blocked_sweep(k, z, x, prior, k_max)
+    the blocked one on ``k_max`` sticks. Returns the draws and whether the collapsed sampler
+    ever found all its slots taken."""
+    def body(carry, k):
+        z, full = carry
+        if k_max == 0:
+            z, f = _collapsed_sweep(k, z, x, prior, rule, num_slots)
+            full = full | f
+        else:
+            z = _blocked_sweep(k, z, x, prior, k_max)
         z = z.astype(jnp.int32)
-        return z, z
+        return (z, full), z
 
     kw, ks = jax.random.split(key)
-    z, _ = jax.lax.scan(body, z0, jax.random.split(kw, num_warmup))
-    _, draws = jax.lax.scan(body, z, jax.random.split(ks, num_samples))
-    return draws
+    carry, _ = jax.lax.scan(body, (z0, jnp.zeros((), bool)), jax.random.split(kw, num_warmup))
+    (_, full), draws = jax.lax.scan(body, carry, jax.random.split(ks, num_samples))
+    return draws, full
 
 
 def _canonical(labels: np.ndarray) -> np.ndarray:
@@ -410,7 +418,8 @@ class DPPosterior:
                 "ess_bulk": float(array_stats.ess(k, chain_axis=-2, draw_axis=-1, method="bulk"))}
 
 
-def _sample(x, prior: DPPrior, k_max, num_chains, num_samples, num_warmup, seed, name, z0_fn, mfm=None):
+def _sample(x, prior: DPPrior, k_max, num_chains, num_samples, num_warmup, seed, name, z0_fn, mfm=None,
+            max_clusters=None):
     x = np.asarray(x, dtype=np.float64).ravel()
     if x.size < 1 or not np.all(np.isfinite(x)):
         raise ValueError("x must hold at least one finite number")
@@ -422,28 +431,38 @@ def _sample(x, prior: DPPrior, k_max, num_chains, num_samples, num_warmup, seed,
         pr = DPPrior(*(jnp.asarray(v, jnp.float64) for v in prior._replace(mean_loc=prior.mean_loc - shift)))
         xs = jnp.asarray(x - shift, jnp.float64)
         keys = jax.random.split(jax.random.key(seed), num_chains)
-        z0 = jnp.stack([z0_fn(k, x.size) for k in keys])
+        slots = x.size if max_clusters is None else min(x.size, max_clusters)
+        z0 = jnp.stack([z0_fn(k, x.size, slots) for k in keys])
         if mfm is None:
             rule = (jnp.float64(0.0), jnp.full(x.size + 1, jnp.log(pr.alpha)))
         else:
             lv = mfm.log_v(x.size)
             step = np.log(mfm.gamma) + lv[1:] - lv[:-1]  # t = 0 (no other point) only for n = 1
             rule = (jnp.float64(mfm.gamma), jnp.asarray(np.where(np.isfinite(step), step, 0.0)))
-        draws = jax.vmap(lambda k, z: _run(k, z, xs, pr, rule, k_max, num_warmup, num_samples))(keys, z0)
+        draws, full = jax.vmap(lambda k, z: _run(k, z, xs, pr, rule, k_max, slots, num_warmup, num_samples))(keys, z0)
         labels = np.asarray(draws)
+    if k_max == 0 and slots < x.size and bool(np.any(full)):
+        raise RuntimeError(f"a chain wanted more than {slots - 1} clusters (max_clusters={max_clusters}): "
+                           "its draws are not from the posterior; raise max_clusters")
     return DPPosterior(labels=_canonical(labels), sampler=name)
 
 
 def collapsed_gibbs(x, prior: DPPrior, *, num_chains: int = 4, num_samples: int = 1000, num_warmup: int = 200,
-                    seed: int = 0, mfm: MFM | None = None) -> DPPosterior:
+                    seed: int = 0, mfm: MFM | None = None, max_clusters: int | None = 64) -> DPPosterior:
     """Neal's (2000) algorithm 3 (clusters integrated out); with ``mfm``, the same sampler for
-    the mixture of finite mixtures (Miller and Harrison's 2018 restaurant process). Chains
-    start from all points in one cluster or from every point alone, at random."""
-    def z0(k, n):
-        return jnp.zeros(n, jnp.int32) if int(jax.random.randint(k, (), 0, 2)) == 0 else jnp.arange(n, dtype=jnp.int32)
+    the mixture of finite mixtures (Miller and Harrison's 2018 restaurant process).
+
+    Each point's step weighs ``min(n, max_clusters)`` slots (not n: the work of a sweep grows
+    with n times the slots); a chain that ever finds them all taken raises instead of
+    returning draws that are not the posterior's (``max_clusters=None``: n slots, never full).
+    Chains start, at random, from all points in one cluster or spread over many."""
+    def z0(k, n, slots):
+        if int(jax.random.randint(k, (), 0, 2)) == 0:
+            return jnp.zeros(n, jnp.int32)
+        return (jnp.arange(n) % max(1, min(slots - 1, 10))).astype(jnp.int32)
 
     return _sample(x, prior, 0, num_chains, num_samples, num_warmup, seed, "collapsed" + (" (MFM)" if mfm else ""),
-                   z0, mfm)
+                   z0, mfm, max_clusters)
 
 
 def blocked_gibbs(x, prior: DPPrior, *, k_max: int = 20, num_chains: int = 4, num_samples: int = 1000,
@@ -452,7 +471,7 @@ def blocked_gibbs(x, prior: DPPrior, *, k_max: int = 20, num_chains: int = 4, nu
     `truncation_bound` for the error of the truncation)."""
     k_max = check_positive_int(k_max, "k_max")
 
-    def z0(k, n):
+    def z0(k, n, slots):
         return jax.random.randint(k, (n,), 0, min(k_max, n)).astype(jnp.int32)
 
     return _sample(x, prior, k_max, num_chains, num_samples, num_warmup, seed, f"blocked (k_max={k_max})", z0)
