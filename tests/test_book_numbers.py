@@ -156,11 +156,12 @@ def cups_exact():
     return {"log_ev": le, "p_k": p / p.sum(), "co_lo_mid": co}
 
 
-# The Monte Carlo standard error of the page's P(K = 3 | x) (8 runs of 250 particles per K),
-# measured from 8 independent replications of the page's computation by
-# test_smc.py::test_smc_posterior_over_k_matches_exact (0.07; the page's own delta-method
-# estimate from its 8 runs was 0.073); an error bar the page may not exceed.
-SMC_PK_MCSE_MAX = 0.12
+# The Monte Carlo error of the page's P(K = 3 | x) (8 runs of 250 particles per K) is about
+# 0.1: the spread of 8 independent replications of the page's computation in
+# test_smc.py::test_smc_posterior_over_k_matches_exact was 0.099 (the page's own delta-method
+# estimate from its 8 runs: 0.073). An error bar the page may not exceed (1.5 times that):
+# a page reporting a wider one would pass whatever number it shows.
+SMC_PK_MCSE_MAX = 0.15
 
 
 def test_smc_numbers_agree_with_exact_within_their_error(cups_exact):
