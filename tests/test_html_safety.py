@@ -295,17 +295,21 @@ def _formgrade_page(nb: nbformat.NotebookNode, first: str | None = "Ada", last: 
     return page
 
 
-def _ran(browser, page_html: str, tmp_path: Path, name: str) -> tuple[int, int]:
+def _ran(browser, page_html: str | None, tmp_path: Path, name: str, url: str | None = None) -> tuple[int, int]:
     """(payloads run on load, payloads run after clicking every link) of a page opened from a
-    file, with the network cut. A control link clicked last proves that the clicks ran."""
-    path = tmp_path / f"{name}.html"
-    path.write_text(page_html, encoding="utf-8")
+    file with the network cut (or of ``url``, a local server, with every other host cut). A
+    control link clicked last proves that the clicks ran."""
+    if url is None:
+        path = tmp_path / f"{name}.html"
+        path.write_text(page_html, encoding="utf-8")
+        url = path.as_uri()
+    here = url.split("/", 3)[:3]
     ctx = browser.new_context()
     try:
         page = ctx.new_page()
         page.on("dialog", lambda d: d.dismiss())
-        ctx.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file:") else r.abort())
-        page.goto(path.as_uri(), wait_until="load")
+        ctx.route("**/*", lambda r: r.continue_() if r.request.url.split("/", 3)[:3] == here else r.abort())
+        page.goto(url, wait_until="load")
         on_load = page.evaluate("window.__pwned || 0")
         # a link to another page (http, https, file, mailto) runs nothing here; every other
         # link (javascript:, data:, vbscript:, ...) is clicked
@@ -425,3 +429,71 @@ def test_one_hostile_notebook_never_stops_the_run(tmp_path):
                 assert set(out.get("data", {})) <= {"text/plain", "text/html", "image/png", "image/jpeg"}
                 _assert_inert(out.get("data", {}).get("text/html", ""))
     assert len((course / "grades.csv").read_text().splitlines()) == 6
+
+
+@pytest.mark.browser
+def test_real_formgrader_runs_no_student_script(browser, tmp_path):
+    """Formgrader itself (nbgrader's Jupyter server extension) serving the autograded notebook
+    of a hostile submission: nothing runs on load or on clicking. A control submission whose
+    notebook is written raw (not through the grader) runs its payload in the same server, so
+    the check can fail."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from gmmcourse.grading.gradebook import open_gradebook, record_submission, sync_assignment
+
+    course = tmp_path / "course"
+    course.mkdir()
+    (course / "nbgrader_config.py").write_text(f"c = get_config()\nc.CourseDirectory.root = {str(course)!r}\n")
+    src = _source_notebook()
+    gb = open_gradebook(course)
+    try:
+        sync_assignment(gb, "a", "a.ipynb", src)
+        ids = {}
+        for sid in ("ada", "control"):
+            record_submission(gb, student=sid, assignment="a", notebook_name="a.ipynb", sha256="0" * 64, status="ok",
+                              reason=None, auto_scores={"written": None}, comments={})
+            ids[sid] = gb.find_submission_notebook("a", "a", sid).id
+    finally:
+        gb.close()
+    raw = nbformat.v4.new_notebook()
+    raw.cells = [nbformat.v4.new_markdown_cell(f"<a href=\"javascript:{P}\">x</a> <img src=x onerror=\"{P}\">")]
+    for sid, nb in (("ada", autograded_notebook(_hostile_notebook(), src, {})), ("control", raw)):
+        (course / "autograded" / sid / "a").mkdir(parents=True)
+        nbformat.write(nb, course / "autograded" / sid / "a" / "a.ipynb")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "jupyter", "server", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+           "--IdentityProvider.token=t0ken", "--ServerApp.jpserver_extensions={'nbgrader.server_extensions.formgrader': True}"]
+    if os.geteuid() == 0:
+        cmd.append("--allow-root")
+    log = open(tmp_path / "server.log", "wb")
+    server = subprocess.Popen(cmd, cwd=course, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(240):  # the extension imports slowly on a loaded machine
+            if server.poll() is not None:
+                pytest.fail("jupyter server with formgrader exited: " + (tmp_path / "server.log").read_text()[-2000:])
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token=t0ken", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("jupyter server with formgrader did not answer: " + (tmp_path / "server.log").read_text()[-2000:])
+        pages = {sid: f"{base}/formgrader/submissions/{nid}/?token=t0ken" for sid, nid in ids.items()}
+        on_load, clicked = _ran(browser, None, tmp_path, "control", url=pages["control"])
+        assert on_load >= 1 and clicked >= 2  # formgrader runs what reaches it
+        assert _ran(browser, None, tmp_path, "ada", url=pages["ada"]) == (0, 0)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
