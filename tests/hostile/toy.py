@@ -119,7 +119,7 @@ _BREACH = (
     "'{repo}/src/gmmcourse/grading/spec.py', '{course}/gradebook.db', '{course}/submitted']:\n"
     "    try:\n        if os.path.exists(p) and (os.listdir(p) if os.path.isdir(p) else open(p,'rb').read(1)):\n"
     "            leaks.append(p)\n    except Exception:\n        pass\n"
-    "if importlib.util.find_spec('gmmcourse') is None or os.listdir('{repo}/src/gmmcourse/grading'):\n"
+    "if importlib.util.find_spec('gmmcourse') is None or os.path.exists('{repo}/src/gmmcourse/grading'):\n"
     "    leaks.append('grading package visible (or gmmcourse hidden)')\n"
     "try:\n    open('{course}/PWNED', 'w').write('x'); leaks.append('write')\nexcept Exception:\n    pass\n"
     "try:\n    os.mknod('/tmp/disk', 0o600 | 0o060000, os.makedev(8, 0)); leaks.append('mknod')\nexcept Exception:\n    pass\n"
