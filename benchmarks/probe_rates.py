@@ -12,7 +12,7 @@ where every density underflows) and tests their draws against the exact conditio
 Results: benchmarks/results/probe_rates.json. The grading cell of the coffee notebook and
 docs/grading.md state them (`coffee_blends.PROBE_RATES`; a test keeps them in step).
 
-Usage: python benchmarks/probe_rates.py [seeds] [loop_seeds]
+Usage: python benchmarks/probe_rates.py [seeds] [loop_seeds] [power_seeds]
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def _upper(k: int, n: int) -> float:
     return 1.0 if k == n else float(beta.ppf(0.95, k + 1, n - k))
 
 
-def main(seeds: int = 1000, loop_seeds: int = 200) -> dict:
+def main(seeds: int = 1000, loop_seeds: int = 200, power_seeds: int = 200) -> dict:
     t0 = time.time()
     inputs = json.loads(json.dumps(CB.ASSIGNMENT.inputs()))
     sol = _namespace("coffee_blends", {"setup", "gibbs_solution"})
@@ -117,7 +117,7 @@ def main(seeds: int = 1000, loop_seeds: int = 200) -> dict:
             out["false_fail"][f"{name} {style}"] = rate(ns[name], name, n, inputs)
     for name, wrong in mistakes(sol).items():
         for what, fn in wrong.items():
-            out["power"][f"{name} {what}"] = rate(fn, name, min(seeds, 200), inputs)
+            out["power"][f"{name} {what}"] = rate(fn, name, power_seeds, inputs)
     out["worst_false_fail_upper95"] = max(r["upper95"] for r in out["false_fail"].values())
     out["lowest_power"] = min(r["rate"] for r in out["power"].values())
     out["seconds"] = round(time.time() - t0, 1)
@@ -127,7 +127,7 @@ def main(seeds: int = 1000, loop_seeds: int = 200) -> dict:
 
 
 if __name__ == "__main__":
-    res = main(*[int(a) for a in sys.argv[1:3]])
+    res = main(*[int(a) for a in sys.argv[1:4]])
     for kind in ("false_fail", "power"):
         for key, r in res[kind].items():
             print(f"{kind:10s} {key:45s} {r['failed']:5d}/{r['seeds']:<5d} rate {r['rate']:.4f} (95% <= {r['upper95']:.4f})")
