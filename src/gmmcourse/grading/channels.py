@@ -27,6 +27,7 @@ import asyncio
 import zmq
 import zmq.asyncio
 from jupyter_client.asynchronous import AsyncKernelClient
+from jupyter_client.connect import channel_socket_types
 
 __all__ = ["TIMEOUT_MS", "SMALL_BYTES", "channel_limits", "context", "queued_bytes_bound", "GuardedKernelClient",
            "Watch"]
@@ -87,10 +88,19 @@ class GuardedKernelClient(AsyncKernelClient):
     """An async kernel client whose channel sockets carry `channel_limits`."""
 
     def _create_connected_socket(self, channel, identity=None):  # noqa: D102
-        sock = super()._create_connected_socket(channel, identity=identity)
+        # jupyter_client's own, with the limits set *before* connect(): ZeroMQ copies a
+        # socket's options into each connection when it is made
         limits = channel_limits(getattr(self.context, "max_message_bytes", SMALL_BYTES))
         size, hwm = limits.get(channel, limits["hb"])
-        _apply(sock, size, hwm)  # options set after connect() apply to the (re)connections
+        sock = self.context.socket(channel_socket_types[channel])
+        _apply(sock, size, hwm)
+        if identity:
+            sock.identity = identity
+        if self.curve_publickey is not None:
+            sock.curve_secretkey = self.curve_secretkey
+            sock.curve_publickey = self.curve_publickey
+            sock.curve_serverkey = self.curve_publickey
+        sock.connect(self._make_url(channel))
         return sock
 
 

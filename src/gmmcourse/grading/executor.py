@@ -47,9 +47,9 @@ from typing import Any
 import nbformat
 import zmq
 from jupyter_client.manager import AsyncKernelManager
-from traitlets import DottedObjectName
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from traitlets import DottedObjectName, Type
 
 from . import channels, protocol
 from .protocol import EXPORT_MIME
@@ -66,6 +66,7 @@ class _SandboxKernelManager(AsyncKernelManager):
     every socket bounded (`gmmcourse.grading.channels`), the manager's own included."""
 
     client_class = DottedObjectName("gmmcourse.grading.channels.GuardedKernelClient")
+    client_factory = Type(klass=channels.GuardedKernelClient)
 
     def __init__(self, *, sandbox_argv, max_message_bytes, **kw):
         own = channels.context(max_message_bytes)
