@@ -6,13 +6,19 @@ answers as JSON *text*, events). It never decides a verdict: the parent parses a
 answers.
 
 Export channel: after the student's cells, the worker first clears the kernel's execution
-hooks (IPython event callbacks, input and AST transformers, trace and profile functions),
-then, for each part, sends a fresh execute_request whose code wraps ``Part.export`` and
-publishes the answer as a display_data message tagged with a random nonce generated now.
-Only outputs of that very request are read, and exactly one tagged output must arrive: a
-second one (a forged answer next to the real one) fails the part. The wrapper runs the export
-in a fresh namespace with the real builtins (a student's ``float = ...`` or ``exec = ...``
-cannot change it), and exceptions come back as a short, sanitised message.
+hooks (`protocol.quiesce_expressions`: no transformer sees the request, nothing it uses can be
+shadowed, and the exports fail closed unless the kernel then reports no hook left), then, for
+each part, sends a fresh execute_request whose code wraps ``Part.export`` and publishes the
+answer as a display_data message tagged with a random nonce generated now. Only outputs of
+that very request are read, and exactly one tagged output must arrive: a second one (a forged
+answer next to the real one) fails the part. The wrapper runs the export in a fresh namespace
+with the real builtins (a student's ``float = ...`` or ``exec = ...`` cannot change it). An
+exception comes back as its class name only, and reaches feedback as a fixed sentence
+(`protocol.read_export`): nothing the student's code wrote from the hidden inputs.
+
+Channels (`channels`): every socket to the kernel has a size cap, a short queue and a send
+timeout; a dropped shell, stdin or control connection (an oversized message) ends the request
+in flight at once (``"oversized"``), and the kernel is restarted as after a death.
 
 The kernel is untrusted code all the same: a student who patches modules can publish
 whatever they like. That is why exports carry raw data only (values, draws, function
