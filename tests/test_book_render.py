@@ -1,6 +1,7 @@
 """Every formula on the built pages is rendered: no `$` and no raw LaTeX command (`\\frac`,
 `\\mid`, `\\widehat`, any backslash followed by letters) is left in a page's text outside the
-maths that MathJax typesets.
+maths that MathJax typesets; and no cell output shows students JAX's array repr
+(`Array([400., 400.], dtype=float32, weak_type=True)`).
 
 MyST turns `$...$` and `$$...$$` into maths containers (`span.math` / `div.math`, their
 content delimited by `\\(...\\)` / `\\[...\\]`); anything it failed to parse stays as literal
@@ -89,3 +90,18 @@ def test_every_formula_on_the_built_pages_is_rendered():
     problems = {str(p.relative_to(HTML)): found for p in _pages() if (found := leftover_tex(p.read_text()))}
     assert not problems, "unrendered maths ($ or a LaTeX command in the page text):\n" + "\n".join(
         f"  {page}: {snippet!r}" for page, found in problems.items() for snippet in found)
+
+
+# JAX's repr of an array, e.g. Array([400., 400.], dtype=float32, weak_type=True)
+JAX_REPR = re.compile(r"Array\(\[?[^()]*dtype=")
+
+
+def test_checker_flags_jax_array_reprs():
+    assert JAX_REPR.search("GMMPrior(mean_loc=Array([400., 400.], dtype=float32, weak_type=True), mean_scale=50.0)")
+    assert not JAX_REPR.search("{'mean_loc': [400.0, 400.0], 'mean_scale': 50.0}")
+
+
+def test_no_jax_array_repr_on_the_pages():
+    shown = {str(p.relative_to(HTML)): m.group(0) for p in _pages()
+             if (m := JAX_REPR.search(BeautifulSoup(p.read_text(), "html.parser").get_text(" ")))}
+    assert not shown, f"JAX array reprs shown to students (print plain numbers instead): {shown}"
