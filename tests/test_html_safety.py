@@ -265,8 +265,10 @@ def test_feedback_drops_the_graded_later_line_once_graded():
 # --------------------------------------------------------------------------- in a real browser
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def browser():
+    """Chromium for one test (Playwright's event loop must not outlive it: the grader's own
+    asyncio.run would find it running)."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (the browser tests need it)")
     try:
