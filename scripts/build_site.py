@@ -319,6 +319,9 @@ class ChapterConverter:
             self.exercise_count += 1
             quoted = "\n".join(("> " + ln).rstrip() for ln in body.splitlines())
             return f"> **Exercise {self.exercise_count}: {arg}**\n>\n{quoted}"
+        if name == "dropdown":  # a worked solution: the plain notebook shows it under its title
+            quoted = "\n".join(("> " + ln).rstrip() for ln in body.splitlines())
+            return f"> **{arg or 'Details'}**\n>\n{quoted}"
         if name in ("note", "tip", "warning", "important", "caution", "attention", "hint", "seealso", "admonition"):
             head = arg if name == "admonition" else name.capitalize() + (f": {arg}" if arg else "")
             quoted = "\n".join(("> " + ln).rstrip() for ln in body.splitlines())
