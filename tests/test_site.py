@@ -87,6 +87,7 @@ def test_chapter_conversion_resolves_myst(tmp_path):
           "device {glue:md}`dev`. See {ref}`one` and {ref}`the other <two>` {cite:p}`neal2000,bishop2006`.\n\n"
           "```{literalinclude} ../src/mod.py\n:language: python\n:pyobject: shown\n```\n\n"
           "```{exercise} Do it\n:label: ex1\n\nGet {download}`hw.ipynb <../exercises/hw/hw.ipynb>`.\n```\n\n"
+          ":::{dropdown} Solution\nIt is {glue:text}`n`.\n:::\n\n"
           "```python\nkeep = {'a': 1}  # {ref}`not-a-role-in-code`\n```\n")
     glue = {"n": {"text/plain": "20"}, "m": {"text/plain": "3.14159"}, "dev": {"text/markdown": "**cpu**"}}
     nb = conv.notebook(_executed([md], glue), root / "chapters" / "two.md")
@@ -97,6 +98,7 @@ def test_chapter_conversion_resolves_myst(tmp_path):
     assert "([Neal, 2000; Bishop, 2006](references.ipynb))" in text
     assert "```python\ndef shown(x):\n    return x + 1\n```" in text and "def other" not in text
     assert "> **Exercise 1: Do it**" in text and "[hw.ipynb](../exercises/hw/hw.ipynb)" in text
+    assert "> **Solution**\n>\n> It is 20." in text
     assert "{ref}`not-a-role-in-code`" in text          # code blocks are left alone
     assert "(two)=" not in text and ":label:" not in text
     assert "myst_nb" not in nb.cells[1].source and "def glue(" in nb.cells[1].source
