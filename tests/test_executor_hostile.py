@@ -314,3 +314,28 @@ def test_read_export_relays_no_student_text():
                                    n, 1 << 20)
     assert escaped["ok"] and "LEAK" not in escaped["json"], escaped
     assert "raised a ValueError" in json.loads(escaped["json"])["error"]
+
+
+# --------------------------------------------------------------------------- issue 24: load
+
+
+def test_a_slow_grader_still_reads_every_answer(monkeypatch):
+    """A loaded grading worker reads the kernel's outputs late (here: each IOPub message half
+    a second after it came). The answer still counts: before, the export's output was given
+    up 2 s after the reply (nbclient's `iopub_timeout`), and an honest part scored 0."""
+    import asyncio
+
+    import zmq
+    from jupyter_client.channels import AsyncZMQSocketChannel
+
+    real = AsyncZMQSocketChannel.get_msg
+
+    async def late(self, *args, **kwargs):
+        msg = await real(self, *args, **kwargs)
+        if self.socket is not None and self.socket.socket_type == zmq.SUB:
+            await asyncio.sleep(0.5)
+        return msg
+
+    monkeypatch.setattr(AsyncZMQSocketChannel, "get_msg", late)
+    res = _run(toy.notebook(), LIMITS)
+    assert _score(res) == 5.0, res["answers"]

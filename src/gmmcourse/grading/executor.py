@@ -362,6 +362,10 @@ class _Session:
         ``"garbled"``."""
         assert self.client is not None
         self.client.timeout = max(1, math.ceil(timeout))  # nbclient wants whole seconds
+        # Outputs (an export's answer among them) that a loaded worker reads late still count:
+        # nbclient gives up on them this long after the reply (a fixed 2 s made grades depend
+        # on the machine's load).
+        self.client.iopub_timeout = self.client.timeout
         dropped, job = await self._unless_dropped(self.client.async_execute_cell(cell, index))
         if dropped:
             return self._dropped_kind()
