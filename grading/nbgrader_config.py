@@ -19,6 +19,7 @@ c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedE
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 c.ClearOutput.enabled = True
 c.Exchange.assignment_dir = os.path.dirname(_here)
-# Student notebooks are untrusted: formgrader and feedback render them with HTML sanitised
-# (the autograder has already made the autograded notebooks inert; this is the second layer).
+# Student notebooks are untrusted: the autograder writes the autograded notebooks already
+# inert (gmmcourse.grading.html_safety: nh3 allow-list, MathJax off student text, bounded
+# nesting); formgrader's own bleach pass on outputs is the second layer.
 c.HTMLExporter.sanitize_html = True
