@@ -751,7 +751,8 @@ def _grade_and_return(server, a, b, ins, lab, t0, t_submit):
 
     server.cli("collect", ASSIGNMENT)
     t1 = time.monotonic()
-    r = server.cli("autograde", ASSIGNMENT, "--serial", "--no-progress", "--no-warm", timeout=600)
+    # the default path: a local Dask cluster (mutual TLS on loopback), as an instructor runs it
+    r = server.cli("autograde", ASSIGNMENT, "--no-progress", "--no-warm", timeout=600)
     t_grade = time.monotonic() - t1
     from gmmcourse.grading.assignments import ASSIGNMENTS
 
