@@ -1,10 +1,12 @@
 """The instructor workflow end to end, on the real assignments, through the CLI.
 
-A class of three: one submits the instructor's solutions, one the blank release, one the
-solutions with every autograded answer cell of `categorization` sabotaged by a hostile
-`__eq__`. One `python -m gmmcourse.grading autograde` command must fill nbgrader's gradebook,
-write grades.csv with every student, write feedback that never shows a hidden test, and be
-idempotent on a second run.
+A class of four: one submits the instructor's solutions, one the blank release, one the
+`categorization` solutions followed by a hostile cell (it replaces ``isinstance`` for every
+later cell), one the blank `categorization` release followed by a cell that sets every answer
+to objects equal to anything. One `python -m gmmcourse.grading autograde` command must fill
+nbgrader's gradebook, write grades.csv with every student and the exact scores (the hostile
+cells neither remove honest points nor add any), write feedback that never shows a hidden
+test, and be idempotent on a second run.
 """
 
 from __future__ import annotations
@@ -30,6 +32,21 @@ class _Always:
     def __array__(self, *a, **k): raise TypeError("not an array")
 import builtins
 builtins.isinstance = lambda *a: True
+"""
+ALWAYS_EQUAL_ANSWERS = """
+import numpy as np
+class _Always(float):
+    def __eq__(self, other): return True
+    def __ne__(self, other): return False
+    def __lt__(self, other): return False
+    def __gt__(self, other): return False
+    def __abs__(self): return _Always(0.0)
+    def __sub__(self, other): return _Always(0.0)
+    __rsub__ = __sub__
+    def __array__(self, *a, **k): raise TypeError("not an array")
+def categorize(x, weights, means, sds):
+    return _Always(0.0)
+p_tonkatsu_425 = log_odds_425_unequal = log_pred_425 = log_pred_500 = _Always(0.0)
 """
 
 
@@ -71,6 +88,12 @@ def test_class_autograde_gradebook_csv_feedback_idempotent(tmp_path):
     d = course / "submitted" / "cy" / "categorization"
     d.mkdir(parents=True)
     nbformat.write(nb, d / "categorization.ipynb")
+    # dy: the blank release plus a cell whose answers claim to equal anything
+    nb = nbformat.read(ROOT / "exercises" / "categorization" / "categorization.ipynb", as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(ALWAYS_EQUAL_ANSWERS))
+    d = course / "submitted" / "dy" / "categorization"
+    d.mkdir(parents=True)
+    nbformat.write(nb, d / "categorization.ipynb")
 
     first = _autograde(course)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -82,9 +105,13 @@ def test_class_autograde_gradebook_csv_feedback_idempotent(tmp_path):
     for a in ASSIGNMENTS:
         assert got[("ada", a)] == pytest.approx(auto_max[a]), f"solution of {a} lost points"
         assert got[("bo", a)] == 0.0, f"blank release of {a} earned points"
-    # the hostile cell runs after the honest answers: it cannot add points, nor remove honest ones
-    assert got[("cy", "categorization")] <= auto_max["categorization"]
-    assert {s for s, _ in got} == {"ada", "bo", "cy"}
+    # the hostile cell runs after the honest answers: it removes no honest point
+    assert got[("cy", "categorization")] == pytest.approx(auto_max["categorization"])
+    # answers equal to anything earn nothing
+    assert got[("dy", "categorization")] == 0.0
+    assert set(got) == {(s, a) for s in ("ada", "bo", "cy", "dy") for a in ASSIGNMENTS}
+    for s in ("cy", "dy"):  # nothing submitted: nbgrader's 0
+        assert all(got[(s, a)] == 0.0 for a in ASSIGNMENTS if a != "categorization")
 
     hidden = _hidden_lines()
     assert hidden, "the sources have hidden tests"
@@ -96,6 +123,6 @@ def test_class_autograde_gradebook_csv_feedback_idempotent(tmp_path):
 
     second = _autograde(course)
     assert second.returncode == 0, second.stderr
-    assert "skipped 7 unchanged" in second.stdout + second.stderr
+    assert "skipped 8 unchanged" in second.stdout + second.stderr
     with open(course / "grades.csv") as f:
         assert sorted(map(json.dumps, csv.DictReader(f))) == sorted(map(json.dumps, rows))
