@@ -291,6 +291,13 @@ def test_scheduler_death_records_no_zeros(tmp_path):
     sched = subprocess.Popen([str(dask_bin), "scheduler", "--host", "127.0.0.1", "--port", str(port),
                               "--dashboard-address", ":0"], **quiet)
     worker = subprocess.Popen([str(dask_bin), "worker", address, "--nthreads", "1", "--no-nanny"], **quiet)
+    guard = time.monotonic() + 300  # the scheduler listens before grading starts (a hang guard)
+    while time.monotonic() < guard:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+            break
+        except OSError:
+            time.sleep(0.2)
 
     def kill_after_first_grade():
         end = time.monotonic() + 900  # a guard against a hang
