@@ -142,7 +142,7 @@ def test_student_requirements_are_the_locks_runtime_pins():
     student, lock = _pins(bs.student_requirements(ROOT)), _lock_pins()
     assert {"genjax", "jax", "jaxlib", "numpy", "scipy", "pandas", "arviz", "matplotlib"} <= set(student)
     assert all(lock[n] == v for n, v in student.items()), "a pin differs from requirements.lock"
-    for instructor_only in ("nbgrader", "jupyter-book", "sphinx", "pytest", "dask", "numpyro", "scikit-learn",
+    for instructor_only in ("nbgrader", "jupyter-book", "sphinx", "pytest", "dask", "numpyro",
                             "playwright", "nbclient", "ipykernel", "myst-nb"):
         assert instructor_only not in student, instructor_only
 
