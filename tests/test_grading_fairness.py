@@ -774,13 +774,13 @@ def test_float32_summary_allowance():
     from gmmcourse.grading.draws import decode, summary_allowance
     from gmmcourse.grading.kernel_side import draws
 
-    rng = np.random.default_rng(7)
+    rng = np.random.default_rng(0)  # a run whose float32 rounding exceeds 0.1 se (1.2x) in one component
     a32 = (157.0 + 0.6 * rng.standard_normal((8, 1500, 3))).astype(np.float32)
     d32 = decode(json.loads(json.dumps(draws(a32))), 3, "means")
     d64 = decode(json.loads(json.dumps(draws(a32.astype(np.float64) + 1e-9))), 3, "means")
     rep = a32.mean(axis=(0, 1)).astype(np.float64)  # numpy's float32 sum
     mc = 0.6 / np.sqrt(d32.size)
-    assert np.all(np.abs(rep - d32.mean) > 0.1 * mc * 0.5)  # float32 rounding is a sizeable share of 0.1 se
+    assert np.any(np.abs(rep - d32.mean) > 0.1 * mc)  # float32 rounding alone exceeds 0.1 se
     assert np.all(np.abs(rep - d32.mean) <= summary_allowance(d32, d32.mean, mc, C.SUMMARY_Z))
     assert not np.all(np.abs(rep - d64.mean) <= summary_allowance(d64, d64.mean, mc, C.SUMMARY_Z))
     assert not np.any(np.abs(d32.mean + mc - d32.mean) <= summary_allowance(d32, d32.mean, mc, C.SUMMARY_Z))
@@ -833,3 +833,15 @@ def test_every_draws_part_checks_the_minimum(unc_base):
     for gid in BENTO_POSTERIOR:
         v = score(UN, gid, ns)
         assert v.fraction == 0.0 and "Too few draws" in v.message, (gid, v)
+
+
+def test_float32_sample_z_rare_labels():
+    """A correct float32 sample_z picks a label of probability 6e-13 with probability 2^-24 (a
+    float32 uniform number is 0): the probe allows for that resolution (seed 10309 of the probe
+    benchmark failed it before)."""
+    from gmmcourse.grading.assignments import coffee_blends
+
+    inputs = json.loads(json.dumps(coffee_blends.inputs()))
+    out = coffee_blends.export_update({"sample_z": _float32_updates()["sample_z"]}, inputs, name="sample_z",
+                                      probe_seed=10_309)
+    assert coffee_blends.probe_verdict(json.loads(json.dumps(out["update"])), "sample_z") is None
