@@ -283,9 +283,12 @@ ASSIGNMENT = Assignment(
     reference=reference,
     inputs=dict,
     sandbox_offers=("numpy", "scipy", "jax", "genjax", "flatbuffers") + tuple(f"gmmcourse.{m}" for m in ("gibbs", "models", "data", "em", "gamma", "precision", "shapes", "validation", "programs")),  # the allow-list: what the reference sampler needs (flatbuffers: its exported programs)
-    packages="`numpy`, `scipy` and the parts of `gmmcourse` that the reference sampler needs "
-             "(`gmmcourse.gibbs`, `gmmcourse.models`, `gmmcourse.data`); `gmmcourse.categorize` is not "
-             "available, and EM is yours to write (do not call `gmmcourse.em`)",
+    packages="`numpy`, `scipy`, `jax`, `genjax` and the parts of `gmmcourse` that the reference sampler "
+             "needs (`gmmcourse.gibbs`, `gmmcourse.models`, `gmmcourse.data`, and with them `gmmcourse.em` "
+             "and the sampler's helpers; `flatbuffers` loads its compiled programs); `gmmcourse.categorize` "
+             "is not available. Because the sampler needs it, `gmmcourse.em` can be imported: the EM part is "
+             "graded on your fit whichever way you compute it, but write the E- and M-steps yourself to learn "
+             "them",
     precision=(
         f"**Precision.** The EM fit is compared with the maximum-likelihood fit at relative tolerance "
         f"{EM_RTOL['weights']:g} (weights), {EM_RTOL['means']:g} (means), {EM_RTOL['sds']:g} (sds). "
