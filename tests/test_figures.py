@@ -32,13 +32,23 @@ def test_check_mode_fails_on_a_hand_edited_figure(tmp_path, monkeypatch):
     assert report.main(["--check"]) == 0
 
 
+# Result files written before their benchmarks recorded the machine, date and commit: the
+# table says "not recorded" for them. Rerunning the benchmark (make bench) removes a file
+# from this list; a new file is never allowed on it.
+NOT_RECORDED = {"grading.json", "false_fail.json", "probe_rates.json"}
+
+
 def test_every_result_names_its_run():
-    """Each result file the table cites names its machine and date; those written since
-    commits were recorded name their commit (benchmarks/common.write adds all three)."""
+    """Each result file the table cites names its machine and date (benchmarks/common.write
+    adds them and the commit), except the listed old ones, which must stay shown as such."""
     cited = {f for *_, f in report.performance_rows()}
     for f in cited:
         r = json.loads((ROOT / "benchmarks/results" / f).read_text())
-        assert "machine" in r and "measured" in r, f"{f} does not name its machine and date: rerun its benchmark"
+        named = "machine" in r and ("measured" in r or "date" in r)
+        if f in NOT_RECORDED:
+            assert "not recorded" in report.when(r) + report.machine(r), f
+        else:
+            assert named, f"{f} does not name its machine and date: rerun its benchmark"
 
 
 def test_benchmarks_write_the_commit():
