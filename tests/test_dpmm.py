@@ -6,14 +6,13 @@ from __future__ import annotations
 import itertools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from genjax import Const, seed
 from scipy import stats
 from scipy.special import gammaln
 
-from conftest import MC_Z, mc_close
+from conftest import mc_close
 from gmmcourse import dpmm
 from gmmcourse.dpmm import DPPrior
 

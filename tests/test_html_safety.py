@@ -35,7 +35,7 @@ LINK_VECTORS = [
     f"<a href=\"javascript:{P}\">f</a>",
     f"<a href=\"java&#x09;script:{P}\">g</a>",
     f"<a href=\"data:text/html,<script>{P}</script>\">h</a>",
-    f"<a href=\"data:text/html;base64,PHNjcmlwdD53aW5kb3cuX19wd25lZD0xPC9zY3JpcHQ+\">i</a>",
+    "<a href=\"data:text/html;base64,PHNjcmlwdD53aW5kb3cuX19wd25lZD0xPC9zY3JpcHQ+\">i</a>",
     f"<img src=x onerror=\"{P}\">",
     f"<svg><script>{P}</script></svg>",
     f"<iframe srcdoc=\"<script>parent.{P.replace('window.', '')}</script>\"></iframe>",

@@ -31,14 +31,14 @@ import numpy as np
 
 from gmmcourse.grading.spec import Verdict
 
-from gmmcourse.grading.kernel_side import EXPORT_MAX_CHAINS, EXPORT_MAX_VALUES, MAX_RAW
+from gmmcourse.grading.kernel_side import MAX_RAW
 from gmmcourse.grading.spec import sanitize
 
 __all__ = [
-    "Z_MC", "BATCHES", "MIN_CHAINS", "MIN_SAMPLES", "PROB_TOL", "EXACT_RTOL", "EXACT_ATOL", "MAX_IAT",
+    "Z_MC", "BATCHES", "MIN_CHAINS", "MIN_SAMPLES", "EXACT_RTOL", "EXACT_ATOL", "MAX_IAT",
     "RHAT_MAX", "SUMMARY_Z", "ORDER_ADVICE", "BadAnswer", "guarded", "as_array", "scalar", "close",
-    "exact_close", "time_limit_note", "batch_summary", "raw_array", "draws_from_export", "split_rhat",
-    "summary_arrays", "capped_se", "sd_ok", "not_converged", "mc_compare", "best_permutation", "probs_check",
+    "exact_close", "time_limit_note", "batch_summary", "raw_array", "split_rhat",
+    "capped_se", "sd_ok", "not_converged", "mc_compare", "best_permutation",
 ]
 
 Z_MC = 4.5
@@ -48,7 +48,6 @@ BATCHES = 20
 MIN_CHAINS = 4
 MIN_SAMPLES = 1000
 """The notebooks ask for at least MIN_CHAINS chains of MIN_SAMPLES kept draws each."""
-PROB_TOL = 0.05
 """Absolute tolerance on posterior assignment probabilities (Monte Carlo + estimator choice)."""
 EXACT_RTOL = 1e-4
 EXACT_ATOL = 1e-6
@@ -222,31 +221,6 @@ def raw_array(obj, name: str, ndim: int | None = None) -> np.ndarray:
     return arr
 
 
-def draws_from_export(obj, k: int, name: str) -> tuple[np.ndarray, int, int, int]:
-    """Decode exported draws; returns (draws (chains', samples', k), chains, samples, step)
-    where chains x samples is the student's full run and the array is what the export kept
-    (first `EXPORT_MAX_CHAINS` chains, every `step`-th sample); the thinning rule is
-    re-checked here, so the declared size must match the data."""
-    if not isinstance(obj, dict):
-        raise BadAnswer(f"{name}: draws are missing")
-    shape, step = obj.get("shape"), obj.get("step")
-    if not isinstance(shape, list) or len(shape) != 3 or not all(_int(d) and d > 0 for d in shape) or not _int(step):
-        raise BadAnswer(f"{name}: draws must have shape (chains, samples, K)")
-    c, s, kk = (int(d) for d in shape)
-    step = int(step)
-    if kk != k:
-        raise BadAnswer(f"{name}: draws must have shape (chains, samples, {k}), got {tuple(shape)}")
-    kept = min(c, EXPORT_MAX_CHAINS)
-    if step != max(1, -(-kept * s * kk // EXPORT_MAX_VALUES)):
-        raise BadAnswer(f"{name}: the exported draws are inconsistent")
-    arr = raw_array(obj.get("raw"), f"{name} draws", ndim=3)
-    if arr.shape != (kept, -(-s // step), kk):
-        raise BadAnswer(f"{name}: the exported draws are inconsistent")
-    if not np.all(np.isfinite(arr)):
-        raise BadAnswer(f"{name}: draws contain NaN or infinite values")
-    return arr, c, s, step
-
-
 def split_rhat(draws: np.ndarray) -> np.ndarray:
     """Split R-hat (Gelman et al., BDA3) per component of draws (chains, samples, K)."""
     d = np.asarray(draws, dtype=np.float64)
@@ -260,17 +234,6 @@ def split_rhat(draws: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.sqrt(var_hat / w)
     return np.where(w > 0, r, np.where(b_over_n > 0, np.inf, 1.0))
-
-
-def summary_arrays(obj, k, name):
-    """Trusted statistics of exported draws → (mean, sd, se, chains, samples, step, rhat)."""
-    draws, chains, samples, step = draws_from_export(obj, k, name)
-    if draws.shape[1] < 2:
-        raise BadAnswer(f"{name}: too few draws")
-    summ = batch_summary(draws)
-    bm = np.asarray(summ["batch_means"])
-    se = bm.std(axis=0, ddof=1) / math.sqrt(bm.shape[0])
-    return np.asarray(summ["mean"]), np.asarray(summ["sd"]), se, chains, samples, step, split_rhat(draws)
 
 
 def capped_se(se_student, ref_sd, chains, samples) -> np.ndarray:
@@ -325,22 +288,3 @@ def best_permutation(student: np.ndarray, ref: np.ndarray, scale: np.ndarray | f
 
 ORDER_ADVICE = "Component 0 must be the lighter one (the notebook fixes the order): your {what} are in another order."
 
-
-def probs_check(answer, ref, name, any_order=True):
-    n, k = ref.shape
-    probs = as_array(answer, (n, k), name=name)
-    if np.any(probs < -1e-6) or not close(probs.sum(axis=1), np.ones(n), 0, 1e-3):
-        return Verdict(0.0, f"Rows of {name} must be probability vectors (non-negative, summing to 1).")
-    perm = list(best_permutation(probs, ref))
-    if not any_order and perm != list(range(k)):
-        if np.all(np.abs(probs[:, perm] - ref).max(axis=1) <= PROB_TOL):
-            return Verdict(0.0, ORDER_ADVICE.format(what="probability columns"))
-        perm = list(range(k))
-    err = np.abs(probs[:, perm] - ref).max(axis=1)
-    ok = err <= PROB_TOL
-    if np.all(ok):
-        return Verdict(1.0, "Assignment probabilities agree with the reference posterior.")
-    share = float(np.mean(ok))
-    if share >= 0.8:
-        return Verdict(0.5, f"Assignment probabilities are off for {int((~ok).sum())} observation(s).")
-    return Verdict(0.0, "Assignment probabilities do not agree with the posterior.")

@@ -16,7 +16,7 @@ import numpy as np
 from gmmcourse.grading import draws as D
 from gmmcourse.grading import reference as R
 from gmmcourse.grading.checks import (EXACT_ATOL, EXACT_RTOL, MAX_IAT, MIN_CHAINS, MIN_SAMPLES, ORDER_ADVICE,
-                                      RHAT_MAX, SUMMARY_Z, Z_MC, BadAnswer, as_array, best_permutation, capped_se,
+                                      SUMMARY_Z, Z_MC, BadAnswer, as_array, best_permutation, capped_se,
                                       close, exact_close, guarded, mc_compare, not_converged, sd_ok)
 from gmmcourse.grading.kernel_side import draws, floats, var
 from gmmcourse.grading.assignments.coffee_blends import draws_rules
