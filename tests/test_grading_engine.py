@@ -319,7 +319,9 @@ def test_one_wall_clock_budget_per_submission():
     budget each would get its own export_timeout)."""
     hang = "def mean(xs):\n    while True:\n        pass\n"
     nb = toy.notebook(hang, "def counts(words):\n    import time\n    time.sleep(1000)\n")
-    limits = Limits(cell_timeout=60, notebook_timeout=20, export_timeout=40, grace_timeout=1)
+    # the grace (15 s) is far above what interrupting the sleeping cell takes on a loaded
+    # machine, and far below the export limit (40 s), so the budget is what cuts the export
+    limits = Limits(cell_timeout=60, notebook_timeout=20, export_timeout=40, grace_timeout=15)
     res = _run(nb, limits)
     assert _score(res) == 0.0
     assert "time limit" in res["answers"]["test_mean"]["error"], res["answers"]
@@ -389,16 +391,22 @@ def test_csv_quotes_and_neutralises(tmp_path):
     from gmmcourse.grading.gradebook import csv_text, export_csv, open_gradebook
 
     assert csv_text("=HYPERLINK(1)") == "'=HYPERLINK(1)" and csv_text("ann") == "ann" and csv_text("@x")[0] == "'"
+    from gmmcourse.grading.html_safety import UnsafeName
+
     gb = open_gradebook(tmp_path)
     try:
         gb.update_or_create_assignment("toy")
-        gb.update_or_create_student("s1", first_name="=cmd|' /C calc'!A0", last_name="Doe,\nJane")
+        # the gradebook refuses names with markup or formula syntax outright (html_safety) ...
+        with pytest.raises(UnsafeName):
+            gb.update_or_create_student("s0", first_name="=cmd|' /C calc'!A0")
+        # ... and what it accepts is still written inert: a leading + - @ is neutralised, commas quoted
+        gb.update_or_create_student("s1", first_name="@SUM(A1:A9)", last_name="Doe, Jane")
         export_csv(gb, tmp_path / "grades.csv")
     finally:
         gb.close()
     rows = list(csv.reader((tmp_path / "grades.csv").open(newline="")))
     assert len(rows) == 2 and len(rows[1]) == len(rows[0])
-    assert rows[1][5].startswith("'=") and rows[1][4] == "Doe,\nJane"
+    assert rows[1][5] == "'@SUM(A1:A9)" and rows[1][4] == "Doe, Jane"
 
 
 def test_notebooks_state_the_sandbox_and_its_limits():
