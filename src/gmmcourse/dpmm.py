@@ -47,7 +47,7 @@ from gmmcourse.validation import check_positive_int
 
 __all__ = [
     "DPPrior", "crp", "stick_breaking", "dp_mixture", "expected_clusters", "crp_log_prob", "truncation_bound",
-    "MFM", "log_marginal", "set_partitions", "exact_posterior", "collapsed_gibbs", "blocked_gibbs", "DPPosterior",
+    "MFM", "nig_posterior", "log_marginal", "set_partitions", "exact_posterior", "collapsed_gibbs", "blocked_gibbs", "DPPosterior",
 ]
 
 
@@ -192,19 +192,28 @@ class MFM:
         return float(self.log_v(n)[len(sizes)] + np.sum(np_gammaln(sizes + self.gamma) - np_gammaln(self.gamma)))
 
 
+def nig_posterior(count, total, total_sq, prior: DPPrior):
+    """The Normal-Inverse-Gamma posterior of a cluster from its points' count, sum and sum of
+    squares: ``(kappa_n, m_n, a_n, b_n)`` (the prior's own values for an empty cluster).
+    Broadcasts; works on NumPy or JAX arrays."""
+    xp = jnp if isinstance(count, jax.Array) else np
+    n = count
+    safe = xp.where(n > 0, n, 1.0)
+    mean = xp.where(n > 0, total / safe, 0.0)
+    ss = xp.maximum(total_sq - safe * mean * mean, 0.0) * (n > 0)
+    k0, m0, a0, b0 = prior.mean_strength, prior.mean_loc, prior.var_shape, prior.var_scale
+    kn = k0 + n
+    return kn, (k0 * m0 + n * mean) / kn, a0 + n / 2.0, b0 + ss / 2.0 + k0 * n * (mean - m0) ** 2 / (2.0 * kn)
+
+
 def log_marginal(count, total, total_sq, prior: DPPrior):
     """log p(x_c) of a cluster's points from their count, sum and sum of squares, under the
     Normal-Inverse-Gamma prior (0 for an empty cluster). Broadcasts; works on NumPy or JAX arrays."""
     xp = jnp if isinstance(count, jax.Array) else np
     lg = gammaln if xp is jnp else np_gammaln
     n = count
-    safe = xp.where(n > 0, n, 1.0)
-    mean = total / safe
-    ss = xp.maximum(total_sq - safe * mean * mean, 0.0)
-    k0, m0, a0, b0 = prior.mean_strength, prior.mean_loc, prior.var_shape, prior.var_scale
-    kn = k0 + n
-    an = a0 + n / 2.0
-    bn = b0 + ss / 2.0 + k0 * n * (mean - m0) ** 2 / (2.0 * kn)
+    k0, a0, b0 = prior.mean_strength, prior.var_shape, prior.var_scale
+    kn, _, an, bn = nig_posterior(count, total, total_sq, prior)
     out = (lg(an) - lg(a0) + a0 * xp.log(b0) - an * xp.log(bn) + 0.5 * (xp.log(k0) - xp.log(kn))
            - 0.5 * n * xp.log(2.0 * np.pi))
     return xp.where(n > 0, out, 0.0)
@@ -279,15 +288,7 @@ def exact_posterior(x, prior: DPPrior, chunk: int = 200_000, mfm: MFM | None = N
 
 def _predictive_logpdf(xi, count, total, total_sq, prior: DPPrior):
     """log p(x_i | a cluster's other points): Student-t (2 a_n dof), by GenJAX's `student_t.assess`."""
-    n = count
-    safe = jnp.where(n > 0, n, 1.0)
-    mean = jnp.where(n > 0, total / safe, 0.0)
-    ss = jnp.maximum(total_sq - safe * mean * mean, 0.0) * (n > 0)
-    k0, m0, a0, b0 = prior.mean_strength, prior.mean_loc, prior.var_shape, prior.var_scale
-    kn = k0 + n
-    mn = (k0 * m0 + n * mean) / kn
-    an = a0 + n / 2.0
-    bn = b0 + ss / 2.0 + k0 * n * (mean - m0) ** 2 / (2.0 * kn)
+    kn, mn, an, bn = nig_posterior(count, total, total_sq, prior)
     scale = jnp.sqrt(bn * (kn + 1.0) / (an * kn))
     logp, _ = student_t.assess(xi, 2.0 * an, mn, scale)
     return logp
@@ -332,14 +333,7 @@ def _blocked_sweep(key, z, x, prior: DPPrior, k_max: int):
     k1, k2, k3, k4, k5 = jax.random.split(key, 5)
     onehot = (z[:, None] == jnp.arange(k_max)[None, :]).astype(x.dtype)
     cnt, s1, s2 = onehot.sum(0), onehot.T @ x, onehot.T @ (x * x)
-    safe = jnp.where(cnt > 0, cnt, 1.0)
-    mean = jnp.where(cnt > 0, s1 / safe, 0.0)
-    ss = jnp.maximum(s2 - safe * mean * mean, 0.0) * (cnt > 0)
-    k0, m0, a0, b0 = prior.mean_strength, prior.mean_loc, prior.var_shape, prior.var_scale
-    kn = k0 + cnt
-    mn = (k0 * m0 + cnt * mean) / kn
-    an = a0 + cnt / 2.0
-    bn = b0 + ss / 2.0 + k0 * cnt * (mean - m0) ** 2 / (2.0 * kn)
+    kn, mn, an, bn = nig_posterior(cnt, s1, s2, prior)
     var = bn / jax.random.gamma(k1, an)
     mu = mn + jnp.sqrt(var / kn) * jax.random.normal(k2, (k_max,), x.dtype)
     after = jnp.cumsum(cnt[::-1])[::-1] - cnt  # points in later sticks
