@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gmmcourse.grading.checks import BadAnswer, raw_array, split_rhat
+from gmmcourse.grading.checks import MIN_CHAINS, MIN_SAMPLES, BadAnswer, raw_array, split_rhat
 from gmmcourse.grading.kernel_side import EXPORT_MAX_CHAINS, EXPORT_MAX_VALUES, STAT_BATCHES, batches_per_chain
 
 __all__ = ["Draws", "decode", "FLOAT32_U", "FLOAT64_SUMMARY_RTOL", "CROSS_RTOL", "summary_allowance", "PROB_ATOL",
@@ -156,6 +156,18 @@ def decode(obj, k: int, name: str) -> Draws:
         min=st["min"].min(axis=0), max=st["max"].max(axis=0), min_gap=float(st["min_gap"].min()),
         max_sum_error=float(st["max_sum_error"].max()),
     )
+
+
+def too_few(d: Draws, name: str | None = None):
+    """The zero `Verdict` of a part that uses draws when the run is below the stated minimum
+    (`MIN_CHAINS` x `MIN_SAMPLES`), else None. ``name``: the answer's variable, for the message."""
+    from gmmcourse.grading.spec import Verdict
+
+    if d.chains < MIN_CHAINS or d.samples < MIN_SAMPLES:
+        where = f" in {name}" if name else ""
+        return Verdict(0.0, f"Too few draws{where} ({d.chains} chains x {d.samples} samples); at least "
+                            f"{MIN_CHAINS} x {MIN_SAMPLES} are required (this part uses your draws).")
+    return None
 
 
 def summary_allowance(d: Draws, value, mc_se, z: float) -> np.ndarray:

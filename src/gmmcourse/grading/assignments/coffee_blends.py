@@ -351,19 +351,13 @@ def _draws(answer, k) -> dict:
     return got
 
 
-def _too_few(d: D.Draws) -> Verdict | None:
-    if d.chains < MIN_CHAINS or d.samples < MIN_SAMPLES:
-        return Verdict(0.0, f"Too few draws ({d.chains} chains x {d.samples} samples); at least {MIN_CHAINS} x "
-                            f"{MIN_SAMPLES} are required (this part uses your draws).")
-    return None
-
 
 @guarded
 def check_draws(answer, context):
     """coffee_draws has the required format: >= 4 chains x >= 1000 draws, valid, sorted by mean
     (over ALL draws: the kernel's statistics of every chain, checked on the raw chains)."""
     got = _draws(answer, context["k"])
-    few = _too_few(got["means"])
+    few = D.too_few(got["means"])
     if few is not None:
         return few
     w, mu, sd = got["weights"], got["means"], got["sds"]
@@ -390,7 +384,7 @@ def _posterior_param(answer, context, target, what):
     k = context["k"]
     got = _draws(answer, k)
     d = got[target]
-    few = _too_few(d)
+    few = D.too_few(d)
     if few is not None:
         return few
     reported = as_array(answer.get("reported"), (k,), name=f"your reported posterior {target}")
@@ -449,7 +443,7 @@ def check_assignments(answer, context):
     ref = np.asarray(context["assignment_probs"])
     n, k = ref.shape
     got = _draws(answer, k)
-    few = _too_few(got["means"])
+    few = D.too_few(got["means"])
     if few is not None:
         return few
     probs = as_array(answer.get("probs"), (n, k), name="coffee_assignment_probs")

@@ -15,7 +15,7 @@ import numpy as np
 
 from gmmcourse.grading import draws as D
 from gmmcourse.grading import reference as R
-from gmmcourse.grading.checks import (EXACT_ATOL, EXACT_RTOL, MAX_IAT, MIN_CHAINS, MIN_SAMPLES, ORDER_ADVICE,
+from gmmcourse.grading.checks import (EXACT_ATOL, EXACT_RTOL, MAX_IAT, ORDER_ADVICE,
                                       SUMMARY_Z, Z_MC, BadAnswer, as_array, best_permutation, capped_se,
                                       close, exact_close, guarded, mc_compare, not_converged, sd_ok)
 from gmmcourse.grading.kernel_side import draws, floats, var
@@ -152,12 +152,6 @@ def check_labels(answer, context):
     return Verdict(0.0, "The hard assignment does not match the point estimate's most likely components.")
 
 
-def _too_few(d: D.Draws) -> Verdict | None:
-    if d.chains < MIN_CHAINS or d.samples < MIN_SAMPLES:
-        return Verdict(0.0, f"Too few draws in bento_draws ({d.chains} chains x {d.samples} samples); at least "
-                            f"{MIN_CHAINS} x {MIN_SAMPLES} are required (this part uses your draws).")
-    return None
-
 
 @guarded
 def check_posterior_probs(answer, context):
@@ -170,7 +164,7 @@ def check_posterior_probs(answer, context):
     got = {name: D.decode(answer.get(name), k, f"bento_draws['{name}']") for name in ("weights", "means", "sds")}
     if len({(g.chains, g.samples) for g in got.values()}) != 1:
         raise BadAnswer(f"bento_draws arrays must all have shape (chains, samples, {k})")
-    few = _too_few(got["means"])
+    few = D.too_few(got["means"], "bento_draws")
     if few is not None:
         return few
     probs = as_array(answer.get("probs"), (n, k), name="bento_assignment_probs")
@@ -199,7 +193,7 @@ def check_posterior_means(answer, context):
     if not isinstance(answer, dict):
         raise BadAnswer("expected a dict")
     d = D.decode(answer.get("means"), k, "bento_draws['means']")
-    few = _too_few(d)
+    few = D.too_few(d, "bento_draws")
     if few is not None:
         return few
     rep_mean = as_array(answer.get("reported_mean"), (k,), name="bento_means_mean")
