@@ -5,6 +5,7 @@ about them."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from gmmcourse.data import COFFEE_CAFFEINE
 from gmmcourse.dpmm import DPPrior
 
 ROOT = Path(__file__).resolve().parents[1]
-GLUE = ROOT / "_build" / "jupyter_execute" / "chapters" / "dpmm.glue.json"
+GLUE = Path(os.environ.get("GMMCOURSE_EXECUTED", ROOT / "_build" / "jupyter_execute" / "chapters")) / "dpmm.glue.json"
 
 pytestmark = pytest.mark.book
 
