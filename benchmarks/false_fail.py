@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import numpy as np  # noqa: E402
 
+from common import write  # noqa: E402
 from gmmcourse.grading import checks  # noqa: E402
 from test_exercises import _coffee_answers, _namespace, score  # noqa: E402
 from test_grading_fairness import (categorization_cases, coffee_cases, grade,  # noqa: E402
@@ -125,9 +126,7 @@ def main(num_seeds: int = 30, corpus_seeds: int = 3) -> dict:
         "corpus": corpus,
         "seconds": round(time.time() - t0, 1),
     }
-    out = Path(__file__).resolve().parent / "results" / "false_fail.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write("false_fail", result)  # names the commit, machine and date
     return result
 
 

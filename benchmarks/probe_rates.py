@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import numpy as np  # noqa: E402
 
+from common import write  # noqa: E402
 from gmmcourse.grading.assignments import coffee_blends as CB  # noqa: E402
 from test_exercises import _namespace  # noqa: E402
 from test_grading_fairness import _cond_mean, _float32_updates, _linear_sample_z, _loop_updates  # noqa: E402
@@ -121,8 +122,7 @@ def main(seeds: int = 1000, loop_seeds: int = 200, power_seeds: int = 200) -> di
     out["worst_false_fail_upper95"] = max(r["upper95"] for r in out["false_fail"].values())
     out["lowest_power"] = min(r["rate"] for r in out["power"].values())
     out["seconds"] = round(time.time() - t0, 1)
-    path = Path(__file__).resolve().parent / "results" / "probe_rates.json"
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    write("probe_rates", out)  # names the commit, machine and date
     return out
 
 
