@@ -1,5 +1,5 @@
-"""The course's data sets (the seed chapter's, and Old Faithful's eruptions) and a simulator for
-synthetic mixtures."""
+"""The course's data sets (the seed chapter's, Old Faithful's eruptions and waiting times, and
+scikit-learn's bundled photographs) and a simulator for synthetic mixtures."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 from gmmcourse.validation import check_params, check_positive_int
 
 __all__ = ["BENTO_WEIGHTS", "COFFEE_CAFFEINE", "BENTO_TRUE", "FAITHFUL_ERUPTIONS",
-           "MixtureParams", "simulate_mixture"]
+           "FAITHFUL_WAITING", "faithful", "SAMPLE_IMAGES", "sample_image", "MixtureParams", "simulate_mixture"]
 
 
 class MixtureParams(NamedTuple):
@@ -82,12 +82,91 @@ CSV and another repository's listing); a few durations were recorded to the near
 (the values 2.0, 4.0, ...)."""
 FAITHFUL_ERUPTIONS.flags.writeable = False
 
+FAITHFUL_WAITING = np.array(
+    [
+        79, 54, 74, 62, 85, 55, 88, 85, 51, 85, 54, 84,
+        78, 47, 83, 52, 62, 84, 52, 79, 51, 47, 78, 69,
+        74, 83, 55, 76, 78, 79, 73, 77, 66, 80, 74, 52,
+        48, 80, 59, 90, 80, 58, 84, 58, 73, 83, 64, 53,
+        82, 59, 75, 90, 54, 80, 54, 83, 71, 64, 77, 81,
+        59, 84, 48, 82, 60, 92, 78, 78, 65, 73, 82, 56,
+        79, 71, 62, 76, 60, 78, 76, 83, 75, 82, 70, 65,
+        73, 88, 76, 80, 48, 86, 60, 90, 50, 78, 63, 72,
+        84, 75, 51, 82, 62, 88, 49, 83, 81, 47, 84, 52,
+        86, 81, 75, 59, 89, 79, 59, 81, 50, 85, 59, 87,
+        53, 69, 77, 56, 88, 81, 45, 82, 55, 90, 45, 83,
+        56, 89, 46, 82, 51, 86, 53, 79, 81, 60, 82, 77,
+        76, 59, 80, 49, 96, 53, 77, 77, 65, 81, 71, 70,
+        81, 93, 53, 89, 45, 86, 58, 78, 66, 76, 63, 88,
+        52, 93, 49, 57, 77, 68, 81, 81, 73, 50, 85, 74,
+        55, 77, 83, 83, 51, 78, 84, 46, 83, 55, 81, 57,
+        76, 84, 77, 81, 87, 77, 51, 78, 60, 82, 91, 53,
+        78, 46, 77, 84, 49, 83, 71, 80, 49, 75, 64, 76,
+        53, 94, 55, 76, 50, 82, 54, 75, 78, 79, 78, 78,
+        70, 79, 70, 54, 86, 50, 90, 54, 54, 77, 79, 64,
+        75, 47, 86, 63, 85, 82, 57, 82, 67, 74, 54, 83,
+        73, 73, 88, 80, 71, 83, 56, 79, 78, 84, 58, 83,
+        43, 60, 75, 81, 46, 90, 46, 74,
+    ],
+    dtype=np.float64,
+)
+"""Waiting times (minutes, whole minutes) to the next eruption of the same 272 Old Faithful
+eruptions as `FAITHFUL_ERUPTIONS`, in the same order: R's `datasets::faithful$waiting`
+{Azzalini and Bowman 1990; Haerdle 1991}. Typed from two independent public copies of R's
+data set that agree value for value with each other (and their eruption columns with
+`FAITHFUL_ERUPTIONS`): the Rdatasets CSV (github.com/vincentarelbundock/Rdatasets,
+``csv/datasets/faithful.csv``, commit 1dcc2bf5) and the University of Toronto Computer Science
+recipes' ``faithful.csv`` (github.com/UofTCompDSci/recipes, commit 05b1b722), whose layout
+differs (fixed-width, three decimals); a third copy (github.com/troescherw/datasets, commit
+445eba6b, semicolon-separated) agrees too."""
+FAITHFUL_WAITING.flags.writeable = False
+
 BENTO_TRUE = MixtureParams(
     weights=np.array([0.7, 0.3]),
     means=np.array([500.0, 350.0]),
     sds=np.array([2.0, 2.0]),
 )
 """The bento shop's recipe: 70 % tonkatsu (500 g, sd 2 g), 30 % hamburger (350 g, sd 2 g)."""
+
+
+def faithful() -> np.ndarray:
+    """Old Faithful in two dimensions, R's `faithful` data frame.
+
+    Returns:
+        A read-only float64 array of shape (272, 2): column 0 the eruption's duration
+        (`FAITHFUL_ERUPTIONS`), column 1 the waiting time to the next eruption
+        (`FAITHFUL_WAITING`), both in minutes, in the order recorded.
+    """
+    out = np.column_stack([FAITHFUL_ERUPTIONS, FAITHFUL_WAITING])
+    out.flags.writeable = False
+    return out
+
+
+SAMPLE_IMAGES = ("china.jpg", "flower.jpg")
+"""The photographs scikit-learn ships inside its wheel (`sklearn.datasets.load_sample_image`;
+427 x 640 pixels, CC BY 2.0, from Flickr: a Chinese temple by danielbuechele and a flower by
+vultilion, per scikit-learn's ``datasets/images/README.txt``)."""
+
+
+def sample_image(name: str = "china.jpg") -> np.ndarray:
+    """One of scikit-learn's bundled photographs as RGB intensities in [0, 1], read offline.
+
+    Args:
+        name: ``"china.jpg"`` or ``"flower.jpg"`` (`SAMPLE_IMAGES`).
+
+    Returns:
+        A read-only float64 array of shape (height, width, 3): the 8-bit values divided by 255.
+
+    Raises:
+        ValueError: for any other name.
+    """
+    if name not in SAMPLE_IMAGES:
+        raise ValueError(f"name must be one of {', '.join(SAMPLE_IMAGES)}, got {name!r}")
+    from sklearn.datasets import load_sample_image  # imported here: scikit-learn is slow to load
+
+    out = np.asarray(load_sample_image(name), dtype=np.float64) / 255.0
+    out.flags.writeable = False
+    return out
 
 
 def simulate_mixture(key: jax.Array, n: int, weights, means, sds) -> tuple[jax.Array, jax.Array]:
