@@ -10,7 +10,9 @@ of the course's public repository, see ``repository:`` in ``_config.yml``)::
     index.html, chapters/, _static/, ...        the HTML book (_build/html)
     notebooks/chapters/<chapter>.ipynb          every chapter as a plain notebook: glued values,
                                                 included code, references and citations inlined,
-                                                no MyST syntax, no outputs, a set-up cell first
+                                                no MyST syntax, no glue calls, no outputs, links
+                                                to other chapters and the exercises on the site's
+                                                address (`site_url`), a set-up cell first
     notebooks/exercises/<id>/<id>.ipynb         the student releases of exercises/, set-up cell first
     student/gmmcourse-<version>-py3-none-any.whl  the student package: gmmcourse without
                                                 gmmcourse.grading and the benchmark baseline
@@ -298,8 +300,13 @@ def _split_options(body: str) -> tuple[dict, str]:
 class ChapterConverter:
     """Rewrites the MyST of the book's chapters as plain Jupyter markdown."""
 
-    def __init__(self, root: Path = ROOT):
+    def __init__(self, root: Path = ROOT, site: str = ""):
+        """`site`: the course site's public address (`site_url`). Links between chapters and to
+        the exercises then point at the site (a chapter's web page, an exercise's notebook), so
+        they work in Colab and in a notebook downloaded on its own; without it they are relative
+        (they work in a copy of the site)."""
         self.root = root
+        self.site = site.rstrip("/")
         self.chapters = root / "chapters"
         self.labels = _chapter_labels(self.chapters)
         config = load_config(root)
@@ -355,14 +362,14 @@ class ChapterConverter:
             if label not in self.labels:
                 raise ConversionError(f"{chapter.name}: reference to unknown chapter label {label!r}")
             stem, title = self.labels[label]
-            return f"[{explicit.group('title') if explicit else title}]({stem}.ipynb)"
+            return f"[{explicit.group('title') if explicit else title}]({self._chapter_link(stem)})"
         if name == "download":
             title, target = (explicit.group("title"), explicit.group("target")) if explicit else (text, text)
             path = (chapter.parent / target).resolve()
             rel = path.relative_to(self.root)
             if rel.parts[0] != "exercises":
                 raise ConversionError(f"{chapter.name}: download of {target} (only exercises/ are in the bundle)")
-            return f"[{title}](../{rel.as_posix()})"
+            return f"[{title}]({self.site + '/notebooks' if self.site else '..'}/{rel.as_posix()})"
         if name in ("cite:p", "cite:t", "cite", "citep", "citet"):
             keys = [k.strip() for k in text.split(",")]
             missing = [k for k in keys if k not in self.bib]
@@ -371,10 +378,14 @@ class ChapterConverter:
             cites = [self.bib[k]["cite"] for k in keys]
             if name in ("cite:t", "citet"):
                 return "; ".join(re.sub(r", (\S+)$", r" (\1)", c) for c in cites)
-            return "([" + "; ".join(cites) + "](references.ipynb))"
+            return "([" + "; ".join(cites) + f"]({self._chapter_link('references')}))"
         if name in ("math", "eq"):
             return f"${text}$" if name == "math" else f"({text})"
         raise ConversionError(f"{chapter.name}: role {{{name}}} has no plain-notebook form")
+
+    def _chapter_link(self, stem: str) -> str:
+        """Where a link to chapter `stem` points: its page on the site, else its notebook beside this one."""
+        return f"{self.site}/chapters/{stem}.html" if self.site else f"{stem}.ipynb"
 
     def markdown(self, src: str, chapter: Path, glue: dict) -> str:
         src = _FENCE.sub(lambda m: self._directive(m, chapter), src)
@@ -399,8 +410,9 @@ class ChapterConverter:
                 if text.strip():
                     nb.cells.append(nbformat.v4.new_markdown_cell(text))
             elif cell.cell_type == "code":
-                src = cell.source
-                src = re.sub(r"^from myst_nb import glue[ \t]*$", "\n" + GLUE_SHIM + "\n", src, flags=re.M).strip("\n")
+                src = strip_glue(cell.source, f"{chapter.name}, code cell {len(nb.cells)}")
+                if not _has_code(src):  # a cell that only glued values for the book's text
+                    continue
                 new = nbformat.v4.new_code_cell(src)
                 tags = [t for t in cell.metadata.get("tags", []) if not t.startswith("remove")]
                 if tags:
@@ -413,12 +425,73 @@ class ChapterConverter:
         return nb
 
 
-GLUE_SHIM = '''\
-def glue(name, value, display=True):
-    """Stand-in for the book's glue, which puts computed values into its text: shows the value."""
-    if display:
-        from IPython.display import display as show
-        show(value)'''
+def _parse_code(source: str):
+    """The cell's code as an AST (IPython's `%magic` and `!shell` lines blanked, line numbers kept)."""
+    import ast
+
+    return ast.parse("\n".join("" if ln.lstrip().startswith(("%", "!")) else ln for ln in source.split("\n")))
+
+
+def _is_glue(stmt) -> bool:
+    import ast
+
+    if isinstance(stmt, ast.ImportFrom):
+        return (stmt.module or "").split(".")[0] == "myst_nb"
+    if isinstance(stmt, ast.Import):
+        return any(a.name.split(".")[0] == "myst_nb" for a in stmt.names)
+    return (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)
+            and isinstance(stmt.value.func, ast.Name) and stmt.value.func.id == "glue")
+
+
+def strip_glue(source: str, where: str = "a code cell") -> str:
+    """The code without the book's glue: every ``from myst_nb import ...`` and ``glue(...)``
+    statement removed (a block left empty gets ``pass``), so a student's copy runs outside the
+    book. The values glued are computed as before; only handing them to the book's text goes."""
+    import ast
+
+    try:
+        tree = _parse_code(source)
+    except SyntaxError:
+        return source
+    lines = source.split("\n")
+    cuts: list[tuple[int, int, str | None]] = []   # (first line, last line, replacement)
+
+    def visit(body: list, top: bool = False) -> None:
+        glue = [st for st in body if _is_glue(st)]
+        kept = [st for st in body if not _is_glue(st)]
+        for st in glue:
+            shared = [o for o in kept if o.lineno <= st.end_lineno and o.end_lineno >= st.lineno]
+            if shared:
+                raise ConversionError(f"{where}: a glue call shares line {st.lineno} with other code: "
+                                      "put it on a line of its own")
+            empty = not kept and st is glue[0] and not top  # a block needs a statement
+            cuts.append((st.lineno, st.end_lineno, " " * st.col_offset + "pass" if empty else None))
+        for st in kept:
+            for field in ("body", "orelse", "finalbody"):
+                sub = getattr(st, field, None)
+                if isinstance(sub, list) and sub and isinstance(sub[0], ast.stmt):
+                    visit(sub)
+            for part in getattr(st, "handlers", []) + getattr(st, "cases", []):
+                visit(part.body)
+
+    visit(tree.body, top=True)
+    for first, last, replacement in sorted(cuts, reverse=True):
+        lines[first - 1:last] = [replacement] if replacement is not None else []
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
+
+
+def _has_code(source: str) -> bool:
+    return any(ln.strip() and not ln.lstrip().startswith("#") for ln in source.splitlines())
+
+
+def _uses_glue(source: str) -> bool:
+    import ast
+
+    try:
+        tree = _parse_code(source)
+    except SyntaxError:
+        return bool(re.search(r"\bglue\(", source))
+    return any(isinstance(n, ast.Name) and n.id == "glue" for n in ast.walk(tree))
 
 
 def residual_myst(nb: nbformat.NotebookNode) -> list[str]:
@@ -431,6 +504,8 @@ def residual_myst(nb: nbformat.NotebookNode) -> list[str]:
                 problems.append(f"cell {i}: {m.group(0)!r}")
         elif c.cell_type == "code" and re.search(r"^\s*(?:from|import)\s+myst_nb\b", c.source, re.M):
             problems.append(f"cell {i}: imports myst_nb")
+        elif c.cell_type == "code" and _uses_glue(c.source):
+            problems.append(f"cell {i}: calls the book's glue")
     return problems
 
 
@@ -619,7 +694,7 @@ def build_site(out: Path = SITE, root: Path = ROOT, html: Path | None = None, ex
     (out / "binder" / "runtime.txt").write_text("python-3.12\n")
     (out / "binder" / "requirements.txt").write_text(reqs)
     # 3. the chapters as plain notebooks
-    conv = ChapterConverter(root)
+    conv = ChapterConverter(root, url)
     for page in chapter_pages(root):
         nb = conv.notebook(executed_notebook(page, root, executed), root / f"{page}.md",
                            executed / f"{page}.glue.json")

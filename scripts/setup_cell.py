@@ -28,6 +28,7 @@ def _gmmcourse_setup(settings):
     import os
     import platform
     import re
+    import shlex
     import shutil
     import subprocess
     import sys
@@ -117,7 +118,7 @@ def _gmmcourse_setup(settings):
     say("JAX for the " + device.upper() + " (" + why + "); " + ("every package at the course's tested version"
         if pins == "all" else "jax, jaxlib and genjax pinned, your other packages kept where compatible"))
     if dry_run:
-        say("dry run, would run: " + " ".join(cmd))
+        say("dry run, would run: " + shlex.join(cmd))
         return
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     lines = []

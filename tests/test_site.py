@@ -70,7 +70,7 @@ def _fake_course(tmp_path: Path) -> Path:
 
 def _executed(md_cells: list[str], glue: dict) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
-    code = nbformat.v4.new_code_cell("from myst_nb import glue\nglue('n', 3, display=False)")
+    code = nbformat.v4.new_code_cell("from myst_nb import glue\nn = 3\nglue('n', n, display=False)")
     code.outputs = [nbformat.v4.new_output("display_data", data={"application/papermill.record/" + k: v
                                                                   for k, v in mime.items()},
                                            metadata={"scrapbook": {"name": key,
@@ -101,8 +101,35 @@ def test_chapter_conversion_resolves_myst(tmp_path):
     assert "> **Solution**\n>\n> It is 20." in text
     assert "{ref}`not-a-role-in-code`" in text          # code blocks are left alone
     assert "(two)=" not in text and ":label:" not in text
-    assert "myst_nb" not in nb.cells[1].source and "def glue(" in nb.cells[1].source
+    assert nb.cells[1].source == "n = 3"          # the computation stays, the book's glue goes
     assert bs.residual_myst(nb) == []
+
+
+def test_links_between_notebooks_point_at_the_site(tmp_path):
+    """In Colab or a notebook downloaded on its own a relative link is dead: with the site's
+    address set, links to chapters go to their pages on the site, exercises to their notebooks."""
+    root = _fake_course(tmp_path)
+    md = "See {ref}`one`, {cite:p}`neal2000`, {download}`hw.ipynb <../exercises/hw/hw.ipynb>`."
+    text = bs.ChapterConverter(root, "https://course.example.org/").notebook(
+        _executed([md], {}), root / "chapters" / "two.md").cells[0].source
+    assert text == ("See [Chapter One](https://course.example.org/chapters/one.html), "
+                    "([Neal, 2000](https://course.example.org/chapters/references.html)), "
+                    "[hw.ipynb](https://course.example.org/notebooks/exercises/hw/hw.ipynb).")
+
+
+def test_glue_is_stripped_from_the_plain_notebooks(tmp_path):
+    src = ("from myst_nb import glue\nimport numpy as np\nfor p in (1, 2):\n    r = p * 2\n"
+           "    glue(f'a_{p}', r, display=False)\n    glue(\n        'b', r,\n        display=False,\n    )\n"
+           "if r:\n    glue('c', r, display=False)\nelse:\n    print(r)\n%time y = 1\nglue('d', 1, display=False)")
+    assert bs.strip_glue(src) == ("import numpy as np\nfor p in (1, 2):\n    r = p * 2\nif r:\n    pass\n"
+                                  "else:\n    print(r)\n%time y = 1")
+    assert bs.strip_glue("from myst_nb import glue\nglue('a', 1, display=False)") == ""
+    with pytest.raises(bs.ConversionError, match="shares line 1"):
+        bs.strip_glue("x = 1; glue('a', x)")
+    # a cell that only glued is dropped from the notebook
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("from myst_nb import glue\n# for the text\nglue('a', 1, display=False)")]
+    assert bs.ChapterConverter(_fake_course(tmp_path)).notebook(nb, ROOT / "chapters" / "x.md").cells == []
 
 
 @pytest.mark.parametrize("md", ["{unknownrole}`x`", "{glue:text}`missing`", "{ref}`nowhere`", "{cite:p}`nobody1999`",
@@ -119,8 +146,9 @@ def test_residual_myst_is_flagged():
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_markdown_cell("left {glue:text}`x` here"),
                 nbformat.v4.new_markdown_cell(":::{note}\nhi\n:::"),
-                nbformat.v4.new_code_cell("from myst_nb import glue")]
-    assert len(bs.residual_myst(nb)) == 3
+                nbformat.v4.new_code_cell("from myst_nb import glue"),
+                nbformat.v4.new_code_cell("g = 1\nprint(glue)")]
+    assert len(bs.residual_myst(nb)) == 4
 
 
 # ----------------------------------------------------------------------------- student package
