@@ -140,12 +140,15 @@ class ExactEvidence(NamedTuple):
         sd_grid: the sd quadrature nodes, shape (G,).
         sd_mass: posterior probability mass of each sd at each node, shape (K, G) (only with
             ``sd_posterior=True``, else None); in the anchor's labelling.
+        occupied: P(exactly j components hold at least one point | x), shape (K + 1,),
+            j = 0..K (only with ``occupancy=True``, else None).
     """
 
     log_evidence: float
     assignment_probs: np.ndarray
     sd_grid: np.ndarray
     sd_mass: np.ndarray | None
+    occupied: np.ndarray | None = None
 
 
 def _is_exchangeable(prior: GMMPrior) -> bool:
@@ -165,10 +168,11 @@ def _log_grid(x, prior, spacing, sd_range=None):
     return u, u[1] - u[0]
 
 
-def _tables(n, a, b, tau2, u, du):
-    """Data-free parts of the log integrand on the grid u = log sd (rows: group size m)."""
+def _tables(n, a, b, tau2, u, du, rounding_var=0.0):
+    """Data-free parts of the log integrand on the grid u = log sd (rows: group size m).
+    The observations' variance is sd**2 + `rounding_var` (the prior stays on sd)."""
     s = np.exp(u)
-    s2 = s**2
+    s2 = s**2 + rounding_var
     m_all = np.arange(n + 1, dtype=np.float64)
     m_safe = np.maximum(m_all, 1.0)[:, None]
     v = tau2 + s2[None, :] / m_safe  # (N+1, G): variance of the group mean's marginal
@@ -227,7 +231,8 @@ def _block_fn(k, want_sd):
 
 
 def enumerate_exact(x, prior: GMMPrior, *, anchor: int | None = None, sd_posterior: bool = False,
-                    grid_spacing: float = 0.1, sd_range: tuple | None = None) -> ExactEvidence:
+                    grid_spacing: float = 0.1, sd_range: tuple | None = None, rounding: float = 0.0,
+                    occupancy: bool = False) -> ExactEvidence:
     """Exact evidence and assignment probabilities by enumerating all K^N assignments.
 
     Vectorised (JAX, float64, blocks of configurations); the weights and means integrate out
@@ -244,6 +249,12 @@ def enumerate_exact(x, prior: GMMPrior, *, anchor: int | None = None, sd_posteri
         sd_posterior: also return each sd's posterior mass on the grid.
         grid_spacing: spacing of the log sd grid.
         sd_range: (lowest, highest) sd node; by default from the data's range and the prior.
+        rounding: the resolution the data were recorded to: each likelihood term has
+            variance sd**2 + rounding**2 / 12 (as `gmmcourse.gibbs.posterior(...,
+            rounding=...)`). With rounding 0 and m >= 3 equal values the evidence can be
+            infinite (returned as inf): a component on them has a likelihood growing like
+            sd^-(m-1) as sd -> 0, faster than the Gamma prior vanishes.
+        occupancy: also return P(exactly j components are occupied | x), j = 0..K.
     """
     import jax.numpy as jnp
 
@@ -268,7 +279,8 @@ def enumerate_exact(x, prior: GMMPrior, *, anchor: int | None = None, sd_posteri
         fixed = np.full(n, -1, np.int64)
         if anchor is not None:
             fixed[n - 1] = k - 1
-        t0, qa, qb, logw = _tables(n, float(prior.sd_shape), float(prior.sd_rate), float(prior.mean_scale) ** 2, u, du)
+        t0, qa, qb, logw = _tables(n, float(prior.sd_shape), float(prior.sd_rate), float(prior.mean_scale) ** 2, u, du,
+                                   float(rounding) ** 2 / 12.0)
         consts = tuple(jnp.asarray(c) for c in (k ** np.arange(n, dtype=np.int64), xc, loc, t0, qa, qb, logw,
                                                  du, float(prior.concentration)))
         fn = _block_fn(k, sd_posterior)
@@ -288,6 +300,9 @@ def enumerate_exact(x, prior: GMMPrior, *, anchor: int | None = None, sd_posteri
             logs.append(lt)
         logs = np.concatenate(logs)[:total_configs]
         log_z = float(logsumexp(logs))
+        if not np.isfinite(log_z):  # an unbounded likelihood (ties, rounding 0): no posterior
+            return ExactEvidence(log_z, np.full((n, k), np.nan), np.exp(u), None, None)
+        occupied = _occupancy(logs, log_z, n, k, anchor is not None) if occupancy else None
         assign = np.zeros((n, k))
         sd_mass = np.zeros((k, u.size)) if sd_posterior else None
         for j, st in enumerate(starts):
@@ -306,13 +321,29 @@ def enumerate_exact(x, prior: GMMPrior, *, anchor: int | None = None, sd_posteri
         inv[order] = np.arange(n)
         assign = assign[inv]
         log_z += float(np.log(k))
-    return ExactEvidence(log_z, assign, np.exp(u), sd_mass)
+    return ExactEvidence(log_z, assign, np.exp(u), sd_mass, occupied)
 
 
-def log_evidence(x, prior: GMMPrior) -> float:
-    """Exact log p(x) of `gmm` under `prior` (enumeration; an anchor when exchangeable)."""
+def _occupancy(logs, log_z, n, k, anchored):
+    """P(exactly j components occupied | x), j = 0..K, from every configuration's log p(x, z)
+    (configuration c's label of point i is digit i of c in base K; an anchored point is in
+    component K-1)."""
+    free = n - 1 if anchored else n
+    p = np.exp(logs - log_z)
+    codes = np.arange(logs.size, dtype=np.int64)
+    used = np.zeros((logs.size, k), bool)
+    if anchored:
+        used[:, k - 1] = True
+    for i in range(free):
+        used[codes, (codes // k**i) % k] = True
+    return np.bincount(used.sum(1), weights=p, minlength=k + 1)
+
+
+def log_evidence(x, prior: GMMPrior, *, rounding: float = 0.0) -> float:
+    """Exact log p(x) of `gmm` under `prior` (enumeration; an anchor when exchangeable);
+    `rounding` as in `enumerate_exact`."""
     anchor = int(np.argmax(np.asarray(x))) if _is_exchangeable(prior) and prior.k > 1 else None
-    return enumerate_exact(x, prior, anchor=anchor).log_evidence
+    return enumerate_exact(x, prior, anchor=anchor, rounding=rounding).log_evidence
 
 
 class ExactPredictive(NamedTuple):

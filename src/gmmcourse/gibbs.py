@@ -21,6 +21,15 @@ One sweep of the sampler, for the model `gmmcourse.models.gmm`:
    the data pull an sd into the prior's tail (one Gaussian for both bento recipes). An
    empty component's sd is drawn from its prior, the exact conditional.
 
+**Recorded to a resolution** (``posterior(..., rounding=delta)``). Data recorded to the
+nearest ``delta`` are modelled as the true value plus a rounding error of variance
+``delta**2 / 12`` (Sheppard's correction): every likelihood term uses the variance
+``sd**2 + delta**2 / 12``. With ties in the data the plain model's posterior can be improper
+(a component on m >= 3 equal values has a likelihood growing like sd^-(m-1) as sd -> 0,
+which a Gamma(2, 1) prior, vanishing only like sd, does not stop); the rounding variance
+bounds every likelihood term, so the posterior is proper. The default ``rounding=0`` runs
+the plain model's code unchanged.
+
 The new choices are written into the GenJAX trace with `update`, whose score is the log joint
 density tracked for diagnostics. Chains run in parallel with `jax.vmap`.
 
@@ -63,6 +72,7 @@ __all__ = [
     "z_log_table",
     "update_params",
     "sd_proposal",
+    "sd_log_target",
     "init_params",
     "init_trace",
     "draw_z",
@@ -98,6 +108,7 @@ class Posterior(NamedTuple):
         raw: the same draws before relabelling (`Draws`).
         pivot: the EM fit used for relabelling (`gmmcourse.em.EMResult`).
         prior: the `GMMPrior` used.
+        rounding: the recording resolution the likelihood allowed for (0: none).
     """
 
     weights: np.ndarray
@@ -108,6 +119,7 @@ class Posterior(NamedTuple):
     raw: Draws
     pivot: object
     prior: GMMPrior
+    rounding: float = 0.0
 
     @property
     def num_chains(self) -> int:
@@ -218,14 +230,26 @@ def sd_proposal(n_k, ss, a, b, iters: int = 12):
     return jnp.log(s), jax.lax.rsqrt(curvature)
 
 
-def update_params(key, x, z, sds, prior: GMMPrior, num_mh: int = 2, mask=None):
+def sd_log_target(u, n_k, ss, a, b, rounding_var=0.0):
+    """log p(u | z, x, means) + const for u = log sd (Jacobian included): a component of
+    `n_k` points with sum of squares `ss` about its mean, Gamma(a, b) prior on the sd, and
+    observation variance sd**2 + `rounding_var` (0: the plain model,
+    (a - n_k) u - b e^u - ss e^(-2u) / 2)."""
+    if not rounding_var:  # a Python branch: the plain model's arithmetic, unchanged
+        return (a - n_k) * u - b * jnp.exp(u) - 0.5 * ss * jnp.exp(-2 * u)
+    var = jnp.exp(2 * u) + rounding_var
+    return a * u - b * jnp.exp(u) - 0.5 * n_k * jnp.log(var) - 0.5 * ss / var
+
+
+def update_params(key, x, z, sds, prior: GMMPrior, num_mh: int = 2, mask=None, rounding_var: float = 0.0):
     """Draw weights, means and sds given the assignments z (steps 2-4 of the sweep).
 
     Every Gamma variate of the step (the Dirichlet's and the empty components' prior draws
     of their sds) depends on the counts only, so they come from one call of
     `gmmcourse.gamma.gamma`: Gamma sampling is a rejection loop, slow to compile, and one
     call site compiles once. `mask` (N,) marks the real points of padded data: padding is left out
-    of every count and sum.
+    of every count and sum. `rounding_var` (a Python float) is added to every sd**2 in the
+    likelihood (see the module's note on recorded data).
     """
     k = prior.mean_loc.shape[0]
     dtype = x.dtype
@@ -248,8 +272,9 @@ def update_params(key, x, z, sds, prior: GMMPrior, num_mh: int = 2, mask=None):
     weights = jnp.maximum(g_w, tiny)
     weights = weights / jnp.sum(weights)
     # means | z, sds: Normal-Normal conjugacy
-    precision = 1 / prior.mean_scale**2 + n_k / sds**2
-    centre = (prior.mean_loc / prior.mean_scale**2 + (onehot @ x) / sds**2) / precision
+    var = sds**2 + rounding_var if rounding_var else sds**2
+    precision = 1 / prior.mean_scale**2 + n_k / var
+    centre = (prior.mean_loc / prior.mean_scale**2 + (onehot @ x) / var) / precision
     means = centre + jax.random.normal(km, (k,), dtype=dtype) * jax.lax.rsqrt(precision)
     # sds | z, means: independence MH in u = log sd, Student-t proposal centred on the
     # conditional's mode (`sd_proposal`); an exact prior draw if the component is empty
@@ -260,7 +285,7 @@ def update_params(key, x, z, sds, prior: GMMPrior, num_mh: int = 2, mask=None):
     log_u = jnp.log(jax.random.uniform(ku, (num_mh, k), dtype=dtype))
 
     def log_target(u):  # log p(u | z, x, means) + const, Jacobian included
-        return (a - n_k) * u - b * jnp.exp(u) - 0.5 * ss * jnp.exp(-2 * u)
+        return sd_log_target(u, n_k, ss, a, b, rounding_var)
 
     def log_proposal(u):  # Student-t(nu) in u, up to a constant
         return -0.5 * (nu + 1) * jnp.log1p(((u - centre_u) / scale_u) ** 2 / nu)
@@ -285,14 +310,16 @@ def draw_z(key, table):
     return z, probs
 
 
-def sweep(key, trace, x, prior: GMMPrior, num_mh: int = 2, mask=None):
+def sweep(key, trace, x, prior: GMMPrior, num_mh: int = 2, mask=None, rounding_var: float = 0.0):
     """One Gibbs sweep on a `gmm` trace. Returns the new trace and the (K, N) conditional
     assignment probabilities P(z_i = k | x_i, parameters) used to draw z. With `mask`
-    (padded data), padded points are drawn too but left out of the parameter updates."""
+    (padded data), padded points are drawn too but left out of the parameter updates;
+    `rounding_var` is added to every sd**2 in the likelihood."""
     weights, means, sds = gmm_params(trace.get_choices())
     kz, kp = jax.random.split(key)
-    z, probs = draw_z(kz, z_log_table(x, weights, means, sds))
-    weights, means, sds = update_params(kp, x, z, sds, prior, num_mh, mask)
+    obs_sds = jnp.sqrt(sds**2 + rounding_var) if rounding_var else sds
+    z, probs = draw_z(kz, z_log_table(x, weights, means, obs_sds))
+    weights, means, sds = update_params(kp, x, z, sds, prior, num_mh, mask, rounding_var)
     new_trace, _, _ = trace.update(gmm_choices(weights, means, sds, z=z))
     return new_trace, probs
 
@@ -343,7 +370,8 @@ def _relabel(means, pivot_means, pivot_sds, perms):
     return perms[jnp.argmin(cost)]
 
 
-def _scan_sweeps(carry, ts, krun, x, prior, pivot_means, pivot_sds, perms, num_warmup, num_mh, mask=None, total=None):
+def _scan_sweeps(carry, ts, krun, x, prior, pivot_means, pivot_sds, perms, num_warmup, num_mh, mask=None, total=None,
+                 rounding_var=0.0):
     """Sweeps number `ts` of one chain in a `lax.scan`; sweep t uses the key
     fold_in(krun, t) (= split(krun, T)[t] for any T > t), so a run cut into chunks draws
     exactly what one long scan draws. Sweeps t >= num_warmup (and t < total) add their
@@ -353,7 +381,7 @@ def _scan_sweeps(carry, ts, krun, x, prior, pivot_means, pivot_sds, perms, num_w
         trace, perm_before, prob_sum = carry
         # the conditional probabilities this sweep uses come from the parameters before it:
         # relabel them with those parameters' permutation
-        trace, probs = sweep(jax.random.fold_in(krun, t), trace, x, prior, num_mh, mask)
+        trace, probs = sweep(jax.random.fold_in(krun, t), trace, x, prior, num_mh, mask, rounding_var)
         keep = t >= num_warmup if total is None else (t >= num_warmup) & (t < total)
         prob_sum = prob_sum + jnp.where(keep, probs[perm_before], 0.0)
         raw = gmm_params(trace.get_choices())
@@ -371,15 +399,15 @@ def _start_chain(key, x, prior, pivot_means, pivot_sds, perms, mask=None, n=None
     return (trace, perm0, zeros), krun
 
 
-@partial(jax.jit, static_argnames=("num_warmup", "num_samples", "num_mh"))
-def _run_chain(key, x, prior, pivot_means, pivot_sds, perms, num_warmup, num_samples, num_mh):
+@partial(jax.jit, static_argnames=("num_warmup", "num_samples", "num_mh", "rounding_var"))
+def _run_chain(key, x, prior, pivot_means, pivot_sds, perms, num_warmup, num_samples, num_mh, rounding_var=0.0):
     """One chain on unpadded data: `num_warmup` + `num_samples` sweeps in a single
     `lax.scan`, keeping the draws after warm-up (the reference for the padded, chunked path
     of `posterior`; tests and benchmarks)."""
     carry, krun = _start_chain(key, x, prior, pivot_means, pivot_sds, perms)
     total = num_warmup + num_samples
     (_, _, prob_sum), outs = _scan_sweeps(carry, jnp.arange(total), krun, x, prior, pivot_means, pivot_sds, perms,
-                                          num_warmup, num_mh)
+                                          num_warmup, num_mh, rounding_var=rounding_var)
     outs = jax.tree.map(lambda a: a[num_warmup:], outs)
     return outs, prob_sum / num_samples
 
@@ -419,8 +447,9 @@ def _start_chains(root, chain_ids, x, mask, n, prior, pivot_means, pivot_sds, pe
     return jax.vmap(one)(chain_ids)
 
 
-@bucket_jit(data_arg=2, static_argnames=("num_mh", "length"))
-def _run_chunk(state, start, x, mask, prior, pivot_means, pivot_sds, perms, num_warmup, total, num_mh, length):
+@bucket_jit(data_arg=2, static_argnames=("num_mh", "length", "rounding_var"))
+def _run_chunk(state, start, x, mask, prior, pivot_means, pivot_sds, perms, num_warmup, total, num_mh, length,
+               rounding_var=0.0):
     """`length` sweeps (numbers start, start+1, ...) of every chain of a group, resumed
     from `state` (see `_start_chains`); one program per (data bucket, K, chains per group,
     dtype, num_mh)."""
@@ -430,7 +459,8 @@ def _run_chunk(state, start, x, mask, prior, pivot_means, pivot_sds, perms, num_
     def one(leaves, perm, prob_sum, key_data):
         carry = (jax.tree.unflatten(tree, leaves), perm, prob_sum)
         (trace, perm, prob_sum), outs = _scan_sweeps(carry, ts, jax.random.wrap_key_data(key_data), x, prior,
-                                                     pivot_means, pivot_sds, perms, num_warmup, num_mh, mask, total)
+                                                     pivot_means, pivot_sds, perms, num_warmup, num_mh, mask, total,
+                                                     rounding_var)
         return (jax.tree.leaves(trace), perm, prob_sum, key_data), outs
 
     return jax.vmap(one)(*state)
@@ -440,7 +470,7 @@ _BUILDER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="gmmcourse-build
 """Threads that build the chains' programs while EM fits the pivot (`_prepare`)."""
 
 
-def _prepare(x, n, k, prior, num_chains, num_mh, seed, dtype):
+def _prepare(x, n, k, prior, num_chains, num_mh, seed, dtype, rounding_var=0.0):
     """Trace and lower (or load) the programs `_sample` will run for these shapes and start
     compiling them in threads (`exported_jit.prepare`). `posterior` runs it in a thread
     while EM fits the pivot: XLA compiles the chains' start and sweep chunk on one core
@@ -453,7 +483,7 @@ def _prepare(x, n, k, prior, num_chains, num_mh, seed, dtype):
         state = _start_chains.prepare(jax.random.key(seed), np.zeros(group, np.int32), xp, mask, np.int32(n), prior,
                                       pivot, pivot, perms)
         _run_chunk.prepare(state, np.int32(0), xp, mask, prior, pivot, pivot, perms, np.int32(0), np.int32(0),
-                           num_mh, SWEEP_CHUNK)
+                           num_mh, SWEEP_CHUNK, **_rounding_kw(rounding_var))
 
 
 def _usable_cores() -> int:
@@ -470,7 +500,14 @@ Python threads on two cores, while one thread's programs run one after the other
 4 threads: the grading sandbox caps processes and threads)."""
 
 
-def _sample(x, n, k, prior, pivot_means, pivot_sds, perms, num_chains, num_warmup, num_samples, num_mh, seed, dtype):
+def _rounding_kw(rounding_var) -> dict:
+    """The keyword for `_run_chunk`: none for the plain model (its programs keep their
+    names), else the static rounding variance."""
+    return {"rounding_var": rounding_var} if rounding_var else {}
+
+
+def _sample(x, n, k, prior, pivot_means, pivot_sds, perms, num_chains, num_warmup, num_samples, num_mh, seed, dtype,
+            rounding_var=0.0):
     """Run the chains on padded data in groups and chunks, the groups in threads; numpy
     outputs (draws sliced to the kept sweeps, assignment probabilities to the real points)."""
     xp, mask = pad(x, dtype)
@@ -486,7 +523,8 @@ def _sample(x, n, k, prior, pivot_means, pivot_sds, perms, num_chains, num_warmu
             chunks = []
             for start in range(0, total, SWEEP_CHUNK):
                 state, outs = _run_chunk(state, np.int32(start), xp, mask, prior, pivot_means, pivot_sds, perms,
-                                         np.int32(num_warmup), np.int32(total), num_mh, SWEEP_CHUNK)
+                                         np.int32(num_warmup), np.int32(total), num_mh, SWEEP_CHUNK,
+                                         **_rounding_kw(rounding_var))
                 if start + SWEEP_CHUNK > num_warmup:  # warm-up-only chunks: nothing to keep
                     chunks.append((start, outs))
             leaves = [np.concatenate([np.asarray(leaf) for leaf in col], axis=1)
@@ -514,6 +552,7 @@ def posterior(
     num_mh: int = 2,
     seed: int = 0,
     dtype=np.float32,
+    rounding: float = 0.0,
 ) -> Posterior:
     """Sample the posterior of the Bayesian GMM `gmmcourse.models.gmm` by Gibbs sampling.
 
@@ -534,6 +573,9 @@ def posterior(
             `sd_proposal`).
         seed: integer seed.
         dtype: float32 (default) or float64.
+        rounding: the resolution the data were recorded to (0: exact values). Each
+            likelihood term then has variance sd**2 + rounding**2 / 12, which keeps the
+            posterior proper when the data have ties (see the module's note).
 
     Returns:
         A `Posterior` (relabelled draws, assignment probabilities, diagnostics helpers).
@@ -565,10 +607,14 @@ def posterior(
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    if isinstance(rounding, bool) or not isinstance(rounding, (int, float, np.floating, np.integer)) \
+            or not (np.isfinite(rounding) and rounding >= 0):
+        raise ValueError(f"rounding must be a non-negative number, got {rounding!r}")
+    rounding_var = float(rounding) ** 2 / 12.0
 
     with x64_context(dtype):
         p = as_prior(prior, dtype)
-    building = _BUILDER.submit(_prepare, x, n, k, p, num_chains, num_mh, seed, dtype)
+    building = _BUILDER.submit(_prepare, x, n, k, p, num_chains, num_mh, seed, dtype, rounding_var)
     pivot = em(x, k, seed=seed)
     building.result()
     with x64_context(dtype):
@@ -576,7 +622,8 @@ def posterior(
         pivot_means = jnp.asarray(pivot.means, dtype)
         pivot_sds = jnp.asarray(np.maximum(pivot.sds, 1e-6 * max(float(np.std(x)), 1.0)), dtype)
         (raw, relabelled, log_joint_draws), probs = _sample(
-            x, n, k, p, pivot_means, pivot_sds, perms, num_chains, num_warmup, num_samples, num_mh, seed, dtype)
+            x, n, k, p, pivot_means, pivot_sds, perms, num_chains, num_warmup, num_samples, num_mh, seed, dtype,
+            rounding_var)
     return Posterior(
         weights=relabelled[0],
         means=relabelled[1],
@@ -586,6 +633,7 @@ def posterior(
         raw=Draws(*raw),
         pivot=pivot,
         prior=prior,
+        rounding=float(rounding),
     )
 
 
@@ -633,6 +681,8 @@ def draw_assignment_probs(x, post: Posterior, *, raw: bool = False) -> np.ndarra
     draws = post.raw if raw else post
     w, m, s = (np.asarray(getattr(draws, a), np.float64) for a in ("weights", "means", "sds"))
     x = np.asarray(x, np.float64)
+    if getattr(post, "rounding", 0.0):  # the likelihood of a recorded value (see `posterior`)
+        s = np.sqrt(s**2 + post.rounding**2 / 12.0)
     log_joint = (np.log(np.maximum(w, 1e-300))[..., None, :]
                  - 0.5 * ((x[:, None] - m[..., None, :]) / s[..., None, :]) ** 2
                  - np.log(s[..., None, :]))  # (C, S, N, K), up to a constant
