@@ -274,7 +274,7 @@ def _expected(rel: str) -> bool:
         r"\.nojekyll", r"index\.html", r"genindex\.html", r"search\.html", r"searchindex\.js", r"objects\.inv",
         r"favicon\.ico",
         rf"(?:{chapters})\.html",
-        rf"_sources/(?:{chapters})\.(?:md|ipynb)",
+        rf"_sources/(?:{chapters})\.ipynb",            # the download menu's notebooks; no .md sources
         r"_static/.+", r"_images/[\w.-]+\.(?:png|svg|jpg)",
         rf"_downloads/[0-9a-f]+/(?:{aids})\.ipynb",
         rf"notebooks/(?:{chapters})\.ipynb",

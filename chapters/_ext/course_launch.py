@@ -18,8 +18,6 @@ buttons and no repository button (never a placeholder address).
 from __future__ import annotations
 
 import re
-import shutil
-from pathlib import Path
 from urllib.parse import urlencode
 
 _STATE: dict = {}
@@ -58,18 +56,6 @@ def _config_inited(app, config):
 
 def _is_notebook(app, pagename):
     return "kernelspec" in app.env.metadata.get(pagename, {})
-
-
-def _download_source(app, pagename, templatename, context, doctree):
-    """Offer the page's notebook for download (``make site`` replaces it by the plain one)."""
-    if _STATE.get("published") is None or not _is_notebook(app, pagename):
-        return
-    executed = Path(app.outdir).parent / "jupyter_execute" / f"{pagename}.ipynb"
-    if executed.exists():
-        target = Path(app.outdir) / "_sources" / f"{pagename}.ipynb"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(executed, target)
-        context["ipynb_source"] = f"{pagename}.ipynb"
 
 
 def launch_urls(pagename: str, published, launch: dict) -> list[tuple[str, str]]:
@@ -114,6 +100,5 @@ def _add_launch_buttons(app, pagename, templatename, context, doctree):
 def setup(app):
     app.add_config_value("course_launch_settings", "", "html")
     app.connect("config-inited", _config_inited, priority=900)  # after the theme's own config set-up
-    app.connect("html-page-context", _download_source, priority=499)
     app.connect("html-page-context", _add_launch_buttons, priority=502)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
