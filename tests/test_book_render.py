@@ -105,3 +105,80 @@ def test_no_jax_array_repr_on_the_pages():
     shown = {str(p.relative_to(HTML)): m.group(0) for p in _pages()
              if (m := JAX_REPR.search(BeautifulSoup(p.read_text(), "html.parser").get_text(" ")))}
     assert not shown, f"JAX array reprs shown to students (print plain numbers instead): {shown}"
+
+
+# ------------------------------------------------------------------ the book's own tools stay hidden
+# Code on a page must run when a reader copies it outside the book: the glue import and calls
+# live in cells tagged `remove-cell`, and the plain notebooks of `make site` carry none either
+# (scripts/build_site.py strips them).
+
+GLUE_CODE = re.compile(r"\bmyst_nb\b|\bglue\(")
+
+
+def book_tools_shown(html: str) -> list[str]:
+    """Each code block of a page that shows the book's glue, and any `myst_nb` in its text."""
+    soup = BeautifulSoup(html, "html.parser")
+    found = [line.strip()[:80] for pre in soup.select("pre") for line in pre.get_text().splitlines()
+             if GLUE_CODE.search(line)]
+    for tag in soup(("script", "style", "head", "pre")):
+        tag.decompose()
+    if re.search(r"\bmyst_nb\b", soup.get_text(" ")):
+        found.append("the page's text names myst_nb")
+    return found
+
+
+def test_checker_flags_glue_on_a_page():
+    shown = ('<div class="cell_input"><pre><span class="kn">from</span> <span class="nn">myst_nb</span> '
+             '<span class="kn">import</span> glue\nglue(<span class="s2">"n"</span>, n)</pre></div>')
+    assert book_tools_shown(shown)
+    assert book_tools_shown('<pre>x = 1\nglue("n", x, display=False)</pre>')
+    assert book_tools_shown("<p>the myst_nb module</p>")
+    assert book_tools_shown('<pre>n = len(data)</pre><p>We glued <span>12</span> values.</p>') == []
+
+
+def test_no_page_shows_the_books_glue():
+    problems = {str(p.relative_to(HTML)): found for p in _pages() if (found := book_tools_shown(p.read_text()))}
+    assert not problems, ("pages showing the book's glue (put `from myst_nb import glue` and the glue calls in a "
+                          "cell tagged remove-cell):\n" + "\n".join(f"  {page}: {f}" for page, fs in problems.items()
+                                                                  for f in fs))
+
+
+def test_no_plain_notebook_calls_the_books_glue():
+    """The chapters as `make site` publishes them (converted from the executed notebooks)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import build_site as bs
+
+    executed = ROOT / "_build" / "jupyter_execute"
+    conv = bs.ChapterConverter(ROOT, "https://course.example.org")
+    problems = []
+    for page in bs.chapter_pages(ROOT):
+        try:
+            nb = conv.notebook(bs.executed_notebook(page, ROOT, executed), ROOT / f"{page}.md",
+                               executed / f"{page}.glue.json")
+        except FileNotFoundError as e:
+            problems.append(f"{page}: {e}")
+            continue
+        problems += [f"{page}: {c.source[:80]!r}" for c in nb.cells
+                     if c.cell_type == "code" and GLUE_CODE.search(c.source)]
+    assert not problems, "plain notebooks calling the book's glue:\n" + "\n".join(problems)
+
+
+def test_no_page_offers_the_md_source_for_download():
+    """The download menu offers the notebook on every chapter page, never the .md (see
+    tests/test_download_menu.py for the tiny book that checks the mechanism)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_download_menu import download_menu
+
+    offered = {}
+    for p in _pages():
+        menu = download_menu(p.read_text())
+        if [t for t, h in menu if t == ".md" or (h or "").endswith(".md")]:
+            offered[str(p.relative_to(HTML))] = menu
+    assert not offered, f"pages whose download menu offers the .md source: {offered}"
+    assert not list((HTML / "_sources").rglob("*.md")), "the .md sources are published (html_copy_source)"
+    intro = download_menu((HTML / "chapters" / "intro.html").read_text())
+    assert ".ipynb" in [t for t, _ in intro], intro
