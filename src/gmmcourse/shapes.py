@@ -161,7 +161,7 @@ class bucket_jit:
 
         def pick(args, kwargs):
             arguments = signature.bind(*args, **kwargs).arguments
-            static = {k: arguments.pop(k) for k in static_names}
+            static = {k: arguments.pop(k) for k in static_names if k in arguments}  # an omitted static keeps its default
             n = arguments[data_name].shape[0]
             use_small = is_small(n) and jax.default_backend() == "cpu"
             return (small if use_small else large), arguments, static
