@@ -203,7 +203,7 @@ def _save_roster(course: Path, roster: Path):
     from gmmcourse.grading import lms
 
     report = lms.ImportReport(zip="class.zip", assignment="a", lms="canvas")
-    lms._save_roster(course, lms.load_roster(roster, report), report)
+    lms.save_roster(course, lms.load_roster(roster, report), report)
     return report
 
 

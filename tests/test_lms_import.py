@@ -356,13 +356,13 @@ def test_oversized_bombs_ratio_and_total_caps(tmp_path, monkeypatch):
     assert [s for s, _, _ in rep.imported] == ["emmy"]
     assert set(submitted(course)) == {"emmy/toy/toy.ipynb", "emmy/toy/timestamp.txt"}
     # the total uncompressed budget, and the entry count (read before the directory is parsed)
-    monkeypatch.setattr(lms, "MAX_TOTAL_BYTES", len(SOLUTION) + 10)
+    monkeypatch.setattr(lms.zipread, "MAX_TOTAL_BYTES", len(SOLUTION) + 10)
     zp2 = make_zip(tmp_path / "t.zip", [_entry("lovelaceada_101_1_toy.ipynb", SOLUTION),
                                         _entry("hoppergrace_102_2_toy.ipynb", HALF)])
     rep2 = run(zp2, course, roster=_roster(tmp_path))
     assert [s for s, _, _ in rep2.imported] == ["ada"]
     assert "in all" in {p.entry: p.message for p in rep2.problems}["hoppergrace_102_2_toy.ipynb"]
-    monkeypatch.setattr(lms, "MAX_ENTRIES", 1)
+    monkeypatch.setattr(lms.zipread, "MAX_ENTRIES", 1)
     with pytest.raises(LMSImportError, match="2 entries"):
         run(zp2, course, roster=_roster(tmp_path))
 
@@ -603,3 +603,38 @@ def test_cli_usage_errors_are_fast_one_line(tmp_path):
         assert r.returncode == 2, r.stderr
         assert msg in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (course / "submitted").exists()
+
+
+def test_entry_count_is_read_from_the_end_record_before_the_directory(tmp_path):
+    """`zipread.count_entries` reads the declared count itself (no private zipfile API): a
+    plain zip, one whose comment imitates the end record, a zip64 one (over 65,535 entries),
+    and a forged end record declaring 50,000 entries, which is refused by its count before zipfile parses anything."""
+    import io
+    import struct
+    import zipfile
+
+    from gmmcourse.grading.lms import zipread
+
+    def make(n, comment=b""):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+            for i in range(n):
+                zf.writestr(f"f{i}", b"")
+            zf.comment = comment
+        return buf
+
+    assert zipread.count_entries(make(3)) == 3
+    assert zipread.count_entries(make(2, comment=b"PK\x05\x06 a comment that imitates the record")) == 2
+    assert zipread.count_entries(make(70_000)) == 70_000  # zip64 end record
+    assert zipread.count_entries(io.BytesIO(b"not a zip")) is None
+
+    forged = tmp_path / "forged.zip"
+    forged.write_bytes(struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 50_000, 50_000, 0, 0, 0))
+    with open(forged, "rb") as fh:
+        assert zipread.count_entries(fh) == 50_000
+    big = tmp_path / "big.zip"
+    big.write_bytes(struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0, 0, 0))
+    with open(big, "rb") as fh, pytest.raises(LMSImportError, match=r"has 65535 entries"):
+        zipread.open_zip(fh, big)  # 0xFFFF without a zip64 locator: the count is 65,535
+    with open(forged, "rb") as fh, pytest.raises(LMSImportError, match=r"has 50000 entries \(limit 10000\)"):
+        zipread.open_zip(fh, forged)
