@@ -8,7 +8,8 @@ distinguishable under the common colour-vision deficiencies.
 
 from __future__ import annotations
 
-__all__ = ["OKABE_ITO", "COLOURS", "CHAIN_COLOURS", "STYLE", "use_course_style"]
+__all__ = ["OKABE_ITO", "COLOURS", "CHAIN_COLOURS", "STYLE", "PAGE_WIDTH_IN", "MIN_FONT_PT", "use_course_style",
+           "legend_below"]
 
 OKABE_ITO = {
     "orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73", "yellow": "#F0E442",
@@ -38,9 +39,25 @@ STYLE = {
 }
 """matplotlib rcParams of every figure."""
 
+PAGE_WIDTH_IN = 8.0
+"""The widest figure, in inches at ``STYLE["figure.dpi"]``, that the book's content column
+(about 880 px) shows without shrinking it: a wider figure is scaled down, and its text with
+it, so a 11-inch figure's 11-point labels read like 8-point ones. Figures are made at most
+this wide; more panels get more height, not more width."""
+
+MIN_FONT_PT = 9
+"""The smallest font size (points) of any figure text."""
+
 
 def use_course_style() -> None:
     """Apply `STYLE` to matplotlib (call once at the top of a chapter)."""
     import matplotlib.pyplot as plt
 
     plt.rcParams.update(STYLE)
+
+
+def legend_below(ax, ncol: int = 2, **kwargs):
+    """A legend for `ax` under its x-axis label, outside the data (the figure's
+    ``tight_layout`` makes room for it). Returns the legend."""
+    kwargs.setdefault("frameon", False)
+    return ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=ncol, **kwargs)
