@@ -627,6 +627,16 @@ def build_student_wheel(out_dir: Path, root: Path = ROOT) -> Path:
     return path
 
 
+def write_student_folder(student: Path, root: Path = ROOT) -> Path:
+    """The site's ``student/`` folder, what the set-up cells install from: the wheel, its pins
+    (all, and the core ones) and ``latest.json`` (the newest version and its wheel's name)."""
+    build_student_wheel(student, root)
+    (student / "requirements-student.txt").write_text(student_requirements(root))
+    (student / "requirements-core.txt").write_text(core_requirements(root))
+    (student / "latest.json").write_text(json.dumps({"version": student_version(root), "wheel": wheel_name(root)}) + "\n")
+    return student
+
+
 # ----------------------------------------------------------------------------- the bundle
 
 
@@ -663,6 +673,21 @@ def executed_notebook(page: str, root: Path = ROOT, executed: Path | None = None
     return nb
 
 
+def published_chapter(page: str, url: str, root: Path = ROOT, executed: Path | None = None,
+                      conv: ChapterConverter | None = None) -> nbformat.NotebookNode:
+    """Chapter `page` (``chapters/intro``) as the site publishes it at ``notebooks/<page>.ipynb``:
+    the plain notebook, its set-up cell first (installing from `url`, or from the ``student/``
+    folder of the copy of the site it sits in)."""
+    executed = executed or root / "_build" / "jupyter_execute"
+    conv = conv or ChapterConverter(root, url)
+    nb = conv.notebook(executed_notebook(page, root, executed), root / f"{page}.md", executed / f"{page}.glue.json")
+    bad = residual_myst(nb)
+    if bad:
+        raise ConversionError(f"{page}: MyST left in the plain notebook: {bad[:5]}")
+    depth = len(Path(page).parts)  # notebooks/chapters/x.ipynb -> ../../student
+    return with_setup_cell(nb, setup_cell(url, "../" * depth + "student", student_version(root), needed_modules(nb)))
+
+
 def build_site(out: Path = SITE, root: Path = ROOT, html: Path | None = None, executed: Path | None = None,
                url: str | None = None) -> Path:
     """Assemble the bundle into `out` (replaced). Returns `out`.
@@ -683,27 +708,15 @@ def build_site(out: Path = SITE, root: Path = ROOT, html: Path | None = None, ex
     shutil.copytree(html, out, ignore=shutil.ignore_patterns(".buildinfo", "reports", ".doctrees", "*.pickle"))
     (out / ".nojekyll").write_text("")
     # 2. the student package and its pins
-    student = out / "student"
-    build_student_wheel(student, root)
-    reqs = student_requirements(root)
-    (student / "requirements-student.txt").write_text(reqs)
-    (student / "requirements-core.txt").write_text(core_requirements(root))
-    # what the set-up cells ask the site for: the newest student package
-    (student / "latest.json").write_text(json.dumps({"version": version, "wheel": wheel_name(root)}) + "\n")
+    write_student_folder(out / "student", root)
     (out / "binder").mkdir()
     (out / "binder" / "runtime.txt").write_text("python-3.12\n")
-    (out / "binder" / "requirements.txt").write_text(reqs)
+    (out / "binder" / "requirements.txt").write_text(student_requirements(root))
     # 3. the chapters as plain notebooks
     conv = ChapterConverter(root, url)
     for page in chapter_pages(root):
-        nb = conv.notebook(executed_notebook(page, root, executed), root / f"{page}.md",
-                           executed / f"{page}.glue.json")
-        bad = residual_myst(nb)
-        if bad:
-            raise ConversionError(f"{page}: MyST left in the plain notebook: {bad[:5]}")
+        nb = published_chapter(page, url, root, executed, conv)
         target = out / "notebooks" / f"{page}.ipynb"
-        depth = len(Path(page).parts)  # notebooks/chapters/x.ipynb -> ../../student
-        nb = with_setup_cell(nb, setup_cell(url, "../" * depth + "student", version, needed_modules(nb)))
         target.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, str(target))
         # the book's own "download .ipynb" (written when launch buttons are on) is this notebook too

@@ -6,8 +6,8 @@
 #   from the course site, with its requirements: jax, jaxlib and genjax at the exact versions
 #   the course was built with (they decide the numbers you will see), the other packages
 #   only where you lack a compatible version (yours are kept).
-# * JAX with GPU support is chosen on Linux x86_64 with an NVIDIA driver; everywhere else
-#   (Windows, macOS, no GPU) the CPU build.
+# * JAX with GPU support is chosen on Linux x86_64 with an NVIDIA driver, or where JAX is
+#   already a GPU build (Colab's GPU runtime); everywhere else (Windows, macOS, no GPU) the CPU build.
 #
 # To change a choice, set it here or as an environment variable before running the cell:
 #   GMMCOURSE_DEVICE = "auto" | "cpu" | "gpu"    which JAX to install
@@ -97,17 +97,25 @@ def _gmmcourse_setup(settings):
              "course site's address, or pip install the student/ wheel of the course site")
     wheel = (latest or {}).get("wheel") or "gmmcourse-" + want + "-py3-none-any.whl"
 
-    # GPU only where JAX's CUDA wheels exist (Linux x86_64) and a driver answers.
+    # GPU only where JAX's CUDA wheels exist (Linux x86_64) and a driver answers, or where this
+    # environment's JAX is already a GPU build (Colab's GPU runtime): never replaced by a CPU one.
     if device == "auto":
-        gpu_ok = platform.system() == "Linux" and platform.machine() in ("x86_64", "AMD64")
-        smi = shutil.which("nvidia-smi")
-        if gpu_ok and smi:
+        linux = platform.system() == "Linux" and platform.machine() in ("x86_64", "AMD64")
+        cuda_jax = []
+        for plugin in ("jax-cuda12-plugin", "jax-cuda13-plugin"):
             try:
-                gpu_ok = subprocess.run([smi, "-L"], capture_output=True, timeout=20).returncode == 0
+                cuda_jax.append(plugin + " " + importlib.metadata.version(plugin))
+            except importlib.metadata.PackageNotFoundError:
+                pass
+        smi, driver = shutil.which("nvidia-smi"), False
+        if linux and smi:
+            try:
+                driver = subprocess.run([smi, "-L"], capture_output=True, timeout=20).returncode == 0
             except (OSError, subprocess.SubprocessError):
-                gpu_ok = False
-        device = "gpu" if gpu_ok and smi else "cpu"
-        why = "an NVIDIA GPU was found" if device == "gpu" else "no usable NVIDIA GPU on Linux x86_64"
+                driver = False
+        device = "gpu" if linux and (driver or cuda_jax) else "cpu"
+        why = ("an NVIDIA GPU was found" if linux and driver else "this environment's JAX is a GPU build ("
+               + cuda_jax[0] + ")" if linux and cuda_jax else "no usable NVIDIA GPU on Linux x86_64")
     else:
         why = "GMMCOURSE_DEVICE"
     extra = "[gpu]" if device == "gpu" else ""

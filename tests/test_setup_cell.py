@@ -33,11 +33,7 @@ PY311 = Path.home() / ".pyenv" / "versions" / "3.11.7" / "bin" / "python"
 def site(tmp_path_factory):
     """A course site's student/ folder (wheel, requirements, latest.json), served over HTTP."""
     root = tmp_path_factory.mktemp("site")
-    student = root / "student"
-    bs.build_student_wheel(student, ROOT)
-    (student / "requirements-student.txt").write_text(bs.student_requirements(ROOT))
-    (student / "requirements-core.txt").write_text(bs.core_requirements(ROOT))
-    (student / "latest.json").write_text(json.dumps({"version": bs.student_version(ROOT), "wheel": bs.wheel_name(ROOT)}))
+    bs.write_student_folder(root / "student", ROOT)
     requests = []
 
     class Handler(http.server.SimpleHTTPRequestHandler):
@@ -109,14 +105,15 @@ def test_the_student_can_point_it_at_another_site(tmp_path, site):
     assert f"from {url}/student" in res.stdout and f"-r {url}/student/requirements-student.txt" in res.stdout
 
 
-@pytest.mark.parametrize("smi, forced, gpu", [
-    ("ok", None, True),        # Linux x86_64 with a driver: the GPU build
-    ("ok", "cpu", False),      # forced to the CPU
-    ("fails", None, False),    # nvidia-smi without a working driver (a laptop's leftover tools)
-    (None, None, False),       # no nvidia-smi at all
-    (None, "gpu", True),       # forced to the GPU
+@pytest.mark.parametrize("smi, cuda_jax, forced, gpu", [
+    ("ok", False, None, True),        # Linux x86_64 with a driver: the GPU build
+    ("ok", False, "cpu", False),      # forced to the CPU
+    ("fails", False, None, False),    # nvidia-smi without a working driver (a laptop's leftover tools)
+    (None, False, None, False),       # no nvidia-smi at all
+    (None, False, "gpu", True),       # forced to the GPU
+    (None, True, None, True),         # JAX is a GPU build already (Colab's GPU runtime): kept a GPU build
 ])
-def test_gpu_choice(tmp_path, site, smi, forced, gpu):
+def test_gpu_choice(tmp_path, site, smi, cuda_jax, forced, gpu):
     url, _, _ = site
     bindir = tmp_path / "bin"
     bindir.mkdir()
@@ -124,12 +121,19 @@ def test_gpu_choice(tmp_path, site, smi, forced, gpu):
         (bindir / "nvidia-smi").write_text("#!/bin/sh\n" + ("echo 'GPU 0: Fake'\nexit 0\n" if smi == "ok" else "exit 9\n"))
         (bindir / "nvidia-smi").chmod(0o755)
     env = {"GMMCOURSE_SETUP_DRY_RUN": "1", "PATH": f"{bindir}:/usr/bin:/bin"}
+    if cuda_jax:  # what pip would see of Colab's jax-cuda12-plugin: its metadata
+        dist = tmp_path / "site-packages" / "jax_cuda12_plugin-0.7.2.dist-info"
+        dist.mkdir(parents=True)
+        (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: jax-cuda12-plugin\nVersion: 0.7.2\n")
+        env["PYTHONPATH"] = str(dist.parent)
     if forced:
         env["GMMCOURSE_DEVICE"] = forced
     res = _run(sys.executable, _cell(tmp_path, url), "-S", env=env)
     assert res.returncode == 0, res.stderr
     assert ("gmmcourse[gpu] @" in res.stdout) is gpu, res.stdout
     assert ("JAX for the GPU" if gpu else "JAX for the CPU") in res.stdout
+    if cuda_jax:
+        assert "JAX is a GPU build (jax-cuda12-plugin 0.7.2)" in res.stdout, res.stdout
 
 
 def test_a_wrong_setting_is_refused(tmp_path):
