@@ -209,12 +209,13 @@ def test_importance_loop_and_exact_evidence():
     from gmmcourse.models import BENTO_PRIOR
 
     g = glued("bayesian_inference")
-    assert g["bayesian_inference_loop_rel_diff"] <= 1e-6  # the page's loop is the package's (float32)
+    # the page's loop is the package's: equal up to float32 rounding of sums of 20 terms (eps 1.2e-7)
+    assert g["bayesian_inference_loop_rel_diff"] <= 1e-5
     exact = log_evidence(BENTO_WEIGHTS, BENTO_PRIOR)
     assert g["bayesian_inference_exact_logz"] == pytest.approx(exact, abs=1e-8)
     for p in (1_000, 10_000, 100_000):
         assert 1 <= g[f"bayesian_inference_is_ess_{p}"] < 10
-        assert g[f"bayesian_inference_is_ess_mcse_{p}"] > 0
+        assert g[f"bayesian_inference_is_ess_mcse_{p}"] >= 0  # 0 when every run has ESS 1
         # the failure the page describes: estimates below the exact value by far more than their MCSE
         est, se = g[f"bayesian_inference_is_logz_{p}"], g[f"bayesian_inference_is_logz_mcse_{p}"]
         assert est < exact and exact - est > MC_Z * se
