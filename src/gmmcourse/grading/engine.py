@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .intake import CourseLocked, Job, discover, lock_course
+from .files import CourseLocked, lock_course
+from .intake import Job, discover
 from .reference import cached as cached_reference
 from .reference import inputs_key, source_of
 from .runners import (Task, TLSFiles, check_scheduler, cleanup_own, local_cluster, remote_client, run_dask, run_serial,
@@ -165,7 +166,7 @@ def _fingerprint(a: Assignment, source_nb, reference_key: str) -> str:
 
 
 def _lock_course(course: Path):
-    """One grader per course (`intake.lock_course`)."""
+    """One grader per course (`files.lock_course`)."""
     try:
         return lock_course(course)
     except CourseLocked as busy:

@@ -46,7 +46,6 @@ import secrets
 import signal
 import subprocess
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -666,7 +665,3 @@ def run_submission(
     res["cgroup"] = bool(cgroup.name)
     res["scratch_tmpfs"] = scratch.mounted
     return res
-
-
-def limits_dict(limits: Limits) -> dict:
-    return asdict(limits)

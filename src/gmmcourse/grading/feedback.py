@@ -12,31 +12,23 @@ from __future__ import annotations
 
 import copy
 import html
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import nbformat
 
+from .files import stage
 from .html_safety import Budget, clean_html, fix_text, markdown_html, plain_html
 
 __all__ = ["feedback_html", "autograded_notebook", "stage_file", "with_instructor_grades"]
 
 
 def stage_file(path: Path, text: str) -> Path:
-    """Write `text` next to `path` (a temporary name); the caller renames it into place.
-    Nothing is left behind when the write fails (a full disk); lone surrogates (from a
-    student's text) are written as U+FFFD."""
+    """`files.stage` for a page of feedback: the caller renames it into place; lone
+    surrogates (from a student's text) are written as U+FFFD."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(fix_text(text), encoding="utf-8")  # a lone surrogate cannot stop a run
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
-
+    return stage(path, fix_text(text))  # a lone surrogate cannot stop a run
 
 
 _CSS = """

@@ -8,6 +8,7 @@ status, reason) that makes a killed-and-restarted run resume without duplicates.
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 from nbgrader import api as nbapi
 from nbgrader.api import Gradebook
 from sqlalchemy import Column, DateTime, Float, MetaData, String, Table, Text, select
+
+from .files import atomic_write
 
 __all__ = ["instructor_view", "open_gradebook", "sync_assignment", "record_submission", "graded_hash", "export_csv", "export_lms_csv"]
 
@@ -258,29 +261,24 @@ def export_csv(gb: Gradebook, dest: Path) -> None:
 
     from nbgrader.api import MissingEntry
 
-    tmp = Path(str(dest) + ".tmp")
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh, quoting=csv.QUOTE_MINIMAL)
-            w.writerow(CSV_COLUMNS)
-            for asg in gb.assignments:
-                for st in gb.students:
-                    try:
-                        sub = gb.find_submission(asg.name, st.id)
-                    except MissingEntry:
-                        ts, raw, pen, score = "", 0.0, 0.0, 0.0
-                    else:
-                        ts, raw, pen = sub.timestamp, sub.score, sub.late_submission_penalty
-                        score = max(0.0, raw - pen)
-                    w.writerow([
-                        csv_text(asg.name), "" if asg.duedate is None else str(asg.duedate),
-                        "" if ts in (None, "") else str(ts), csv_text(st.id), csv_text(st.last_name),
-                        csv_text(st.first_name), csv_text(st.email), str(raw), str(pen), str(score), str(asg.max_score),
-                    ])
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    fh = io.StringIO(newline="")
+    w = csv.writer(fh, quoting=csv.QUOTE_MINIMAL)
+    w.writerow(CSV_COLUMNS)
+    for asg in gb.assignments:
+        for st in gb.students:
+            try:
+                sub = gb.find_submission(asg.name, st.id)
+            except MissingEntry:
+                ts, raw, pen, score = "", 0.0, 0.0, 0.0
+            else:
+                ts, raw, pen = sub.timestamp, sub.score, sub.late_submission_penalty
+                score = max(0.0, raw - pen)
+            w.writerow([
+                csv_text(asg.name), "" if asg.duedate is None else str(asg.duedate),
+                "" if ts in (None, "") else str(ts), csv_text(st.id), csv_text(st.last_name),
+                csv_text(st.first_name), csv_text(st.email), str(raw), str(pen), str(score), str(asg.max_score),
+            ])
+    atomic_write(dest, fh.getvalue())
 
 
 def _points(x: float) -> str:
@@ -290,14 +288,9 @@ def _points(x: float) -> str:
 def _write_rows(dest: Path, rows: list[list[str]]) -> None:
     import csv
 
-    tmp = Path(str(dest) + ".tmp")
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            csv.writer(fh, quoting=csv.QUOTE_MINIMAL).writerows(rows)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    fh = io.StringIO(newline="")
+    csv.writer(fh, quoting=csv.QUOTE_MINIMAL).writerows(rows)
+    atomic_write(dest, fh.getvalue())
 
 
 def export_lms_csv(gb: Gradebook, course: Path) -> tuple[Path, Path]:
@@ -341,11 +334,6 @@ def export_lms_csv(gb: Gradebook, course: Path) -> tuple[Path, Path]:
     _write_rows(out[0], canvas)
     _write_rows(out[1], moodle)
     return out
-
-
-def reasons(gb: Gradebook) -> list[dict[str, Any]]:
-    rows = gb.db.execute(select(MARKERS)).mappings().all()
-    return [dict(r) for r in rows]
 
 
 def instructor_view(gb: Gradebook, student: str, assignment: str, notebook_name: str):

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from .files import read_small
 from .sandbox import Limits
 from .spec import Assignment, GradingError, sanitize
 
-__all__ = ["Job", "CourseLocked", "lock_course", "student_id", "placeholder_id", "read_small", "discover"]
+__all__ = ["Job", "student_id", "placeholder_id", "discover"]
 
 log = logging.getLogger("gmmcourse.grading")
 
@@ -87,47 +88,6 @@ def placeholder_id(name: str) -> str:
     """A safe gradebook id for a folder whose name is not a valid student id."""
     raw = os.fsencode(name)
     return "invalid-id-" + hashlib.sha256(raw).hexdigest()[:12]
-
-
-def read_small(path: Path, limit: int) -> bytes | None:
-    """At most `limit` bytes of a regular file, never following a symbolic link."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            return f.read(limit)
-    finally:
-        os.close(fd)
-
-
-class CourseLocked(Exception):
-    """Another process (its pid in ``args[0]``) holds the course's lock."""
-
-
-def lock_course(course: Path):
-    """The exclusive lock on ``<course>/.autograde.lock`` that grading and LMS imports share
-    (never through a symbolic link: the file is written); the open file holds it. Raises
-    `CourseLocked` with the holder's pid, or OSError when the course folder is not writable."""
-    import fcntl
-
-    fd = os.open(course / ".autograde.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    f = os.fdopen(fd, "r+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        other = f.read().strip() or "?"
-        f.close()
-        raise CourseLocked(other) from None
-    f.seek(0)
-    f.truncate()
-    f.write(str(os.getpid()))
-    f.flush()
-    return f
 
 
 def discover(course: Path, a: Assignment, fp: str, students: Iterable[str] | None, limits: Limits) -> list[Job]:

@@ -8,7 +8,6 @@ import hashlib
 import inspect
 import json
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from gmmcourse.grading import checks as C
+from gmmcourse.grading.files import atomic_write
 from gmmcourse.grading.sandbox import REPO_ROOT
 from gmmcourse.grading.spec import Assignment, GradingError
 
@@ -175,9 +175,7 @@ def cached(a: Assignment, course: Path) -> tuple[Any, str]:
         path.parent.mkdir(parents=True, exist_ok=True)
         for old in path.parent.glob(f"reference-{a.id}-*.json"):
             old.unlink(missing_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        atomic_write(path, text)
     except OSError:
         pass
     return json.loads(text), hashlib.sha256(text.encode()).hexdigest()

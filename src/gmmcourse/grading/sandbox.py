@@ -104,7 +104,6 @@ class SandboxConfig:
     jax_cache: str | None = None  # mounted read-only (writable when warming)
     jax_cache_writable: bool = False
     single_thread: bool = True
-    use_bwrap: bool = True
     # What the kernel may import (`gmmcourse.grading.view`): distributions ("numpy") and course
     # modules ("gmmcourse.gibbs"); None offers the whole venv and every course module but those
     # in `hide` (paths under ``src``: "gmmcourse/em.py", or "gmmcourse" for the whole package).
@@ -386,7 +385,7 @@ def kernel_command(
 ) -> list[str]:
     """argv that starts an ipykernel inside the sandbox, under the limits."""
     env = _kernel_env(cfg, scratch)
-    uid = sandbox_uid() if cfg.use_bwrap else None
+    uid = sandbox_uid()
     inner = [cfg.python, "-m", "ipykernel_launcher", "-f", connection_file]
     prl = ["prlimit", f"--fsize={limits.file_size_bytes}", "--core=0", "--nofile=1024"]
     # Without a memory cgroup, RLIMIT_AS is the memory cap (JAX runs under 1 GiB of it).
@@ -399,68 +398,64 @@ def kernel_command(
         prl.append(f"--nproc={limits.max_pids}")
     prl.append("--")
     pre = ""
-    if cfg.use_bwrap:
-        if not os.path.ismount(scratch) and not limits.allow_unlimited:  # a worker host fails closed too
-            raise LimitUnavailable(f"disk limit: the scratch {scratch} is not a size-capped tmpfs (mounting needs "
-                                   "root); run the grader as root, or pass --allow-unlimited for a trusted class")
-        box = [
-            # bwrap's own pid-1 process inside the sandbox keeps bwrap's environment, readable
-            # as /proc/1/environ: start bwrap from an empty one.
-            "env", "-i", "PATH=/usr/bin:/bin",
-            "bwrap",
-            "--unshare-net",  # loopback only
-            "--unshare-pid",
-            "--unshare-ipc",
-            "--unshare-uts",
-            "--unshare-cgroup-try",
-            "--die-with-parent",
-            "--new-session",
-            "--cap-drop", "ALL",  # run as root, bwrap would otherwise keep root's capabilities
-        ]
-        if uid is not None:  # only what setpriv needs to become `uid` and drop every capability
-            box += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
-        box += ["--ro-bind", "/usr", "/usr"]
-        for d in ("/bin", "/lib", "/lib64", "/sbin", "/lib32", "/libx32"):
-            if os.path.islink(d):
-                box += ["--symlink", os.readlink(d), d]
-            elif os.path.isdir(d):
-                box += ["--ro-bind", d, d]
-        for f in ("/etc/ld.so.cache", "/etc/localtime", "/etc/passwd", "/etc/group",
-                  "/etc/nsswitch.conf", "/etc/hosts", "/etc/ssl", "/etc/ca-certificates",
-                  "/etc/fonts", "/etc/matplotlibrc"):
-            box += ["--ro-bind-try", f, f]
-        box += ["--proc", "/proc", "--dev", "/dev",
-                "--perms", "1777", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp",
-                "--perms", "1777", "--size", str(limits.shm_bytes), "--tmpfs", "/dev/shm"]
-        box += _view_args(cfg)
-        box += _parents([scratch] + ([cfg.jax_cache] if cfg.jax_cache else []))
-        if cfg.jax_cache:
-            os.makedirs(cfg.jax_cache, exist_ok=True)
-            if cfg.jax_cache_writable and uid is not None:
-                _chown_tree(cfg.jax_cache, uid)
-            elif uid is not None:
-                _readable_tree(cfg.jax_cache)
-            box += ["--bind" if cfg.jax_cache_writable else "--ro-bind", cfg.jax_cache, cfg.jax_cache]
-            if not _site_view(cfg)[1]:  # no course module offered: none of its exported programs either
-                programs = os.path.join(cfg.jax_cache, "gmmcourse-programs")
-                os.makedirs(programs, exist_ok=True)
-                box += ["--tmpfs", programs, "--remount-ro", programs]
-        box += ["--bind", scratch, scratch, "--clearenv", "--seccomp", "9"]
-        for k, v in env.items():
-            box += ["--setenv", k, v]
-        if uid is not None:
-            # the scratch is the kernel's own (mode 0700): only its uid may enter it
-            inner = ["/usr/bin/setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-                     "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
-                     "/bin/sh", "-c", 'cd "$0" && exec "$@"', scratch] + inner
-            pre = f'chown {uid}:{uid} "{connection_file}" && '
-        else:
-            box += ["--chdir", scratch]
-        cmd = prl + box + ["--"] + inner
-        redirect = f' 9<"{filter_path()}"'
-    else:  # unsandboxed (tests of the limits only; never for students)
-        cmd = prl + ["env", "-i"] + [f"{k}={v}" for k, v in env.items()] + inner
-        redirect = ""
+    if not os.path.ismount(scratch) and not limits.allow_unlimited:  # a worker host fails closed too
+        raise LimitUnavailable(f"disk limit: the scratch {scratch} is not a size-capped tmpfs (mounting needs "
+                               "root); run the grader as root, or pass --allow-unlimited for a trusted class")
+    box = [
+        # bwrap's own pid-1 process inside the sandbox keeps bwrap's environment, readable
+        # as /proc/1/environ: start bwrap from an empty one.
+        "env", "-i", "PATH=/usr/bin:/bin",
+        "bwrap",
+        "--unshare-net",  # loopback only
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop", "ALL",  # run as root, bwrap would otherwise keep root's capabilities
+    ]
+    if uid is not None:  # only what setpriv needs to become `uid` and drop every capability
+        box += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
+    box += ["--ro-bind", "/usr", "/usr"]
+    for d in ("/bin", "/lib", "/lib64", "/sbin", "/lib32", "/libx32"):
+        if os.path.islink(d):
+            box += ["--symlink", os.readlink(d), d]
+        elif os.path.isdir(d):
+            box += ["--ro-bind", d, d]
+    for f in ("/etc/ld.so.cache", "/etc/localtime", "/etc/passwd", "/etc/group",
+              "/etc/nsswitch.conf", "/etc/hosts", "/etc/ssl", "/etc/ca-certificates",
+              "/etc/fonts", "/etc/matplotlibrc"):
+        box += ["--ro-bind-try", f, f]
+    box += ["--proc", "/proc", "--dev", "/dev",
+            "--perms", "1777", "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp",
+            "--perms", "1777", "--size", str(limits.shm_bytes), "--tmpfs", "/dev/shm"]
+    box += _view_args(cfg)
+    box += _parents([scratch] + ([cfg.jax_cache] if cfg.jax_cache else []))
+    if cfg.jax_cache:
+        os.makedirs(cfg.jax_cache, exist_ok=True)
+        if cfg.jax_cache_writable and uid is not None:
+            _chown_tree(cfg.jax_cache, uid)
+        elif uid is not None:
+            _readable_tree(cfg.jax_cache)
+        box += ["--bind" if cfg.jax_cache_writable else "--ro-bind", cfg.jax_cache, cfg.jax_cache]
+        if not _site_view(cfg)[1]:  # no course module offered: none of its exported programs either
+            programs = os.path.join(cfg.jax_cache, "gmmcourse-programs")
+            os.makedirs(programs, exist_ok=True)
+            box += ["--tmpfs", programs, "--remount-ro", programs]
+    box += ["--bind", scratch, scratch, "--clearenv", "--seccomp", "9"]
+    for k, v in env.items():
+        box += ["--setenv", k, v]
+    if uid is not None:
+        # the scratch is the kernel's own (mode 0700): only its uid may enter it
+        inner = ["/usr/bin/setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                 "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
+                 "/bin/sh", "-c", 'cd "$0" && exec "$@"', scratch] + inner
+        pre = f'chown {uid}:{uid} "{connection_file}" && '
+    else:
+        box += ["--chdir", scratch]
+    cmd = prl + box + ["--"] + inner
+    redirect = f' 9<"{filter_path()}"'
     join = "".join(f'echo $$ > "{f}" && ' for f in cgroup.procs_files())
     return ["/bin/sh", "-c", f'{pre}{join}exec "$@"{redirect}', "gmm-sandbox"] + cmd
 

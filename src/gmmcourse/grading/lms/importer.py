@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import re
-import secrets
 import stat
 import sys
 import zipfile
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from ..intake import CourseLocked, lock_course, read_small
+from ..files import CourseLocked, atomic_write, lock_course, read_small, stage
 from . import zipread
 from .names import (FORMATS, TITLES, ZIPCOLLECT_REGEXP, clean_name, decide_lms, parse_name, parse_ts, readings,
                     resolve, who)
@@ -71,22 +70,6 @@ def _safe_dir(root: Path, parts: Iterable[str]) -> Path:
     return d
 
 
-def _write_tmp(folder: Path, name: str, data: bytes) -> Path:
-    tmp = folder / f".{name}.lms-{secrets.token_hex(6)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    try:
-        with os.fdopen(fd, "wb", closefd=False) as f:
-            f.write(data)
-            f.flush()
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    return tmp
-
-
 def _fmt_ts(t: _dt.datetime) -> str:
     return t.strftime("%Y-%m-%d %H:%M:%S.%f UTC")
 
@@ -112,7 +95,7 @@ class _Archive:
             data = read_small(src, zipread.MAX_ENTRY_BYTES + 1)
             if data is None:
                 raise
-            os.replace(_write_tmp(dest.parent, dest.name, data), dest)
+            atomic_write(dest, data)
 
 
 def _install(course: Path, student: str, assignment: str, notebook: str, data: bytes,
@@ -134,11 +117,11 @@ def _install(course: Path, student: str, assignment: str, notebook: str, data: b
         if old_ts is not None and ts is not None and ts < old_ts:
             return "kept", (f"the course holds a newer submission ({_fmt_ts(old_ts)}) than the zip's "
                             f"({_fmt_ts(ts)}); nothing changed")
-    tmp = _write_tmp(folder, notebook, data)
+    tmp = stage(folder / notebook, data)
     tmp_ts = None
     try:
         if ts is not None:
-            tmp_ts = _write_tmp(folder, "timestamp.txt", (_fmt_ts(ts) + "\n").encode())
+            tmp_ts = stage(ts_path, _fmt_ts(ts) + "\n")
         action = "new"
         if st is not None:
             arch = archive_for()
@@ -162,7 +145,7 @@ def _install(course: Path, student: str, assignment: str, notebook: str, data: b
 
 
 def _lock(course: Path):
-    """The grader's own lock (`intake.lock_course`): no import while grading."""
+    """The grader's own lock (`files.lock_course`): no import while grading."""
     try:
         return lock_course(course)
     except CourseLocked as busy:
@@ -358,6 +341,6 @@ def _write_report(report: ImportReport) -> None:
     try:
         for name, text in (("report.txt", report.text() + "\n"),
                            ("report.json", json.dumps(report.as_json(), indent=1, ensure_ascii=True) + "\n")):
-            os.replace(_write_tmp(report.folder, name, text.encode()), report.folder / name)
+            atomic_write(report.folder / name, text)
     except OSError as e:
         report.add("note", "report", f"the report could not be written ({e.strerror})")
