@@ -21,13 +21,13 @@ import numpy as np
 from gmmcourse.grading import draws as D
 from gmmcourse.grading.checks import (MAX_IAT, MIN_CHAINS, MIN_SAMPLES, RHAT_MAX, SUMMARY_Z, Z_MC, BadAnswer,
                                       as_array, guarded, not_converged, raw_array)
-from gmmcourse.grading.kernel_side import MAX_CHAINS, draws, floats, raw, var
+from gmmcourse.grading.kernel_side import MAX_CHAINS, batches_per_chain, draws, floats, raw, var
 from gmmcourse.grading.reference import fresh_inputs
 from gmmcourse.grading.spec import Assignment, Part, Verdict
 
 __all__ = ["ASSIGNMENT", "X", "ALPHA", "PRIOR", "CRP_MISTAKES", "COND_MISTAKES", "ADVICE", "FIXED_INPUTS",
            "crp", "conditional", "log_predictive", "inputs", "reference", "exact_k_posterior", "cells", "CELLS",
-           "COND_RTOL", "COND_ATOL", "STABLE_ATOL", "P_CELL", "PROBE_RATES"]
+           "COND_RTOL", "COND_ATOL", "STABLE_ATOL", "P_CELL", "REPORT_ATOL", "PROBE_RATES"]
 
 X = (3.6, 1.8, 3.333, 2.283, 4.533, 2.883, 4.7, 3.6, 1.95, 4.35)
 """The first ten Old Faithful eruption durations (minutes), as the notebook states them."""
@@ -41,6 +41,8 @@ changes some probability of every probe state by more than 0.01: `_fair`)."""
 STABLE_ATOL = 1e-3
 """On the state where every density underflows (log densities below -750, float32 computes
 them to about 1e-4)."""
+REPORT_ATOL = 1e-6
+"""The reported shares: rounding (float32 shares are within 1e-7 of the exact fractions)."""
 P_CELL = 0.01
 """Each K with exact probability at least P_CELL is compared on its own; the others together,
 as one cell (a rare K is seen a handful of times, where a normal approximation to its Monte
@@ -356,15 +358,21 @@ def export_conditional(student, inputs, key):
 
 
 def export_num_clusters(student, inputs):
-    """The number of clusters of every draw, as draws (chains, samples, 1); the indicators of
-    each K = 0..n and of each cell of K, as draws; and the reported posterior."""
+    """The number of clusters of every draw, as draws (chains, samples, 1); how many draws of
+    each chain have K = 0..n, over the whole chain and in each of its batches (the batches of
+    `kernel_side.chain_stats`); and the reported posterior."""
     k = floats(var(student, "dpmm_num_clusters"))
-    if k.ndim != 2:
+    if k.ndim != 2 or 0 in k.shape:
         raise ValueError("dpmm_num_clusters must have shape (chains, samples)")
     n = int(inputs["n"])
-    per_k = (k[..., None] == np.arange(n + 1)).astype(np.float64)
-    cell = np.stack([np.isin(k, c) for c in inputs["cells"]], axis=-1).astype(np.float64)
-    return {"k": draws(k[..., None]), "per_k": draws(per_k), "cells": draws(cell),
+    c, s = k.shape
+    b = batches_per_chain(c, s)
+    usable = (s // b) * b
+    values = np.arange(n + 1)
+    totals = np.stack([(k == v).sum(axis=1) for v in values], axis=-1)
+    parts = k[:, :usable].reshape(c, b, usable // b)
+    batch_counts = np.stack([(parts == v).sum(axis=2) for v in values], axis=-1)
+    return {"k": draws(k[..., None]), "totals": raw(totals), "batch_counts": raw(batch_counts),
             "reported": floats(var(student, "dpmm_k_posterior"))}
 
 
@@ -436,16 +444,6 @@ def check_stable(answer, context):
     return Verdict(1.0, "log_conditional is numerically stable where every density underflows.")
 
 
-def _consistent(kd, per_k, cl, cells_, n) -> bool:
-    """The three exports describe the same draws: sizes, and the indicators' means add up."""
-    if not ((kd.chains, kd.samples) == (per_k.chains, per_k.samples) == (cl.chains, cl.samples)):
-        return False
-    tol = 1e-9
-    if abs(float(per_k.mean.sum()) - 1.0) > tol or abs(float(per_k.mean @ np.arange(n + 1)) - float(kd.mean[0])) > tol * n:
-        return False
-    return all(abs(float(cl.mean[j]) - float(per_k.mean[c].sum())) <= tol for j, c in enumerate(cells_))
-
-
 @guarded
 def check_num_clusters(answer, context):
     """The reported P(K = k | x) is the share of the student's draws with k clusters, and it
@@ -463,30 +461,39 @@ def check_num_clusters(answer, context):
     if not (np.all(kd.raw == np.round(kd.raw)) and kd.min[0] >= 1 and kd.max[0] <= n):
         return Verdict(0.0, f"dpmm_num_clusters must hold the number of occupied clusters of each draw: integers "
                             f"from 1 to {n}.")
-    per_k = D.decode(answer.get("per_k"), n + 1, "dpmm_num_clusters")
-    cl = D.decode(answer.get("cells"), len(cells_), "dpmm_num_clusters")
-    if not _consistent(kd, per_k, cl, cells_, n):
+    c, s = kd.chains, kd.samples
+    b = batches_per_chain(c, s)
+    totals = raw_array(answer.get("totals"), "dpmm_num_clusters counts", 2)
+    batch = raw_array(answer.get("batch_counts"), "dpmm_num_clusters counts", 3)
+    if totals.shape != (c, n + 1) or batch.shape != (c, b, n + 1):
+        raise BadAnswer("the exported draws are inconsistent")
+    if np.any(totals.sum(axis=1) != s) or np.any(batch.sum(axis=2) != s // b):
+        return Verdict(0.0, f"dpmm_num_clusters must hold the number of occupied clusters of each draw: integers "
+                            f"from 1 to {n}.")
+    share = totals.sum(axis=0) / kd.size
+    if abs(float(share @ np.arange(n + 1)) - float(kd.mean[0])) > 1e-9 * n:
         raise BadAnswer("the exported draws are inconsistent")
     reported = as_array(answer.get("reported"), (n + 1,), name="dpmm_k_posterior")
     bad = not_converged(np.maximum(kd.rhat, kd.rhat_raw), "number of clusters")
     if bad is not None:
         return bad
-    size = kd.size
-    share = per_k.mean
-    iid = np.sqrt(share * (1 - share) / size)
-    off = np.abs(reported - share) > D.summary_allowance(per_k, share, iid, SUMMARY_Z)
+    off = np.abs(reported - share) > SUMMARY_Z * np.sqrt(share * (1 - share) / kd.size) + REPORT_ATOL
     if np.any(off):
         ks = ", ".join(str(int(k)) for k in np.flatnonzero(off)[:4])
         return Verdict(0.0, f"dpmm_k_posterior is not the share of your draws dpmm_num_clusters with each number of "
                             f"clusters (k = {ks}): entry k must be np.mean(dpmm_num_clusters == k) over all chains "
                             f"and samples (entry 0 is 0).")
+    size = kd.size
+    means = np.array([share[cl].sum() for cl in cells_])
+    bm = np.stack([batch[..., cl].sum(axis=-1) for cl in cells_], axis=-1).reshape(c * b, -1) / (s // b)
+    se_batch = bm.std(axis=0, ddof=1) / math.sqrt(c * b) if c * b > 1 else np.full(len(cells_), np.inf)
     p = np.asarray(context["k_posterior"])
     exact = np.array([p[c].sum() for c in cells_])
     lo = np.sqrt(exact * (1 - exact) / size)
-    se = np.clip(cl.se, lo, math.sqrt(MAX_IAT) * lo)
-    far = np.abs(cl.mean - exact) > Z_MC * se
+    se = np.clip(se_batch, lo, math.sqrt(MAX_IAT) * lo)
+    far = np.abs(means - exact) > Z_MC * se
     if np.any(far):
-        which = "; ".join(f"K in {{{', '.join(map(str, cells_[j]))}}}: yours {cl.mean[j]:.3f}"
+        which = "; ".join(f"K in {{{', '.join(map(str, cells_[j]))}}}: yours {means[j]:.3f}"
                           for j in np.flatnonzero(far)[:3])
         return Verdict(0.0, f"Your posterior over the number of clusters differs from the exact one by more than "
                             f"Monte Carlo error ({which}). Check log_conditional (your draws come from it), and "
