@@ -109,6 +109,7 @@ EXPECTED_GRADE_IDS = {
     "coffee_blends": ["coffee_model_density", "coffee_model_simulate", "coffee_draws_format", "coffee_posterior_means",
                       "coffee_posterior_weights", "coffee_posterior_sds", "coffee_assignments"],
     "uncertainty": ["bento_em_fit", "bento_point_labels", "bento_posterior_probs", "bento_posterior_means", "bento_ambiguity"],
+    "dpmm": ["crp_predictive", "gibbs_conditional", "gibbs_conditional_stable", "dpmm_num_clusters"],
 }
 
 
