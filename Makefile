@@ -14,12 +14,13 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
 PYTEST_ARGS ?=
 
-.PHONY: help venv system-deps book book-clean site open test test-fast bench release autograde lock clean server server-stop
+.PHONY: help venv system-deps book book-clean site open test test-fast lint bench release autograde lock clean server server-stop
 
 help:
 	@echo "make book      build the book into _build/html (first run creates .venv)"
 	@echo "make site      build the book and the publishable course bundle _build/site (notebooks, student wheel)"
-	@echo "make test      run every test (book build with -W, browser, grading, statistics)"
+	@echo "make test      lint, then every test (book build with -W, browser, grading, statistics)"
+	@echo "make lint      ruff: unused or undefined names, syntax errors (part of make test)"
 	@echo "make bench     run the benchmarks -> benchmarks/results/*.json"
 	@echo "make release   regenerate exercises/ from solutions/ with nbgrader"
 	@echo "make autograde grade grading/submitted/ (sandboxed) -> gradebook, grades.csv, feedback"
@@ -65,8 +66,11 @@ site: $(STAMP)
 	scripts/build_book.sh
 	$(PY) scripts/build_site.py
 
-test: $(STAMP) $(SYS_STAMP) $(NPM_STAMP)
+test: lint $(STAMP) $(SYS_STAMP) $(NPM_STAMP)
 	scripts/run_tests.sh $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 test-fast: $(STAMP) $(NPM_STAMP)
 	$(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
