@@ -48,21 +48,22 @@ $(SYS_STAMP): | $(STAMP)
 	@touch $@
 system-deps: $(SYS_STAMP)
 
-# Node tools of the course server: configurable-http-proxy (package.json / package-lock.json).
+# Node packages (package.json / package-lock.json): the course server's configurable-http-proxy,
+# and MathJax, which the book serves itself (scripts/vendor_mathjax.sh).
 $(NPM_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-book: $(STAMP)
+book: $(STAMP) $(NPM_STAMP)
 	scripts/build_book.sh
 	@echo "Book built: open file://$(CURDIR)/_build/html/index.html"
 	@command -v xdg-open >/dev/null && [ -n "$${DISPLAY:-}" ] && xdg-open _build/html/index.html || true
 
-book-clean: $(STAMP)
+book-clean: $(STAMP) $(NPM_STAMP)
 	scripts/build_book.sh --clean
 
 # The publishable bundle: the book + plain chapter notebooks + releases + student wheel (see scripts/build_site.py).
-site: $(STAMP)
+site: $(STAMP) $(NPM_STAMP)
 	scripts/build_book.sh
 	$(PY) scripts/build_site.py
 

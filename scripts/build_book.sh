@@ -24,6 +24,9 @@ export PYDEVD_DISABLE_FILE_VALIDATION=1
 # inherit a non-interactive MPLBACKEND such as Agg from the caller.
 unset MPLBACKEND || true
 
+# MathJax is served from the site (offline maths), copied from the npm lock's package.
+"$ROOT/scripts/vendor_mathjax.sh"
+
 if [[ "${1:-}" == "--clean" ]]; then
     rm -rf "$ROOT/_build"
 fi
