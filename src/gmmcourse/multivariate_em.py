@@ -21,6 +21,7 @@ import numpy as np
 
 from gmmcourse.precision import x64_context
 from gmmcourse.selection import FLOOR_FACTOR
+from gmmcourse.shapes import bucket_size, is_small
 from gmmcourse.validation import check_k, check_positive_int
 
 __all__ = [
@@ -245,11 +246,12 @@ def kmeans_plus_plus(key, x, k: int, mask=None):
     return jax.lax.fori_loop(1, k, body, centers)
 
 
-def _hard_init(x, xt, centers, n, reg_covar):
+def _hard_init(x, mask, centers, n, reg_covar):
     """scikit-learn's k-means++ start: every point to its nearest centre, then one M-step."""
     k, dim = centers.shape
     d2 = jnp.sum((x[None, :, :] - centers[:, None, :]) ** 2, axis=-1)
-    r = (jnp.argmin(d2, axis=0)[None, :] == jnp.arange(k)[:, None]).astype(x.dtype)
+    r = (jnp.argmin(d2, axis=0)[None, :] == jnp.arange(k)[:, None]) & mask[None, :]
+    r = r.astype(x.dtype)
     nk = jnp.sum(r, axis=1) + 10 * jnp.finfo(x.dtype).tiny
     means = (r @ x) / nk[:, None]
     diff = x[None, :, :] - means[:, None, :]
@@ -257,11 +259,11 @@ def _hard_init(x, xt, centers, n, reg_covar):
     return nk / n, means, covs
 
 
-@partial(jax.jit, static_argnames=("max_iter",))
-def _run(xt, weights, means, covs, tol, reg_covar, max_iter):
-    """EM from one start until the mean log-likelihood per point changes by at most `tol`."""
-    n = xt.shape[1]
-    nf = jnp.asarray(n, xt.dtype)
+@jax.jit
+def _run(xt, mask, n, weights, means, covs, tol, reg_covar, max_iter):
+    """EM from one start until the mean log-likelihood per point changes by at most `tol`.
+    `mask`: the real points of padded data (None: all); `n`: their number."""
+    nf = n.astype(xt.dtype)
 
     def cond(state):
         *_, ll, ll_prev, it = state
@@ -269,21 +271,20 @@ def _run(xt, weights, means, covs, tol, reg_covar, max_iter):
 
     def body(state):
         w, m, c, ll, _, it = state
-        w, m, c, ll_new = em_step(xt, None, nf, w, m, c, reg_covar)
+        w, m, c, ll_new = em_step(xt, mask, nf, w, m, c, reg_covar)
         return w, m, c, ll_new, ll, it + 1
 
     inf = jnp.asarray(jnp.inf, xt.dtype)
     w, m, c, ll_last, _, it = jax.lax.while_loop(cond, body, (weights, means, covs, -inf, inf, jnp.int32(0)))
-    final = _stats(xt, None, w, m, c)[3]
+    final = _stats(xt, mask, w, m, c)[3]
     return w, m, c, final, it, jnp.abs(final - ll_last) <= tol * nf
 
 
 @partial(jax.jit, static_argnames=("k",))
-def _starts(keys, x, k, reg_covar):
+def _starts(keys, x, mask, n, k, reg_covar):
     """k-means++ starts for every key, (R, ...)."""
-    xt = x.T
-    n = jnp.asarray(x.shape[0], x.dtype)
-    return jax.vmap(lambda key: _hard_init(x, xt, kmeans_plus_plus(key, x, k), n, reg_covar))(keys)
+    nf = n.astype(x.dtype)
+    return jax.vmap(lambda key: _hard_init(x, mask, kmeans_plus_plus(key, x, k, mask), nf, reg_covar))(keys)
 
 
 def _as_init(init, k: int, dim: int):
@@ -347,20 +348,26 @@ def em(x, k: int, *, key=None, init=None, max_iter: int = 500, tol: float = 1e-8
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    # small data are padded to their shape bucket (masked): one program per bucket, not per N
+    size = bucket_size(n) if is_small(n) else n
+    xp = np.repeat(x[:1], size, axis=0)
+    xp[:n] = x
     with x64_context(dtype):
-        xa = jnp.asarray(x, dtype)
-        xt = jnp.asarray(np.ascontiguousarray(x.T), dtype)
+        xa = jnp.asarray(xp, dtype)
+        xt = jnp.asarray(np.ascontiguousarray(xp.T), dtype)
+        mask = jnp.asarray(np.arange(size) < n)
         reg = jnp.asarray(reg_covar, dtype)
         if init is not None:
             starts = [tuple(jnp.asarray(a, dtype) for a in _as_init(init, k, dim))]
         else:
             if key is None or isinstance(key, (int, np.integer)):
                 key = jax.random.key(0 if key is None else int(key))
-            w0, m0, c0 = _starts(jax.random.split(key, n_init), xa, k, reg)
+            w0, m0, c0 = _starts(jax.random.split(key, n_init), xa, mask, np.int32(n), k, reg)
             starts = [(w0[i], m0[i], c0[i]) for i in range(n_init)]
         runs = []
         for w, m, c in starts:
-            out = _run(xt, w, m, c, jnp.asarray(tol, dtype), reg, max_iter)
+            out = _run(xt, mask if is_small(n) else None, np.int32(n), w, m, c, jnp.asarray(tol, dtype), reg,
+                       np.int32(max_iter))
             w, m, c, ll, it, conv = (np.asarray(a) for a in out)
             w, m, c = _sorted(w.astype(np.float64), m.astype(np.float64), c.astype(np.float64))
             runs.append(MvnFit(w, m, c, float(ll), int(it), bool(conv),

@@ -39,6 +39,7 @@ __all__ = [
     "MvnDraws",
     "posterior",
     "sweep",
+    "init_params",
     "update_params",
     "z_log_table",
     "assignment_probs",
@@ -107,7 +108,7 @@ def sweep(key, x, mask, weights, means, covs, prior: NIWPrior):
     return update_params(kp, x, onehot.astype(x.dtype), prior)
 
 
-def _init(key, x, mask, prior, k):
+def init_params(key, x, mask, prior, k):
     """A chain's start: k-means++ seeds, every point to its nearest seed, then one exact draw of
     the parameters given those assignments."""
     ks, kp = jax.random.split(key)
@@ -124,7 +125,7 @@ def _start(root, chain_ids, x, mask, prior, k):
 
     def one(c):
         kinit, krun = jax.random.split(jax.random.fold_in(root, c))
-        return (*_init(kinit, x, mask, prior, k), jax.random.key_data(krun))
+        return (*init_params(kinit, x, mask, prior, k), jax.random.key_data(krun))
 
     return jax.vmap(one)(chain_ids)
 
