@@ -88,11 +88,11 @@ def test_sd_mode_median_mean_are_exact(bento_exact):
 def test_posterior_over_k_is_exact():
     from gmmcourse.data import COFFEE_CAFFEINE
     from gmmcourse.exact import log_evidence
-    from gmmcourse.models import GMMPrior
+    from gmmcourse.models import coffee_prior
 
     g = glued("em_and_selection")
     cups = COFFEE_CAFFEINE[: int(num(g, "em_and_selection_n_cups_k"))]
-    le = np.array([log_evidence(cups, GMMPrior.exchangeable(k, 125.0, 37.5)) for k in range(1, 5)])
+    le = np.array([log_evidence(cups, coffee_prior(k)) for k in range(1, 5)])
     p = np.exp(le - le.max())
     p /= p.sum()
     assert num(g, "em_and_selection_pk3") == pytest.approx(p[2], abs=1e-10)
@@ -148,13 +148,13 @@ def test_every_bento_selection_posterior_converged():
 def cups_exact():
     from gmmcourse.data import COFFEE_CAFFEINE
     from gmmcourse.exact import exact_posterior, log_evidence
-    from gmmcourse.models import GMMPrior
+    from gmmcourse.models import coffee_prior
 
     cups = COFFEE_CAFFEINE[:10]
-    le = np.array([log_evidence(cups, GMMPrior.exchangeable(k, 125.0, 37.5)) for k in range(1, 5)])
+    le = np.array([log_evidence(cups, coffee_prior(k)) for k in range(1, 5)])
     p = np.exp(le - le.max())
     lo, mid = int(np.argmin(cups)), int(np.argmin(np.abs(cups - 120)))
-    co = exact_posterior(cups, GMMPrior.exchangeable(2, 125.0, 37.5)).co_clustering[lo, mid]
+    co = exact_posterior(cups, coffee_prior(2)).co_clustering[lo, mid]
     return {"log_ev": le, "p_k": p / p.sum(), "co_lo_mid": co}
 
 

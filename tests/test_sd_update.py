@@ -19,10 +19,10 @@ from conftest import mc_close
 from gmmcourse import BENTO_WEIGHTS, GMMPrior, posterior
 from gmmcourse.exact import enumerate_exact
 from gmmcourse.gibbs import sd_proposal, update_params
-from gmmcourse.models import as_prior
+from gmmcourse.models import as_prior, bento_prior
 from gmmcourse.precision import x64_context
 
-K1_PRIOR = GMMPrior.exchangeable(1, loc=400.0, scale=50.0)  # the bento prior with one component
+K1_PRIOR = bento_prior(1)  # the bento prior with one component
 
 
 @pytest.mark.parametrize("n,ss", [(1, 0.3), (1, 5e3), (2, 1e-4), (5, 40.0), (20, 1.1e5), (300, 7.0), (1000, 1e8)])

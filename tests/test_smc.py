@@ -6,7 +6,7 @@ import pytest
 from conftest import MC_Z
 from gmmcourse.data import COFFEE_CAFFEINE
 from gmmcourse.exact import exact_posterior, log_evidence
-from gmmcourse.models import GMMPrior
+from gmmcourse.models import GMMPrior, coffee_prior
 from gmmcourse.smc import smc_co_clustering, smc_log_evidence, tempering_schedule
 
 CUPS = COFFEE_CAFFEINE[:10]
@@ -24,7 +24,7 @@ def test_smc_evidence_matches_exact(k):
     """The book's settings, on other seeds than the book's. Tolerance from the estimator's
     own spread over 8 independent runs (plus 0.05 nats for the small downward bias of the
     log of an average)."""
-    prior = GMMPrior.exchangeable(k, 125.0, 37.5)
+    prior = coffee_prior(k)
     exact = log_evidence(CUPS, prior)
     res = smc_log_evidence(CUPS, prior, seed=100 + k, **BOOK)
     assert abs(res.log_evidence - exact) <= MC_Z * res.se + 0.05, (res.log_evidence, exact, res.se)
@@ -37,7 +37,7 @@ def test_smc_evidence_check_has_power():
     book's settings, on the prior with mean scale 15 instead of 37.5 (exact log evidence
     1.9 nats lower; about 0.1 nats of standard error) is many of its own standard errors
     away from the exact evidence of the right prior (and matches its own)."""
-    right = log_evidence(CUPS, GMMPrior.exchangeable(2, 125.0, 37.5))
+    right = log_evidence(CUPS, coffee_prior(2))
     wrong_prior = GMMPrior.exchangeable(2, 125.0, 15.0)
     res = smc_log_evidence(CUPS, wrong_prior, seed=202, **BOOK)
     assert abs(res.log_evidence - log_evidence(CUPS, wrong_prior)) <= MC_Z * res.se + 0.05
@@ -59,11 +59,11 @@ def test_smc_posterior_over_k_matches_exact():
     spread) of the exact P(K = 3 | x) = 0.43, and the book's delta-method standard error
     of one replication agrees with that spread."""
     ks, reps = (3, 4), 8
-    exact = np.array([log_evidence(CUPS, GMMPrior.exchangeable(k, 125.0, 37.5)) for k in ks])
+    exact = np.array([log_evidence(CUPS, coffee_prior(k)) for k in ks])
     exact_p = _p_k(exact[None, :])[0]
     p3, delta_se = [], []
     for r in range(reps):
-        res = [smc_log_evidence(CUPS, GMMPrior.exchangeable(k, 125.0, 37.5), seed=1000 + 10 * r + k, **BOOK)
+        res = [smc_log_evidence(CUPS, coffee_prior(k), seed=1000 + 10 * r + k, **BOOK)
                for k in ks]
         p = _p_k(np.stack([x.runs for x in res], axis=1))[0]
         p3.append(p)
@@ -81,7 +81,7 @@ def test_smc_posterior_over_k_matches_exact():
 def test_smc_particles_weigh_both_modes():
     """The final weighted particles estimate the exact co-clustering of the bimodal K = 2
     posterior (where Gibbs chains get stuck) within their spread over runs."""
-    prior = GMMPrior.exchangeable(2, 125.0, 37.5)
+    prior = coffee_prior(2)
     exact = exact_posterior(CUPS, prior).co_clustering
     res = smc_log_evidence(CUPS, prior, seed=7, **BOOK)
     co, se = smc_co_clustering(res)

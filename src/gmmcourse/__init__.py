@@ -40,6 +40,8 @@ _EXPORTS = {
     "importance_sampling": "gmmcourse.importance",
     "BENTO_PRIOR": "gmmcourse.models",
     "COFFEE_PRIOR": "gmmcourse.models",
+    "bento_prior": "gmmcourse.models",
+    "coffee_prior": "gmmcourse.models",
     "GMMPrior": "gmmcourse.models",
     "bento_model": "gmmcourse.models",
     "gmm": "gmmcourse.models",

@@ -61,13 +61,25 @@ class GMMPrior(NamedTuple):
         return cls(jnp.full((k,), float(loc)), float(scale), **kwargs)
 
 
-BENTO_PRIOR = GMMPrior.exchangeable(2, loc=400.0, scale=50.0)
-"""The seed's priors for the bentos: means ~ Normal(400, 50), sds ~ Gamma(2, 1), weights ~
-Dirichlet(1, 1)."""
+def bento_prior(k: int = 2) -> GMMPrior:
+    """The seed's priors for the bentos with `k` components: means ~ Normal(400, 50),
+    sds ~ Gamma(2, 1), weights ~ Dirichlet(1, ..., 1). Chapters, tests and benchmarks take
+    the numbers from here, never retyped."""
+    return GMMPrior.exchangeable(k, loc=400.0, scale=50.0)
 
-COFFEE_PRIOR = GMMPrior.exchangeable(3, loc=125.0, scale=37.5)
-"""Priors for the three coffee blends: caffeine lies in 50-200 mg, so each mean ~
-Normal(125, 37.5) (the range is the mean plus or minus two prior sds)."""
+
+def coffee_prior(k: int = 3) -> GMMPrior:
+    """Priors for the coffee blends with `k` components: caffeine lies in 50-200 mg, so each
+    mean ~ Normal(125, 37.5) (the range is the mean plus or minus two prior sds); sds ~
+    Gamma(2, 1), weights ~ Dirichlet(1, ..., 1)."""
+    return GMMPrior.exchangeable(k, loc=125.0, scale=37.5)
+
+
+BENTO_PRIOR = bento_prior(2)
+"""`bento_prior(2)`: the two-component bento model of the seed."""
+
+COFFEE_PRIOR = coffee_prior(3)
+"""`coffee_prior(3)`: the three coffee blends."""
 
 
 @gen
