@@ -204,13 +204,41 @@ def _cgroups_of(owners: set[int]) -> set[Path]:
     return found
 
 
+def _stat(pid: int) -> tuple[int, str, int] | None:
+    """(start time, state letter, flags) of ``pid`` from /proc/<pid>/stat, or None if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[19]), fields[0], int(fields[6])  # fields 22, 3 and 9 of proc(5)
+
+
+def _can_run(seen: dict[tuple[int, int], str]) -> list[tuple[int, str, str]]:
+    """Those of ``seen`` ((pid, start time): command line) that can still run: the same
+    process (a reused pid has another start time) in a state other than zombie (Z: dead, not
+    reaped, as under a pid 1 that never reaps) or dead (X). (pid, command line, state)."""
+    out = []
+    for (pid, start), cmd in seen.items():
+        st = _stat(pid)
+        if st is not None and st[0] == start and st[1] not in "ZX":
+            out.append((pid, cmd, st[1]))
+    return out
+
+
+ENDS_WITH_ITS_PARENT = "multiprocessing.resource_tracker"
+"""Python's resource tracker (started by the grader for the Dask workers) runs nothing of a
+student's and exits by itself once the grader's end of its pipe is closed, that is just after
+the grader exits; every other process must be dead when the grader exits."""
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_everything_and_leaves_nothing(tmp_path):
     """Ctrl-C during a parallel run on a busy grader (an infinite loop, a memory bomb and
     honest notebooks in their sandboxes): exit 130, and nothing of the run is left: no
-    worker, kernel or sandbox process, no cgroup, no scratch folder or mount, no temporary
-    file. The mechanism is tested here; how long stopping takes is measured by
-    benchmarks/bench_grading.py (no wall-clock bound a loaded machine could break)."""
+    worker, kernel or sandbox process that can still run when the grader has exited, no
+    cgroup, no scratch folder or mount, no temporary file. The mechanism is tested here; how
+    long stopping takes is measured by benchmarks/bench_grading.py (no wall-clock bound a
+    loaded machine could break)."""
     names = ["infinite_loop", "memory_bomb_list", "solution", "half"]
     course = toy.write_course(tmp_path, names)
     cmd = [sys.executable, "-m", "gmmcourse.grading", "autograde", "toy", "--course", str(course),
@@ -220,16 +248,19 @@ def test_ctrl_c_stops_everything_and_leaves_nothing(tmp_path):
     # Scratch folders (gmg-<pid>-*) and cgroups (gmmgrade-<pid>-*) are named by the process
     # that made them: only this grader's process tree counts (other tests may grade meanwhile).
     tree: set[int] = set()
-    procs: dict[int, psutil.Process] = {}  # (pids are reused on a busy machine: the process, not its number)
+    seen: dict[tuple[int, int], str] = {}  # pids are reused on a busy machine: (pid, start time)
 
     def grader_pids():
         try:
             proc = psutil.Process(p.pid)
-            for q in [proc, *proc.children(recursive=True)]:
-                procs.setdefault(q.pid, q)
-                tree.add(q.pid)
+            kids = [proc, *proc.children(recursive=True)]
         except psutil.NoSuchProcess:
-            pass
+            return tree
+        for q in kids:
+            st = _stat(q.pid)
+            if st is not None and (q.pid, st[0]) not in seen:
+                seen[(q.pid, st[0])] = " ".join(_cmdline(q.pid))
+            tree.add(q.pid)
         return tree
 
     def scratch():
@@ -253,8 +284,15 @@ def test_ctrl_c_stops_everything_and_leaves_nothing(tmp_path):
     out, err = p.communicate(timeout=900)  # against a hang only
     assert p.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err, err
-    alive = [(q.pid, _cmdline(q.pid)) for q in procs.values() if q.is_running() and q.status() != psutil.STATUS_ZOMBIE]
-    assert not alive, alive  # no worker, kernel or sandbox of this grader is left running
+    # The grader kills its workers, kernels and sandboxes and waits until each is dead before
+    # it exits: none can run now (a zombie that the machine's pid 1 never reaps is dead).
+    left = _can_run(seen)
+    assert not [q for q in left if ENDS_WITH_ITS_PARENT not in q[1]], left
+    guard = time.monotonic() + 300  # the tracker's own exit, which only a hang could stop
+    while left and time.monotonic() < guard:
+        time.sleep(0.1)
+        left = _can_run(seen)
+    assert not left, left
     assert not scratch(), scratch()
     assert not [d for d in mounts_before if os.path.ismount(d)]
     assert not _cgroups_of(tree), _cgroups_of(tree)

@@ -27,10 +27,11 @@ import signal
 import time
 import uuid
 from pathlib import Path
+from typing import Callable, Iterable
 
 from .spec import GradingError
 
-__all__ = ["CONTROLLERS", "CGroup", "LimitUnavailable", "hierarchy", "owner_alive"]
+__all__ = ["CONTROLLERS", "CGroup", "LimitUnavailable", "hierarchy", "owner_alive", "sigkill"]
 
 CONTROLLERS = ("memory", "pids", "cpu")
 SUPERVISOR = "gmmgrade-supervisor"
@@ -52,6 +53,25 @@ def owner_alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state not in ("Z", "X")
+
+
+def sigkill(victims: Callable[[], Iterable[int]], rounds: int = 100) -> None:
+    """SIGKILL every process that ``victims()`` names, and ask again, until it names none that
+    can still run (a fork racing the kill is caught the next round) or ``rounds`` rounds have
+    passed. Never this process; a zombie (dead, not yet reaped) is not killed again. The one
+    kill loop of the grader: a submission's cgroup, a worker's process tree, this process's
+    own sandboxes."""
+    me = os.getpid()
+    for _ in range(rounds):
+        pids = {p for p in victims() if p != me and owner_alive(p)}
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:  # gone meanwhile
+                pass
+        time.sleep(0.02)
 
 
 def _root() -> Path:
@@ -320,22 +340,17 @@ class CGroup:
                     _write(d / "cgroup.kill", "1")  # Linux >= 5.14; else the loop below
                 except OSError:
                     pass
-        for _ in range(50):
-            pids: set[int] = set()
-            for f in self.procs_files():
-                try:
-                    pids |= {int(p) for p in Path(f).read_text().split()}
-                except (OSError, ValueError):
-                    pass
-            pids.discard(os.getpid())
-            if not pids:
-                return
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.02)
+        sigkill(self.pids, rounds=50)
+
+    def pids(self) -> set[int]:
+        """The processes in the cgroup now."""
+        pids: set[int] = set()
+        for f in self.procs_files():
+            try:
+                pids |= {int(p) for p in Path(f).read_text().split()}
+            except (OSError, ValueError):
+                pass
+        return pids
 
     def remove(self) -> None:
         self.kill_all()

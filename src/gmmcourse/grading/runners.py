@@ -13,15 +13,14 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
 import socket
 import tempfile
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from .cgroups import sigkill
 from .spec import GradingError, sanitize
 
 __all__ = ["Task", "TLSFiles", "grade_task", "run_serial", "run_dask", "local_cluster", "check_scheduler",
@@ -257,32 +256,19 @@ def kill_tree(roots: set[int]) -> None:
     import psutil
 
     owners = set(roots)
-    for _ in range(100):
-        victims: set[int] = set()
+
+    def victims() -> set[int]:
+        found: set[int] = set()
         for r in list(owners):
             try:
                 kids = psutil.Process(r).children(recursive=True)
             except psutil.Error:
                 continue
-            victims |= {k.pid for k in kids}
-        owners |= victims
-        victims |= _our_cgroup_pids(owners)
-        victims |= {r for r in roots if r != os.getpid()}
-        victims = {v for v in victims if _alive(v)}
-        if not victims:
-            return
-        for v in victims:
-            try:
-                os.kill(v, signal.SIGKILL)
-            except OSError:
-                pass
-        time.sleep(0.02)
+            found |= {k.pid for k in kids}
+        owners.update(found)
+        return found | _our_cgroup_pids(owners) | set(roots)
 
-
-def _alive(pid: int) -> bool:
-    from .cgroups import owner_alive
-
-    return owner_alive(pid)
+    sigkill(victims)
 
 
 def stop_processes(cluster=None) -> None:
@@ -304,16 +290,7 @@ def stop_processes(cluster=None) -> None:
 
 def _kill_own_cgroups() -> None:
     """This process's own sandboxes (``--serial``, the cache warm-up): its cgroups' members."""
-    for _ in range(100):
-        victims = {v for v in _our_cgroup_pids({os.getpid()}) if _alive(v)}
-        if not victims:
-            return
-        for v in victims:
-            try:
-                os.kill(v, signal.SIGKILL)
-            except OSError:
-                pass
-        time.sleep(0.02)
+    sigkill(lambda: _our_cgroup_pids({os.getpid()}))
 
 
 def cleanup_own() -> None:
