@@ -43,6 +43,7 @@ from jax.scipy.special import gammaln
 from scipy.special import gammaln as np_gammaln
 
 from gmmcourse.precision import x64_context
+from gmmcourse.shapes import bucket_size
 from gmmcourse.validation import check_positive_int
 
 __all__ = [
@@ -294,22 +295,24 @@ def _predictive_logpdf(xi, count, total, total_sq, prior: DPPrior):
     return logp
 
 
-def _collapsed_sweep(key, z, x, prior: DPPrior, rule, num_slots):
-    """One sweep of Neal's algorithm 3 over every point, labels in ``num_slots`` slots (a new
+def _collapsed_sweep(key, z, x, n, prior: DPPrior, rule, num_slots):
+    """One sweep of Neal's algorithm 3 over the first ``n`` points of ``x`` (the rest is
+    padding: ``n`` is traced, so one program serves every n in a `bucket_size`), labels in ``num_slots`` slots (a new
     cluster takes the first empty slot; with fewer slots than points, a step that finds none
     empty sets the returned flag and the caller refuses the draws). ``rule = (offset, log_new)``: an occupied cluster of size m
     weighs ``m + offset``, a new one ``exp(log_new[t])`` with t clusters among the other points
     (the DP: offset 0 and log alpha; the MFM: gamma and log gamma + log V_n(t+1) - log V_n(t)).
     Returns the new labels and whether a step found every slot taken."""
     offset, log_new = rule
-    n = x.shape[0]
     slots = jnp.arange(num_slots)
-    onehot = (z[:, None] == slots[None, :]).astype(x.dtype)
+    real = jnp.arange(x.shape[0]) < n
+    onehot = ((z[:, None] == slots[None, :]) & real[:, None]).astype(x.dtype)
     stats = (onehot.sum(0), onehot.T @ x, onehot.T @ (x * x))
+    keys = jax.random.split(key, x.shape[0])  # threefry: the first n are those of split(key, n)
 
-    def step(carry, inp):
+    def step(i, carry):
         z, (cnt, s1, s2), full = carry
-        i, k = inp
+        k = keys[i]
         xi, zi = x[i], z[i]
         cnt, s1, s2 = cnt.at[zi].add(-1.0), s1.at[zi].add(-xi), s2.at[zi].add(-xi * xi)
         occupied = cnt > 0
@@ -320,10 +323,9 @@ def _collapsed_sweep(key, z, x, prior: DPPrior, rule, num_slots):
                            jnp.where(slots == first_empty, log_new[jnp.sum(occupied)] + pred, -jnp.inf))
         new = jax.random.categorical(k, logits).astype(z.dtype)
         cnt, s1, s2 = cnt.at[new].add(1.0), s1.at[new].add(xi), s2.at[new].add(xi * xi)
-        return (z.at[i].set(new), (cnt, s1, s2), full), None
+        return z.at[i].set(new), (cnt, s1, s2), full
 
-    keys = jax.random.split(key, n)
-    (z, _, full), _ = jax.lax.scan(step, (z, stats, jnp.zeros((), bool)), (jnp.arange(n), keys))
+    z, _, full = jax.lax.fori_loop(0, n, step, (z, stats, jnp.zeros((), bool)))
     return z, full
 
 
@@ -346,14 +348,14 @@ def _blocked_sweep(key, z, x, prior: DPPrior, k_max: int):
 
 
 @partial(jax.jit, static_argnames=("k_max", "num_slots", "num_warmup", "num_samples"))
-def _run(key, z0, x, prior, rule, k_max, num_slots, num_warmup, num_samples):
+def _run(key, z0, x, n, prior, rule, k_max, num_slots, num_warmup, num_samples):
     """`num_samples` sweeps after `num_warmup`: the collapsed sampler when ``k_max == 0``, else
     the blocked one on ``k_max`` sticks. Returns the draws and whether the collapsed sampler
     ever found all its slots taken."""
     def body(carry, k):
         z, full = carry
         if k_max == 0:
-            z, f = _collapsed_sweep(k, z, x, prior, rule, num_slots)
+            z, f = _collapsed_sweep(k, z, x, n, prior, rule, num_slots)
             full = full | f
         else:
             z = _blocked_sweep(k, z, x, prior, k_max)
@@ -364,6 +366,12 @@ def _run(key, z0, x, prior, rule, k_max, num_slots, num_warmup, num_samples):
     carry, _ = jax.lax.scan(body, (z0, jnp.zeros((), bool)), jax.random.split(kw, num_warmup))
     (_, full), draws = jax.lax.scan(body, carry, jax.random.split(ks, num_samples))
     return draws, full
+
+
+@partial(jax.jit, static_argnames=("k_max", "num_slots", "num_warmup", "num_samples"))
+def _run_chains(keys, z0, x, n, prior, rule, k_max, num_slots, num_warmup, num_samples):
+    """`_run` for every chain (one compiled program per data bucket, not per call)."""
+    return jax.vmap(lambda k, z: _run(k, z, x, n, prior, rule, k_max, num_slots, num_warmup, num_samples))(keys, z0)
 
 
 def _canonical(labels: np.ndarray) -> np.ndarray:
@@ -421,20 +429,28 @@ def _sample(x, prior: DPPrior, k_max, num_chains, num_samples, num_warmup, seed,
     num_samples = check_positive_int(num_samples, "num_samples")
     num_warmup = int(num_warmup)
     shift = float(np.mean(x))
+    # the collapsed sampler's data are padded to a bucket (n traced): one program for every
+    # n in the bucket; the blocked sampler keeps the data's shape
+    size = bucket_size(x.size) if k_max == 0 else x.size
+    slots = x.size if max_clusters is None else min(x.size, max_clusters)
+    compiled_slots = size if max_clusters is None else min(size, max_clusters)
     with x64_context(np.float64):
         pr = DPPrior(*(jnp.asarray(v, jnp.float64) for v in prior._replace(mean_loc=prior.mean_loc - shift)))
-        xs = jnp.asarray(x - shift, jnp.float64)
+        xs = jnp.asarray(np.pad(x - shift, (0, size - x.size)), jnp.float64)
         keys = jax.random.split(jax.random.key(seed), num_chains)
-        slots = x.size if max_clusters is None else min(x.size, max_clusters)
-        z0 = jnp.stack([z0_fn(c, k, x, slots) for c, k in enumerate(keys)])
+        z0 = np.zeros((num_chains, size), np.int32)
+        for c, k in enumerate(keys):
+            z0[c, :x.size] = np.asarray(z0_fn(c, k, x, slots))
         if mfm is None:
-            rule = (jnp.float64(0.0), jnp.full(x.size + 1, jnp.log(pr.alpha)))
+            rule = (jnp.float64(0.0), jnp.full(size + 1, jnp.log(pr.alpha)))
         else:
             lv = mfm.log_v(x.size)
             step = np.log(mfm.gamma) + lv[1:] - lv[:-1]  # t = 0 (no other point) only for n = 1
-            rule = (jnp.float64(mfm.gamma), jnp.asarray(np.where(np.isfinite(step), step, 0.0)))
-        draws, full = jax.vmap(lambda k, z: _run(k, z, xs, pr, rule, k_max, slots, num_warmup, num_samples))(keys, z0)
-        labels = np.asarray(draws)
+            step = np.pad(np.where(np.isfinite(step), step, 0.0), (0, size - x.size))
+            rule = (jnp.float64(mfm.gamma), jnp.asarray(step))
+        draws, full = _run_chains(keys, jnp.asarray(z0), xs, jnp.int32(x.size), pr, rule, k_max, compiled_slots,
+                                  num_warmup, num_samples)
+        labels = np.asarray(draws)[..., :x.size]
     if k_max == 0 and slots < x.size and bool(np.any(full)):
         raise RuntimeError(f"a chain wanted more than {slots - 1} clusters (max_clusters={max_clusters}): "
                            "its draws are not from the posterior; raise max_clusters")
@@ -456,7 +472,7 @@ def collapsed_gibbs(x, prior: DPPrior, *, num_chains: int = 4, num_samples: int 
     def z0(c, k, x, slots):
         groups = max(1, min((1, 3, 6, 10)[c % 4], slots - 1, x.size))
         ranks = np.argsort(np.argsort(x, kind="stable"), kind="stable")
-        return jnp.asarray(ranks * groups // x.size, jnp.int32)
+        return (ranks * groups // x.size).astype(np.int32)  # NumPy: no per-n program
 
     return _sample(x, prior, 0, num_chains, num_samples, num_warmup, seed, "collapsed" + (" (MFM)" if mfm else ""),
                    z0, mfm, max_clusters)
