@@ -300,6 +300,51 @@ def test_ctrl_c_stops_everything_and_leaves_nothing(tmp_path):
     assert not {f for f in left if f.exists()}, left
 
 
+@pytest.mark.slow
+def test_stop_processes_kills_every_worker_and_sandbox_before_it_returns():
+    """The first step of stopping (Ctrl-C, a failure): when `stop_processes` returns, no
+    worker, kernel or sandbox process of the local cluster can run any more. They were
+    killed, not left to Dask's closing or to bwrap's --die-with-parent, which would end them
+    too, later: the test above sees only the end and cannot tell the difference."""
+    import json
+    from dataclasses import asdict, replace
+
+    from gmmcourse.grading.runners import grade_task, local_cluster, stop_processes
+    from gmmcourse.grading.sandbox import CGroup, cleanup_stale_scratch
+
+    nb = nbformat.writes(toy.notebook(extra_before=["while True:\n    pass"]))
+    exports = [(q.grade_id, q.code) for q in toy.TOY.parts]
+    limits = asdict(replace(LIMITS, cell_timeout=6000, notebook_timeout=6000))
+    seen: dict[tuple[int, int], str] = {}
+    try:
+        with local_cluster(2) as (client, cluster):
+            workers = {n.pid for n in cluster.workers.values()}
+            futs = [client.submit(grade_task, nb, exports, json.dumps(toy._inputs()), limits, None, pure=False)
+                    for _ in range(2)]
+            guard = time.monotonic() + 900  # against a hang only
+            kernels = 0
+            while time.monotonic() < guard and kernels < 2:
+                for w in workers:
+                    try:
+                        tree = [psutil.Process(w), *psutil.Process(w).children(recursive=True)]
+                    except psutil.NoSuchProcess:
+                        continue
+                    for q in tree:
+                        st = _stat(q.pid)
+                        if st is not None and (q.pid, st[0]) not in seen:
+                            seen[(q.pid, st[0])] = " ".join(_cmdline(q.pid))
+                kernels = sum("ipykernel" in c for c in seen.values())
+                time.sleep(0.2)
+            assert kernels >= 2 and len(workers) == 2, seen  # a kernel in each worker's sandbox
+            stop_processes(cluster)
+            left = _can_run(seen)
+            assert not left, left
+            del futs
+    finally:
+        CGroup.cleanup_stale()  # what the engine does next: the killed workers' cgroups and scratch
+        cleanup_stale_scratch()
+
+
 def _cmdline(pid: int) -> list[str]:
     try:
         return psutil.Process(pid).cmdline()
