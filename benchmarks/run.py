@@ -12,9 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-ALL = ["em", "mvn", "sampler", "kernel", "compile", "startup", "book", "grading", "false_fail"]
+ALL = ["em", "mvn", "sampler", "kernel", "compile", "startup", "book", "grading", "false_fail", "dpmm_probes"]
 MODULES = {"em": "bench_em", "mvn": "bench_mvn", "sampler": "bench_sampler", "kernel": "bench_kernel", "compile": "bench_compile", "startup": "bench_startup", "book": "bench_book",
-           "grading": "bench_grading", "false_fail": "false_fail"}
+           "grading": "bench_grading", "false_fail": "false_fail", "dpmm_probes": "dpmm_probe_rates"}
 
 
 def main(names):
