@@ -25,7 +25,7 @@ import numpy as np
 
 from common import alternate, write
 
-D, K, ITERS = 3, 8, 10
+D, K, ITERS = 3, 8, 5
 
 
 def _data(n: int) -> np.ndarray:

@@ -2,13 +2,23 @@
 and the Bayesian model's Gibbs sampler checked by simulation-based calibration, against NUTS on
 the marginalised model, and against exact enumeration of the labelings of tiny data."""
 
+import itertools
 import warnings
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from genjax import const, seed
+from scipy.special import gammaln, multigammaln
+from scipy.stats import chi2 as chi2_dist
+from scipy.stats import invwishart
 from sklearn.mixture import GaussianMixture
 
+from conftest import mc_close
 from gmmcourse import multivariate as mv
+from gmmcourse import multivariate_gibbs as mg
+from gmmcourse import multivariate_model as mm
 
 
 def _three_blobs(rng, d=3, n=(150, 100, 60), spread=2.0):
@@ -104,18 +114,6 @@ def test_collapse_guard(rng):
 
 # ----- the Bayesian model and its Gibbs sampler ------------------------------------------------
 
-import itertools  # noqa: E402
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-from genjax import const, seed  # noqa: E402
-from scipy.special import gammaln, multigammaln  # noqa: E402
-from scipy.stats import chi2 as chi2_dist, invwishart  # noqa: E402
-
-from conftest import MC_Z, mc_close  # noqa: E402
-from gmmcourse import multivariate_gibbs as mg  # noqa: E402
-from gmmcourse import multivariate_model as mm  # noqa: E402
-
 TINY_PRIOR = mv.NIWPrior(mean_loc=np.zeros(2), kappa=0.5, dof=5.0, scale=np.array([[1.0, 0.3], [0.3, 0.8]]), alpha=2.0)
 """A proper, moderately informative prior for the statistical checks on tiny data."""
 
@@ -147,6 +145,26 @@ def test_model_density_is_the_sweeps_table():
         for j in range(3):
             np.testing.assert_allclose(mm.inverse_wishart.assess(c[j], p.dof, p.scale)[0],
                                        invwishart(df=5.0, scale=TINY_PRIOR.scale).logpdf(np.asarray(c[j])), rtol=1e-10)
+
+
+def test_niw_draws_have_the_exact_marginals():
+    """`draw_niw` (Bartlett's decomposition) against the NIW prior's exact marginals: a
+    covariance's diagonal entry is Inverse-Gamma((dof - D + 1)/2, scale_jj/2), and a mean's
+    coordinate is Student-t with dof - D + 1 degrees of freedom, location mean_loc_j and scale
+    sqrt(scale_jj / (kappa (dof - D + 1))). One-sample Kolmogorov-Smirnov tests at level 1e-3."""
+    from scipy.stats import invgamma, kstest, t as student_t
+
+    n, dof, kappa = 20_000, 6.0, 0.5
+    psi, loc = TINY_PRIOR.scale, np.array([0.3, -1.0])
+    with jax.enable_x64(True):
+        means, covs = jax.jit(mm.draw_niw)(jax.random.key(11), jnp.full(n, kappa), jnp.tile(loc, (n, 1)),
+                                            jnp.full(n, dof), jnp.tile(psi, (n, 1, 1)))
+    means, covs = np.asarray(means), np.asarray(covs)
+    nu = dof - 2 + 1
+    for j in range(2):
+        assert kstest(covs[:, j, j], invgamma(nu / 2, scale=psi[j, j] / 2).cdf).pvalue > 1e-3
+        assert kstest(means[:, j], student_t(nu, loc=loc[j], scale=np.sqrt(psi[j, j] / (kappa * nu))).cdf).pvalue > 1e-3
+    assert np.all(np.linalg.eigvalsh(covs)[:, 0] > 0)
 
 
 SBC_REPS, SBC_DRAWS, SBC_THIN, SBC_WARMUP, SBC_BINS = 300, 49, 4, 40, 10
@@ -188,6 +206,7 @@ def _sbc_ranks(n=8, k=2):
         return np.asarray(jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(2026), SBC_REPS)))
 
 
+@pytest.mark.slow
 def test_gibbs_simulation_based_calibration():
     ranks = _sbc_ranks()  # (reps, 3)
     assert ranks.shape == (SBC_REPS, 3) and ranks.min() >= 0 and ranks.max() <= SBC_DRAWS
@@ -272,6 +291,7 @@ def _nuts_marginal(x, k, prior, seed_=0, num_chains=2, num_samples=1500):
     return mv.MvnDraws(np.asarray(s["w"]), np.asarray(s["mu"]), np.asarray(s["cov"]), prior)
 
 
+@pytest.mark.slow
 def test_gibbs_agrees_with_nuts_on_the_marginalised_model(rng):
     """Label-free posterior means (the data's log-likelihood, the mixture's log density at
     fixed points) agree within their Monte Carlo standard errors."""

@@ -45,7 +45,7 @@ REG_COVAR = 1e-6
 """Default covariance floor (scikit-learn's ``reg_covar``)."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # arrays: compare fields, not fits
 class MvnFit:
     """A maximum-likelihood fit of a K-component mixture of D-dimensional Gaussians.
 

@@ -26,7 +26,6 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import logsumexp
 
 from gmmcourse.multivariate_em import _inv_chol, check_points, kmeans_plus_plus
 from gmmcourse.multivariate_model import NIWPrior, as_prior, check_prior, default_prior, draw_niw, niw_posterior
@@ -51,10 +50,12 @@ __all__ = [
 
 _LOG_2PI = float(np.log(2 * np.pi))
 DRAW_BATCH = 64
-"""Draws per compiled call of the summaries (bounds their (draws, N, K) temporaries)."""
+"""Draws per compiled call of the summaries, at most (fewer for large data: `_draw_batch`)."""
+TABLE_ENTRIES = 4_000_000
+"""Bound on a batch's (draws, N, K) table of the summaries (32 MB in float64)."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class MvnDraws:
     """Posterior draws, components as sampled (not relabelled).
 
@@ -222,15 +223,16 @@ def _tables(draws: MvnDraws, x):
     k, d = draws.means.shape[-2:]
     w = draws.weights.reshape(-1, k)
     m, c = draws.means.reshape(-1, k, d), draws.covs.reshape(-1, k, d, d)
+    batch = int(np.clip(TABLE_ENTRIES // (x.shape[0] * k), 1, DRAW_BATCH))
     with x64_context(np.float64):
         xj = jnp.asarray(x)
-        for i in range(0, w.shape[0], DRAW_BATCH):
-            sl = slice(i, i + DRAW_BATCH)
+        for i in range(0, w.shape[0], batch):
+            sl = slice(i, i + batch)
             wb, mb, cb = w[sl], m[sl], c[sl]
-            pad = DRAW_BATCH - wb.shape[0]  # one compiled shape for every batch
+            pad = batch - wb.shape[0]  # one compiled shape for every batch
             if pad:
                 wb, mb, cb = (np.concatenate([a, np.repeat(a[:1], pad, axis=0)]) for a in (wb, mb, cb))
-            yield np.asarray(_batch_tables(xj, jnp.asarray(wb), jnp.asarray(mb), jnp.asarray(cb)))[:DRAW_BATCH - pad]
+            yield np.asarray(_batch_tables(xj, jnp.asarray(wb), jnp.asarray(mb), jnp.asarray(cb)))[:batch - pad]
 
 
 def draw_log_likelihood(draws: MvnDraws, x) -> np.ndarray:
@@ -251,8 +253,10 @@ def predictive_log_density(draws: MvnDraws, x) -> np.ndarray:
 
 
 def _probs(t):
-    return np.exp(t - np.max(t, axis=2, keepdims=True)) / np.sum(np.exp(t - np.max(t, axis=2, keepdims=True)), axis=2,
-                                                                    keepdims=True)
+    """Assignment probabilities (B, N, K) from a batch of `_tables`."""
+    from scipy.special import softmax
+
+    return softmax(t, axis=2)
 
 
 def co_clustering(draws: MvnDraws, x) -> np.ndarray:
