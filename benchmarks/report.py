@@ -91,6 +91,18 @@ def performance_rows() -> list[tuple[str, str, str, str]]:
                  f"permutations: median {x(rr['median'], 2)}",
                  f"median <= 1.25x: {met(r['median'] <= 1.25)}", "kernel.json"))
 
+    dp = load("dpmm")
+    dpa, dps, dpt = dp["alternated"], dp["sweeps_per_s"], dp["time_to_rhat"]
+    dpr = dpa["genjax_over_plain"]
+    rows.append((f"DP mixture, collapsed Gibbs (`gmmcourse.dpmm`) on {dp['data']}, {dp['chains']} chains: the GenJAX sweep vs "
+                 f"its plain-JAX twin (`benchmarks/bench_dpmm.py`, the same draws; alternated {dpa['rounds']} times, per-round "
+                 "ratio) and a NumPy loop; time to R-hat < 1.01 on the number of clusters",
+                 f"median **{x(dpr['median'], 2)}** (quartiles {dpr['q1']:.2f}-{dpr['q3']:.2f}); {dps['genjax']:,.0f} vs "
+                 f"{dps['plain_jax']:,.0f} vs NumPy {dps['numpy_loop']:,.1f} sweeps/s per chain; R-hat {dpt['r_hat']:.3f} after "
+                 f"**{s(dpt['seconds'], 1)}** ({dpt['warmup_sweeps']} + {dpt['kept_sweeps_per_chain']:,} sweeps a chain, "
+                 f"ESS {dpt['ess_bulk']:,.0f}; compiling {s(dpt['compile_s'], 1)})",
+                 f"median <= 1.25x: {met(dpr['median'] <= 1.25)}", "dpmm.json"))
+
     co = load("compile")
     z = co["sizes"]
     base = z.get("issue_baseline")

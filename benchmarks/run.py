@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-ALL = ["em", "mvn", "sampler", "kernel", "compile", "startup", "book", "grading", "false_fail", "dpmm_probes"]
-MODULES = {"em": "bench_em", "mvn": "bench_mvn", "sampler": "bench_sampler", "kernel": "bench_kernel", "compile": "bench_compile", "startup": "bench_startup", "book": "bench_book",
+ALL = ["em", "mvn", "sampler", "kernel", "dpmm", "compile", "startup", "book", "grading", "false_fail", "dpmm_probes"]
+MODULES = {"em": "bench_em", "mvn": "bench_mvn", "sampler": "bench_sampler", "kernel": "bench_kernel", "dpmm": "bench_dpmm", "compile": "bench_compile", "startup": "bench_startup", "book": "bench_book",
            "grading": "bench_grading", "false_fail": "false_fail", "dpmm_probes": "dpmm_probe_rates"}
 
 
