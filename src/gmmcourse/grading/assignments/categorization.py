@@ -10,7 +10,7 @@ import functools
 
 import numpy as np
 
-from gmmcourse.grading.checks import (EXACT_ATOL, EXACT_RTOL, BadAnswer, as_array, exact_close, guarded,
+from gmmcourse.grading.checks import (EXACT_ATOL, EXACT_RTOL, BadAnswer, as_array, close, exact_close, guarded,
                                       scalar)
 from gmmcourse.grading.kernel_side import floats, to_json, var
 from gmmcourse.grading.reference import f64, fresh_inputs
@@ -174,6 +174,21 @@ def reference() -> dict:
     return _REFERENCE["value"]
 
 
+FLOAT32_LOG_ROUNDINGS = 8
+"""Far in the tails a correct float32 `categorize` rounds log densities of several hundred or
+thousand before it subtracts them: its log-odds can be off by a few float32 roundings of the
+largest log density. The stable cases' relative tolerance is this many such roundings (never
+less than `EXACT_RTOL`), so a correct float32 answer passes; only a NaN or a wrong answer fails."""
+
+
+def stable_rtol(case: dict) -> float:
+    """The relative tolerance of one stable case (`FLOAT32_LOG_ROUNDINGS`)."""
+    from gmmcourse.categorize import log_joint_by_component
+
+    lj = f64(log_joint_by_component, case["x"], case["weights"], case["means"], case["sds"])
+    return max(EXACT_RTOL, FLOAT32_LOG_ROUNDINGS * float(np.finfo(np.float32).eps) * float(np.max(np.abs(lj))))
+
+
 def _reference(inp: dict) -> dict:
     from gmmcourse.categorize import categorize, log_joint_by_component, log_predictive
 
@@ -182,6 +197,7 @@ def _reference(inp: dict) -> dict:
     return {
         "categorize_basic": [run(c) for c in inp["categorize_basic"]],
         "categorize_stable": [run(c) for c in inp["categorize_stable"]],
+        "categorize_stable_rtol": [stable_rtol(c) for c in inp["categorize_stable"]],
         "categorize_mistakes": {kind: [mistake(kind, c["x"], c["weights"], c["means"], c["sds"]).tolist()
                                        for c in inp["categorize_basic"]] for kind in MISTAKES},
         "p_tonkatsu_425": float(f64(categorize, [425.0], *BENTO_RECIPE.values())[0, 0]),
@@ -214,17 +230,19 @@ def export_names(student, inputs, names):
 # ----------------------------------------------------------------------------- checks (trusted)
 
 
-def _cases(answer, cases_ref) -> int:
+def _cases(answer, cases_ref, rtols=None) -> int:
+    """How many cases `answer` gets right: exactly (`exact_close`), or within each case's own
+    relative tolerance where `rtols` gives one (the stable cases, `stable_rtol`)."""
     if not isinstance(answer, list) or len(answer) != len(cases_ref):
         raise BadAnswer("expected one result per test case")
     ok = 0
-    for got, ref in zip(answer, cases_ref):
+    for i, (got, ref) in enumerate(zip(answer, cases_ref)):
         ref = np.asarray(ref)
         try:
             arr = as_array(got, ref.shape, name="categorize(...)")
         except BadAnswer:
             continue
-        if exact_close(arr, ref):
+        if exact_close(arr, ref) if rtols is None else close(arr, ref, rtols[i], EXACT_ATOL):
             ok += 1
     return ok
 
@@ -249,7 +267,7 @@ def check_categorize_basic(answer, context):
 def check_categorize_stable(answer, context):
     """categorize() on observations far in the tails (needs log-sum-exp). The cases do not
     depend on the weights or on sd-vs-variance, so only instability loses this part."""
-    ok = _cases(answer, context["categorize_stable"])
+    ok = _cases(answer, context["categorize_stable"], context["categorize_stable_rtol"])
     if ok == len(context["categorize_stable"]):
         return Verdict(1.0, "categorize is numerically stable far from every component.")
     return Verdict(0.0, "categorize fails (NaN or wrong values) for observations far from every component, "
@@ -309,5 +327,8 @@ ASSIGNMENT = Assignment(
     sandbox_offers=("numpy", "scipy"),  # the allow-list: categorize is the student's to write
     packages="`numpy` and `scipy`; the course package `gmmcourse` is not available (`categorize` is yours to write)",
     precision=(f"**Precision.** Every answer here is exact: it is compared with the exact value at relative "
-               f"tolerance {EXACT_RTOL:g} (absolute {EXACT_ATOL:g} near 0), so float64 and float32 both pass."),
+               f"tolerance {EXACT_RTOL:g} (absolute {EXACT_ATOL:g} near 0), so float64 and float32 both pass. Far in "
+               f"the tails (the stability part), where float32 rounds log densities of hundreds or thousands, "
+               f"the relative tolerance is {FLOAT32_LOG_ROUNDINGS} float32 roundings of the case's largest log "
+               f"density (never less than {EXACT_RTOL:g})."),
 )
