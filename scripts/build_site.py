@@ -602,8 +602,7 @@ def student_package_files(root: Path = ROOT) -> list[Path]:
 def build_student_wheel(out_dir: Path, root: Path = ROOT) -> Path:
     """Write the student wheel (pure Python, reproducible bytes) into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    version = package_version(root)
-    dist_info = f"gmmcourse-{version}.dist-info"
+    dist_info = f"gmmcourse-{student_version(root)}.dist-info"  # the wheel's version (pip names it by this)
     entries: list[tuple[str, bytes]] = []
     for p in student_package_files(root):
         entries.append(("gmmcourse/" + p.relative_to(root / "src" / "gmmcourse").as_posix(), p.read_bytes()))

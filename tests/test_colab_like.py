@@ -294,7 +294,8 @@ def test_2_the_cell_installs_over_http_keeps_what_fits_and_the_chapter_runs(cola
 
 def test_3_a_compatible_gpu_jax_is_not_replaced(colab, ran, site, tmp_path):
     """A runtime whose JAX is already the course's GPU JAX: updating the course package (the site
-    has a newer one) changes no JAX package, whichever build the cell chooses."""
+    has a newer one) changes no JAX package, whichever build the cell chooses (pip's own dry run,
+    offline: the wheelhouse and the markers are all it could take a JAX from)."""
     url, root, _ = site
     jax = _lock("jax")
     fakes = [fake_wheel(tmp_path / "fake", n, jax) for n in COLAB_GPU_JAX]
@@ -311,7 +312,8 @@ def test_3_a_compatible_gpu_jax_is_not_replaced(colab, ran, site, tmp_path):
                                 GMMCOURSE_SITE=newer.as_uri())
             report = tmp_path / "report.json"
             res = subprocess.run([str(colab), "-m", "pip", "install", "--dry-run", "--no-index", "--report", str(report),
-                                  *_install_args(cmd)], capture_output=True, text=True, env=_pip_env())
+                                  *_install_args(cmd)], capture_output=True, text=True,
+                                 env=_pip_env(PIP_FIND_LINKS=f"{WHEELHOUSE} {tmp_path / 'fake'}"))
             assert res.returncode == 0, res.stdout + res.stderr
             changed = {bs._normalise(i["metadata"]["name"]) for i in json.loads(report.read_text())["install"]}
             assert not {n for n in changed if n.startswith("jax")}, (answers, device, changed)

@@ -182,7 +182,9 @@ def test_student_wheel_contents(tmp_path):
     assert "gmmcourse/__init__.py" in names and "gmmcourse/gibbs.py" in names
     assert not [n for n in names if n.startswith("gmmcourse/grading") or n == "gmmcourse/plain.py"], names
     assert all(n.startswith(("gmmcourse/", "gmmcourse-")) for n in names)
-    meta = zipfile.ZipFile(wheel).read(f"gmmcourse-{bs.package_version(ROOT)}.dist-info/METADATA").decode()
+    version = wheel.name.split("-")[1]
+    meta = zipfile.ZipFile(wheel).read(f"gmmcourse-{version}.dist-info/METADATA").decode()
+    assert f"\nVersion: {version}\n" in meta  # the dist-info folder, the metadata and the file name agree
     assert "Requires-Dist: genjax" in meta and 'extra == "gpu"' in meta and "nbgrader" not in meta
     assert bs.build_student_wheel(tmp_path / "again", ROOT).read_bytes() == wheel.read_bytes()  # reproducible
 
