@@ -502,6 +502,8 @@ def residual_myst(nb: nbformat.NotebookNode) -> list[str]:
             prose = re.sub(r"^```.*?^```", "", c.source, flags=re.S | re.M)
             for m in re.finditer(r"\{[\w:-]+\}`|^(?:`{3,}|:{3,})\{|^\(\S+\)=\s*$|^:[\w-]+:", prose, re.M):
                 problems.append(f"cell {i}: {m.group(0)!r}")
+            for m in re.finditer(r"\]\((?![a-z]+:|#)[^)\s]*\.md(?:#[^)]*)?\)", prose):  # dead outside the book
+                problems.append(f"cell {i}: relative link to a MyST page {m.group(0)!r}")
         elif c.cell_type == "code" and re.search(r"^\s*(?:from|import)\s+myst_nb\b", c.source, re.M):
             problems.append(f"cell {i}: imports myst_nb")
         elif c.cell_type == "code" and _uses_glue(c.source):

@@ -147,8 +147,10 @@ def test_residual_myst_is_flagged():
     nb.cells = [nbformat.v4.new_markdown_cell("left {glue:text}`x` here"),
                 nbformat.v4.new_markdown_cell(":::{note}\nhi\n:::"),
                 nbformat.v4.new_code_cell("from myst_nb import glue"),
-                nbformat.v4.new_code_cell("g = 1\nprint(glue)")]
-    assert len(bs.residual_myst(nb)) == 4
+                nbformat.v4.new_code_cell("g = 1\nprint(glue)"),
+                nbformat.v4.new_markdown_cell("see [the EM chapter](em_and_selection.md#bic) and "
+                                              "[a site page](https://x.org/a.md), [here](#top)")]
+    assert len(bs.residual_myst(nb)) == 5
 
 
 # ----------------------------------------------------------------------------- student package
