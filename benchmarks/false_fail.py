@@ -11,6 +11,7 @@ Two measurements (both written to benchmarks/results/false_fail.json):
    coffee and bento data: the false-fail rate of every posterior part.
 
 Usage: python benchmarks/false_fail.py [num_seeds] [corpus_seeds]   (committed run: 30 10)
+       python benchmarks/false_fail.py --update categorization 10   (rerun one assignment's corpus)
 """
 
 import json
@@ -34,13 +35,20 @@ PARTS = {
 }
 
 
-def corpus_rates(corpus_seeds: int) -> dict:
-    unc = uncertainty_base()
+def corpus_rates(corpus_seeds: int, assignments=("categorization", "coffee_blends", "uncertainty")) -> dict:
+    from gmmcourse.grading.assignments.categorization import ASSIGNMENT as CAT
+
+    unc = uncertainty_base() if "uncertainty" in assignments else None
     stats: dict = {}
     for seed in range(corpus_seeds):
-        cases = coffee_cases(seed) + uncertainty_cases(unc, seed)
-        if seed == 0:
-            cases = categorization_cases() + cases  # deterministic: once
+        cases = []
+        if "categorization" in assignments:
+            CAT.inputs.redraw()  # categorize's hidden cases are drawn fresh in every grading run
+            cases += categorization_cases()
+        if "coffee_blends" in assignments:
+            cases += coffee_cases(seed)
+        if "uncertainty" in assignments:
+            cases += uncertainty_cases(unc, seed)
         for case in cases:
             verdicts = grade(case)
             st = stats.setdefault(f"{case.aid}/{case.name}", {"assignment": case.aid, "kind": "correct" if case.correct else "mistake",
@@ -130,9 +138,34 @@ def main(num_seeds: int = 30, corpus_seeds: int = 3) -> dict:
     return result
 
 
+def update(assignments: list[str], corpus_seeds: int) -> dict:
+    """Rerun the corpus of `assignments` only and replace their entries in the committed
+    results (after a fix to one assignment's checks); the rerun names its own commit and date
+    under "reruns", the rest keeps the main run's."""
+    from common import RESULTS, commit
+
+    path = RESULTS / "false_fail.json"
+    result = json.loads(path.read_text())
+    new = corpus_rates(corpus_seeds, tuple(assignments))
+    result["corpus"] = {k: v for k, v in result["corpus"].items() if v["assignment"] not in assignments} | new
+    correct = [c for c in result["corpus"].values() if c["kind"] == "correct"]
+    mistakes = [c for c in result["corpus"].values() if c["kind"] == "mistake"]
+    result["corpus_false_fail_rate"] = sum(c["failed"] for c in correct) / max(1, sum(c["runs"] for c in correct))
+    result["corpus_catch_rate"] = sum(c["caught"] for c in mistakes) / max(1, sum(c["runs"] for c in mistakes))
+    result["corpus_collateral_rate"] = sum(c["collateral"] for c in mistakes) / max(1, sum(c["runs"] for c in mistakes))
+    result.setdefault("reruns", []).append({"assignments": assignments, "corpus_seeds": corpus_seeds, "commit": commit(),
+                                            "measured": time.strftime("%Y-%m-%d %H:%M:%S")})
+    path.write_text(json.dumps(result, indent=2, default=float) + "\n")
+    return result
+
+
 if __name__ == "__main__":
-    args = [int(a) for a in sys.argv[1:3]]
-    res = main(*args)
+    if sys.argv[1:2] == ["--update"]:  # python benchmarks/false_fail.py --update categorization 10
+        res = update(sys.argv[2].split(","), int(sys.argv[3]))
+        sys.argv = sys.argv[:1]
+    else:
+        args = [int(a) for a in sys.argv[1:3]]
+        res = main(*args)
     print(json.dumps({k: v for k, v in res.items() if k != "corpus"}, indent=2))
     for name, st in res["corpus"].items():
         rate = st.get("false_fail_rate", st.get("catch_rate"))
