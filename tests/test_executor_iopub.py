@@ -7,45 +7,65 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 
 import nbformat
+import pytest
 from grading_helpers import LIMITS, needs_bwrap, toy
 
-from gmmcourse.grading import channels
+from gmmcourse.grading import channels, executor
 from gmmcourse.grading.engine import check_part
 from gmmcourse.grading.executor import run_submission
 
 pytestmark = needs_bwrap
 
-LATE_S = 10.0
+LATE_S = 20.0
 """How late a re-made IOPub channel connects here: far longer than the executor ever waited
-blindly (0.3 s), so that an executor that does not check readiness loses the next output."""
+blindly (0.3 s, then a 5 s probe after an interrupt), so that an executor that does not check
+readiness loses the next output."""
+
+BIG = "from IPython.display import publish_display_data\npublish_display_data({'text/plain': 'x' * (17 << 20)})\n"
+CASES = {
+    # an oversized output drops the IOPub connection
+    "drop": (BIG, "too large and was dropped", LIMITS),
+    # a cell past its time limit is interrupted (the honest cells take milliseconds of 30 s)
+    "interrupt": ("import time\ntime.sleep(100_000)", "exceeded the time limit", replace(LIMITS, cell_timeout=30)),
+}
 
 
-def test_output_after_a_remade_iopub_channel_is_not_lost(monkeypatch):
-    """An oversized output drops the IOPub connection; the next cell prints. The new channel
-    connects LATE_S late: the print still reaches the notebook, and the answers count."""
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_output_after_a_remade_iopub_channel_is_not_lost(monkeypatch, tmp_path, case):
+    """The IOPub channel is re-made (after an oversized output, or after interrupting a cell);
+    the next cell prints. The new channel connects LATE_S late: the print still reaches the
+    notebook, and the answers count."""
+    cell, event, limits = CASES[case]
+    # the kernel is not given up on for being heard late (this test's own delay)
+    monkeypatch.setattr(executor, "READY_S", 600.0)
     real = channels.GuardedKernelClient._create_connected_socket
     made = []
 
     def late(self, channel, identity=None):
-        sock = real(self, channel, identity)
+        if channel != "iopub" or not made:  # the first IOPub channel is the kernel's own
+            sock = real(self, channel, identity)
+        else:  # a re-made one: connected first to a socket nobody listens on, to the kernel later
+            url = self._make_url(channel)
+            self._make_url = lambda _: f"ipc://{tmp_path}/nobody"
+            try:
+                sock = real(self, channel, identity)
+            finally:
+                del self._make_url
+            asyncio.get_running_loop().call_later(LATE_S, lambda: sock.closed or sock.connect(url))
         if channel == "iopub":
             made.append(sock)
-            if len(made) > 1:  # the first channel is the kernel's own; later ones are re-made
-                url = self._make_url(channel)
-                sock.disconnect(url)
-                asyncio.get_running_loop().call_later(LATE_S, lambda: sock.closed or sock.connect(url))
         return sock
 
     monkeypatch.setattr(channels.GuardedKernelClient, "_create_connected_socket", late)
-    big = "from IPython.display import publish_display_data\npublish_display_data({'text/plain': 'x' * (17 << 20)})\n"
-    nb = toy.notebook(extra_before=[big, "print('seen after the drop')"])
+    nb = toy.notebook(extra_before=[cell, "print('seen after the new channel')"])
     res = run_submission(nbformat.writes(nb), [(p.grade_id, p.code) for p in toy.TOY.parts],
-                         json.dumps(toy._inputs()), LIMITS, None)
-    assert len(made) == 2, made  # the channel was re-made once, after the oversized output
-    assert any("too large and was dropped" in e for e in res["events"]), res["events"]
+                         json.dumps(toy._inputs()), limits, None)
+    assert len(made) == 2 and res["restarts"] == 0, (made, res["events"])  # re-made once, same kernel
+    assert any(event in e for e in res["events"]), res["events"]
     printed = [o.get("text", "") for c in nbformat.reads(res["notebook"], 4).cells for o in c.get("outputs", [])]
-    assert "seen after the drop\n" in printed, printed
+    assert "seen after the new channel\n" in printed, printed
     ref = toy._reference()
     assert sum(check_part(p, res["answers"].get(p.grade_id), ref)[0] for p in toy.TOY.parts) == 5.0, res["answers"]

@@ -64,9 +64,10 @@ from .spec import sanitize
 __all__ = ["run_submission", "EXPORT_MIME", "KernelStartError", "sanitize"]
 
 SETUP_TAG = "gmmcourse-setup"
-INTERRUPT_S = 10.0
-"""How long a kernel interrupted after a cell's time limit has to answer again before it is
-restarted (its earlier cells replayed)."""
+READY_S = 30.0
+"""How long a kernel has to be heard on a re-made IOPub channel (`_Session._iopub_ready`). An
+interrupted kernel that is not is restarted and its earlier cells replayed; after a dropped
+output, the next request goes ahead (it then times out, as it would have anyway)."""
 
 
 class _SandboxKernelManager(AsyncKernelManager):
@@ -266,9 +267,7 @@ class _Session:
             except zmq.Again:
                 break
         if dropped:
-            # A kernel silent for a whole cell's time limit after its cell ended: the next
-            # request then times out as it would have anyway.
-            await self._reset_iopub(self.client.timeout)
+            await self._reset_iopub(READY_S)
             self.dropped_messages += 1
         return dropped
 
@@ -369,8 +368,8 @@ class _Session:
             except ProcessLookupError:
                 pass
         # the timed-out read left the old channel unusable; a kernel that still ignores the
-        # interrupt after INTERRUPT_S answers nothing and is restarted
-        if not await self._reset_iopub(INTERRUPT_S):
+        # interrupt after READY_S answers nothing and is restarted
+        if not await self._reset_iopub(READY_S):
             return False
         probe = nbformat.v4.new_code_cell("pass")
         return await self.run_extra(probe, 5.0, mode="replay") is None
