@@ -10,20 +10,10 @@ import subprocess
 import time
 
 import psutil
+from proc_state import can_run, start_time
 
 from gmmcourse.grading.cgroups import sigkill
 from gmmcourse.grading.runners import kill_tree
-
-
-def _can_run(procs: list[psutil.Process]) -> list[psutil.Process]:
-    out = []
-    for q in procs:
-        try:
-            if q.is_running() and q.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
-                out.append(q)
-        except psutil.NoSuchProcess:
-            pass
-    return out
 
 
 def _argv0(q: psutil.Process) -> str:
@@ -46,8 +36,10 @@ def test_kill_tree_leaves_no_descendant_running():
                 break
             time.sleep(0.05)
         assert len(kids) >= 4, kids  # three sleeps and the inner shell
+        procs = {q.pid: start_time(q.pid) for q in [psutil.Process(root.pid), *kids]}
         kill_tree({root.pid})
-        assert not _can_run([psutil.Process(root.pid), *kids])
+        left = [pid for pid, t in procs.items() if t is not None and can_run(pid, t)]
+        assert not left, left
     finally:  # what a broken kill_tree left
         for q in [*kids, psutil.Process(root.pid)]:
             try:

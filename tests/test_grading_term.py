@@ -17,6 +17,7 @@ from pathlib import Path
 import nbformat
 import psutil
 import pytest
+from proc_state import can_run, start_time
 from grading_helpers import (
     LIMITS,
     _env,
@@ -204,25 +205,10 @@ def _cgroups_of(owners: set[int]) -> set[Path]:
     return found
 
 
-def _stat(pid: int) -> tuple[int, str, int] | None:
-    """(start time, state letter, flags) of ``pid`` from /proc/<pid>/stat, or None if gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return int(fields[19]), fields[0], int(fields[6])  # fields 22, 3 and 9 of proc(5)
-
-
-def _can_run(seen: dict[tuple[int, int], str]) -> list[tuple[int, str, str]]:
-    """Those of ``seen`` ((pid, start time): command line) that can still run: the same
-    process (a reused pid has another start time) in a state other than zombie (Z: dead, not
-    reaped, as under a pid 1 that never reaps) or dead (X). (pid, command line, state)."""
-    out = []
-    for (pid, start), cmd in seen.items():
-        st = _stat(pid)
-        if st is not None and st[0] == start and st[1] not in "ZX":
-            out.append((pid, cmd, st[1]))
-    return out
+def _can_run(seen: dict[tuple[int, int], str]) -> list[tuple[int, str]]:
+    """Those of ``seen`` ((pid, start time): command line) that can still run code
+    (`proc_state.can_run`: a zombie, an exiting process or one with a SIGKILL pending cannot)."""
+    return [(pid, cmd) for (pid, start), cmd in seen.items() if can_run(pid, start)]
 
 
 ENDS_WITH_ITS_PARENT = "multiprocessing.resource_tracker"
@@ -244,7 +230,10 @@ def test_ctrl_c_stops_everything_and_leaves_nothing(tmp_path):
     cmd = [sys.executable, "-m", "gmmcourse.grading", "autograde", "toy", "--course", str(course),
            "--registry", "toy:ASSIGNMENTS", "--workers", "2", "--no-progress", "--no-warm", "--cell-timeout", "6000",
            "--notebook-timeout", "6000"]
-    before = set(Path("/tmp").glob("gmg-seccomp-*")) | set(Path("/tmp").glob("gmg-run-*"))
+    # the grader's own temporary folders go to a TMPDIR of its own (others may grade meanwhile)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**_env(), "TMPDIR": str(tmp)}
     # Scratch folders (gmg-<pid>-*) and cgroups (gmmgrade-<pid>-*) are named by the process
     # that made them: only this grader's process tree counts (other tests may grade meanwhile).
     tree: set[int] = set()
@@ -257,9 +246,9 @@ def test_ctrl_c_stops_everything_and_leaves_nothing(tmp_path):
         except psutil.NoSuchProcess:
             return tree
         for q in kids:
-            st = _stat(q.pid)
-            if st is not None and (q.pid, st[0]) not in seen:
-                seen[(q.pid, st[0])] = " ".join(_cmdline(q.pid))
+            t = start_time(q.pid)
+            if t is not None and (q.pid, t) not in seen:
+                seen[(q.pid, t)] = " ".join(_cmdline(q.pid))
             tree.add(q.pid)
         return tree
 
@@ -268,7 +257,7 @@ def test_ctrl_c_stops_everything_and_leaves_nothing(tmp_path):
         return {d for d in Path("/tmp").glob("gmg-*-*") if d.name.split("-")[1].isdigit()
                 and int(d.name.split("-")[1]) in tree}
 
-    p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     guard = time.monotonic() + 900  # against a hang only
     kernels = []
     while time.monotonic() < guard and p.poll() is None and len(kernels) < 2:
@@ -278,14 +267,14 @@ def test_ctrl_c_stops_everything_and_leaves_nothing(tmp_path):
         time.sleep(0.2)
     assert p.poll() is None and len(kernels) >= 2, p.communicate()  # both workers are running kernels
     grader_pids()
-    assert scratch() and _cgroups_of(tree), (scratch(), tree)  # what must go is there
+    assert scratch() and _cgroups_of(tree) and list(tmp.glob("gmg-run-*")), (scratch(), tree)  # what must go is there
     mounts_before = {d for d in scratch() if os.path.ismount(d)}
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=900)  # against a hang only
     assert p.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err, err
-    # The grader kills its workers, kernels and sandboxes and waits until each is dead before
-    # it exits: none can run now (a zombie that the machine's pid 1 never reaps is dead).
+    # The grader has killed its workers, kernels and sandboxes before it exits: none can run
+    # code now (dead, a zombie that the machine's pid 1 never reaps, exiting, or killed).
     left = _can_run(seen)
     assert not [q for q in left if ENDS_WITH_ITS_PARENT not in q[1]], left
     guard = time.monotonic() + 300  # the tracker's own exit, which only a hang could stop
@@ -296,8 +285,7 @@ def test_ctrl_c_stops_everything_and_leaves_nothing(tmp_path):
     assert not scratch(), scratch()
     assert not [d for d in mounts_before if os.path.ismount(d)]
     assert not _cgroups_of(tree), _cgroups_of(tree)
-    left = (set(Path("/tmp").glob("gmg-seccomp-*")) | set(Path("/tmp").glob("gmg-run-*"))) - before
-    assert not {f for f in left if f.exists()}, left
+    assert not list(tmp.glob("gmg-*")), list(tmp.glob("gmg-*"))
 
 
 @pytest.mark.slow
@@ -330,9 +318,9 @@ def test_stop_processes_kills_every_worker_and_sandbox_before_it_returns():
                     except psutil.NoSuchProcess:
                         continue
                     for q in tree:
-                        st = _stat(q.pid)
-                        if st is not None and (q.pid, st[0]) not in seen:
-                            seen[(q.pid, st[0])] = " ".join(_cmdline(q.pid))
+                        t = start_time(q.pid)
+                        if t is not None and (q.pid, t) not in seen:
+                            seen[(q.pid, t)] = " ".join(_cmdline(q.pid))
                 kernels = sum("ipykernel" in c for c in seen.values())
                 time.sleep(0.2)
             assert kernels >= 2 and len(workers) == 2, seen  # a kernel in each worker's sandbox

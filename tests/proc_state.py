@@ -1,0 +1,49 @@
+"""Whether a process can still run code, read from /proc (Linux), for the tests of stopping.
+
+A process the grader killed may still be on its way out when the grader moves on: a SIGKILL
+pending, then exiting (its command line already empty), then a zombie (Z) that its parent,
+or a pid 1 that never reaps, leaves in the table. None of these can run code again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PF_EXITING = 0x4
+"""The kernel's flag for a task in do_exit (include/linux/sched.h)."""
+SIGKILL_BIT = 1 << 8  # signal 9 in the SigPnd/ShdPnd masks of /proc/<pid>/status
+
+
+def start_time(pid: int) -> int | None:
+    """The start time of ``pid`` (clock ticks after boot; with the pid, a process's identity:
+    pids are reused), or None if there is no such process."""
+    st = _stat(pid)
+    return None if st is None else st[0]
+
+
+def _stat(pid: int) -> tuple[int, str, int] | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[19]), fields[0], int(fields[6])  # fields 22 (start), 3 (state), 9 (flags)
+
+
+def _kill_pending(pid: int) -> bool:
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return True  # gone meanwhile
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key in ("SigPnd", "ShdPnd") and int(value.strip(), 16) & SIGKILL_BIT:
+            return True
+    return False
+
+
+def can_run(pid: int, start: int) -> bool:
+    """Whether the process ``pid`` started at ``start`` still exists and can run code: not a
+    zombie (Z) or dead (X), not exiting, no SIGKILL pending."""
+    st = _stat(pid)
+    if st is None or st[0] != start or st[1] in "ZX" or st[2] & PF_EXITING:
+        return False
+    return not _kill_pending(pid)
