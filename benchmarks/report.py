@@ -97,7 +97,8 @@ def performance_rows() -> list[tuple[str, str, str, str]]:
     rows.append((f"DP mixture, collapsed Gibbs (`gmmcourse.dpmm`) on {dp['data']}, {dp['chains']} chains: the GenJAX sweep vs "
                  f"its plain-JAX twin (`benchmarks/bench_dpmm.py`, the same draws; alternated {dpa['rounds']} times, per-round "
                  "ratio) and a NumPy loop; time to R-hat < 1.01 on the number of clusters",
-                 f"median **{x(dpr['median'], 2)}** (quartiles {dpr['q1']:.2f}-{dpr['q3']:.2f}); {dps['genjax']:,.0f} vs "
+                 f"median **{x(dpr['median'], 2)}** (quartiles {dpr['q1']:.2f}-{dpr['q3']:.2f}; with GenJAX's TFP-backed "
+                 f"`student_t` {x(dp['genjax_tfp_student_t_over_plain'], 2)}); {dps['genjax']:,.0f} vs "
                  f"{dps['plain_jax']:,.0f} vs NumPy {dps['numpy_loop']:,.1f} sweeps/s per chain; R-hat {dpt['r_hat']:.3f} after "
                  f"**{s(dpt['seconds'], 1)}** ({dpt['warmup_sweeps']} + {dpt['kept_sweeps_per_chain']:,} sweeps a chain, "
                  f"ESS {dpt['ess_bulk']:,.0f}; compiling {s(dpt['compile_s'], 1)})",
