@@ -32,10 +32,48 @@ def test_check_mode_fails_on_a_hand_edited_figure(tmp_path, monkeypatch):
     assert report.main(["--check"]) == 0
 
 
+def test_grading_doc_figures_are_the_committed_results():
+    """docs/grading.md's grading-scale figures equal what benchmarks/report.py renders from
+    benchmarks/results/grading.json."""
+    text = report.GRADING_DOC.read_text()
+    assert report.render(text, report.GRADING_DOC_BLOCKS) == text, (
+        "docs/grading.md's figures differ from benchmarks/results: run python benchmarks/report.py")
+
+
+def test_check_mode_fails_on_a_hand_edited_doc_figure(tmp_path, monkeypatch):
+    gr = json.loads((ROOT / "benchmarks/results/grading.json").read_text())
+    text = report.GRADING_DOC.read_text()
+    shown = f"**{gr['speedup']:,.2f}x**"
+    assert shown in text
+    fake = tmp_path / "grading.md"
+    fake.write_text(text.replace(shown, "**9.99x**"))
+    monkeypatch.setattr(report, "GRADING_DOC", fake)
+    assert report.main(["--check"]) == 1
+    fake.write_text(text)
+    assert report.main(["--check"]) == 0
+
+
+def test_grading_figures_come_from_a_real_assignment():
+    """The grading benchmark graded one of the course's assignments (not a toy), the class it
+    says, every submission of it, and its resume was measured to a recorded grade."""
+    from gmmcourse.grading.assignments import ASSIGNMENTS
+
+    gr = json.loads((ROOT / "benchmarks/results/grading.json").read_text())
+    assert gr["assignment"] in ASSIGNMENTS
+    assert sum(k["n"] for k in gr["parallel"]["per_kind"].values()) == gr["class_size"]
+    assert gr["parallel"]["summary"].startswith(f"graded {gr['class_size']} ")
+    assert gr["no_change_rerun"]["summary"].startswith("graded 0 ")
+    assert gr["resume_killed"]["killed"] and gr["resume"]["first_recorded_s"] > 0
+    # the class is what it says: the solutions earned every automatic point, the blank none
+    full = sum(p.points for p in ASSIGNMENTS[gr["assignment"]].parts)
+    kinds = gr["parallel"]["per_kind"]
+    assert kinds["correct"]["score_min"] == full and kinds["blank"]["score_max"] == 0
+
+
 # Result files written before their benchmarks recorded the machine, date and commit: the
 # table says "not recorded" for them. Rerunning the benchmark (make bench) removes a file
 # from this list; a new file is never allowed on it.
-NOT_RECORDED = {"grading.json", "false_fail.json", "probe_rates.json"}
+NOT_RECORDED = {"probe_rates.json"}
 
 
 def test_every_result_names_its_run():
