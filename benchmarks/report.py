@@ -116,6 +116,19 @@ def performance_rows() -> list[tuple[str, str, str, str]]:
                  f"ESS {dpt['ess_bulk']:,.0f}; compiling {s(dpt['compile_s'], 1)})",
                  f"median <= 1.25x: {met(dpr['median'] <= 1.25)}", "dpmm.json"))
 
+    mv = load("mvn")
+    me, mg = mv["em"], mv["gibbs_compile"]
+    msp = me["speedup_per_iteration"]
+    rows.append((f"Multivariate EM (`gmmcourse.multivariate`) vs scikit-learn's `GaussianMixture(covariance_type=\"full\")`, "
+                 f"one iteration at N = {me['n']:,}, D = {me['d']}, K = {me['k']}, {me['dtype']} (`benchmarks/bench_mvn.py`; "
+                 f"alternated {me['per_iteration']['rounds']} times, per-round ratio); the Gibbs sampler's programs over "
+                 f"{len(mg['calls'])} calls in {mg['buckets_used']} shape buckets",
+                 f"**{x(msp['median'], 1)}** faster (quartiles {msp['q1']:.1f}-{msp['q3']:.1f}, worst round {msp['min']:.1f}x; "
+                 f"{s(me['per_iteration']['ours']['median_s'], 2)} vs {s(me['per_iteration']['sklearn']['median_s'], 1)}); "
+                 f"{mg['programs_total']} programs ({mg['expected_programs']})",
+                 f">= 5x: {met(msp['median'] >= 5)}; one compile per bucket: {met(mg['buckets_used'] * 2 == mg['programs_total'])}",
+                 "mvn.json"))
+
     co = load("compile")
     z = co["sizes"]
     base = z.get("issue_baseline")

@@ -47,7 +47,6 @@ import threading
 import zipfile
 from pathlib import Path
 
-import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]

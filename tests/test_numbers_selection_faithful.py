@@ -9,7 +9,6 @@ Reads the executed notebooks in `GMMCOURSE_EXECUTED` (default
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 from functools import lru_cache
