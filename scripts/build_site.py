@@ -231,7 +231,8 @@ def glue_values(executed: nbformat.NotebookNode, sidecar: Path | None = None) ->
 
 
 def _chapter_labels(chapters: Path) -> dict[str, tuple[str, str]]:
-    """``{label: (chapter stem, title)}`` for the ``(label)=`` targets of the chapters."""
+    """``{label: (chapter stem, title)}`` for the ``(label)=`` targets of the chapters and the
+    ``:label:`` options of their directives (an ``{exercise}``'s title is its argument)."""
     labels = {}
     for md in sorted(chapters.glob("*.md")):
         lines = md.read_text().splitlines()
@@ -239,6 +240,11 @@ def _chapter_labels(chapters: Path) -> dict[str, tuple[str, str]]:
             m = re.fullmatch(r"\((\S+)\)=", line.strip())
             if m:
                 title = next((ln.lstrip("#").strip() for ln in lines[i + 1:] if ln.startswith("#")), m.group(1))
+                labels[m.group(1)] = (md.stem, title)
+            m = re.fullmatch(r":label:\s*(\S+)", line.strip())
+            if m:
+                head = next((ln for ln in reversed(lines[:i]) if re.match(r"^(```|:::)+\{", ln.strip())), "")
+                title = re.sub(r"^(```|:::)+\{[^}]*\}\s*", "", head.strip()) or m.group(1)
                 labels[m.group(1)] = (md.stem, title)
     return labels
 
@@ -335,6 +341,9 @@ class ChapterConverter:
             return f"> **{head}**\n>\n{quoted}"
         if name == "math":
             return f"$$\n{body}\n$$"
+        if name in ("code-block", "code", "sourcecode"):  # a listing that is not run (e.g. Stan)
+            head = f"*{options['caption']}*\n\n" if options.get("caption") else ""
+            return f"{head}```{arg}\n{body.strip(chr(10))}\n```"
         if name == "bibliography":
             return "\n".join(f"* {e['entry']}" for _, e in sorted(self.bib.items(), key=lambda kv: kv[1]["entry"]))
         raise ConversionError(f"{chapter.name}: directive {{{name}}} has no plain-notebook form")

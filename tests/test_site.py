@@ -105,6 +105,18 @@ def test_chapter_conversion_resolves_myst(tmp_path):
     assert bs.residual_myst(nb) == []
 
 
+def test_exercise_labels_and_listings_convert(tmp_path):
+    """A {ref} to an exercise's :label: links to its chapter under the exercise's title; a
+    {code-block} listing (not run, e.g. Stan) becomes a fenced block. Both stopped the site's
+    build when the practice exercises got labels and the Stan/PyMC page its listings."""
+    root = _fake_course(tmp_path)
+    (root / "chapters" / "one.md").write_text("(one)=\n# Chapter One\n\n```{exercise} Three blends\n:label: ex_blends\n\nDo it.\n```\n")
+    md = ("See {ref}`ex_blends`.\n\n```{code-block} stan\n:caption: The model in Stan\n\ndata { int N; }\n```\n")
+    text = bs.ChapterConverter(root).notebook(_executed([md], {}), root / "chapters" / "two.md").cells[0].source
+    assert "See [Three blends](one.ipynb)." in text
+    assert "*The model in Stan*\n\n```stan\ndata { int N; }\n```" in text
+
+
 def test_links_between_notebooks_point_at_the_site(tmp_path):
     """In Colab or a notebook downloaded on its own a relative link is dead: with the site's
     address set, links to chapters go to their pages on the site, exercises to their notebooks."""
