@@ -330,14 +330,19 @@ class _Session:
                     self.client.kc.stop_channels()
             except Exception:
                 pass
+        interrupted: BaseException | None = None
         if self.km is not None:
             try:
                 await asyncio.wait_for(self.km.shutdown_kernel(now=True), 10)
+            except (asyncio.CancelledError, KeyboardInterrupt) as e:
+                interrupted = e  # Ctrl-C while stopping: finish stopping, then pass it on
             except BaseException:
                 pass
             self.km.close_client_context()
         self.cgroup.kill_all()
         self.client = self.km = None
+        if interrupted is not None:
+            raise interrupted
 
     def _kernel_pids(self) -> list[int]:
         """Host pids of the ipykernel process(es) in this submission's cgroup."""
