@@ -799,7 +799,7 @@ def test_probe_rates_stated_and_recorded():
     assert all(v["failed"] == 0 for v in res["false_fail"].values())
     worst = max(v["upper95"] for v in res["false_fail"].values() if v["seeds"] == res["seeds"])
     assert round(worst, 3) <= r["false_fail_upper95"]
-    assert res["lowest_power"] >= r["power_min"] and min(v["seeds"] for v in res["power"].values()) == r["power_seeds"]
+    assert res["lowest_power"] >= r["power_min"] and min(v["seeds"] for v in res["power"].values()) >= r["power_seeds"]
     text = coffee_blends.ASSIGNMENT.precision
     assert f"{r['seeds']:,} seeds" in text and f"{100 * r['false_fail_upper95']:.1f} %" in text
 
