@@ -93,7 +93,7 @@ server-stop:
 	server/course stop
 
 lock: $(STAMP)
-	$(VENV)/bin/uv pip compile -q pyproject.toml --extra book --extra grading --extra dev --extra server --python-version 3.12 -o requirements.lock
+	$(VENV)/bin/uv pip compile -q pyproject.toml --extra book --extra grading --extra dev --extra server --extra compare --python-version 3.12 -o requirements.lock
 
 clean:
 	rm -rf _build test-artifacts .pytest_cache

@@ -137,7 +137,10 @@ def wheel_name(root: Path = ROOT) -> str:
 # The set-up cell is a real Python file (scripts/setup_cell.py, which the tests run as it is);
 # its first lines hold these settings, filled in per notebook.
 SETUP_SOURCE = Path(__file__).resolve().parent / "setup_cell.py"
-_SETTINGS = ("COURSE_SITE", "COURSE_VERSION", "NEEDED", "BUNDLE")
+_SETTINGS = ("COURSE_SITE", "COURSE_VERSION", "NEEDED", "EXTRAS", "BUNDLE")
+# The optional parts of the student wheel (pyproject's optional-dependencies of these names) that a
+# notebook's set-up cell may install; "gpu" is chosen by the cell itself.
+STUDENT_EXTRAS = ("compare",)
 
 BEFORE_YOU_RUN = """\
 **Before you run this notebook.** It needs Python 3.12 or newer (Colab has it). Run the
@@ -167,7 +170,48 @@ def needed_modules(nb: nbformat.NotebookNode) -> list[str]:
     return sorted(n for n in names if n not in sys.stdlib_module_names and n not in ("__future__", "IPython"))
 
 
-def setup_cell(url: str, bundle_relpath: str, version: str, needed: list[str] = ("gmmcourse",)) -> nbformat.NotebookNode:
+class UnprovidedImport(ValueError):
+    """A student notebook imports a module that neither the student wheel nor one of its extras installs."""
+
+
+def student_extras_for(needed: list[str], root: Path = ROOT, where: str = "a notebook") -> list[str]:
+    """The `STUDENT_EXTRAS` a notebook importing `needed` must install, so that every one of its
+    imports comes with the student wheel (its requirements' closure in the lock, or an extra's).
+
+    Raises `UnprovidedImport`, naming the module, where none does: a student would meet a
+    ModuleNotFoundError after a successful set-up cell.
+    """
+    import importlib.metadata
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    optional = project.get("optional-dependencies", {})
+    base = _lock_closure({_normalise(Requirement(r).name) for r in project["dependencies"]}, root)
+    by_extra = {e: _lock_closure({_normalise(Requirement(r).name) for r in optional.get(e, [])}, root) - base
+                for e in STUDENT_EXTRAS}
+    dists = importlib.metadata.packages_distributions()
+    extras, unprovided = [], []
+    for module in needed:
+        if module == "gmmcourse":
+            continue
+        names = {_normalise(d) for d in dists.get(module, [])}
+        if names & base:
+            continue
+        chosen = [e for e, closure in by_extra.items() if names & closure]
+        if chosen:
+            extras += [e for e in chosen[:1] if e not in extras]
+        else:
+            unprovided.append(module)
+    if unprovided:
+        raise UnprovidedImport(f"{where} imports {', '.join(unprovided)}, which neither the student package's "
+                               f"requirements nor an extra ({', '.join(STUDENT_EXTRAS)}) install: add it to "
+                               "pyproject.toml's dependencies or to an extra")
+    return sorted(extras)
+
+
+def setup_cell(url: str, bundle_relpath: str, version: str, needed: list[str] = ("gmmcourse",),
+               extras: list[str] = ()) -> nbformat.NotebookNode:
     """The first code cell of every student notebook: `scripts/setup_cell.py` with its settings.
 
     Args:
@@ -176,8 +220,10 @@ def setup_cell(url: str, bundle_relpath: str, version: str, needed: list[str] = 
         version: the student package version the notebook was built with (`student_version`).
         needed: the modules the notebook imports (`needed_modules`): where they all import and
             the course package is current, the cell only says so.
+        extras: the wheel's extras it installs (`student_extras_for(needed)`), e.g. ``["compare"]``.
     """
-    values = {"COURSE_SITE": url, "COURSE_VERSION": version, "NEEDED": list(needed), "BUNDLE": bundle_relpath}
+    values = {"COURSE_SITE": url, "COURSE_VERSION": version, "NEEDED": list(needed), "EXTRAS": list(extras),
+              "BUNDLE": bundle_relpath}
     text = SETUP_SOURCE.read_text()
     for name in _SETTINGS:
         text, n = re.subn(rf"^{name} = [^#\n]*?(\s*#)", lambda m, name=name: f"{name} = {values[name]!r}{m.group(1)}",
@@ -527,17 +573,8 @@ def _normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def student_requirements(root: Path = ROOT) -> str:
-    """requirements-student.txt: the lock's pins of the package's runtime dependencies and theirs.
-
-    The closure follows the lock's ``# via`` annotations from the ``[project] dependencies`` of
-    pyproject.toml, so every version is the lock's (the tests install it and check that nothing
-    else is pulled in).
-    """
-    from packaging.requirements import Requirement
-
-    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
-    roots = {_normalise(Requirement(r).name) for r in project["dependencies"]}
+def _lock_pins(root: Path = ROOT) -> tuple[dict[str, str], dict[str, set[str]]]:
+    """The lock's ``name==version`` lines by normalised name, and each package's ``# via`` parents."""
     pins: dict[str, str] = {}
     parents: dict[str, set[str]] = {}
     current = None
@@ -549,6 +586,12 @@ def student_requirements(root: Path = ROOT) -> str:
         elif current and (m := re.match(r"^\s+#\s+(?:via\s+)?([A-Za-z0-9_.\-]+)(\s*\(pyproject\.toml\))?\s*$", line)):
             if m.group(1) != "via":
                 parents[current].add("<project>" if m.group(2) else _normalise(m.group(1)))
+    return pins, parents
+
+
+def _lock_closure(roots: set[str], root: Path = ROOT) -> set[str]:
+    """`roots` (normalised names) and everything the lock installs because of them."""
+    pins, parents = _lock_pins(root)
     missing = roots - set(pins)
     if missing:
         raise ValueError(f"requirements.lock lacks {sorted(missing)}: run `make lock`")
@@ -560,8 +603,26 @@ def student_requirements(root: Path = ROOT) -> str:
             if name not in needed and ps & needed:
                 needed.add(name)
                 changed = True
-    header = ("# Pinned dependencies of the gmmcourse student wheel (generated by scripts/build_site.py\n"
-              "# from requirements.lock). Install: pip install -r requirements-student.txt gmmcourse-*.whl\n")
+    return needed
+
+
+def student_requirements(root: Path = ROOT) -> str:
+    """requirements-student.txt: the lock's pins of the package's runtime dependencies, those of
+    its student extras (`STUDENT_EXTRAS`), and theirs.
+
+    The closure follows the lock's ``# via`` annotations from pyproject.toml, so every version is
+    the lock's (the tests install it and check that nothing else is pulled in).
+    """
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    optional = project.get("optional-dependencies", {})
+    reqs = list(project["dependencies"]) + [r for e in STUDENT_EXTRAS for r in optional.get(e, [])]
+    pins, _ = _lock_pins(root)
+    needed = _lock_closure({_normalise(Requirement(r).name) for r in reqs}, root)
+    header = ("# Pinned dependencies of the gmmcourse student wheel and its extras (generated by\n"
+              "# scripts/build_site.py from requirements.lock).\n"
+              "# Install: pip install -r requirements-student.txt gmmcourse-*.whl\n")
     return header + "".join(pins[n] + "\n" for n in sorted(needed))
 
 
@@ -588,10 +649,11 @@ def _student_metadata(root: Path) -> str:
              f"Summary: {project['description']} (student package)",
              f"Requires-Python: {project['requires-python']}", "License: MIT"]
     lines += [f"Requires-Dist: {r}" for r in project["dependencies"]]
-    gpu = project.get("optional-dependencies", {}).get("gpu", [])
-    if gpu:
-        lines.append("Provides-Extra: gpu")
-        lines += [f'Requires-Dist: {r}; extra == "gpu"' for r in gpu]
+    optional = project.get("optional-dependencies", {})
+    for extra in ("gpu", *STUDENT_EXTRAS):
+        if optional.get(extra):
+            lines.append(f"Provides-Extra: {extra}")
+            lines += [f'Requires-Dist: {r}; extra == "{extra}"' for r in optional[extra]]
     body = ("The reference package of the gmm-course (Gaussian mixture models with GenJAX), as\n"
             "students use it in the course notebooks.\n")
     return "\n".join(lines) + "\nDescription-Content-Type: text/markdown\n\n" + body
@@ -695,7 +757,9 @@ def published_chapter(page: str, url: str, root: Path = ROOT, executed: Path | N
     if bad:
         raise ConversionError(f"{page}: MyST left in the plain notebook: {bad[:5]}")
     depth = len(Path(page).parts)  # notebooks/chapters/x.ipynb -> ../../student
-    return with_setup_cell(nb, setup_cell(url, "../" * depth + "student", student_version(root), needed_modules(nb)))
+    needed = needed_modules(nb)
+    extras = student_extras_for(needed, root, where=f"{page}.md")
+    return with_setup_cell(nb, setup_cell(url, "../" * depth + "student", student_version(root), needed, extras))
 
 
 def build_site(out: Path = SITE, root: Path = ROOT, html: Path | None = None, executed: Path | None = None,
@@ -740,12 +804,13 @@ def build_site(out: Path = SITE, root: Path = ROOT, html: Path | None = None, ex
             continue
         release = nbformat.read(str(rel), as_version=4)
         needed = needed_modules(release)
-        nb = with_setup_cell(release, setup_cell(url, "../../../student", version, needed))
+        extras = student_extras_for(needed, root, where=str(rel.relative_to(root)))
+        nb = with_setup_cell(release, setup_cell(url, "../../../student", version, needed, extras))
         target = out / "notebooks" / "exercises" / aid / rel.name
         target.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, str(target))
         for dl in (out / "_downloads").rglob(rel.name):
-            nbformat.write(with_setup_cell(release, setup_cell(url, "../../student", version, needed)), str(dl))
+            nbformat.write(with_setup_cell(release, setup_cell(url, "../../student", version, needed, extras)), str(dl))
     return out
 
 

@@ -17,6 +17,7 @@
 COURSE_SITE = ""            # the course site (set when the site is built)
 COURSE_VERSION = "0.1.0"    # the course package this notebook was written for
 NEEDED = ["gmmcourse"]      # what this notebook imports
+EXTRAS = []                 # the optional parts of gmmcourse it needs (pip's gmmcourse[...])
 BUNDLE = "student"          # the site's student/ folder, relative to this notebook in a copy of the site
 
 
@@ -118,7 +119,8 @@ def _gmmcourse_setup(settings):
                + cuda_jax[0] + ")" if linux and cuda_jax else "no usable NVIDIA GPU on Linux x86_64")
     else:
         why = "GMMCOURSE_DEVICE"
-    extra = "[gpu]" if device == "gpu" else ""
+    extras = list(settings.get("EXTRAS") or []) + (["gpu"] if device == "gpu" else [])
+    extra = "[" + ",".join(extras) + "]" if extras else ""
     reqs = source + ("/requirements-student.txt" if pins == "all" else "/requirements-core.txt")
     cmd = [sys.executable, "-m", "pip", "install", "--progress-bar", "off", "-r", reqs,
            "gmmcourse" + extra + " @ " + source + "/" + wheel]

@@ -46,8 +46,8 @@ def site(tmp_path_factory):
     server.shutdown()
 
 
-def _cell(tmp_path, site_url="", version=None, needed=("gmmcourse",), bundle="student") -> Path:
-    cell = bs.setup_cell(site_url, bundle, version or bs.student_version(ROOT), list(needed))
+def _cell(tmp_path, site_url="", version=None, needed=("gmmcourse",), bundle="student", extras=()) -> Path:
+    cell = bs.setup_cell(site_url, bundle, version or bs.student_version(ROOT), list(needed), list(extras))
     path = tmp_path / "setup_cell_run.py"
     path.write_text(cell.source)
     return path
@@ -136,6 +136,14 @@ def test_gpu_choice(tmp_path, site, smi, cuda_jax, forced, gpu):
         assert "JAX is a GPU build (jax-cuda12-plugin 0.7.2)" in res.stdout, res.stdout
 
 
+@pytest.mark.parametrize("device, target", [("cpu", "gmmcourse[compare] @"), ("gpu", "gmmcourse[compare,gpu] @")])
+def test_a_notebooks_extras_are_installed_with_the_package(tmp_path, site, device, target):
+    url, _, _ = site
+    script = _cell(tmp_path, url, needed=["gmmcourse", "numpyro"], extras=["compare"])
+    res = _run(sys.executable, script, "-S", env={"GMMCOURSE_SETUP_DRY_RUN": "1", "GMMCOURSE_DEVICE": device})
+    assert res.returncode == 0 and target in res.stdout, res.stdout + res.stderr
+
+
 def test_a_wrong_setting_is_refused(tmp_path):
     res = _run(sys.executable, _cell(tmp_path, "https://x.org"), "-S", env={"GMMCOURSE_DEVICE": "tpu"})
     assert res.returncode == 1 and "GMMCOURSE_DEVICE must be one of auto, cpu, gpu, not 'tpu'" in res.stderr
@@ -220,3 +228,15 @@ def test_a_launch_setting_change_rebuilds_every_page(tmp_path):
     first = build("https://hub-a.example.org")
     assert build("https://hub-a.example.org") == first          # nothing changed: nothing rewritten
     assert build("https://hub-b.example.org") != first          # the hub moved: the page is rewritten
+
+
+def test_a_missing_extra_is_installed_for_real(tmp_path, site, student_venv):
+    """A student with gmmcourse current but without NumPyro opens the Stan and PyMC chapter:
+    the cell installs gmmcourse[compare] over HTTP, and NumPyro imports afterwards."""
+    url, _, _ = site
+    subprocess.run([str(student_venv), "-m", "pip", "uninstall", "-q", "-y", "numpyro"], check=True)
+    script = _cell(tmp_path, url, needed=["gmmcourse", "numpyro"], extras=["compare"])
+    res = _run(student_venv, script, env={"GMMCOURSE_DEVICE": "cpu"})
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Successfully installed" in res.stdout and "numpyro" in res.stdout, res.stdout
+    assert subprocess.run([str(student_venv), "-c", "import numpyro"]).returncode == 0

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -184,9 +185,17 @@ def test_student_requirements_are_the_locks_runtime_pins():
     student, lock = _pins(bs.student_requirements(ROOT)), _lock_pins()
     assert {"genjax", "jax", "jaxlib", "numpy", "scipy", "pandas", "arviz", "matplotlib"} <= set(student)
     assert all(lock[n] == v for n, v in student.items()), "a pin differs from requirements.lock"
-    for instructor_only in ("nbgrader", "jupyter-book", "sphinx", "pytest", "dask", "numpyro",
+    assert "numpyro" in student  # the compare extra's (the Stan and PyMC chapter)
+    for instructor_only in ("nbgrader", "jupyter-book", "sphinx", "pytest", "dask",
                             "playwright", "nbclient", "ipykernel", "myst-nb"):
         assert instructor_only not in student, instructor_only
+
+
+def test_a_notebook_gets_the_extras_its_imports_need_and_an_unprovided_import_is_refused():
+    assert bs.student_extras_for(["gmmcourse", "jax", "genjax", "sklearn", "arviz_stats"], ROOT) == []
+    assert bs.student_extras_for(["gmmcourse", "numpyro", "scipy"], ROOT) == ["compare"]
+    with pytest.raises(bs.UnprovidedImport, match="chapters/x.md imports nbgrader, dask, which neither"):
+        bs.student_extras_for(["gmmcourse", "nbgrader", "dask"], ROOT, where="chapters/x.md")
 
 
 def test_student_wheel_contents(tmp_path):
@@ -200,6 +209,7 @@ def test_student_wheel_contents(tmp_path):
     meta = zipfile.ZipFile(wheel).read(f"gmmcourse-{version}.dist-info/METADATA").decode()
     assert f"\nVersion: {version}\n" in meta  # the dist-info folder, the metadata and the file name agree
     assert "Requires-Dist: genjax" in meta and 'extra == "gpu"' in meta and "nbgrader" not in meta
+    assert "Provides-Extra: compare\nRequires-Dist: numpyro; extra == \"compare\"" in meta
     assert bs.build_student_wheel(tmp_path / "again", ROOT).read_bytes() == wheel.read_bytes()  # reproducible
 
 
@@ -367,7 +377,10 @@ def test_every_bundle_notebook_starts_with_the_setup_cell_and_is_plain(bundle):
         note, first = nb.cells[0], nb.cells[1]
         assert note.cell_type == "markdown" and "Python 3.12" in note.source and bs.SETUP_TAG in note.metadata["tags"], path
         assert first.cell_type == "code" and bs.SETUP_TAG in first.metadata.get("tags", []), path
-        assert "NEEDED = [" in first.source and '"[gpu]"' in first.source
+        assert "NEEDED = [" in first.source and '["gpu"]' in first.source
+        needed = ast.literal_eval(re.search(r"^NEEDED = (\[.*?\])", first.source, re.M).group(1))
+        extras = ast.literal_eval(re.search(r"^EXTRAS = (\[.*?\])", first.source, re.M).group(1))
+        assert extras == bs.student_extras_for(needed, ROOT), (path, needed, extras)
         assert bs.residual_myst(nb) == [], (path, bs.residual_myst(nb))
         rel = path.relative_to(bundle)
         # where the notebook's imports are importable (here, as in the grader's sandbox) it does nothing
@@ -376,6 +389,8 @@ def test_every_bundle_notebook_starts_with_the_setup_cell_and_is_plain(bundle):
         bundle_dir = re.search(r"^BUNDLE = '([^']*)'", first.source, re.M).group(1)
         assert (path.parent / bundle_dir / "latest.json").exists(), f"{rel}: set-up cell's bundle path is wrong"
         assert (path.parent / bundle_dir / bs.wheel_name(ROOT)).exists(), f"{rel}: set-up cell's bundle path is wrong"
+    stan = nbformat.read(str(bundle / "notebooks" / "chapters" / "stan_pymc.ipynb"), as_version=4)
+    assert "\nEXTRAS = ['compare']" in stan.cells[1].source  # its NumPyro model: gmmcourse[compare]
     for page in PAGES:
         nb = nbformat.read(str(bundle / "notebooks" / f"{page}.ipynb"), as_version=4)
         assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
