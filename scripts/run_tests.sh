@@ -32,7 +32,7 @@ book_side() {
     scripts/build_book.sh >"$build_log" 2>&1
     local b=$?
     if [[ $b -ne 0 ]]; then echo "build $b" >"$status_file"; return; fi
-    "$PY" -m pytest "${book_xdist[@]}" -m book "$@" >"$tests_log" 2>&1
+    "$PY" -m pytest "${book_xdist[@]}" -m book --durations=15 "$@" >"$tests_log" 2>&1
     echo "tests $?" >"$status_file"
 }
 book_side "$@" &
@@ -40,8 +40,9 @@ book_pid=$!
 trap 'kill "$book_pid" 2>/dev/null' INT TERM
 
 echo "== tests (meanwhile the book builds, then its tests run: $build_log, $tests_log)"
-"$PY" -m pytest "${xdist[@]}" -m "not book" "$@"
+"$PY" -m pytest "${xdist[@]}" -m "not book" --durations=25 "$@"
 tests=$?
+echo "== tests done after $(( $(date +%s) - start )) s"
 
 wait "$book_pid"
 trap - INT TERM
