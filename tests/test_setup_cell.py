@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import build_site as bs  # noqa: E402
+from coursesite import wheel  # noqa: E402
 
 PY311 = Path.home() / ".pyenv" / "versions" / "3.11.7" / "bin" / "python"
 
@@ -177,8 +178,9 @@ def test_installs_over_http_then_updates_an_older_package(tmp_path, site, studen
     second run only says all is ready."""
     url, _, root = site
     old = tmp_path / "old"
-    monkeypatch.setattr(bs, "student_version", lambda root=ROOT: "0.0.1")
-    bs.build_student_wheel(old, ROOT)
+    # patched where the wheel's name and metadata read it (the facade `bs` only re-exports it)
+    monkeypatch.setattr(wheel, "student_version", lambda root=ROOT: "0.0.1")
+    assert bs.build_student_wheel(old, ROOT).name == "gmmcourse-0.0.1-py3-none-any.whl"
     monkeypatch.undo()
     subprocess.run([str(student_venv), "-m", "pip", "install", "-q", "--no-deps", str(next(old.glob("*.whl")))], check=True)
     assert _installed_version(student_venv) == "0.0.1"
