@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 
-from gmmcourse.grading import executor
+from gmmcourse.grading import kernels
 
 
 class _CGroup:
@@ -36,7 +36,7 @@ class _Manager:
 
 
 def test_ctrl_c_during_stop_is_passed_on_after_stopping():
-    session = object.__new__(executor._Session)
+    session = object.__new__(kernels.SandboxedKernel)
     session.cgroup, session.watch, session.client, session.km = _CGroup(), None, None, _Manager()
     km = session.km
 

@@ -1,7 +1,7 @@
 """Helpers that run inside the student's kernel, in the sandbox: student values to plain data.
 
 This module is never imported there. Its source, and the source of a part's export function,
-is sent into the kernel by `gmmcourse.grading.spec.export_code` and executed in a private
+is sent into the kernel by `gmmcourse.grading.protocol.function_export` and executed in a private
 namespace, so it may use only the Python standard library, NumPy, and what the notebook
 itself offers. Nothing computed here is trusted: arrays travel as raw float64 data and every
 statistic is computed on the trusted side (`gmmcourse.grading.checks`).

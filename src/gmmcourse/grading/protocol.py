@@ -10,7 +10,12 @@ can shadow), and the autograder's own code runs in a fresh namespace with those 
   what is left. It is sent as a *user expression* of an empty request, evaluated by the kernel
   after the request ran: no input or AST transformer ever sees it. The exports run only if it
   answers `quiet_token` (fail closed).
-* `export_code`: one part's export, publishing ``nonce:OK:<json>`` or ``nonce:ERR:<type>``.
+* `export_code`: the one wrapper around a part's export: it runs the export's code (for an
+  export function, `function_export`) in a fresh namespace and publishes ``nonce:OK:<json>``
+  or ``nonce:ERR:<type>``, tagged with a nonce (`new_nonce`) drawn for that request only.
+* `function_export`: the code of a part whose export is a function: the kernel-side helpers
+  (`gmmcourse.grading.kernel_side`) and the function, run in a namespace of their own (no
+  name of the student's can shadow theirs), called on the student's names and the inputs.
 * `read_export`: the trusted reading of that answer. Nothing the student's code wrote while it
   held the hidden inputs reaches feedback: an exception is reported by a fixed sentence and,
   when it is one, a builtin exception's class name (never its message), and every ``"error"``
@@ -27,10 +32,12 @@ from __future__ import annotations
 import builtins
 import json
 import re
+import secrets
 from typing import Any
 
-__all__ = ["EXPORT_MIME", "REAL_BUILTINS", "quiesce_expressions", "quiet_token", "export_code", "read_export",
-           "raised_message", "scrub_errors", "NO_ANSWER", "NOT_QUIET"]
+__all__ = ["EXPORT_MIME", "REAL_BUILTINS", "new_nonce", "quiesce_expressions", "quiet_token", "is_quiet",
+           "export_code", "function_export", "read_export", "raised_message", "scrub_errors", "NO_ANSWER",
+           "NOT_QUIET"]
 
 EXPORT_MIME = "application/x-gmm-export"
 
@@ -103,6 +110,11 @@ BUILTIN_EXCEPTIONS = frozenset(
 _TYPE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]{0,63})\s*(?::|$)")
 
 
+def new_nonce() -> str:
+    """A fresh random nonce (128 bits, hex) for one request: its answer must carry it."""
+    return secrets.token_hex(16)
+
+
 def quiet_token(nonce: str) -> str:
     return f"gmm-quiet-{nonce}"
 
@@ -158,6 +170,26 @@ def export_code(src: str, inputs_json: str, nonce: str) -> str:
 {fn}({src!r}, {inputs_json!r})
 del {fn}
 """
+
+
+def function_export(name: str, source: str, options: dict, helpers: str) -> str:
+    """The code of an export function's part (run by `export_code`'s wrapper, or in-process by
+    `gmmcourse.grading.local`): executes `helpers` (the kernel-side helpers' source) and
+    `source` (the function `name`) in a namespace of their own, calls the function on the
+    student's names and ``inputs`` with `options`, and assigns ``answer``: its value as plain
+    data (``to_json``), or ``{"error": "<type>: <message>"}`` if it raised an Exception
+    (`read_export` keeps the type only)."""
+    return (
+        "_gx_student, _gx_inputs = {_k: _v for _k, _v in globals().items() if _k not in ('inputs', '__builtins__')}, inputs\n"
+        "_gx_env = {'__name__': 'gmm_export', '__builtins__': __builtins__}\n"
+        "try:\n"
+        f"    exec(compile({helpers!r}, '<kernel_side>', 'exec'), _gx_env)\n"
+        f"    exec(compile({source!r}, '<export {name}>', 'exec'), _gx_env)\n"
+        f"    answer = _gx_env['to_json'](_gx_env[{name!r}](_gx_student, _gx_inputs, **{options!r}))\n"
+        "except Exception as _gx_e:\n"
+        "    answer = {'error': (type(_gx_e).__name__ + ': ' + str(_gx_e))[:300]}\n"
+        "del _gx_student, _gx_inputs, _gx_env\n"
+    )
 
 
 def raised_message(text: Any = None) -> str:

@@ -12,6 +12,8 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Union
 
+from .protocol import function_export
+
 __all__ = ["Verdict", "Part", "Assignment", "Export", "export_code", "sanitize", "GradingError", "RecordingError"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9 _.,:;()\[\]{}<>=+\-*/'\"!?#%&|^~@$]")
@@ -104,24 +106,14 @@ def check_export(export: Export) -> None:
 
 
 def export_code(export: Export) -> str:
-    """The code sent into the student's kernel for an export; it assigns ``answer`` (the
-    function's value as plain data, or ``{"error": ...}`` if it raised)."""
+    """The code sent into the student's kernel for an export (`protocol.function_export`); it
+    assigns ``answer`` (the function's value as plain data, or ``{"error": ...}`` if it raised)."""
     if isinstance(export, str):
         return export
     check_export(export)
     fn, options = _unpack(export)
     helpers, _ = _kernel_side()
-    return (
-        "def _gx_export(_student, _inputs):\n"
-        "    _env = {'__name__': 'gmm_export', '__builtins__': __builtins__}\n"
-        "    try:\n"
-        f"        exec(compile({helpers!r}, '<kernel_side>', 'exec'), _env)\n"
-        f"        exec(compile({_function_source(fn)!r}, '<export {fn.__name__}>', 'exec'), _env)\n"
-        f"        return _env['to_json'](_env[{fn.__name__!r}](_student, _inputs, **{options!r}))\n"
-        "    except Exception as _e:\n"
-        "        return {'error': (type(_e).__name__ + ': ' + str(_e))[:300]}\n"
-        "answer = _gx_export({_k: _v for _k, _v in globals().items() if _k not in ('inputs', '__builtins__')}, inputs)\n"
-    )
+    return function_export(fn.__name__, _function_source(fn), options, helpers)
 
 
 @dataclass(frozen=True)
