@@ -4,14 +4,8 @@ Usage::
 
     python scripts/build_site.py [--out _build/site]     # after scripts/build_book.sh
 
-The work is done by the package beside this script, ``scripts/coursesite/``, one job a module:
-
-    coursesite/config.py     the repository's paths, ``_config.yml``, the site's address (`site_url`)
-    coursesite/convert.py    an executed MyST chapter as a plain notebook (`ChapterConverter`)
-    coursesite/wheel.py      the student wheel, its pinned requirements and extras
-    coursesite/setupcell.py  the set-up cell (``scripts/setup_cell.py``, read as text) and its note
-    coursesite/bundle.py     the bundle itself (`build_site`): what goes where, see its docstring
-
+The work is done by the package beside this script, ``scripts/coursesite/`` (one job a module:
+config, convert, wheel, setupcell, bundle; the bundle's layout is in ``coursesite/bundle.py``).
 This file is the command line, and it re-exports the package's public names (``import
 build_site as bs`` in the tests). A test that monkeypatches one of them patches the module
 that uses it (e.g. ``coursesite.wheel.student_version``), not this facade.

@@ -213,6 +213,18 @@ def test_student_wheel_contents(tmp_path):
     assert bs.build_student_wheel(tmp_path / "again", ROOT).read_bytes() == wheel.read_bytes()  # reproducible
 
 
+def test_the_command_line_runs_as_make_site_runs_it(tmp_path):
+    """`$(PY) scripts/build_site.py` from another folder: the script finds its package
+    (scripts/coursesite) and refuses a missing book in one line."""
+    script = ROOT / "scripts" / "build_site.py"
+    res = subprocess.run([sys.executable, str(script), "--help"], cwd=tmp_path, capture_output=True, text=True)
+    assert res.returncode == 0 and "Assemble the publishable course bundle" in res.stdout, res.stderr
+    from coursesite import bundle
+
+    with pytest.raises(FileNotFoundError, match="has no built book: run scripts/build_book.sh first"):
+        bundle.build_site(tmp_path / "site", ROOT, html=tmp_path / "no-html")
+
+
 # ----------------------------------------------------------------------------- launch buttons and set-up cell
 
 
