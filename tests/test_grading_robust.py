@@ -14,7 +14,7 @@ import nbformat
 import pytest
 from grading_helpers import _grade, dump, needs_bwrap, scores, toy
 
-from gmmcourse.grading import engine
+from gmmcourse.grading import engine, verdicts
 from gmmcourse.grading.spec import Assignment, Verdict
 
 pytestmark = needs_bwrap
@@ -165,7 +165,7 @@ def test_a_changed_shared_helper_regrades(tmp_path, monkeypatch):
                                 warm_cache=False, echo=lambda s: None, serial=True)
 
     reg = _load_course_package(tmp_path, "1e-9")
-    assert "fpcourse.helpers" in engine.verdict_modules(reg["toy"])
+    assert "fpcourse.helpers" in verdicts.verdict_modules(reg["toy"])
     assert len(run(reg).graded) == 2
     assert run(_load_course_package(tmp_path, "1e-9")).graded == []  # nothing changed
     s = run(_load_course_package(tmp_path, "1e-6"))  # only the helper's tolerance changed
@@ -178,13 +178,13 @@ def test_the_fingerprint_covers_the_shared_grading_modules(monkeypatch):
     """checks.py, spec.py and kernel_side.py (validation, named tolerances, export helpers)
     are part of every assignment's fingerprint."""
     src = toy.notebook()
-    base = engine._fingerprint(toy.TOY, src, "ref")
-    assert set(engine.VERDICT_MODULES) <= set(engine.verdict_modules(toy.TOY))
-    real = engine._module_source
-    for name in engine.VERDICT_MODULES:
-        monkeypatch.setattr(engine, "_module_source",
+    base = verdicts.fingerprint(toy.TOY, src, "ref")
+    assert set(verdicts.VERDICT_MODULES) <= set(verdicts.verdict_modules(toy.TOY))
+    real = verdicts.module_source
+    for name in verdicts.VERDICT_MODULES:
+        monkeypatch.setattr(verdicts, "module_source",
                             lambda n, name=name: real(n) + (b"\nEXACT_RTOL = 2e-4\n" if n == name else b""))
-        assert engine._fingerprint(toy.TOY, src, "ref") != base, name
-    monkeypatch.setattr(engine, "_module_source", real)
-    assert engine._fingerprint(toy.TOY, src, "ref") == base
+        assert verdicts.fingerprint(toy.TOY, src, "ref") != base, name
+    monkeypatch.setattr(verdicts, "module_source", real)
+    assert verdicts.fingerprint(toy.TOY, src, "ref") == base
     assert Verdict  # (imported for the package's check signature)

@@ -145,14 +145,14 @@ def test_a_float32_categorize_earns_all_on_every_draw(redraw):
 def test_fresh_inputs_do_not_regrade_an_unchanged_class(redraw, tmp_path):
     """The fingerprint (engine) and the reference key hash the generator, not the draw: two runs
     with different inputs and no change agree, so nothing is regraded."""
-    from gmmcourse.grading.engine import _fingerprint
+    from gmmcourse.grading.verdicts import fingerprint
 
     src = nbformat.read(_source(), as_version=4)
     keys = []
     for _ in range(2):
         redraw()
         _, ref_key = cached(A, tmp_path)
-        keys.append((json.dumps(A.inputs(), sort_keys=True), inputs_key(A), ref_key, _fingerprint(A, src, ref_key)))
+        keys.append((json.dumps(A.inputs(), sort_keys=True), inputs_key(A), ref_key, fingerprint(A, src, ref_key)))
     assert keys[0][0] != keys[1][0] and keys[0][1:] == keys[1][1:]
     assert not list(tmp_path.rglob("reference-*.json"))  # a draw's answers are never kept on disk
 

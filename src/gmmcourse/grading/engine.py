@@ -1,28 +1,31 @@
-"""The autograding engine: discover submissions, run them (serially or on Dask), check the
-exported answers (trusted, here in the parent), write gradebook, feedback and CSV."""
+"""The autograding engine, in three steps: `plan` (discover the submissions and decide which
+need grading, and why, before anything expensive starts), `run` (grade those in sandboxes,
+serially or on Dask: `runners`) and `record` (verdicts from `verdicts`, feedback, the
+autograded notebook and ONE gradebook transaction per submission); then grades.csv.
+
+A run with nothing to grade starts no Dask cluster and no kernel, and computes no inputs or
+reference where the course's cache holds them (`reference.Hidden`)."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 import logging
-import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from .files import CourseLocked, lock_course
 from .intake import Job, discover
-from .reference import cached as cached_reference
-from .reference import inputs_key, source_of
+from .reference import Hidden
 from .runners import (Task, TLSFiles, check_scheduler, cleanup_own, local_cluster, remote_client, run_dask, run_serial,
                       stop_processes)
 from .sandbox import REPO_ROOT, CGroup, Limits, check_host, cleanup_stale_scratch, sandbox_available
-from .spec import Assignment, GradingError, Part, RecordingError, Verdict, sanitize
+from .spec import Assignment, GradingError, RecordingError, sanitize
+from .verdicts import CheckCrashed, check_part, fingerprint
 
 # The heavy modules (nbclient/ZeroMQ, nbgrader/SQLAlchemy, nbconvert) are imported when
 # grading starts, so that a usage error is reported at once.
@@ -33,10 +36,11 @@ def run_submission(*args, **kw):
 
     return run(*args, **kw)
 
-__all__ = ["GradingError", "RecordingError", "autograde", "load_registry", "Summary", "update_feedback"]
+
+__all__ = ["GradingError", "RecordingError", "autograde", "load_registry", "Summary", "Plan", "AssignmentPlan", "Todo",
+           "plan", "run", "update_feedback"]
 
 log = logging.getLogger("gmmcourse.grading")
-ENGINE_VERSION = "1"
 
 
 @dataclass
@@ -46,10 +50,6 @@ class Summary:
     csv: Path | None = None
     seconds: float = 0.0
     problems: dict[tuple[str, str], str] = field(default_factory=dict)  # (student, asg) -> why not graded
-
-
-class CheckCrashed(Exception):
-    """A trusted check raised: a defect of the grader, not of the answer (never a score)."""
 
 
 # --------------------------------------------------------------------------- registry
@@ -69,100 +69,7 @@ def load_registry(spec: str | None = None) -> dict[str, Assignment]:
     return reg
 
 
-def _strict_json(text: str) -> Any:
-    def bad_const(c):
-        raise ValueError(f"{c} is not allowed")
-
-    return json.loads(text, parse_constant=bad_const)
-
-
-def check_part(part: Part, answer: dict, reference: Any) -> tuple[float, str]:
-    """Trusted verdict for one part: points only for a positive, checked Verdict."""
-    if not answer or not answer.get("ok"):
-        err = sanitize((answer or {}).get("error") or "no answer")
-        return 0.0, f"Your answer could not be read from the notebook ({err})."
-    try:
-        value = _strict_json(answer["json"])
-    except (ValueError, RecursionError, TypeError):
-        return 0.0, "Your answer could not be read from the notebook (not plain data)."
-    try:
-        v = part.check(value, reference)
-    except Exception as e:  # noqa: BLE001 (checks reject malformed answers themselves: `checks.guarded`)
-        raise CheckCrashed(f"the check of {part.grade_id} raised {type(e).__name__}: {sanitize(str(e), 200)}") from e
-    if not isinstance(v, Verdict):
-        return 0.0, "Your answer could not be checked."
-    try:
-        frac = float(v.fraction)
-    except (TypeError, ValueError):
-        frac = 0.0
-    if not math.isfinite(frac) or frac <= 0:
-        frac = 0.0
-    frac = min(frac, 1.0)
-    return round(float(part.points) * frac, 6), str(v.message)
-
-
-# --------------------------------------------------------------------------- discovery
-
-
-VERDICT_MODULES = ("gmmcourse.grading.spec", "gmmcourse.grading.checks", "gmmcourse.grading.kernel_side")
-"""Modules every verdict rests on (validation, named tolerances, the kernel-side export helpers)."""
-
-
-def _module_source(name: str) -> bytes:
-    """The source of an imported module (its name if it has no file)."""
-    f = getattr(sys.modules.get(name), "__file__", None)
-    try:
-        return Path(f).read_bytes() if f else name.encode()
-    except OSError:
-        return name.encode()
-
-
-def verdict_modules(a: Assignment) -> list[str]:
-    """The modules whose source decides ``a``'s verdicts: `VERDICT_MODULES`, the modules
-    defining its checks, and every module of the same package those use (transitively)."""
-    import types
-
-    todo = []
-    for p in a.parts:
-        for f in (p.check, getattr(p.check, "__wrapped__", None), getattr(p.check, "func", None)):
-            if getattr(f, "__module__", None) in sys.modules:
-                todo.append(f.__module__)
-    seen = set(VERDICT_MODULES)
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        package = name.rpartition(".")[0]
-        for v in list(vars(sys.modules[name]).values()):
-            used = v.__name__ if isinstance(v, types.ModuleType) else getattr(v, "__module__", None)
-            if isinstance(used, str) and used in sys.modules and used.rpartition(".")[0] == package:
-                todo.append(used)
-    return sorted(seen)
-
-
-def _fingerprint(a: Assignment, source_nb, reference_key: str) -> str:
-    """What decides the autograded verdicts, and nothing else: the parts (ids, points, export
-    code, check code), the source of every module the checks rest on (`verdict_modules`:
-    shared helpers and tolerance constants included), the inputs, the reference values, the
-    sandbox's hidden packages and the source notebook's grade cells (ids, points). Fixing a
-    typo in the notebook's text does not regrade the class."""
-    h = hashlib.sha256(ENGINE_VERSION.encode())
-    for p in a.parts:
-        h.update(f"{p.grade_id}\0{p.points}\0{p.code}\0{source_of(p.check)}\0".encode())
-    for name in verdict_modules(a):
-        h.update(name.encode() + b"\0" + hashlib.sha256(_module_source(name)).digest())
-    h.update(inputs_key(a).encode())  # the generator, not this run's draw, where inputs are drawn fresh
-    h.update(reference_key.encode())
-    h.update(repr(a.sandbox_offers).encode())
-    for c in source_nb.cells:
-        md = c.get("metadata", {}).get("nbgrader") or {}
-        if md.get("grade") or md.get("task"):
-            h.update(f"{md.get('grade_id')}\0{md.get('points')}\0{c.cell_type}\0".encode())
-    return h.hexdigest()
-
-
-# --------------------------------------------------------------------------- running
+# --------------------------------------------------------------------------- the course
 
 
 def _lock_course(course: Path):
@@ -209,6 +116,125 @@ def _validate_parts(a: Assignment, source_nb) -> None:
             )
 
 
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass
+class Todo:
+    """A submission to grade, and why: ``new`` (never graded), ``changed`` (its notebook or
+    what decides its verdicts changed), ``forced`` (``--force``) or ``resumed`` (an earlier
+    run did not finish it)."""
+
+    job: Job
+    why: str
+
+
+@dataclass
+class AssignmentPlan:
+    """One assignment of a run: its trusted source, maximum score, hidden inputs and
+    reference (`Hidden`: values on first use) and the submissions to grade."""
+
+    assignment: Assignment
+    source_nb: Any
+    source_text: str
+    max_score: float
+    hidden: Hidden
+    todo: list[Todo] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    """What a run grades (per assignment) and what it skips (unchanged, already graded)."""
+
+    assignments: list[AssignmentPlan] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (student, assignment)
+
+    def todo(self) -> Iterator[tuple[AssignmentPlan, Todo]]:
+        return ((ap, t) for ap in self.assignments for t in ap.todo)
+
+    @property
+    def total(self) -> int:
+        return sum(len(ap.todo) for ap in self.assignments)
+
+
+def plan(gb, reg: dict[str, Assignment], ids: list[str], course: Path, source_root: Path,
+         students: list[str] | None, limits: Limits, force: bool = False) -> Plan:
+    """Decide what to grade, and why; nothing expensive runs here: no sandbox, no Dask, and
+    the inputs and reference come from the course's cache where it holds this version's."""
+    from .gradebook import graded_hash, sync_assignment
+
+    out = Plan()
+    for aid in ids:
+        a = reg[aid]
+        source_nb, source_text = _load_source(source_root, a)
+        _validate_parts(a, source_nb)
+        max_score = sync_assignment(gb, a.id, a.notebook, source_nb)
+        hidden = Hidden(a, course)
+        fp = fingerprint(a, source_nb, hidden.reference_key, hidden.inputs_key)
+        ap = AssignmentPlan(a, source_nb, source_text, max_score, hidden)
+        for j in discover(course, a, fp, students, limits):
+            prev = graded_hash(gb, j.student, a.id)
+            done = prev is not None and prev[1] in ("ok", "invalid")
+            if prev is None:
+                ap.todo.append(Todo(j, "new"))
+            elif prev[0] != j.sha256:
+                ap.todo.append(Todo(j, "changed"))
+            elif not done:
+                ap.todo.append(Todo(j, "resumed"))
+            elif force:
+                ap.todo.append(Todo(j, "forced"))
+            else:
+                out.skipped.append((j.student, a.id))
+        out.assignments.append(ap)
+    return out
+
+
+# --------------------------------------------------------------------------- run
+
+
+def run(p: Plan, on_result: Callable[[AssignmentPlan, Job, dict | None, str | None], None], *, limits: Limits,
+        cache: Path, warm_cache: bool = True, serial: bool = False, workers: int | None = None,
+        scheduler: str | None = None, tls: TLSFiles | None = None, trusted_network: bool = False,
+        worker_wait: float = 60.0, echo: Callable[[str], None] = lambda s: None) -> None:
+    """Grade the plan's submissions, calling ``on_result(plan, job, result, internal_error)``
+    for each as it finishes: those refused at intake at once (no sandbox), the others in
+    sandboxes on the chosen runner (`runners`). Nothing to run in a sandbox: nothing starts
+    (no warm-up, no inputs drawn, no cluster)."""
+    for ap, t in p.todo():  # bad submissions: zero with the reason, no sandbox needed
+        if t.job.reason is not None:
+            on_result(ap, t.job, None, None)
+    # one thread per submission unless it may use two cores or more: XLA's and BLAS's
+    # thread pools under a one-core CPU quota only get throttled (3x slower per notebook)
+    base_cfg = {"jax_cache": str(cache), "single_thread": not serial or limits.cpus < 2}
+    tasks = []
+    for ap in p.assignments:
+        jobs = [t.job for t in ap.todo if t.job.reason is None]
+        if not jobs:
+            continue
+        a = ap.assignment
+        inputs_json = ap.hidden.inputs_json()
+        if warm_cache:
+            _warm_cache(a, ap.source_text, inputs_json, cache, limits)
+        exports = [(q.grade_id, q.code) for q in a.parts]
+        cfg = {**base_cfg, "offers": a.sandbox_offers}
+        tasks += [Task(f"grade-{a.id}-{len(tasks) + i}-{j.sha256[:12]}", (j.nb_text, exports, inputs_json, limits, cfg),
+                       (ap, j)) for i, j in enumerate(jobs)]
+
+    def task_done(t: Task, res, err):
+        ap, j = t.payload
+        on_result(ap, j, res, err)
+
+    if serial or not tasks:
+        run_serial(tasks, task_done)
+    elif scheduler:
+        with remote_client(scheduler, tls or TLSFiles(), trusted_network=trusted_network,
+                           worker_wait=worker_wait, echo=echo) as client:
+            run_dask(client, tasks, task_done)
+    else:
+        with local_cluster(workers or os.cpu_count() or 1) as (client, _):
+            run_dask(client, tasks, task_done)
+
+
 def _warm_cache(a: Assignment, source_text: str, inputs_json: str, cache: Path, limits: Limits) -> None:
     """Run the trusted source notebook once with a writable JAX cache: once per version of the
     notebook and of the course's kernels (their programs are filed by that version)."""
@@ -234,10 +260,11 @@ class NotGraded(Exception):
     the run goes on with the others."""
 
 
-def _finish(
-    course: Path, gb, a: Assignment, source_nb, max_score: float, reference: Any, job: Job, result: dict | None,
-    internal_error: str | None,
-) -> tuple[float, str]:
+# --------------------------------------------------------------------------- record
+
+
+def record(course: Path, gb, ap: AssignmentPlan, job: Job, result: dict | None,
+           internal_error: str | None) -> tuple[float, str]:
     """Checks (trusted) + feedback + autograded notebook + ONE gradebook transaction.
 
     Raises `NotGraded` for anything about this one submission (a sandbox failure, a check
@@ -247,8 +274,9 @@ def _finish(
         # Not a grade: nothing is recorded (no row, no feedback, no CSV line), the student's
         # previous grade (if any) stays, and the next run retries this submission.
         raise NotGraded(internal_error or result["infra_error"])
+    a = ap.assignment
     try:
-        files, record = _build(course, a, source_nb, max_score, reference, job, result)
+        files, row = _build(course, ap, job, result)
     except (KeyboardInterrupt, SystemExit):
         raise
     except CheckCrashed as e:
@@ -258,14 +286,15 @@ def _finish(
         log.error("%s/%s: building its feedback failed", job.student, a.id, exc_info=True)
         raise NotGraded(f"its feedback or autograded notebook could not be built ({type(e).__name__}: "
                         f"{sanitize(str(e), 120)})") from None
-    _record(gb, job, a, files, record)
-    return record["score"], record["status"]
+    _write(gb, job, a, files, row)
+    return row["score"], row["status"]
 
 
-def _build(course: Path, a: Assignment, source_nb, max_score: float, reference: Any, job: Job,
-           result: dict | None) -> tuple[dict[Path, bytes], dict]:
+def _build(course: Path, ap: AssignmentPlan, job: Job, result: dict | None) -> tuple[dict[Path, bytes], dict]:
     """The files (UTF-8 bytes) and the gradebook row of one submission; nothing is written."""
     import nbformat
+
+    a, source_nb, max_score = ap.assignment, ap.source_nb, ap.max_score
 
     from .feedback import autograded_notebook, feedback_html
 
@@ -280,7 +309,7 @@ def _build(course: Path, a: Assignment, source_nb, max_score: float, reference: 
         events = list(result.get("events", []))
     for p in a.parts:
         if status == "ok":
-            pts, msg = check_part(p, result["answers"].get(p.grade_id), reference)
+            pts, msg = check_part(p, result["answers"].get(p.grade_id), ap.hidden.reference())
             if pts < float(p.points):
                 from .checks import time_limit_note
                 from .dependence import events_for_part
@@ -322,7 +351,7 @@ def _build(course: Path, a: Assignment, source_nb, max_score: float, reference: 
                      "answers": answers}
 
 
-def _record(gb, job: Job, a: Assignment, files: dict[Path, bytes], row: dict) -> None:
+def _write(gb, job: Job, a: Assignment, files: dict[Path, bytes], row: dict) -> None:
     """Files are staged first (a full disk fails here, before anything is recorded), the
     gradebook row is committed, then the staged files replace the old ones (a rename)."""
     from .feedback import stage_file
@@ -414,7 +443,7 @@ def autograde(
     if scheduler and not serial:
         check_scheduler(scheduler, tls or TLSFiles(), trusted_network=trusted_network)  # before any work
     lock = _lock_course(course)
-    from .gradebook import export_csv, export_lms_csv, graded_hash, open_gradebook, sync_assignment
+    from .gradebook import export_csv, export_lms_csv, open_gradebook
 
     CGroup.cleanup_stale()
     cleanup_stale_scratch()
@@ -428,79 +457,33 @@ def autograde(
         raise
     summary = Summary()
     try:
-        plans = []
-        for aid in ids:
-            a = reg[aid]
-            source_nb, source_text = _load_source(source_root, a)
-            _validate_parts(a, source_nb)
-            max_score = sync_assignment(gb, a.id, a.notebook, source_nb)
-            reference, ref_key = cached_reference(a, course)
-            fp = _fingerprint(a, source_nb, ref_key)
-            jobs = discover(course, a, fp, students, limits)
-            todo = []
-            for j in jobs:
-                prev = graded_hash(gb, j.student, a.id)
-                if not force and prev and prev[0] == j.sha256 and prev[1] in ("ok", "invalid"):
-                    summary.skipped.append((j.student, a.id))
-                else:
-                    todo.append(j)
-            if not todo:
-                plans.append((a, source_nb, max_score, None, None, todo))
-                continue
-            inputs_json = json.dumps(a.inputs(), allow_nan=False)
-            if warm_cache:
-                _warm_cache(a, source_text, inputs_json, cache, limits)
-            plans.append((a, source_nb, max_score, reference, inputs_json, todo))
-        total = sum(len(p[-1]) for p in plans)
+        todo = plan(gb, reg, ids, course, source_root, students, limits, force)
+        summary.skipped = list(todo.skipped)
         if summary.skipped:
             echo(f"{len(summary.skipped)} submission(s) already graded (unchanged); skipping them.")
-        # one thread per submission unless it may use two cores or more: XLA's and BLAS's
-        # thread pools under a one-core CPU quota only get throttled (3x slower per notebook)
-        base_cfg = {"jax_cache": str(cache), "single_thread": not serial or limits.cpus < 2}
-        cfgs = {p[0].id: {**base_cfg, "offers": p[0].sandbox_offers} for p in plans}
-        limits_d = asdict(limits)
+        for ap, t in todo.todo():
+            log.info("%s/%s: to grade (%s)", t.job.student, ap.assignment.id, t.why)
         bar = None
-        if progress and total:
+        if progress and todo.total:
             from tqdm import tqdm
 
-            bar = tqdm(total=total, desc="autograde", unit="nb", file=sys.stderr)
+            bar = tqdm(total=todo.total, desc="autograde", unit="nb", file=sys.stderr)
 
-        def done(a, source_nb, max_score, reference, job, result, err):
+        def done(ap: AssignmentPlan, job: Job, result: dict | None, err: str | None) -> None:
             # A RecordingError (disk full, read-only course) stops the whole run; anything
             # about this one submission is its reported problem and the run goes on.
             try:
-                score, status = _finish(course, gb, a, source_nb, max_score, reference, job, result, err)
+                score, status = record(course, gb, ap, job, result, err)
             except NotGraded as why:
-                log.warning("%s/%s not graded: %s", job.student, a.id, why)
+                log.warning("%s/%s not graded: %s", job.student, ap.assignment.id, why)
                 score, status = 0.0, "error"
-                summary.problems[(job.student, a.id)] = str(why)
-            summary.graded.append((job.student, a.id, score, status))
+                summary.problems[(job.student, ap.assignment.id)] = str(why)
+            summary.graded.append((job.student, ap.assignment.id, score, status))
             if bar:
                 bar.update(1)
 
-        for p in plans:  # bad submissions: zero with the reason, no sandbox needed
-            for j in p[-1]:
-                if j.reason is not None:
-                    done(p[0], p[1], p[2], p[3], j, None, None)
-        tasks = [
-            Task(f"grade-{p[0].id}-{i}-{j.sha256[:12]}",
-                 (j.nb_text, [(q.grade_id, q.code) for q in p[0].parts], p[4], limits_d, cfgs[p[0].id]), (p, j))
-            for i, (p, j) in enumerate((p, j) for p in plans for j in p[-1] if j.reason is None)
-        ]
-
-        def task_done(t: Task, res, err):
-            plan, j = t.payload
-            done(plan[0], plan[1], plan[2], plan[3], j, res, err)
-
-        if serial or not tasks:
-            run_serial(tasks, task_done)
-        elif scheduler:
-            with remote_client(scheduler, tls or TLSFiles(), trusted_network=trusted_network,
-                               worker_wait=worker_wait, echo=echo) as client:
-                run_dask(client, tasks, task_done)
-        else:
-            with local_cluster(workers or os.cpu_count() or 1) as (client, _):
-                run_dask(client, tasks, task_done)
+        run(todo, done, limits=limits, cache=cache, warm_cache=warm_cache, serial=serial, workers=workers,
+            scheduler=scheduler, tls=tls, trusted_network=trusted_network, worker_wait=worker_wait, echo=echo)
         if bar:
             bar.close()
         summary.csv = course / "grades.csv"

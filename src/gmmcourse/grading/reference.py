@@ -20,7 +20,7 @@ from gmmcourse.grading.sandbox import REPO_ROOT
 from gmmcourse.grading.spec import Assignment, GradingError
 
 __all__ = ["REF_CHAINS", "REF_SAMPLES", "REF_WARMUP", "REF_SEED", "f64", "posterior", "posterior_summary", "cached",
-           "fresh_inputs", "inputs_key"]
+           "fresh_inputs", "inputs_key", "Hidden"]
 
 REF_CHAINS = 8
 REF_SAMPLES = 2500
@@ -146,36 +146,105 @@ class _Deferred(Mapping):
         return len(self._get())
 
 
-def cached(a: Assignment, course: Path) -> tuple[Any, str]:
-    """The assignment's reference, cached in ``<course>/.cache/`` by the version of the code
-    that computes it (the course package's sources), and the sha256 of its values.
+def _code_key(a: Assignment) -> str:
+    """The version of the code that computes ``a``'s inputs and reference: the course
+    package's sources, the reference function and the numerical libraries' versions (files
+    read, nothing imported)."""
+    import importlib.metadata
 
-    Where the inputs are drawn fresh each run (`fresh_inputs`), the reference of this run's
-    draw is computed, never cached, and its key is that of the code (`inputs_key` and the
-    sources): the same in every run with no change."""
     code = hashlib.sha256(a.id.encode())
     for f in sorted(Path(REPO_ROOT / "src" / "gmmcourse").rglob("*.py")):
         code.update(f.relative_to(REPO_ROOT).as_posix().encode() + b"\0" + f.read_bytes())
     code.update(source_of(a.reference).encode())
-    if _fresh(a) is not None:
-        code.update(inputs_key(a).encode())
-        return _Deferred(a.reference), "fresh-" + code.hexdigest()
-    path = course / ".cache" / f"reference-{a.id}-{code.hexdigest()[:20]}.json"
+    for name in ("numpy", "jax", "jaxlib", "genjax"):
+        try:
+            code.update(f"{name}={importlib.metadata.version(name)}\0".encode())
+        except importlib.metadata.PackageNotFoundError:
+            code.update(f"{name}=none\0".encode())
+    return code.hexdigest()
+
+
+def _read(path: Path) -> str | None:
     try:
         text = path.read_text()
-        return json.loads(text), hashlib.sha256(text.encode()).hexdigest()
+        json.loads(text)
+        return text
     except (OSError, ValueError):
-        pass
-    value = a.reference()
-    try:
-        text = json.dumps(value, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError):  # not plain data: not cached, keyed by its repr
-        return value, hashlib.sha256(repr(value).encode()).hexdigest()
+        return None
+
+
+def _keep(path: Path, prefix: str, text: str) -> None:
+    """Write ``text`` to the cache (replacing older versions); a cache that cannot be
+    written only costs a recomputation next time."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        for old in path.parent.glob(f"reference-{a.id}-*.json"):
+        for old in path.parent.glob(f"{prefix}-*.json"):
             old.unlink(missing_ok=True)
         atomic_write(path, text)
     except OSError:
         pass
-    return json.loads(text), hashlib.sha256(text.encode()).hexdigest()
+
+
+_UNSET = object()
+
+
+class Hidden:
+    """An assignment's hidden inputs and reference for one grading run.
+
+    The keys (what the regrade fingerprint hashes) are cheap where the course's cache holds
+    this version of the code's values: a run that grades nothing computes nothing (no JAX,
+    no sampler). The values come on first use: `inputs_json` for the sandboxes, `reference`
+    for the checks. Where the inputs are drawn fresh each run (`fresh_inputs`), nothing is
+    cached and the keys are those of the code."""
+
+    def __init__(self, a: Assignment, course: Path):
+        self.assignment = a
+        code = _code_key(a)
+        self._inputs_text: str | None = None
+        self._reference: Any = _UNSET
+        if _fresh(a) is not None:
+            self.inputs_key = inputs_key(a)
+            self.reference_key = "fresh-" + hashlib.sha256((code + self.inputs_key).encode()).hexdigest()
+            self._reference = _Deferred(a.reference)
+            return
+        cache = Path(course) / ".cache"
+        ipath = cache / f"inputs-{a.id}-{code[:20]}.json"
+        self._inputs_text = _read(ipath)
+        if self._inputs_text is None:
+            self._inputs_text = json.dumps(a.inputs(), allow_nan=False)
+            _keep(ipath, f"inputs-{a.id}", self._inputs_text)
+        # the inputs' own JSON with sorted keys, as `inputs_key` writes it
+        self.inputs_key = json.dumps(json.loads(self._inputs_text), sort_keys=True, allow_nan=False)
+        rpath = cache / f"reference-{a.id}-{code[:20]}.json"
+        text = _read(rpath)
+        if text is None:
+            value = a.reference()
+            try:
+                text = json.dumps(value, sort_keys=True, allow_nan=False)
+            except (TypeError, ValueError):  # not plain data: not cached, keyed by its repr
+                self._reference = value
+                self.reference_key = hashlib.sha256(repr(value).encode()).hexdigest()
+                return
+            _keep(rpath, f"reference-{a.id}", text)
+        self._reference_text = text
+        self.reference_key = hashlib.sha256(text.encode()).hexdigest()
+
+    def inputs_json(self) -> str:
+        """The inputs sent into every sandbox (JSON text)."""
+        if self._inputs_text is None:  # drawn fresh: this run's draw
+            self._inputs_text = json.dumps(self.assignment.inputs(), allow_nan=False)
+        return self._inputs_text
+
+    def reference(self) -> Any:
+        """The reference values the checks compare with."""
+        if self._reference is _UNSET:
+            self._reference = json.loads(self._reference_text)
+        return self._reference
+
+
+def cached(a: Assignment, course: Path) -> tuple[Any, str]:
+    """The assignment's reference (`Hidden`: cached in ``<course>/.cache/`` by the version of
+    the code that computes it) and its key: the sha256 of its values, or for inputs drawn
+    fresh each run the key of the code (the same in every run with no change)."""
+    h = Hidden(a, course)
+    return h.reference(), h.reference_key

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .cgroups import sigkill
+from .sandbox import Limits
 from .spec import GradingError, sanitize
 
 __all__ = ["Task", "TLSFiles", "grade_task", "run_serial", "run_dask", "local_cluster", "check_scheduler",
@@ -50,8 +51,9 @@ class TLSFiles:
     key: str | None = None
 
 
-def grade_task(nb_text: str, exports, inputs_json: str, limits: dict, cfg: dict) -> dict:
-    """Run one submission in its sandbox (on a Dask worker, or here with ``--serial``).
+def grade_task(nb_text: str, exports, inputs_json: str, limits: Limits, cfg: dict) -> dict:
+    """Run one submission in its sandbox (on a Dask worker, or here with ``--serial``), under
+    ``limits`` (the `Limits` dataclass itself travels to the worker, pickled).
 
     Whatever goes wrong comes back as plain data (``{"infra_error": reason}``), never as an
     exception: an exception crossing from a worker must be pickled, and one that cannot be
