@@ -26,6 +26,7 @@ __all__ = [
     "bento_model",
     "gmm",
     "gmm_choices",
+    "mixture_choices",
     "gmm_params",
     "observations",
 ]
@@ -118,22 +119,28 @@ def observations(x) -> dict:
     return {"points": {"x": jnp.asarray(x)}}
 
 
+def mixture_choices(params: dict, weights, k: int, z=None, x=None) -> dict:
+    """A mixture model's choice map: the component parameters' choices `params`, ``"weights"``
+    when `k` > 1 (a one-component mixture's weight is the constant 1, not a choice), and
+    ``"points"`` holding the assignments ``"z"`` and observations ``"x"`` that are given.
+
+    `gmm_choices` and `gmmcourse.multivariate_model.mvn_choices` build their maps with it.
+    """
+    choices = dict(params)
+    if k > 1:
+        choices["weights"] = jnp.asarray(weights)
+    points = {name: jnp.asarray(v) for name, v in (("z", z), ("x", x)) if v is not None}
+    if points:
+        choices["points"] = points
+    return choices
+
+
 def gmm_choices(weights, means, sds, z=None, x=None) -> dict:
     """A choice map of `gmm` with the given parameters, and assignments/observations if given.
 
     For K = 1 there is no ``"weights"`` choice (the weight is the constant 1).
     """
-    choices = {"means": jnp.asarray(means), "sds": jnp.asarray(sds)}
-    if jnp.shape(means)[0] > 1:
-        choices["weights"] = jnp.asarray(weights)
-    points = {}
-    if z is not None:
-        points["z"] = jnp.asarray(z)
-    if x is not None:
-        points["x"] = jnp.asarray(x)
-    if points:
-        choices["points"] = points
-    return choices
+    return mixture_choices({"means": jnp.asarray(means), "sds": jnp.asarray(sds)}, weights, jnp.shape(means)[0], z, x)
 
 
 def gmm_params(choices) -> tuple:

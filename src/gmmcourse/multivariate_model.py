@@ -25,6 +25,7 @@ from genjax.pjax import wrap_logpdf, wrap_sampler
 from jax.scipy.special import multigammaln
 
 from gmmcourse.gamma import gamma
+from gmmcourse.models import mixture_choices
 
 __all__ = [
     "NIWPrior",
@@ -214,15 +215,9 @@ def mvn_gmm(n: Const[int], k: Const[int], prior: NIWPrior):
 
 
 def mvn_choices(weights, means, covs, z=None, x=None) -> dict:
-    """A choice map of `mvn_gmm` with the given parameters, and assignments/observations if given."""
-    choices = {"components": {"mean": jnp.asarray(means), "cov": jnp.asarray(covs)}}
-    if jnp.shape(weights)[0] > 1:
-        choices["weights"] = jnp.asarray(weights)
-    points = {}
-    if z is not None:
-        points["z"] = jnp.asarray(z)
-    if x is not None:
-        points["x"] = jnp.asarray(x)
-    if points:
-        choices["points"] = points
-    return choices
+    """A choice map of `mvn_gmm` with the given parameters, and assignments/observations if given.
+
+    For K = 1 there is no ``"weights"`` choice (the weight is the constant 1).
+    """
+    components = {"components": {"mean": jnp.asarray(means), "cov": jnp.asarray(covs)}}
+    return mixture_choices(components, weights, jnp.shape(weights)[0], z, x)
