@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from common import alternate, write
 from gmmcourse.data import COFFEE_CAFFEINE
-from gmmcourse.gibbs import _run_chain, permutations
+from gmmcourse.sweep import permutations, run_chain
 from gmmcourse.models import COFFEE_PRIOR, as_prior
 from gmmcourse.plain import run_plain_chain
 
@@ -33,8 +33,8 @@ def main(rounds: int = ROUNDS) -> dict:
     # permutation only (its relabelling step then picks it at no cost); with all 3! = 6
     # permutations it is timed too (relabelling is not GenJAX's cost, but it is the sampler's)
     identity = jnp.arange(3, dtype=perms.dtype)[None, :]
-    gen_fn = jax.jit(jax.vmap(lambda k: _run_chain(k, x, p, jnp.zeros(3), jnp.ones(3), identity, WARMUP, SAMPLES, 2)))
-    relabel_fn = jax.jit(jax.vmap(lambda k: _run_chain(k, x, p, jnp.zeros(3), jnp.ones(3), perms, WARMUP, SAMPLES, 2)))
+    gen_fn = jax.jit(jax.vmap(lambda k: run_chain(k, x, p, jnp.zeros(3), jnp.ones(3), identity, WARMUP, SAMPLES, 2)))
+    relabel_fn = jax.jit(jax.vmap(lambda k: run_chain(k, x, p, jnp.zeros(3), jnp.ones(3), perms, WARMUP, SAMPLES, 2)))
     plain_fn = jax.jit(jax.vmap(lambda k: run_plain_chain(k, x, p, WARMUP, SAMPLES, 2)))
     for fn in (gen_fn, relabel_fn, plain_fn):
         jax.block_until_ready(fn(keys))

@@ -11,8 +11,9 @@ import numpy as np
 
 from common import best_time, write
 from gmmcourse.data import COFFEE_CAFFEINE
-from gmmcourse.gibbs import _relabel, permutations, posterior
+from gmmcourse.gibbs import posterior
 from gmmcourse.models import COFFEE_PRIOR
+from gmmcourse.sweep import permutations, relabel
 
 CHAINS, SAMPLES, WARMUP = 4, 1000, 200
 
@@ -47,11 +48,11 @@ def numpyro_run(seed=0):
     return tuple(np.asarray(s[a]) for a in ("weights", "means", "sds"))
 
 
-def relabel(draws, pivot):
+def relabel_draws(draws, pivot):
     """The package's relabelling applied to NumPyro's draws (same pivot)."""
     w, m, s = draws
     perms = jnp.asarray(permutations(3))
-    perm = jax.vmap(jax.vmap(lambda mm: _relabel(mm, jnp.asarray(pivot.means, jnp.float32), jnp.asarray(pivot.sds, jnp.float32), perms)))(jnp.asarray(m))
+    perm = jax.vmap(jax.vmap(lambda mm: relabel(mm, jnp.asarray(pivot.means, jnp.float32), jnp.asarray(pivot.sds, jnp.float32), perms)))(jnp.asarray(m))
     take = lambda a: np.take_along_axis(a, np.asarray(perm), axis=-1)
     return take(w), take(m), take(s)
 
@@ -87,7 +88,7 @@ def main() -> dict:
 
     t = time.perf_counter(); draws = numpyro_run(); nuts_cold = time.perf_counter() - t
     nuts_warm = best_time(lambda: numpyro_run(1), 2)
-    ess_nuts = min_ess(*relabel(draws, post.pivot))
+    ess_nuts = min_ess(*relabel_draws(draws, post.pivot))
 
     gibbs_nocache = cold_without_cache("gibbs_run")
     nuts_nocache = cold_without_cache("numpyro_run")

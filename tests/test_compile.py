@@ -20,9 +20,10 @@ from gmmcourse import GMMPrior, bic_table, posterior
 
 shapes = importlib.import_module("gmmcourse.shapes")
 _em_restarts = importlib.import_module("gmmcourse.em")._em_restarts
-_gibbs = importlib.import_module("gmmcourse.gibbs")
-_run_chain, _run_chunk, _start_chains, permutations = (
-    _gibbs._run_chain, _gibbs._run_chunk, _gibbs._start_chains, _gibbs.permutations)
+sweep = importlib.import_module("gmmcourse.sweep")
+chains = importlib.import_module("gmmcourse.chains")
+run_chain, permutations = sweep.run_chain, sweep.permutations
+run_chunk, start_chains = chains.run_chunk, chains.start_chains
 as_prior = importlib.import_module("gmmcourse.models").as_prior
 programs = importlib.import_module("gmmcourse.programs")
 
@@ -97,7 +98,7 @@ def test_padded_posterior_is_the_unpadded_chain(n, chains, warmup, samples):
     post = posterior(x, 2, prior=PRIOR2, num_chains=chains, num_warmup=warmup, num_samples=samples, seed=5)
     p = as_prior(PRIOR2, jnp.float32)
     keys = jax.random.split(jax.random.key(5), chains)
-    run = jax.vmap(lambda key: _run_chain(key, jnp.asarray(x, jnp.float32), p, jnp.asarray(post.pivot.means, jnp.float32),
+    run = jax.vmap(lambda key: run_chain(key, jnp.asarray(x, jnp.float32), p, jnp.asarray(post.pivot.means, jnp.float32),
                                           jnp.asarray(np.maximum(post.pivot.sds, 1e-6 * max(np.std(x), 1.0)), jnp.float32),
                                           jnp.asarray(permutations(2)), warmup, samples, 2))
     (raw, relabelled, lj), probs = run(keys)
@@ -123,7 +124,7 @@ def test_compiles_once_per_bucket():
     (em), other restarts, chains, warm-up and sample counts lower no new program at all."""
     posterior(data(20), 2, prior=PRIOR2, num_chains=4, num_samples=100, seed=0)
     em(data(20), 4, restarts=5)
-    sizes = {"em": _em_restarts._cache_size(), "start": _start_chains._cache_size(), "chunk": _run_chunk._cache_size()}
+    sizes = {"em": _em_restarts._cache_size(), "start": start_chains._cache_size(), "chunk": run_chunk._cache_size()}
     with count_lowerings() as count:
         for i, n in enumerate((7, 13, 25, 31, 32)):
             x = data(n, seed=i)
@@ -133,8 +134,8 @@ def test_compiles_once_per_bucket():
             assert post.means.shape == (1 + i, 50 + 70 * i, 2)
         bic_table(data(29), 6)
     assert count["n"] == 0
-    assert sizes == {"em": _em_restarts._cache_size(), "start": _start_chains._cache_size(),
-                     "chunk": _run_chunk._cache_size()}
+    assert sizes == {"em": _em_restarts._cache_size(), "start": start_chains._cache_size(),
+                     "chunk": run_chunk._cache_size()}
 
 
 def test_em_compiles_once_for_all_small_data():
@@ -166,10 +167,10 @@ def test_the_counter_counts():
     with count_lowerings() as count:
         em(x, 2, restarts=2)
     assert count["n"] >= 1 and _em_restarts._cache_size() == before + 1
-    before = _run_chunk._cache_size()
+    before = run_chunk._cache_size()
     with count_lowerings() as count:
         posterior(data(20), 2, prior=PRIOR2, num_chains=1, num_samples=10, num_mh=3, seed=0)
-    assert count["n"] >= 1 and _run_chunk._cache_size() == before + 1
+    assert count["n"] >= 1 and run_chunk._cache_size() == before + 1
 
 
 # Warm-up is about programs a *later process* finds: the check runs in fresh processes (the

@@ -10,7 +10,7 @@ from scipy import stats
 from conftest import MC_Z, mc_close
 from gmmcourse import BENTO_PRIOR, BENTO_WEIGHTS, COFFEE_CAFFEINE, COFFEE_PRIOR, GMMPrior, posterior
 from gmmcourse.exact import exact_posterior
-from gmmcourse.gibbs import _run_chain, permutations
+from gmmcourse.sweep import permutations, run_chain
 from gmmcourse.models import as_prior, gmm
 
 TINY_X = np.array([-2.1, -1.7, -2.5, 1.9, 2.4, 2.0, 0.3])
@@ -80,7 +80,7 @@ def test_simulation_based_calibration():
     sims = jax.vmap(lambda key: seed(gmm.simulate)(key, const(n), p).get_choices())(keys)
     xs = sims["points"]["x"]
     perms = jnp.asarray(permutations(k))
-    run = jax.jit(jax.vmap(lambda key, x: _run_chain(key, x, p, jnp.zeros(k), jnp.ones(k), perms, 100, M * thin, 2)))
+    run = jax.jit(jax.vmap(lambda key, x: run_chain(key, x, p, jnp.zeros(k), jnp.ones(k), perms, 100, M * thin, 2)))
     (raw, _, _), _ = run(jax.random.split(jax.random.key(7), L), xs)
     w, m, s = (np.asarray(a)[:, ::thin] for a in raw)  # (L, M, K)
 
@@ -148,14 +148,13 @@ def test_genjax_sampler_is_exactly_the_plain_jax_kernel():
     """Same keys, same draws: the GenJAX-driven sweep (assess-enumerated z, trace update)
     and the hand-written plain-JAX sweep are the same Markov chain, and the trace score is
     the hand-computed log joint."""
-    from gmmcourse.gibbs import _run_chain
     from gmmcourse.plain import run_plain_chain
 
     p = as_prior(COFFEE_PRIOR)
     x = jnp.asarray(COFFEE_CAFFEINE, jnp.float32)
     perms = jnp.asarray(permutations(3))
     key = jax.random.key(42)
-    (raw, _, lj), probs = _run_chain(key, x, p, jnp.zeros(3), jnp.ones(3), perms, 20, 50, 2)
+    (raw, _, lj), probs = run_chain(key, x, p, jnp.zeros(3), jnp.ones(3), perms, 20, 50, 2)
     draws, lj_plain, _ = run_plain_chain(key, x, p, 20, 50, 2)
     for a, b in zip(raw, draws):
         np.testing.assert_allclose(a, b, rtol=1e-5)
@@ -166,7 +165,7 @@ def test_draw_z_frequencies():
     """The z draw (Gumbel-max): frequencies match the conditional probabilities (within 5
     binomial standard errors, several seeds), a component of probability 0 is never drawn,
     and the draw does not depend on the table's scale (log-probabilities shifted by 1e3)."""
-    from gmmcourse.gibbs import draw_z
+    from gmmcourse.sweep import draw_z
 
     p = np.array([0.2, 0.5, 0.3, 0.0])
     n = 100_000

@@ -123,8 +123,8 @@ def test_a_fresh_process_loads_the_sampler_and_draws_the_same(tmp_path):
     and the draws are the same as with no cache at all."""
     first = run_posterior("export", tmp_path)
     names = sorted(p.name.split("-")[0] for p in (tmp_path / programs.SUBDIR).glob("*.jaxexport"))
-    assert names == ["gmmcourse.em._em_restarts[small]", "gmmcourse.gibbs._run_chunk[small]",
-                     "gmmcourse.gibbs._start_chains[small]"]
+    assert names == ["gmmcourse.chains.run_chunk[small]", "gmmcourse.chains.start_chains[small]",
+                     "gmmcourse.em._em_restarts[small]"]
     loaded = run_posterior("load", tmp_path)
     uncached = run_posterior("export", None)
     assert first == loaded == uncached
@@ -178,3 +178,104 @@ def test_the_sandbox_loads_what_the_warm_up_kept(tmp_path):
 
     here = posterior(np.linspace(-2, 2, 21) ** 3, 2, num_chains=2, num_samples=30, num_warmup=10, seed=4)
     np.testing.assert_allclose(here.means, np.asarray(student), rtol=1e-5)
+
+
+# The package's one thread pool (gmmcourse.programs.start / parallel_map / detach)
+
+
+@pytest.fixture
+def one_thread_pool(monkeypatch):
+    """A pool of one thread in place of the package's: the tightest a machine can give."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-pool", initializer=programs._mark_worker)
+    monkeypatch.setattr(programs, "_POOL", pool)
+    yield pool
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def finishes(fn, timeout=60.0):
+    """fn() in a daemon thread: (finished within `timeout`, its result)."""
+    import threading
+
+    out = {}
+    worker = threading.Thread(target=lambda: out.setdefault("value", fn()), daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return not worker.is_alive(), out.get("value")
+
+
+def test_pool_tasks_that_wait_for_pool_work_never_deadlock(one_thread_pool):
+    """loo_table's shape: every K is a pool task that starts work (building programs) and
+    maps work (chain groups) over the same bounded pool and waits for both. In a pool of
+    one thread a task waiting for work queued behind it would wait forever; the pool's
+    own threads run such work at once instead."""
+
+    def inner(i):
+        return i * i
+
+    def outer(i):
+        built = programs.start(inner, i)
+        return built.result() + sum(programs.parallel_map(inner, range(i + 2)))
+
+    done, value = finishes(lambda: programs.parallel_map(outer, range(4)))
+    assert done, "a pool task waiting for pool work deadlocked"
+    assert value == [i * i + sum(j * j for j in range(i + 2)) for i in range(4)]
+
+
+def test_start_in_a_pool_thread_raises_where_the_result_is_asked(one_thread_pool):
+    def fails():
+        raise ValueError("in the task")
+
+    def outer(_):
+        future = programs.start(fails)
+        with pytest.raises(ValueError, match="in the task"):
+            future.result()
+        return True
+
+    assert programs.parallel_map(outer, [0, 1]) == [True, True]
+    with pytest.raises(ValueError, match="in the task"):
+        programs.start(fails).result()  # from outside the pool, as well
+
+
+def test_one_small_pool_sized_by_the_usable_cores():
+    """The pool follows the CPU affinity, at most MAX_THREADS threads, and stays far below the
+    grading sandbox's cap on processes and threads; a posterior with chain groups side by
+    side and loo_table's K in threads start no thread outside it."""
+    import threading
+
+    from gmmcourse.grading.sandbox import Limits
+
+    assert programs.pool_size() == min(len(os.sched_getaffinity(0)), programs.MAX_THREADS) >= 1
+    assert programs.MAX_THREADS * 4 <= Limits().max_pids  # room for XLA's threads and the kernel's own
+    from gmmcourse import loo_table, posterior
+
+    before = {t.ident for t in threading.enumerate()}
+    posterior(np.linspace(-2, 2, 40) ** 3, 2, num_chains=5, num_samples=5, num_warmup=0, seed=0)
+    loo_table(np.linspace(-2, 2, 21) ** 3, 2, num_chains=2, num_samples=200)
+    ours = [t.name for t in threading.enumerate() if t.name.startswith("gmmcourse")]
+    assert 1 <= len(ours) <= programs.pool_size() and all(n.startswith("gmmcourse_") for n in ours), ours
+    pools = [t.name for t in threading.enumerate() if t.ident not in before and "ThreadPoolExecutor" in t.name]
+    assert pools == [], pools  # no pool of its own per call
+
+
+def test_posterior_validates_and_pads_the_data_once(monkeypatch):
+    """On its way to the chains' programs `x` is checked once and padded once (the chains'
+    start and sweep chunks, prepared and run, share the padded copy)."""
+    from gmmcourse import gibbs
+
+    calls = {"check_data": 0, "pad": 0}
+
+    def counted(name, fn):
+        def wrapper(*a, **k):
+            calls[name] += 1
+            return fn(*a, **k)
+        return wrapper
+
+    monkeypatch.setattr(gibbs, "check_data", counted("check_data", gibbs.check_data))
+    monkeypatch.setattr(gibbs, "pad", counted("pad", gibbs.pad))
+    post = gibbs.posterior(np.linspace(-2, 2, 21) ** 3, 2, num_chains=2, num_samples=5, num_warmup=0, seed=0)
+    assert calls == {"check_data": 1, "pad": 1} and post.means.shape == (2, 5, 2)
+    import gmmcourse.chains as chains
+
+    assert not hasattr(chains, "pad") and not hasattr(chains, "check_data")  # the chains take padded data

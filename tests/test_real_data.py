@@ -1,5 +1,5 @@
-"""The Old Faithful data and the label-free posterior summaries (`gibbs.co_clustering`,
-`gibbs.predictive_density`, `gibbs.draw_assignment_probs`) against exact answers."""
+"""The Old Faithful data and the label-free posterior summaries (`summaries.co_clustering`,
+`summaries.predictive_density`, `summaries.draw_assignment_probs`) against exact answers."""
 
 import arviz as az
 import jax.numpy as jnp
@@ -10,7 +10,7 @@ from conftest import MC_Z, mc_close
 from gmmcourse import GMMPrior, posterior
 from gmmcourse.data import FAITHFUL_ERUPTIONS
 from gmmcourse.exact import exact_posterior, exact_predictive
-from gmmcourse.gibbs import co_clustering, draw_assignment_probs, predictive_density
+from gmmcourse.summaries import co_clustering, draw_assignment_probs, predictive_density
 
 TINY_X = np.array([-2.1, -1.7, -2.5, 1.9, 2.4, 2.0, 0.3])
 TINY_PRIOR = GMMPrior(jnp.array([-2.0, 2.0]), 1.0)

@@ -10,7 +10,7 @@ from scipy.special import logsumexp
 from conftest import MC_Z
 from gmmcourse import GMMPrior, posterior
 from gmmcourse.exact import enumerate_exact, log_evidence
-from gmmcourse.gibbs import sd_log_target
+from gmmcourse.sweep import sd_log_target
 
 TIED = np.array([-2.0, -2.0, -2.0, -2.3, -1.8, 2.0, 2.0, 2.4, 1.7])
 TIED_PRIOR = GMMPrior(jnp.array([-2.0, 2.0]), 1.0)

@@ -68,7 +68,7 @@ def test_the_sandbox_offers_exactly_what_the_assignment_names(aid, hidden_pyc, t
     offered = list(distributions(a.sandbox_offers)) + [f"gmmcourse.{m}" for m in sorted(offered_mods)]
     cache = tmp_path / "jax"
     (cache / "gmmcourse-programs").mkdir(parents=True)
-    (cache / "gmmcourse-programs" / "gmmcourse.gibbs._run_chunk-x.jaxexport").write_bytes(b"reference program")
+    (cache / "gmmcourse-programs" / "gmmcourse.chains.run_chunk-x.jaxexport").write_bytes(b"reference program")
     host = [os.path.join(sys.base_prefix, "lib", f"python{sys.version_info.major}.{sys.version_info.minor}", "site-packages"),
             "/usr/lib/python3/dist-packages"]
     code = (PROBE.replace("NAMES", repr(offered + NOT_OFFERED + [f"gmmcourse.{m}" for m in hidden_mods]))
@@ -85,7 +85,7 @@ def test_the_sandbox_offers_exactly_what_the_assignment_names(aid, hidden_pyc, t
     if offered_mods:  # only the offered modules' files (and their own compiled files)
         names = set(res["package"]) - {"__pycache__"}
         assert names == {f"{m}.py" for m in offered_mods | {"__init__"}}, (aid, names)
-        assert res["programs"] == ["gmmcourse.gibbs._run_chunk-x.jaxexport"]  # it runs the reference sampler
+        assert res["programs"] == ["gmmcourse.chains.run_chunk-x.jaxexport"]  # it runs the reference sampler
     else:
         assert res["package"] is None, (aid, res["package"])
         assert res["programs"] == [], (aid, res["programs"])  # the course's compiled programs are not there

@@ -1,4 +1,4 @@
-"""The sd update of the Gibbs sampler (`gibbs.update_params`, `gibbs.sd_proposal`).
+"""The sd update of the Gibbs sampler (`sweep.update_params`, `sweep.sd_proposal`).
 
 The earlier sd step (independence MH with the flat-prior conditional as proposal) stalled
 when the data pulled an sd into the tail of its Gamma prior: one Gaussian for both bento
@@ -18,7 +18,7 @@ from scipy.special import logsumexp
 from conftest import mc_close
 from gmmcourse import BENTO_WEIGHTS, GMMPrior, posterior
 from gmmcourse.exact import enumerate_exact
-from gmmcourse.gibbs import sd_proposal, update_params
+from gmmcourse.sweep import sd_proposal, update_params
 from gmmcourse.models import as_prior, bento_prior
 from gmmcourse.precision import x64_context
 

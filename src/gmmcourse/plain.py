@@ -1,10 +1,10 @@
-"""The same Gibbs kernel as `gmmcourse.gibbs`, written in plain JAX without GenJAX.
+"""The same Gibbs kernel as `gmmcourse.sweep`, written in plain JAX without GenJAX.
 
 It exists to measure what GenJAX's trace machinery costs (benchmarks) and to check that
 the GenJAX sampler is exactly this algorithm (tests: same keys, same draws). The
-start, the z draw and the parameter updates are shared (`gmmcourse.gibbs.init_params`,
+start, the z draw and the parameter updates are shared (`gmmcourse.sweep.init_params`,
 `draw_z`, `update_params`); only the two places
-where `gibbs` uses the model -- the (K, N) table of log p(z_i = k, x_i | params) and the
+where `sweep` uses the model -- the (K, N) table of log p(z_i = k, x_i | params) and the
 log joint density -- are written by hand here.
 """
 
@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jax.scipy.special import gammaln
 from jax.scipy.stats import gamma, norm
 
-from gmmcourse.gibbs import draw_z, init_params, update_params
+from gmmcourse.sweep import draw_z, init_params, update_params
 
 __all__ = ["plain_sweep", "plain_log_joint", "run_plain_chain"]
 
@@ -34,7 +34,7 @@ def plain_log_joint(x, weights, means, sds, z, prior):
 
 
 def plain_sweep(key, state, x, prior, num_mh=2):
-    """One sweep on a state (weights, means, sds, z); same random calls as `gibbs.sweep`."""
+    """One sweep on a state (weights, means, sds, z); same random calls as `sweep.sweep`."""
     weights, means, sds, _ = state
     kz, kp = jax.random.split(key)
     table = jnp.log(weights)[:, None] + norm.logpdf(x[None, :], means[:, None], sds[:, None])
@@ -45,7 +45,7 @@ def plain_sweep(key, state, x, prior, num_mh=2):
 
 @partial(jax.jit, static_argnames=("num_warmup", "num_samples", "num_mh"))
 def run_plain_chain(key, x, prior, num_warmup, num_samples, num_mh=2):
-    """Warm-up then sampling in one scan, like `gibbs._run_chain` (without relabelling);
+    """Warm-up then sampling in one scan, like `sweep.run_chain` (without relabelling);
     returns the draws (weights, means, sds), log joint densities, and the mean assignment
     probabilities."""
     kinit, krun = jax.random.split(key)
@@ -54,7 +54,7 @@ def run_plain_chain(key, x, prior, num_warmup, num_samples, num_mh=2):
 
     def step(carry, i):
         state, prob_sum = carry
-        # sweep i's key: fold_in(krun, i) = split(krun, total)[i], as in gibbs._scan_sweeps
+        # sweep i's key: fold_in(krun, i) = split(krun, total)[i], as in sweep.scan_sweeps
         state, probs = plain_sweep(jax.random.fold_in(krun, i), state, x, prior, num_mh)
         prob_sum = prob_sum + jnp.where(i >= num_warmup, probs, 0.0)
         return (state, prob_sum), (state[:3], plain_log_joint(x, *state, prior))

@@ -19,6 +19,19 @@ does not depend on whether the file existed.
 
 Accelerators use plain `jax.jit` (tracing is a small part of their first call, and
 `jax.export` accepts only custom calls it knows to be stable).
+
+**The package's one thread pool.** Work that overlaps other work -- compiling a prepared
+program (`exported_jit.prepare`), building the chains' programs while EM runs, chain groups
+side by side (`gmmcourse.chains`), the K of `gmmcourse.selection.loo_table` -- runs in one
+module-level pool, created on first use, of `pool_size` threads: the usable cores
+(`os.sched_getaffinity`), at most `MAX_THREADS`. Every thread counts against the grading
+sandbox's process limit (`gmmcourse.grading.sandbox.Limits.max_pids`, 64 processes and
+threads together, XLA's own threads included), so the pool is small and never grows.
+Work is handed to it in two ways. `start` and `parallel_map` return what the caller waits
+for; called from one of the pool's own threads they run the work at once in that thread
+(a pool task that waited for a task queued behind it in a bounded pool would wait forever:
+loo_table's K each call `posterior`, which builds and runs chains). `detach` submits work
+nobody waits for (a compilation that a later call finds done, or does itself).
 """
 
 from __future__ import annotations
@@ -29,18 +42,82 @@ import importlib.metadata
 import os
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import jax
 
-__all__ = ["code_version", "exported_jit", "program_dir"]
+__all__ = ["MAX_THREADS", "code_version", "detach", "exported_jit", "parallel_map", "pool_size", "program_dir",
+           "start", "usable_cores"]
 
 _PACKAGE = Path(__file__).resolve().parent
 SUBDIR = "gmmcourse-programs"
 _TRACE_LOCK = threading.RLock()
-_COMPILERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="gmmcourse-compile")
-"""Threads that compile prepared programs (`exported_jit.prepare`)."""
+MAX_THREADS = 4
+"""Most threads of the package's pool (the grading sandbox caps processes and threads)."""
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+_WORKER = threading.local()  # .in_pool: set in the pool's own threads
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS reports one)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):  # macOS and Windows have no sched_getaffinity
+        return max(os.cpu_count() or 1, 1)
+
+
+def pool_size() -> int:
+    """Threads of the package's pool: the usable cores, at most `MAX_THREADS`."""
+    return min(usable_cores(), MAX_THREADS)
+
+
+def _mark_worker() -> None:
+    _WORKER.in_pool = True
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The package's one thread pool, created on first use (see the module docstring)."""
+    global _POOL
+    if _POOL is None:
+        with _POOL_LOCK:
+            if _POOL is None:
+                _POOL = ThreadPoolExecutor(max_workers=pool_size(), thread_name_prefix="gmmcourse",
+                                           initializer=_mark_worker)
+    return _POOL
+
+
+def _in_pool() -> bool:
+    return getattr(_WORKER, "in_pool", False)
+
+
+def start(fn, *args) -> Future:
+    """Run `fn(*args)` in the pool and return its future; in one of the pool's own threads,
+    run it now, in that thread (its future is then done), so that waiting for it is safe."""
+    if not _in_pool():
+        return _pool().submit(fn, *args)
+    done: Future = Future()
+    try:
+        done.set_result(fn(*args))
+    except BaseException as e:  # raised where the caller asks for the result, as from the pool
+        done.set_exception(e)
+    return done
+
+
+def parallel_map(fn, items) -> list:
+    """[fn(item) for item in items], in the pool's threads side by side (in order); one item,
+    or a call from one of the pool's own threads, runs in the calling thread."""
+    items = list(items)
+    if len(items) <= 1 or _in_pool():
+        return [fn(item) for item in items]
+    return list(_pool().map(fn, items))
+
+
+def detach(fn, *args) -> None:
+    """Run `fn(*args)` in the pool, without waiting for it: nothing may wait for its result
+    (it must not raise; a later caller redoes or finds its work)."""
+    _pool().submit(fn, *args)
 
 
 @functools.cache
@@ -124,10 +201,10 @@ class exported_jit:
         """Start building the program for these arguments (arrays or `jax.ShapeDtypeStruct`s)
         without running it: trace and lower it (or load it) now, compile it in a background
         thread. Returns its output shapes, so that a caller can prepare the next program of
-        a chain while XLA compiles this one (`gmmcourse.gibbs` does, while EM runs)."""
+        a chain while XLA compiles this one (`gmmcourse.chains` does, while EM runs)."""
         _, sig = self._signature(args, static)
         lowered = self._lower(sig)
-        _COMPILERS.submit(self._compile_quietly, sig)
+        detach(self._compile_quietly, sig)
         if isinstance(lowered, jax.export.Exported):
             out = [jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=a.weak_type) for a in lowered.out_avals]
             return jax.tree.unflatten(lowered.out_tree, out)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -13,6 +11,7 @@ from scipy.stats import norm
 
 from gmmcourse.em import em
 from gmmcourse.models import GMMPrior
+from gmmcourse.programs import parallel_map
 from gmmcourse.validation import check_data, check_k
 
 __all__ = ["bic", "bic_table", "is_degenerate", "is_duplicated", "loo_table", "pointwise_log_likelihood"]
@@ -195,10 +194,9 @@ def loo_table(x, k_max: int = 5, *, loc: float | None = None, scale: float | Non
                      "max_pareto_k": float(np.max(np.asarray(res.pareto_k))),
                      "max_r_hat": float(post.diagnostics()["max_r_hat"])}
 
-    # the K are independent: threads overlap their compilation (or cache loads) and runs;
-    # every K's numbers are those of a call on its own
-    with ThreadPoolExecutor(max_workers=min(k_max, len(os.sched_getaffinity(0)))) as pool:
-        done = list(pool.map(one, range(1, k_max + 1)))
+    # the K are independent: the package's threads overlap their compilation (or cache loads)
+    # and runs; every K's numbers are those of a call on its own
+    done = parallel_map(one, range(1, k_max + 1))
     results = {row["k"]: res for res, row in done}
     rows = [row for _, row in done]
     table = pd.DataFrame(rows).set_index("k")

@@ -11,7 +11,8 @@ is reweighted by p(x | z, theta)^(beta_t - beta_{t-1}), the particles are resamp
 their effective sample size falls below half, and each particle is moved by Gibbs sweeps
 that leave pi_t invariant:
 
-* z_i ∝ w_k N(x_i; mu_k, sd_k)^beta, from the table of ``mixture_point.assess`` (GenJAX);
+* z_i ∝ w_k N(x_i; mu_k, sd_k)^beta, from the Gibbs sweep's table of ``mixture_point.assess``
+  (GenJAX, `gmmcourse.sweep.z_log_table`);
 * weights | z ~ Dirichlet(concentration + n_k) (the z prior is not tempered);
 * mu_k | z, sd ~ Normal with the likelihood's precision scaled by beta;
 * log sd_k by random-walk Metropolis-Hastings under Gamma(a, b) x tempered likelihood.
@@ -32,8 +33,9 @@ from genjax import const, seed
 from jax.scipy.special import logsumexp
 
 from gmmcourse.gamma import gamma
-from gmmcourse.models import GMMPrior, as_prior, gmm, gmm_params, mixture_point
+from gmmcourse.models import GMMPrior, as_prior, gmm, gmm_params
 from gmmcourse.precision import x64_context
+from gmmcourse.sweep import z_log_table
 from gmmcourse.validation import check_data, check_positive_int
 
 __all__ = ["SMCResult", "smc_log_evidence", "smc_co_clustering", "tempering_schedule"]
@@ -68,15 +70,10 @@ def tempering_schedule(num_steps: int, power: float = 4.0) -> np.ndarray:
 
 
 def _log_lik_table(x, weights, means, sds):
-    """log N(x_i; mu_k, sd_k), shape (K, N), from the GenJAX point model's `assess`."""
-    k = weights.shape[0]
-
-    def one(z, xi):
-        logp, _ = mixture_point.assess({"z": z, "x": xi}, weights, means, sds)
-        return logp
-
-    joint = jax.vmap(lambda z: jax.vmap(lambda xi: one(z, xi))(x))(jnp.arange(k))
-    return joint - jnp.log(weights)[:, None]
+    """log N(x_i; mu_k, sd_k), shape (K, N): the Gibbs sweep's table of
+    log p(z_i = k, x_i | parameters) (`gmmcourse.sweep.z_log_table`, the GenJAX point
+    model's `assess`) less log w_k."""
+    return z_log_table(x, weights, means, sds) - jnp.log(weights)[:, None]
 
 
 def _gibbs_move(key, x, state, beta, prior, num_mh):
