@@ -2,8 +2,9 @@
 
 Two measurements (both written to benchmarks/results/false_fail.json):
 
-1. The corpus of `tests/test_grading_fairness.py` -- correct submissions in several styles and
-   typical mistakes -- regenerated with CORPUS_SEEDS seeds (each seed re-runs every sampler):
+1. The corpus of `benchmarks/corpus/` (which tests/test_grading_fairness.py grades once) --
+   correct submissions in several styles and typical mistakes -- regenerated with CORPUS_SEEDS
+   seeds (each seed re-runs every sampler):
    for every correct case the share of seeds where some part lost points (false fail), for every
    mistake the share of seeds where each part it breaks lost exactly its stated points with a
    message naming the mistake (caught) and where a part it does not break lost points (collateral).
@@ -19,15 +20,14 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
 from common import write  # noqa: E402
+from corpus import categorization, coffee_blends, uncertainty  # noqa: E402
+from corpus.grading import grade, namespace, score, verdict_ok  # noqa: E402
 from gmmcourse.grading import checks  # noqa: E402
-from test_exercises import _coffee_answers, _namespace, score  # noqa: E402
-from test_grading_fairness import (categorization_cases, coffee_cases, grade,  # noqa: E402
-                                   uncertainty_base, uncertainty_cases, verdict_ok)
 
 PARTS = {
     "coffee_blends": ["coffee_posterior_means", "coffee_posterior_weights", "coffee_posterior_sds", "coffee_assignments"],
@@ -38,17 +38,17 @@ PARTS = {
 def corpus_rates(corpus_seeds: int, assignments=("categorization", "coffee_blends", "uncertainty")) -> dict:
     from gmmcourse.grading.assignments.categorization import ASSIGNMENT as CAT
 
-    unc = uncertainty_base() if "uncertainty" in assignments else None
+    unc = uncertainty.base_namespace() if "uncertainty" in assignments else None
     stats: dict = {}
     for seed in range(corpus_seeds):
         cases = []
         if "categorization" in assignments:
             CAT.inputs.redraw()  # categorize's hidden cases are drawn fresh in every grading run
-            cases += categorization_cases()
+            cases += categorization.cases()
         if "coffee_blends" in assignments:
-            cases += coffee_cases(seed)
+            cases += coffee_blends.cases(seed)
         if "uncertainty" in assignments:
-            cases += uncertainty_cases(unc, seed)
+            cases += uncertainty.cases(unc, seed)
         for case in cases:
             verdicts = grade(case)
             st = stats.setdefault(f"{case.aid}/{case.name}", {"assignment": case.aid, "kind": "correct" if case.correct else "mistake",
@@ -78,15 +78,15 @@ def corpus_rates(corpus_seeds: int, assignments=("categorization", "coffee_blend
 
 
 def minimum_sampler_rates(num_seeds: int) -> dict:
-    ns0 = _namespace("coffee_blends", {"setup", "gibbs_solution", "gibbs_given"})
-    un0 = _namespace("uncertainty", {"setup"})
+    ns0 = coffee_blends.sampler_namespace()
+    un0 = namespace("uncertainty", {"setup"})
     fails = {gid: 0 for gids in PARTS.values() for gid in gids}
     any_fail = 0
     for s in range(num_seeds):
         seed = 10_000 + s
         failed = False
         ns = dict(ns0)
-        ns.update(_coffee_answers(ns0, seed=seed, perm=tuple(np.random.default_rng(seed).permutation(3))))
+        ns.update(coffee_blends.coffee_answers(ns0, seed=seed, perm=tuple(np.random.default_rng(seed).permutation(3))))
         for gid in PARTS["coffee_blends"]:
             if score("coffee_blends", gid, ns).fraction < 1.0:
                 fails[gid] += 1

@@ -22,14 +22,13 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
 from common import write  # noqa: E402
+from corpus.coffee_blends import cond_mean, float32_updates, linear_sample_z, loop_updates, sampler_namespace  # noqa: E402
 from gmmcourse.grading.assignments import coffee_blends as CB  # noqa: E402
-from test_exercises import _namespace  # noqa: E402
-from test_grading_fairness import _cond_mean, _float32_updates, _linear_sample_z, _loop_updates  # noqa: E402
 
 FUNCTIONS = ("sample_z", "sample_weights", "sample_means")
 
@@ -56,7 +55,7 @@ def mistakes(sol: dict) -> dict:
         return sm(rng, x, z, sds ** 2, loc, scale)
 
     def means_no_noise(rng, x, z, sds, loc, scale):
-        return _cond_mean(x, z, sds, loc, scale)
+        return cond_mean(x, z, sds, loc, scale)
 
     def z_variance(rng, x, w, m, s):
         return sz(rng, x, w, m, s ** 2)
@@ -73,7 +72,7 @@ def mistakes(sol: dict) -> dict:
         return rng.integers(0, w.shape[1], size=p.shape[:2]), p
 
     linear = {}
-    _linear_sample_z(linear)
+    linear_sample_z(linear)
     return {
         "sample_weights": {"dirichlet_counts_without_prior": dirichlet_counts, "prior_concentration_0.5": half_prior,
                            "weights_not_sampled": not_sampled},
@@ -107,10 +106,10 @@ def _upper(k: int, n: int) -> float:
 def main(seeds: int = 1000, loop_seeds: int = 200, power_seeds: int = 200) -> dict:
     t0 = time.time()
     inputs = json.loads(json.dumps(CB.ASSIGNMENT.inputs()))
-    sol = _namespace("coffee_blends", {"setup", "gibbs_solution"})
+    sol = sampler_namespace()
     loop: dict = {}
-    _loop_updates(loop)
-    correct = {"vectorised (solution)": (sol, seeds), "float32": (_float32_updates(), seeds), "loop": (loop, loop_seeds)}
+    loop_updates(loop)
+    correct = {"vectorised (solution)": (sol, seeds), "float32": (float32_updates(), seeds), "loop": (loop, loop_seeds)}
     out: dict = {"seeds": seeds, "loop_seeds": loop_seeds, "chains": CB.UPDATE_CHAINS, "z": CB.UPDATE_Z,
                  "tail": CB.UPDATE_P, "false_fail": {}, "power": {}}
     for style, (ns, n) in correct.items():

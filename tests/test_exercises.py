@@ -16,11 +16,15 @@ import nbformat
 import numpy as np
 import pytest
 
+from corpus import categorization as cat_corpus
+from corpus import coffee_blends as cb_corpus
+from corpus import uncertainty as unc_corpus
+from corpus.grading import SOL, namespace, score
 from gmmcourse.grading.assignments import ASSIGNMENTS, REPO_ROOT
-from gmmcourse.grading.local import export_answer
+
+_namespace = namespace  # tests/test_dpmm_grading.py imports it from here
 
 IDS = sorted(ASSIGNMENTS)
-SOL = REPO_ROOT / "solutions"
 REL = REPO_ROOT / "exercises"
 VOLATILE_META = {"checksum", "id", "execution"}
 
@@ -201,31 +205,6 @@ def test_notebook_priors_are_the_models_priors():
         assert phrase in un, phrase
 
 
-# ----------------------------------------------------------------------------- helpers
-
-
-def _cells_by_id(aid, ids):
-    nb = _nb(SOL / aid / f"{aid}.ipynb")
-    src = []
-    for c in nb.cells:
-        gid = c.metadata.get("nbgrader", {}).get("grade_id")
-        if c.cell_type == "code" and gid in ids:
-            src.append(re.sub(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n", "", c.source, flags=re.M))
-    return "\n\n".join(src)
-
-
-def _namespace(aid, ids):
-    ns: dict = {}
-    exec(compile(_cells_by_id(aid, ids), f"<{aid}>", "exec"), ns)
-    return ns
-
-
-def score(aid, gid, ns):
-    a = ASSIGNMENTS[aid]
-    part = next(p for p in a.parts if p.grade_id == gid)
-    return part.check(export_answer(aid, gid, ns), a.reference())
-
-
 # ----------------------------------------------------------------------------- categorization
 
 CAT = "categorization"
@@ -233,7 +212,7 @@ CAT = "categorization"
 
 @pytest.fixture(scope="module")
 def cat_ns():
-    return _namespace(CAT, {"setup", "categorize_solution", "q1_solution", "q2_solution", "q3_solution"})
+    return cat_corpus.base_namespace()
 
 
 def test_categorization_correct(cat_ns):
@@ -288,18 +267,7 @@ CB = "coffee_blends"
 @pytest.fixture(scope="module")
 def sampler_ns():
     """The solutions' numpy Gibbs sampler (independent of gmmcourse.gibbs)."""
-    return _namespace(CB, {"setup", "gibbs_solution", "gibbs_given"})
-
-
-def _coffee_answers(ns, seed, chains=4, samples=1000, perm=(0, 1, 2), mean_scale=37.5, variance=False):
-    draws, probs = ns["run_gibbs"](ns["CAFFEINE"], 3, 125.0, mean_scale, num_chains=chains,
-                                   num_samples=samples, num_warmup=300, seed=seed)
-    perm = list(perm)
-    draws = {k: v[..., perm] for k, v in draws.items()}
-    if variance:
-        draws["sds"] = draws["sds"] ** 2
-    summary = {k: v.mean(axis=(0, 1)) for k, v in draws.items()}
-    return {"coffee_draws": draws, "coffee_summary": summary, "coffee_assignment_probs": probs[:, perm]}
+    return cb_corpus.sampler_namespace()
 
 
 POSTERIOR_PARTS = ["coffee_posterior_means", "coffee_posterior_weights", "coffee_posterior_sds", "coffee_assignments"]
@@ -307,7 +275,7 @@ POSTERIOR_PARTS = ["coffee_posterior_means", "coffee_posterior_weights", "coffee
 
 def test_coffee_posterior_correct_any_order(sampler_ns):
     ns = dict(sampler_ns)
-    ns.update(_coffee_answers(sampler_ns, seed=11, chains=5, samples=1200, perm=(2, 0, 1)))
+    ns.update(cb_corpus.coffee_answers(sampler_ns, seed=11, chains=5, samples=1200, perm=(2, 0, 1)))
     for gid in POSTERIOR_PARTS:
         v = score(CB, gid, ns)
         assert v.fraction == 1.0, (gid, v)
@@ -322,16 +290,16 @@ def test_coffee_posterior_wrong_answers(sampler_ns):
         return 0.5 if gid in ("coffee_posterior_means", "coffee_posterior_weights", "coffee_assignments") else 0.0
 
     ns = dict(sampler_ns)
-    ns.update(_coffee_answers(sampler_ns, seed=5, chains=4, samples=200))
+    ns.update(cb_corpus.coffee_answers(sampler_ns, seed=5, chains=4, samples=200))
     for gid in POSTERIOR_PARTS[:3] + ["coffee_draws_format"]:
         assert score(CB, gid, ns).fraction == wrong(gid), gid  # too few samples
-    ns.update(_coffee_answers(sampler_ns, seed=6, variance=True))
+    ns.update(cb_corpus.coffee_answers(sampler_ns, seed=6, variance=True))
     assert score(CB, "coffee_posterior_sds", ns).fraction == 0.0
     assert score(CB, "coffee_posterior_means", ns).fraction == 1.0
-    ns.update(_coffee_answers(sampler_ns, seed=7, mean_scale=3.0))  # wrong prior
+    ns.update(cb_corpus.coffee_answers(sampler_ns, seed=7, mean_scale=3.0))  # wrong prior
     assert score(CB, "coffee_posterior_means", ns).fraction == wrong("coffee_posterior_means")
     ns = dict(sampler_ns)
-    ns.update(_coffee_answers(sampler_ns, seed=8))
+    ns.update(cb_corpus.coffee_answers(sampler_ns, seed=8))
     ns["coffee_summary"] = dict(ns["coffee_summary"], means=ns["coffee_summary"]["means"] + 1.0)  # not the draws' mean
     assert score(CB, "coffee_posterior_means", ns).fraction == wrong("coffee_posterior_means")
     ns["coffee_assignment_probs"] = np.full((30, 3), 1 / 3)
@@ -343,34 +311,11 @@ def test_coffee_posterior_wrong_answers(sampler_ns):
     assert score(CB, "coffee_posterior_weights", ns).fraction == 0.0  # neither half
 
 
-def _model_ns(variant):
-    import jax.numpy as jnp
-    from genjax import Const, categorical, dirichlet, gamma, gen, normal
-
-    loc, scale = 125.0, (20.0 if variant == "wrong_prior" else 37.5)
-
-    @gen
-    def cup(weights, means, sds):
-        logits = jnp.zeros(3) if variant == "ignores_weights" else jnp.log(weights)
-        z = categorical(logits) @ "z"
-        sd = sds[z] ** 2 if variant == "variance" else sds[z]
-        return normal(means[z], sd) @ "x"
-
-    @gen
-    def coffee_gmm(n: Const[int]):
-        weights = dirichlet(jnp.ones(3)) @ "weights"
-        means = normal.repeat(3)(loc, scale) @ "means"
-        sds = gamma.repeat(3)(2.0, 1.0) @ "sds"
-        return cup.repeat(n.value)(weights, means, sds) @ "points"
-
-    return {"coffee_gmm": coffee_gmm}
-
-
 @pytest.mark.parametrize("variant,density,simulate", [
     ("correct", 1.0, 1.0), ("wrong_prior", 0.0, 0.0), ("variance", 0.0, 0.0), ("ignores_weights", 0.0, 1.0),
 ])
 def test_coffee_model_checks(variant, density, simulate):
-    ns = _model_ns(variant)
+    ns = cb_corpus.model_namespace(variant)
     assert score(CB, "coffee_model_density", ns).fraction == density
     assert score(CB, "coffee_model_simulate", ns).fraction == simulate
     assert score(CB, "coffee_model_density", {}).fraction == 0.0  # missing model
@@ -383,7 +328,7 @@ UN = "uncertainty"
 
 @pytest.fixture(scope="module")
 def unc_ns():
-    return _namespace(UN, {"setup", "em_solution", "gibbs_given", "posterior_solution", "ambiguity_solution"})
+    return unc_corpus.base_namespace()
 
 
 def test_uncertainty_correct(unc_ns, sampler_ns):
