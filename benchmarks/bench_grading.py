@@ -42,7 +42,7 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-sys.path.insert(0, str(ROOT / "tests" / "hostile"))
+sys.path.insert(0, str(ROOT / "benchmarks" / "hostile"))
 
 import coffee_class  # noqa: E402
 import common  # noqa: E402
@@ -174,7 +174,7 @@ def ctrl_c_stop(tmp: Path, repeats: int = 3) -> dict:
     import psutil
     import toy
 
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tests" / "hostile"), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "benchmarks" / "hostile"), os.environ.get("PYTHONPATH", "")]))
     stops = []
     for i in range(repeats):
         course = toy.write_course(tmp / f"ctrlc{i}", ["infinite_loop", "memory_bomb_list", "solution", "half"])

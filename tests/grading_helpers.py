@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "hostile"))
+sys.path.insert(0, str(HERE.parent / "benchmarks" / "hostile"))
 
 import toy  # noqa: E402
 
@@ -31,7 +31,7 @@ FAST = ["solution", "blank", "half", "os_exit", "forged_export", "eq_always_true
 
 def _env():
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE / "hostile"), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent / "benchmarks" / "hostile"), env.get("PYTHONPATH", "")])
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
 

@@ -1,6 +1,6 @@
 """Tests of the autograding engine (gmmcourse.grading) on a toy assignment.
 
-The toy assignment and the hostile corpus live in tests/hostile/toy.py (plain Python, no
+The toy assignment and the hostile corpus live in benchmarks/hostile/toy.py (plain Python, no
 JAX). Needs bubblewrap (``apt-get install -y bubblewrap``).
 """
 

@@ -2,7 +2,7 @@
 before anything expensive starts, so that a re-run with no change starts no Dask cluster and
 no kernel and computes neither the inputs nor the reference; the plan says why each
 submission is graded; `Limits` travels to the runners as the dataclass. On the toy assignment
-(tests/hostile/toy.py). Needs bubblewrap."""
+(benchmarks/hostile/toy.py). Needs bubblewrap."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The grader over a term, on the toy assignment (tests/hostile/toy.py): a kill and a resume,
+"""The grader over a term, on the toy assignment (benchmarks/hostile/toy.py): a kill and a resume,
 hand grades that survive regrades, a second grader, recording failures, Ctrl-C, a lost
 scheduler, and the instructors' grades in the feedback. Needs bubblewrap."""
 

@@ -2,7 +2,7 @@
 
 The zip is hostile input: traversal names, symbolic links, zip bombs (declared and hidden),
 oversized entries, unmappable names, duplicates. One end-to-end test grades a zip with the
-CLI on the toy assignment (tests/hostile/toy.py, needs bubblewrap); the rest test the import
+CLI on the toy assignment (benchmarks/hostile/toy.py, needs bubblewrap); the rest test the import
 directly (fast).
 """
 
@@ -24,7 +24,7 @@ import nbformat
 import pytest
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "hostile"))
+sys.path.insert(0, str(HERE.parent / "benchmarks" / "hostile"))
 
 import toy  # noqa: E402
 
@@ -169,7 +169,7 @@ def test_issue_lms_zip_graded_bad_ones_reported_nothing_outside(tmp_path):
     sentinel.write_text("untouched")
     outside_before = {k: v for k, v in tree(tmp_path).items() if not k.startswith("grading")}
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE / "hostile"), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent / "benchmarks" / "hostile"), env.get("PYTHONPATH", "")])
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     cmd = [sys.executable, "-m", "gmmcourse.grading", "autograde", "toy", "--course", str(course),
            "--zip", str(zp), "--roster", str(roster), "--registry", "toy:ASSIGNMENTS", "--serial",

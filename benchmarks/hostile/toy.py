@@ -1,9 +1,10 @@
 """A toy autograded assignment (plain Python, no JAX) and a corpus of hostile submissions.
 
-``python tests/hostile/toy.py DIR`` writes the source notebook and every hostile submission
+``python benchmarks/hostile/toy.py DIR`` writes the source notebook and every hostile submission
 under DIR (``DIR/solutions/toy/toy.ipynb``, ``DIR/grading/submitted/<name>/toy/toy.ipynb``).
-Used by tests/test_grading_engine.py (registry ``toy:ASSIGNMENTS`` with tests/hostile on
-``sys.path``).
+Used by the grading tests (tests/grading_helpers.py, registry ``toy:ASSIGNMENTS`` with
+benchmarks/hostile on ``sys.path``) and by benchmarks/bench_grading.py; it lives outside tests/
+so that benchmarks import no test module.
 """
 
 from __future__ import annotations
