@@ -1,6 +1,6 @@
-"""The DP mixture's collapsed sampler compiles once per data bucket: new data sizes in the
-bucket and data that occupy other numbers of clusters lower no new program (counted as in
-tests/test_compile.py)."""
+"""The DP mixture's samplers (collapsed and blocked) compile once per data bucket: new data
+sizes in the bucket and data that occupy other numbers of clusters lower no new program
+(counted as in tests/test_compile.py)."""
 
 from __future__ import annotations
 
@@ -37,6 +37,33 @@ def test_no_recompilation_for_other_sizes_or_cluster_counts():
     assert count["n"] == 0, f"{count['n']} programs lowered for new sizes or cluster counts"
     assert dpmm._run_chains._cache_size() == size
     assert len(modes) >= 4, modes  # the runs did occupy different numbers of clusters
+
+
+def test_blocked_sampler_compiles_once_per_bucket():
+    """After one call per bucket, the blocked sampler on other sizes in those buckets (and other
+    numbers of clusters) lowers nothing, its start included; padding changes no draw (the
+    padded points are in no cluster: the draws of n points are those of the same n points
+    padded to another bucket's size, checked by running with the bucket forced larger)."""
+    blocked = {"k_max": 8, **RUN}
+    for n in (20, 100):
+        dpmm.blocked_gibbs(clusters(n, 2), PRIOR, **blocked)
+    size = dpmm._run_chains._cache_size()
+    with count_lowerings() as count:
+        for i, (n, k) in enumerate([(7, 1), (13, 3), (32, 2), (33, 1), (272, 4), (500, 6)]):
+            post = dpmm.blocked_gibbs(clusters(n, k, seed=i), PRIOR, seed=i, **blocked)
+            assert post.labels.shape == (2, 20, n)
+    assert count["n"] == 0, f"{count['n']} programs lowered for new sizes or cluster counts"
+    assert dpmm._run_chains._cache_size() == size
+
+
+def test_blocked_padding_changes_no_draw(monkeypatch):
+    """The padded points count in no cluster: 13 points padded to 2,048 give the draws they
+    give padded to 32."""
+    x = clusters(13, 3, seed=5)
+    small = dpmm.blocked_gibbs(x, PRIOR, k_max=8, seed=3, **RUN).labels
+    monkeypatch.setattr(dpmm, "bucket_size", lambda n: 2048)
+    big = dpmm.blocked_gibbs(x, PRIOR, k_max=8, seed=3, **RUN).labels
+    assert np.array_equal(small, big)
 
 
 def test_the_counter_counts_here():

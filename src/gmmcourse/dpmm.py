@@ -343,11 +343,14 @@ def _collapsed_sweep(key, z, x, n, prior: DPPrior, rule, num_slots):
     return z, full
 
 
-def _blocked_sweep(key, z, x, prior: DPPrior, k_max: int):
-    """One sweep of the truncated blocked Gibbs sampler: cluster parameters and sticks given
-    the labels, then every label given them."""
+def _blocked_sweep(key, z, x, n, prior: DPPrior, k_max: int):
+    """One sweep of the truncated blocked Gibbs sampler over the first ``n`` points of ``x``
+    (the rest is padding, left out of the clusters: ``n`` is traced, so one program serves
+    every n in a `bucket_size`): cluster parameters and sticks given the labels, then every
+    label given them (the padding's labels are drawn too, and discarded)."""
     k1, k2, k3, k4, k5 = jax.random.split(key, 5)
-    onehot = (z[:, None] == jnp.arange(k_max)[None, :]).astype(x.dtype)
+    real = jnp.arange(x.shape[0]) < n
+    onehot = ((z[:, None] == jnp.arange(k_max)[None, :]) & real[:, None]).astype(x.dtype)
     cnt, s1, s2 = onehot.sum(0), onehot.T @ x, onehot.T @ (x * x)
     kn, mn, an, bn = nig_posterior(cnt, s1, s2, prior)
     var = bn / jax.random.gamma(k1, an)
@@ -372,7 +375,7 @@ def _run(key, z0, x, n, prior, rule, k_max, num_slots, num_warmup, num_samples):
             z, f = _collapsed_sweep(k, z, x, n, prior, rule, num_slots)
             full = full | f
         else:
-            z = _blocked_sweep(k, z, x, prior, k_max)
+            z = _blocked_sweep(k, z, x, n, prior, k_max)
         z = z.astype(jnp.int32)
         return (z, full), z
 
@@ -443,9 +446,8 @@ def _sample(x, prior: DPPrior, k_max, num_chains, num_samples, num_warmup, seed,
     num_samples = check_positive_int(num_samples, "num_samples")
     num_warmup = int(num_warmup)
     shift = float(np.mean(x))
-    # the collapsed sampler's data are padded to a bucket (n traced): one program for every
-    # n in the bucket; the blocked sampler keeps the data's shape
-    size = bucket_size(x.size) if k_max == 0 else x.size
+    # the data are padded to a bucket (n traced): one program for every n in the bucket
+    size = bucket_size(x.size)
     slots = x.size if max_clusters is None else min(x.size, max_clusters)
     compiled_slots = size if max_clusters is None else min(size, max_clusters)
     with x64_context(np.float64):
@@ -498,7 +500,7 @@ def blocked_gibbs(x, prior: DPPrior, *, k_max: int = 20, num_chains: int = 4, nu
     `truncation_bound` for the error of the truncation)."""
     k_max = check_positive_int(k_max, "k_max")
 
-    def z0(c, k, x, slots):
-        return jax.random.randint(k, (x.size,), 0, min(k_max, x.size)).astype(jnp.int32)
+    def z0(c, k, x, slots):  # drawn for the bucket (no per-n program); the first n are randint(k, (n,))'s
+        return np.asarray(jax.random.randint(k, (bucket_size(x.size),), 0, min(k_max, x.size)), np.int32)[:x.size]
 
     return _sample(x, prior, k_max, num_chains, num_samples, num_warmup, seed, f"blocked (k_max={k_max})", z0)
