@@ -279,3 +279,18 @@ def test_posterior_validates_and_pads_the_data_once(monkeypatch):
     import gmmcourse.chains as chains
 
     assert not hasattr(chains, "pad") and not hasattr(chains, "check_data")  # the chains take padded data
+
+
+def test_smc_and_exact_compile_through_the_one_path(store):
+    """SMC's runs and the exact enumeration's blocks are exported programs too (kept between
+    processes, under the package's code version), like EM's and the chains'."""
+    from gmmcourse.exact import log_evidence
+    from gmmcourse.models import bento_prior
+    from gmmcourse.smc import smc_log_evidence
+
+    x = np.array([2.1, 2.4, 3.9, 4.2, 4.4])
+    smc = smc_log_evidence(x, bento_prior(2), num_particles=16, num_steps=4, num_runs=2, seed=1)
+    exact = log_evidence(x, bento_prior(2))
+    assert np.isfinite(smc.log_evidence) and np.isfinite(exact)
+    names = sorted(p.name.split("-")[0] for p in store.glob("*.jaxexport"))
+    assert "gmmcourse.smc._runs" in names and "gmmcourse.exact.block_k2" in names, names

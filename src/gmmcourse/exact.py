@@ -191,11 +191,11 @@ _BLOCK_FNS: dict = {}
 
 
 def _block_fn(k, want_sd):
-    """Jitted: a block of configuration codes -> per-config log p(x, z), the one-hot
-    assignments and (optionally) each component's sd posterior weights on the grid."""
+    """Compiled (`gmmcourse.programs.exported_jit`): a block of configuration codes ->
+    per-config log p(x, z), the one-hot assignments and (optionally) each component's sd
+    posterior weights on the grid."""
     if (k, want_sd) in _BLOCK_FNS:
         return _BLOCK_FNS[(k, want_sd)]
-    import jax
     import jax.numpy as jnp
     from jax.scipy.special import gammaln as jgammaln
     from jax.scipy.special import logsumexp as jlse
@@ -226,7 +226,10 @@ def _block_fn(k, want_sd):
         wsd = jnp.where(cnt[..., None] > 0, wsd, prior_w / prior_w.sum())
         return total, onehot, wsd
 
-    _BLOCK_FNS[(k, want_sd)] = jax.jit(block)
+    from gmmcourse.programs import exported_jit  # kept between processes, like the samplers' programs
+
+    name = f"gmmcourse.exact.block_k{k}{'_sd' if want_sd else ''}"
+    _BLOCK_FNS[(k, want_sd)] = exported_jit(block, name=name)
     return _BLOCK_FNS[(k, want_sd)]
 
 

@@ -20,6 +20,10 @@ does not depend on whether the file existed.
 Accelerators use plain `jax.jit` (tracing is a small part of their first call, and
 `jax.export` accepts only custom calls it knows to be stable).
 
+The package's inference kernels compile here: EM and the Gibbs chains through
+`gmmcourse.shapes.bucket_jit` (XLA options by data bucket), SMC and the exact enumeration
+directly (`gmmcourse.smc`, `gmmcourse.exact`).
+
 **The package's one thread pool.** Work that overlaps other work -- compiling a prepared
 program (`exported_jit.prepare`), building the chains' programs while EM runs, chain groups
 side by side (`gmmcourse.chains`), the K of `gmmcourse.selection.loo_table` -- runs in one

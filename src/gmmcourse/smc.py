@@ -35,6 +35,7 @@ from jax.scipy.special import logsumexp
 from gmmcourse.gamma import gamma
 from gmmcourse.models import GMMPrior, as_prior, gmm, gmm_params
 from gmmcourse.precision import x64_context
+from gmmcourse.programs import exported_jit
 from gmmcourse.sweep import z_log_table
 from gmmcourse.validation import check_data, check_positive_int
 
@@ -158,19 +159,16 @@ def _smc_run(key, x, prior, betas, num_particles, num_mh):
 # on a loaded 2-core machine) and runs it in seconds; at -O1 it compiles ~4x faster and
 # runs barely slower (29 s + 5 s against 130 s + 4 s, same machine).
 COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
-_COMPILED: dict = {}
 
 
-def _compiled_runs(keys, x, prior, betas, num_particles, num_mh):
-    """The vectorised runs, compiled once per shape (with `COMPILER_OPTIONS`)."""
-    sig = (keys.shape, x.shape, x.dtype, prior.mean_loc.shape, betas.shape, num_particles, num_mh)
-    if sig not in _COMPILED:
-        def runs(keys, x, prior, betas):
-            return jax.vmap(lambda kk: _smc_run(kk, x, prior, betas, num_particles, num_mh))(keys)
+def _runs(keys, x, prior, betas, num_particles, num_mh):
+    """Independent runs, one per key, vectorised."""
+    return jax.vmap(lambda kk: _smc_run(kk, x, prior, betas, num_particles, num_mh))(keys)
 
-        lowered = jax.jit(runs).lower(keys, x, prior, betas)
-        _COMPILED[sig] = lowered.compile(compiler_options=COMPILER_OPTIONS)
-    return _COMPILED[sig]
+
+_RUNS = exported_jit(_runs, compiler_options=COMPILER_OPTIONS)
+"""The vectorised runs, compiled once per shape with `COMPILER_OPTIONS` and kept between
+processes (`gmmcourse.programs.exported_jit`)."""
 
 
 def smc_log_evidence(x, prior: GMMPrior, *, num_particles: int = 1000, num_steps: int = 100,
@@ -195,8 +193,8 @@ def smc_log_evidence(x, prior: GMMPrior, *, num_particles: int = 1000, num_steps
         p = as_prior(prior, jnp.float64)
         betas = jnp.asarray(tempering_schedule(num_steps), jnp.float64)
         keys = jax.random.split(jax.random.key(seed), num_runs)
-        run = _compiled_runs(keys, xj, p, betas, num_particles, num_mh)
-        log_z, min_ess, z_final, lw_final = (np.asarray(a) for a in run(keys, xj, p, betas))
+        outs = _RUNS(keys, xj, p, betas, num_particles=num_particles, num_mh=num_mh)
+        log_z, min_ess, z_final, lw_final = (np.asarray(a) for a in outs)
     est = float(logsumexp(log_z) - np.log(num_runs))
     # delta method: se of log(mean Z) = sd(Z_r) / (sqrt(R) mean Z)
     z = np.exp(log_z - log_z.max())
