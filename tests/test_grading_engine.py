@@ -268,7 +268,7 @@ def _run(nb, limits, **cfg):
 
 
 def _score(res) -> float:
-    from gmmcourse.grading.engine import check_part
+    from gmmcourse.grading.verdicts import check_part
 
     ref = toy._reference()
     return sum(check_part(p, res["answers"].get(p.grade_id), ref)[0] for p in toy.TOY.parts)
@@ -313,7 +313,7 @@ def test_one_wall_clock_budget_per_submission():
 
 
 def test_kernel_start_failure_is_retried_not_scored(tmp_path, monkeypatch):
-    import gmmcourse.grading.executor as ex
+    import gmmcourse.grading.kernels as ex
 
     course = toy.write_course(tmp_path, ["solution", "blank"])
     real = ex.kernel_command
@@ -418,7 +418,7 @@ def test_serial_grading_is_single_threaded_under_a_one_core_quota(tmp_path, monk
     seen = []
 
     def fake_run(nb_text, exports, inputs_json, limits, cfg):
-        seen.append((limits["cpus"], cfg["single_thread"]))
+        seen.append((limits.cpus, cfg["single_thread"]))  # the Limits dataclass itself
         raise RuntimeError("not run in this test")
 
     monkeypatch.setattr(executor, "run_submission", fake_run)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pickle
 import sqlite3
+import subprocess
+import sys
 from dataclasses import replace
 
 import nbformat
@@ -127,3 +129,15 @@ def test_limits_travel_to_the_runner_as_the_dataclass(tmp_path, monkeypatch):
     assert s.problems  # nothing recorded: the fake runner ran nothing
     assert len(seen) == 1 and type(seen[0]) is Limits and seen[0] == LIMITS
     assert pickle.loads(pickle.dumps(seen[0])) == LIMITS
+
+
+def test_the_grader_skips_the_unused_iri_checker():
+    """The CLI and its local workers start without jsonschema's IRI format checker (its 38
+    grammars compiled at import were most of a no-change re-run); notebooks still validate."""
+    code = ("import sys\nfrom gmmcourse.grading.runners import skip_unused_iri_checker\n"
+            "skip_unused_iri_checker()\nimport nbformat, nbgrader.api\n"
+            "nbformat.validate(nbformat.v4.new_notebook())\n"
+            "print(sys.modules.get('rfc3987_syntax'))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "None"
