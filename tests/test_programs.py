@@ -183,17 +183,6 @@ def test_the_sandbox_loads_what_the_warm_up_kept(tmp_path):
 # The package's one thread pool (gmmcourse.programs.start / parallel_map / detach)
 
 
-@pytest.fixture
-def one_thread_pool(monkeypatch):
-    """A pool of one thread in place of the package's: the tightest a machine can give."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-pool", initializer=programs._mark_worker)
-    monkeypatch.setattr(programs, "_POOL", pool)
-    yield pool
-    pool.shutdown(wait=False, cancel_futures=True)
-
-
 def finishes(fn, timeout=60.0):
     """fn() in a daemon thread: (finished within `timeout`, its result)."""
     import threading
@@ -205,11 +194,11 @@ def finishes(fn, timeout=60.0):
     return not worker.is_alive(), out.get("value")
 
 
-def test_pool_tasks_that_wait_for_pool_work_never_deadlock(one_thread_pool):
+def test_pool_tasks_that_wait_for_pool_work_never_deadlock():
     """loo_table's shape: every K is a pool task that starts work (building programs) and
-    maps work (chain groups) over the same bounded pool and waits for both. In a pool of
-    one thread a task waiting for work queued behind it would wait forever; the pool's
-    own threads run such work at once instead."""
+    maps work (chain groups) over the same bounded pool and waits for both. With more such
+    tasks than threads, every thread would wait for work queued behind it, forever; the
+    pool's own threads run such work at once instead."""
 
     def inner(i):
         return i * i
@@ -218,12 +207,13 @@ def test_pool_tasks_that_wait_for_pool_work_never_deadlock(one_thread_pool):
         built = programs.start(inner, i)
         return built.result() + sum(programs.parallel_map(inner, range(i + 2)))
 
-    done, value = finishes(lambda: programs.parallel_map(outer, range(4)))
+    tasks = range(programs.pool_size() + 2)
+    done, value = finishes(lambda: programs.parallel_map(outer, tasks))
     assert done, "a pool task waiting for pool work deadlocked"
-    assert value == [i * i + sum(j * j for j in range(i + 2)) for i in range(4)]
+    assert value == [i * i + sum(j * j for j in range(i + 2)) for i in tasks]
 
 
-def test_start_in_a_pool_thread_raises_where_the_result_is_asked(one_thread_pool):
+def test_start_in_a_pool_thread_raises_where_the_result_is_asked():
     def fails():
         raise ValueError("in the task")
 
