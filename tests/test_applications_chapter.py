@@ -6,10 +6,6 @@ Monte Carlo errors); and the claims the prose makes about them."""
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 from sklearn.datasets import load_iris, load_sample_image, load_wine
@@ -17,23 +13,14 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 
-from conftest import MC_Z
-
-ROOT = Path(__file__).resolve().parents[1]
-GLUE = Path(os.environ.get("GMMCOURSE_EXECUTED", ROOT / "_build" / "jupyter_execute" / "chapters")) / "applications.glue.json"
+from conftest import MC_Z, glued, mc_close
 
 pytestmark = pytest.mark.book
 
 
 @pytest.fixture(scope="module")
 def g():
-    if not GLUE.exists():
-        pytest.fail(f"{GLUE} is missing: build the book first (scripts/build_book.sh)")
-    out = {}
-    for name, v in json.loads(GLUE.read_text()).items():
-        text = v.get("data", {}).get("text/plain", "")
-        out[name] = float(("".join(text) if isinstance(text, list) else text).strip("'\""))
-    return out
+    return glued("applications")
 
 
 def sk_fit(x, k, n_init=20, tol=1e-8):
@@ -115,9 +102,9 @@ def test_faithful_posterior_numbers_against_a_second_run(g):
     i_a, i_b = int(np.argmin(np.abs(x[:, 0] - 2.883))), int(np.argmin(np.abs(x[:, 0] - 2.9)))
     for i, name in ((i_a, "a"), (i_b, "b")):
         se = np.sqrt(2) * g[f"app_of_p_{name}_mcse"]  # the second run's MCSE is about the same
-        assert abs(p[i, 0] - g[f"app_of_p_{name}"]) <= MC_Z * se + 1e-3, (name, p[i, 0], g[f"app_of_p_{name}"])
+        mc_close(g[f"app_of_p_{name}"], p[i, 0], se, floor=1e-3, what=f"P(short) of eruption {name}")
     err = np.sum(p.min(axis=1))
-    assert abs(err - g["app_of_err_post"]) <= MC_Z * np.sqrt(2) * g["app_of_err_post_mcse"] + 1e-3
+    mc_close(g["app_of_err_post"], err, np.sqrt(2) * g["app_of_err_post_mcse"], floor=1e-3)
     # the prose: the posterior is less sure than EM at the 2.883-minute eruption, and adds
     # doubt overall
     assert g["app_of_r2_a"] - g["app_of_p_a"] > MC_Z * g["app_of_p_a_mcse"]

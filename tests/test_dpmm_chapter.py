@@ -4,39 +4,26 @@ about them."""
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
 import pytest
 
-from conftest import MC_Z
+from conftest import MC_Z, glued, mc_close
 from gmmcourse import dpmm
 from gmmcourse.data import COFFEE_CAFFEINE
 from gmmcourse.dpmm import DPPrior
-
-ROOT = Path(__file__).resolve().parents[1]
-GLUE = Path(os.environ.get("GMMCOURSE_EXECUTED", ROOT / "_build" / "jupyter_execute" / "chapters")) / "dpmm.glue.json"
 
 pytestmark = pytest.mark.book
 
 
 @pytest.fixture(scope="module")
 def g():
-    if not GLUE.exists():
-        pytest.fail(f"{GLUE} is missing: build the book first (scripts/build_book.sh)")
-    out = {}
-    for name, v in json.loads(GLUE.read_text()).items():
-        text = v.get("data", {}).get("text/plain", "")
-        out[name] = float(("".join(text) if isinstance(text, list) else text).strip("'\""))
-    return out
+    return glued("dpmm")
 
 
 def test_restaurant_numbers(g):
     for alpha in ("0_5", "1_0", "5_0"):
         exact = dpmm.expected_clusters(30, float(alpha.replace("_", ".")))
         assert g[f"dpmm_ek_{alpha}"] == pytest.approx(exact, rel=1e-12)
-        assert abs(g[f"dpmm_ek_sim_{alpha}"] - exact) <= MC_Z * g[f"dpmm_ek_mcse_{alpha}"]
+        mc_close(g[f"dpmm_ek_sim_{alpha}"], exact, g[f"dpmm_ek_mcse_{alpha}"], what=f"alpha {alpha}")
     assert dpmm.truncation_bound(272, 1.0, int(g["dpmm_k_enough"])) < 1e-3
     assert dpmm.truncation_bound(272, 1.0, int(g["dpmm_k_enough"]) - 1) >= 1e-3
 

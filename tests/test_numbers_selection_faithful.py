@@ -3,14 +3,12 @@ computations (issue 26): the tied-duration model, the heaping counts, the occupi
 posterior of ten cups, the textbook EM, the full-data evidence, and every Monte Carlo
 number's MCSE.
 
-Reads the executed notebooks in `GMMCOURSE_EXECUTED` (default
-`_build/jupyter_execute/chapters`, written by `make book`).
+Reads the executed chapters' glue (`conftest.glued`: `_build/jupyter_execute/chapters/`, written
+by `make book`, or the folder GMMCOURSE_EXECUTED names).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,26 +17,11 @@ import pytest
 from scipy import integrate, stats
 from scipy.special import gammaln, logsumexp
 
-from conftest import MC_Z
+from conftest import MC_Z, glued
 
 ROOT = Path(__file__).resolve().parents[1]
-EXECUTED = Path(os.environ.get("GMMCOURSE_EXECUTED", ROOT / "_build" / "jupyter_execute" / "chapters"))
 
-pytestmark = [pytest.mark.book,
-              pytest.mark.skipif(not EXECUTED.exists(), reason="build the book first (`make book`)")]
-
-
-def glued(page: str) -> dict:
-    data = json.loads((EXECUTED / f"{page}.glue.json").read_text())
-    out = {}
-    for name, value in data.items():
-        text = value.get("data", {}).get("text/plain", "")
-        out[name] = "".join(text) if isinstance(text, list) else text
-    return out
-
-
-def num(values: dict, key: str) -> float:
-    return float(values[key].strip("'\""))
+pytestmark = pytest.mark.book  # make test runs these after the book build
 
 
 def source(page: str) -> str:
@@ -55,9 +38,9 @@ def test_old_faithful_ties_and_improper_plain_model():
 
     g = glued("old_faithful")
     values, counts = np.unique(x, return_counts=True)
-    assert num(g, "old_faithful_n_tied3") == np.sum(counts >= 3) == 35
-    assert num(g, "old_faithful_max_tie") == counts.max() == 8
-    assert g["old_faithful_ev_plain"].strip("'\"") == "inf"
+    assert g["old_faithful_n_tied3"] == np.sum(counts >= 3) == 35
+    assert g["old_faithful_max_tie"] == counts.max() == 8
+    assert g["old_faithful_ev_plain"] == np.inf
     # independent: integrate the eight 4.5s' evidence over (mean, sd) under the page's prior,
     # with the rounding variance (1 s)^2 / 12
     eights = x[x == 4.5]
@@ -71,7 +54,7 @@ def test_old_faithful_ties_and_improper_plain_model():
 
     val = sum(integrate.quad(given_sd, lo, hi, limit=200)[0]
               for lo, hi in ((0, 1e-3), (1e-3, 1e-2), (1e-2, 1), (1, 60)))
-    assert num(g, "old_faithful_ev_rounded") == pytest.approx(np.log(val), abs=1e-5)
+    assert g["old_faithful_ev_rounded"] == pytest.approx(np.log(val), abs=1e-5)
 
 
 def test_old_faithful_heaping_counts():
@@ -79,11 +62,11 @@ def test_old_faithful_heaping_counts():
 
     g = glued("old_faithful")
     sec = np.round(x * 60).astype(int)
-    assert num(g, "old_faithful_heap_n_45") == np.sum(sec == 270) == 8
-    assert num(g, "old_faithful_heap_n_40") == np.sum(sec == 240)
+    assert g["old_faithful_heap_n_45"] == np.sum(sec == 270) == 8
+    assert g["old_faithful_heap_n_40"] == np.sum(sec == 240)
     half = int(np.sum((sec % 30 == 0) & (sec % 60 != 0)))
     whole = int(np.sum(sec % 60 == 0))
-    assert num(g, "old_faithful_heap_half_obs") == half and num(g, "old_faithful_heap_whole_obs") == whole
+    assert g["old_faithful_heap_half_obs"] == half and g["old_faithful_heap_whole_obs"] == whole
     # the predicted counts are near those of EM's fit (an independent density): within 10 %
     from gmmcourse.em import em
 
@@ -92,10 +75,10 @@ def test_old_faithful_heaping_counts():
     p = np.sum(fit.weights * stats.norm.pdf(grid[:, None] / 60, fit.means, fit.sds), -1)
     p /= p.sum()
     half_em = x.size * p[(grid % 30 == 0) & (grid % 60 != 0)].sum()
-    assert num(g, "old_faithful_heap_half_exp") == pytest.approx(half_em, rel=0.1)
-    assert num(g, "old_faithful_heap_half_p") == pytest.approx(
-        stats.poisson.sf(half - 1, num(g, "old_faithful_heap_half_exp")), rel=1e-9)
-    assert num(g, "old_faithful_heap_half_p") < 0.01  # heaped at the half minutes, as the page says
+    assert g["old_faithful_heap_half_exp"] == pytest.approx(half_em, rel=0.1)
+    assert g["old_faithful_heap_half_p"] == pytest.approx(
+        stats.poisson.sf(half - 1, g["old_faithful_heap_half_exp"]), rel=1e-9)
+    assert g["old_faithful_heap_half_p"] < 0.01  # heaped at the half minutes, as the page says
     # the unsupported claim is gone: 2.0 is not heaped beyond chance
     assert "nearest minute" not in source("old_faithful")
 
@@ -105,15 +88,15 @@ def test_old_faithful_monte_carlo_numbers_carry_mcse():
     for key in ("sd_short_lo", "sd_short_hi", "pred_share", "p_a", "p_b", "ratio_a", "ratio_b",
                 "expected_errors", "p_sd_large", "co_ab", "co_a_short", "co_blocks_min"):
         assert f"old_faithful_{key}_mcse" in g, key
-        assert 0 < num(g, f"old_faithful_{key}_mcse") < 0.05, key
+        assert 0 < g[f"old_faithful_{key}_mcse"] < 0.05, key
     # the ratio's MCSE is the probability's over EM's fixed responsibility
-    assert num(g, "old_faithful_ratio_a_mcse") == pytest.approx(
-        num(g, "old_faithful_p_a_mcse") / num(g, "old_faithful_r_a"), rel=1e-9)
+    assert g["old_faithful_ratio_a_mcse"] == pytest.approx(
+        g["old_faithful_p_a_mcse"] / g["old_faithful_r_a"], rel=1e-9)
     # the hard exercise: the co-clustering entry exceeds the product of the marginals
-    p_a, p_b = num(g, "old_faithful_p_a"), num(g, "old_faithful_p_b")
+    p_a, p_b = g["old_faithful_p_a"], g["old_faithful_p_b"]
     indep = p_a * p_b + (1 - p_a) * (1 - p_b)
-    assert num(g, "old_faithful_ex3_indep") == pytest.approx(indep, rel=1e-12)
-    assert num(g, "old_faithful_co_ab") > indep + MC_Z * num(g, "old_faithful_co_ab_mcse")
+    assert g["old_faithful_ex3_indep"] == pytest.approx(indep, rel=1e-12)
+    assert g["old_faithful_co_ab"] > indep + MC_Z * g["old_faithful_co_ab_mcse"]
 
 
 def test_old_faithful_uses_the_rounding_model():
@@ -231,14 +214,14 @@ def test_occupied_components_of_ten_cups_against_partitions():
     occ = {k: np.array([np.exp(t[(k, j)] - log_ev[k - 1]) for j in range(1, 5)]) for k in range(1, 5)}
     p_k = np.exp(log_ev - log_ev.max())
     p_k /= p_k.sum()
-    assert num(g, "em_and_selection_pk3") == pytest.approx(p_k[2], abs=1e-6)
-    assert num(g, "em_and_selection_pk4") == pytest.approx(p_k[3], abs=1e-6)
-    assert num(g, "em_and_selection_occ4_k4") == pytest.approx(occ[4][3], abs=1e-6)
-    assert num(g, "em_and_selection_occ3_k4") == pytest.approx(occ[4][2], abs=1e-6)
+    assert g["em_and_selection_pk3"] == pytest.approx(p_k[2], abs=1e-6)
+    assert g["em_and_selection_pk4"] == pytest.approx(p_k[3], abs=1e-6)
+    assert g["em_and_selection_occ4_k4"] == pytest.approx(occ[4][3], abs=1e-6)
+    assert g["em_and_selection_occ3_k4"] == pytest.approx(occ[4][2], abs=1e-6)
     marginal = sum(p_k[k - 1] * occ[k] for k in range(1, 5))
-    assert num(g, "em_and_selection_occ3") == pytest.approx(marginal[2], abs=1e-6)
-    assert num(g, "em_and_selection_occ4") == pytest.approx(marginal[3], abs=1e-6)
-    assert num(g, "em_and_selection_occ_ratio") == pytest.approx(12 / 13, abs=1e-6)
+    assert g["em_and_selection_occ3"] == pytest.approx(marginal[2], abs=1e-6)
+    assert g["em_and_selection_occ4"] == pytest.approx(marginal[3], abs=1e-6)
+    assert g["em_and_selection_occ_ratio"] == pytest.approx(12 / 13, abs=1e-6)
     assert 0.30 < occ[4][3] < 0.32  # the issue's 31 %
 
 
@@ -248,8 +231,8 @@ def test_textbook_em_matches_the_package():
 
     g = glued("em_and_selection")
     for name, data, k in (("bentos", BENTO_WEIGHTS, 2), ("coffee", COFFEE_CAFFEINE, 3)):
-        assert num(g, f"em_and_selection_textbook_diff_{name}") < 1e-4
-        assert num(g, f"em_and_selection_textbook_ll_{name}") == pytest.approx(em(data, k).log_likelihood, abs=1e-6)
+        assert g[f"em_and_selection_textbook_diff_{name}"] < 1e-4
+        assert g[f"em_and_selection_textbook_ll_{name}"] == pytest.approx(em(data, k).log_likelihood, abs=1e-6)
     assert "def textbook_em(" in source("em_and_selection")
     assert ":::{dropdown} The package's fast version" in source("em_and_selection")
 
@@ -259,22 +242,22 @@ def test_full_data_evidence_and_posterior_over_k():
 
     g = glued("em_and_selection")
     # K = 1: one block, by quadrature (independent of the package's grid)
-    assert num(g, "em_and_selection_full_b_exact_1") == pytest.approx(_block_log_marginal(xb, 400.0, 50.0), abs=1e-5)
-    assert num(g, "em_and_selection_full_c_exact_1") == pytest.approx(_block_log_marginal(xc, 125.0, 37.5), abs=1e-5)
+    assert g["em_and_selection_full_b_exact_1"] == pytest.approx(_block_log_marginal(xb, 400.0, 50.0), abs=1e-5)
+    assert g["em_and_selection_full_c_exact_1"] == pytest.approx(_block_log_marginal(xc, 125.0, 37.5), abs=1e-5)
     # K = 2: at least the hamburger/tonkatsu grouping's share (both labellings), and within a nat of it
     light, heavy = xb[xb < 440], xb[xb >= 440]
     split = (np.log(2) + gammaln(2) - gammaln(xb.size + 2) + gammaln(light.size + 1) + gammaln(heavy.size + 1)
              + _block_log_marginal(light, 400.0, 50.0) + _block_log_marginal(heavy, 400.0, 50.0))
-    exact2 = num(g, "em_and_selection_full_b_exact_2")
+    exact2 = g["em_and_selection_full_b_exact_2"]
     assert split - 1e-6 <= exact2 <= split + 1.0
     # what the page says of the estimators
-    assert abs(num(g, "em_and_selection_full_b_z_1")) < MC_Z and abs(num(g, "em_and_selection_full_c_z_1")) < MC_Z
-    assert num(g, "em_and_selection_full_b_z_2") > 2.0  # SMC short on the full bentos: the page says so
-    assert num(g, "em_and_selection_full_b_runs_hi_2") < exact2  # "every one of its eight runs falls below"
-    assert num(g, "em_and_selection_full_b_is_short_1") > 1 and num(g, "em_and_selection_full_b_is_short_2") > 1
-    assert num(g, "em_and_selection_full_c_k2_gap") > 10 * num(g, "em_and_selection_full_c_k2_gap_se")
+    assert abs(g["em_and_selection_full_b_z_1"]) < MC_Z and abs(g["em_and_selection_full_c_z_1"]) < MC_Z
+    assert g["em_and_selection_full_b_z_2"] > 2.0  # SMC short on the full bentos: the page says so
+    assert g["em_and_selection_full_b_runs_hi_2"] < exact2  # "every one of its eight runs falls below"
+    assert g["em_and_selection_full_b_is_short_1"] > 1 and g["em_and_selection_full_b_is_short_2"] > 1
+    assert g["em_and_selection_full_c_k2_gap"] > 10 * g["em_and_selection_full_c_k2_gap_se"]
     for name in ("b", "c"):
-        total = sum(num(g, f"em_and_selection_full_{name}_pk_{k}") for k in range(1, 5))
+        total = sum(g[f"em_and_selection_full_{name}_pk_{k}"] for k in range(1, 5))
         assert total == pytest.approx(1.0, abs=1e-9)
         for k in range(1, 5):
             assert f"em_and_selection_full_{name}_pk_se_{k}" in g
@@ -283,16 +266,16 @@ def test_full_data_evidence_and_posterior_over_k():
 def test_coffee_three_component_posterior():
     g = glued("em_and_selection")
     for k, centre in enumerate([81.0, 118.6, 156.9]):  # tests/test_exact_and_gibbs.py::test_coffee_posterior
-        assert num(g, f"em_and_selection_c3_mean_{k}") == pytest.approx(centre, abs=0.5)
-        assert 0 < num(g, f"em_and_selection_c3_mean_mcse_{k}") < 0.5
-        assert 0 < num(g, f"em_and_selection_c3_sd_mcse_{k}") < 0.5
-    assert num(g, "em_and_selection_c3_rhat") < 1.01
+        assert g[f"em_and_selection_c3_mean_{k}"] == pytest.approx(centre, abs=0.5)
+        assert 0 < g[f"em_and_selection_c3_mean_mcse_{k}"] < 0.5
+        assert 0 < g[f"em_and_selection_c3_sd_mcse_{k}"] < 0.5
+    assert g["em_and_selection_c3_rhat"] < 1.01
 
 
 def test_em_selection_monte_carlo_numbers_carry_mcse():
     g = glued("em_and_selection")
     for key in ("w_lo_mcse", "w_hi_mcse", "k1_sd_post_mcse", "sd_t_mc_mcse"):
-        assert 0 < num(g, f"em_and_selection_{key}") < 1, key
+        assert 0 < g[f"em_and_selection_{key}"] < 1, key
     text = source("em_and_selection")
     assert '"MCSE": float(az.mcse(' in text and '"MCSE[0]"' in text and '"IS se (its own)"' in text
 
@@ -302,8 +285,8 @@ def test_em_selection_self_check_numbers():
     from gmmcourse.em import em
 
     g = glued("em_and_selection")
-    assert num(g, "em_and_selection_ex1_30") == pytest.approx(12 / 33)
+    assert g["em_and_selection_ex1_30"] == pytest.approx(12 / 33)
     # equal starting means: the one-component fit, written three times
-    assert num(g, "em_and_selection_ex2_ll") == pytest.approx(em(COFFEE_CAFFEINE, 1).log_likelihood, abs=1e-3)
+    assert g["em_and_selection_ex2_ll"] == pytest.approx(em(COFFEE_CAFFEINE, 1).log_likelihood, abs=1e-3)
     # a sparse Dirichlet favours fewer occupied components than the uniform one
-    assert num(g, "em_and_selection_ex3_occ4") < num(g, "em_and_selection_occ4_k4")
+    assert g["em_and_selection_ex3_occ4"] < g["em_and_selection_occ4_k4"]

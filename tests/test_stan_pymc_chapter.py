@@ -5,42 +5,23 @@ NumPy simulation of the prior; and the claims the prose makes about them."""
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy import integrate, stats
 from scipy.special import logsumexp
 
-from conftest import MC_Z
+from conftest import MC_Z, glued, mc_close, mcse
 from gmmcourse import posterior
 from gmmcourse.data import BENTO_WEIGHTS, COFFEE_CAFFEINE
 from gmmcourse.exact import exact_predictive
 from gmmcourse.models import BENTO_PRIOR, COFFEE_PRIOR
-
-ROOT = Path(__file__).resolve().parents[1]
-GLUE = Path(os.environ.get("GMMCOURSE_EXECUTED", ROOT / "_build" / "jupyter_execute" / "chapters")) / "stan_pymc.glue.json"
 
 pytestmark = pytest.mark.book
 
 
 @pytest.fixture(scope="module")
 def g():
-    if not GLUE.exists():
-        pytest.fail(f"{GLUE} is missing: build the book first (scripts/build_book.sh)")
-    out = {}
-    for name, v in json.loads(GLUE.read_text()).items():
-        text = v.get("data", {}).get("text/plain", "")
-        out[name] = float(("".join(text) if isinstance(text, list) else text).strip("'\""))
-    return out
-
-
-def _mcse(a):
-    from arviz_stats.base import array_stats
-
-    return float(array_stats.mcse(np.asarray(a, np.float64), chain_axis=0, draw_axis=1))
+    return glued("stan_pymc")
 
 
 def _log_lik(x, w, mu, sd):
@@ -90,11 +71,11 @@ def test_nuts_against_a_fresh_gibbs_run(g, gibbs, data):
     names = [(f"{p}{j}", p, j) for p in ("w", "mu", "sigma") for j in range(k)] + [("loglikelihood", "loglik", None)]
     for tag, p, j in names:
         draws = gibbs[data][p] if j is None else gibbs[data][p][..., j]
-        nuts, se = g[f"sp_cmp_{data}_{tag}_nuts"], g[f"sp_cmp_{data}_{tag}_nuts_mcse"]
-        assert abs(nuts - draws.mean()) <= MC_Z * np.hypot(se, _mcse(draws)), (tag, nuts, draws.mean())
+        mc_close(g[f"sp_cmp_{data}_{tag}_nuts"], draws.mean(), np.hypot(g[f"sp_cmp_{data}_{tag}_nuts_mcse"], mcse(draws)),
+                 what=f"NUTS {tag}")
         # the page's own Gibbs column, against this run too
-        page = g[f"sp_cmp_{data}_{tag}_gibbs"]
-        assert abs(page - draws.mean()) <= MC_Z * np.hypot(g[f"sp_cmp_{data}_{tag}_gibbs_mcse"], _mcse(draws)), tag
+        mc_close(g[f"sp_cmp_{data}_{tag}_gibbs"], draws.mean(),
+                 np.hypot(g[f"sp_cmp_{data}_{tag}_gibbs_mcse"], mcse(draws)), what=f"the page's Gibbs {tag}")
     assert g["sp_cmp_worst_z"] < MC_Z
 
 
@@ -104,8 +85,7 @@ def test_predictive_density_against_exact(g):
     exact = float(np.exp(ex.log_density))
     assert g["sp_exact_density"] == pytest.approx(exact, rel=1e-9)
     for side in ("nuts", "gibbs"):
-        est, se = g[f"sp_cmp_bentos_p3515data_{side}"], g[f"sp_cmp_bentos_p3515data_{side}_mcse"]
-        assert abs(est - exact) <= MC_Z * se, (side, est, exact, se)
+        mc_close(g[f"sp_cmp_bentos_p3515data_{side}"], exact, g[f"sp_cmp_bentos_p3515data_{side}_mcse"], what=side)
     assert g["sp_exact_z_nuts"] < MC_Z and g["sp_exact_z_gibbs"] < MC_Z
 
 
@@ -127,11 +107,10 @@ def test_prior_predictive_numbers(g):
         rep = _prior_simulation(x, prior, sims, rng)
         hit = rep.std(axis=1) >= x.std()
         se = np.hypot(g[f"sp_prior_sd_{name}_mcse"], hit.std() / np.sqrt(sims))
-        assert abs(g[f"sp_prior_sd_{name}"] - hit.mean()) <= MC_Z * se, name
+        mc_close(g[f"sp_prior_sd_{name}"], hit.mean(), se, what=name)
         if name == "bento":
             gap = np.diff(np.sort(rep, axis=1), axis=1).max(axis=1) >= 100.0
-            se = np.hypot(g["sp_prior_gap_mcse"], gap.std() / np.sqrt(sims))
-            assert abs(g["sp_prior_gap"] - gap.mean()) <= MC_Z * se
+            mc_close(g["sp_prior_gap"], gap.mean(), np.hypot(g["sp_prior_gap_mcse"], gap.std() / np.sqrt(sims)))
     # closed forms: P(sd > 5) under Gamma(2, 1) is 6 e^-5; E|N(0, 50 sqrt 2)| = 100 / sqrt(pi)
     assert g["sp_prior_sigma5"] == pytest.approx(6 * np.exp(-5.0), rel=1e-12)
     assert g["sp_prior_typical_gap"] == pytest.approx(50 * np.sqrt(2) * np.sqrt(2 / np.pi), rel=1e-12)
@@ -156,8 +135,8 @@ def test_posterior_predictive_p_values(g, gibbs):
         rep = _replicate(gibbs[data], len(x), rng)
         for s, fn in stat.items():
             hit = (fn(rep) >= fn(x)).astype(float)
-            p, se = g[f"sp_ppc_{name}_{s}"], g[f"sp_ppc_{name}_{s}_mcse"]
-            assert abs(p - hit.mean()) <= MC_Z * np.hypot(se, _mcse(hit)), (name, s, p, hit.mean())
+            p = g[f"sp_ppc_{name}_{s}"]
+            mc_close(p, hit.mean(), np.hypot(g[f"sp_ppc_{name}_{s}_mcse"], mcse(hit)), what=f"{name} {s}")
             values.append(p)
     assert g["sp_ppc_lo"] == min(values) and g["sp_ppc_hi"] == max(values)
     assert 0.05 < min(values) and max(values) < 0.95, "the page says the checks find no misfit"
@@ -173,4 +152,4 @@ def test_exercise_answers(g, gibbs):
     d = gibbs["coffee"]
     dens = d["w"] * stats.norm.pdf(100.0, d["mu"], d["sigma"])
     p = dens[..., 0] / dens.sum(-1)
-    assert abs(g["sp_ex3_p"] - p.mean()) <= MC_Z * np.hypot(g["sp_ex3_mcse"], _mcse(p))
+    mc_close(g["sp_ex3_p"], p.mean(), np.hypot(g["sp_ex3_mcse"], mcse(p)))
