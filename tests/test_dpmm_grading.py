@@ -1,4 +1,4 @@
-"""The `dpmm` assignment (issue 28), graded on a corpus of submissions.
+"""The `dpmm` assignment (issue 28), graded on a corpus of submissions (benchmarks/corpus/dpmm.py).
 
 Correct styles (loops with scipy per cluster, the solution's vectorised code, float32; the given
 collapsed sampler with 4 or 8 chains, a blocked Gibbs sampler of the student's own, float32
@@ -6,194 +6,28 @@ draws) must get full marks; each typical mistake must lose exactly the points of
 breaks, with a message naming it. Every part's export code runs on the submission in-process and
 the trusted check grades the JSON it produces (as in tests/test_grading_fairness.py);
 `test_sandboxed_grading` grades two submissions through the real sandboxed grader.
-`benchmarks/dpmm_probe_rates.py` runs the function probes over many fresh draws.
+`benchmarks/dpmm_probe_rates.py` runs the function probes over many fresh draws and the
+posterior part over many seeds of the students' sampler runs.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from corpus.dpmm import (AID, FUNCTION_MISTAKES, SAMPLER_MISTAKES, answers, base_namespace, blocked_gibbs,
+                         conditional_loop, correct_styles, gibbs_chains, num_clusters, sampler_runs)
+from corpus.grading import SOL, Case, score, solution_notebook, verdict_ok
+from gmmcourse.grading.assignments import ASSIGNMENTS
+from gmmcourse.grading.assignments import dpmm as M
 
-from gmmcourse.grading.assignments import ASSIGNMENTS  # noqa: E402
-from gmmcourse.grading.assignments import dpmm as M  # noqa: E402
-from test_exercises import SOL, _namespace, _nb, score  # noqa: E402
-from test_grading_fairness import Case, verdict_ok  # noqa: E402
-
-AID = "dpmm"
 FUNCTION_PARTS = ("crp_predictive", "gibbs_conditional", "gibbs_conditional_stable")
-CELLS = {"setup", "crp_solution", "conditional_solution", "sampler_given", "posterior_solution"}
-
-
-# ----------------------------------------------------------------------------- students' functions
-
-
-def crp_loop(counts, alpha):
-    n = sum(int(c) for c in counts)
-    return np.array([c / (n + alpha) for c in counts] + [alpha / (n + alpha)])
-
-
-def crp_float32(counts, alpha):
-    c = np.asarray(counts, np.float32)
-    return np.append(c, np.float32(alpha)) / (c.sum() + np.float32(alpha))
-
-
-def crp_mistake(kind):
-    def crp_probs(counts, alpha):
-        c = [float(v) for v in counts]
-        if kind == "alpha_on_tables":
-            w = [v + alpha for v in c] + [alpha]
-        else:  # no_new_table
-            w = c
-        return np.array(w) / sum(w)
-    return crp_probs
-
-
-def conditional_loop(mistake=None):
-    """A per-cluster loop with scipy.stats.t (the style the text suggests), or one mistake."""
-    from scipy.stats import norm, t
-
-    def log_predictive(x_new, xs, prior):
-        m0, k0, a0, b0 = prior
-        n = len(xs)
-        mean = sum(xs) / n if n else 0.0
-        kn, an = k0 + n, a0 + n / 2
-        mn = (k0 * m0 + n * mean) / kn
-        bn = b0 + 0.5 * sum((v - mean) ** 2 for v in xs) + k0 * n * (mean - m0) ** 2 / (2 * kn)
-        return t.logpdf(x_new, 2 * an, loc=mn, scale=math.sqrt(bn * (kn + 1) / (an * kn)))
-
-    def log_conditional(i, x, z, alpha, prior):
-        x, z = [float(v) for v in x], [int(v) for v in z]
-        others = [j for j in range(len(x)) if j != i or mistake == "counts_include_i"]
-        logw = []
-        for c in sorted({z[j] for j in others}):
-            xs = [x[j] for j in others if z[j] == c]
-            lp = log_predictive(x[i], [] if mistake == "prior_predictive_for_existing" else xs, prior)
-            logw.append(math.log(len(xs) * (alpha if mistake == "alpha_swapped" else 1.0)) + lp)
-        if mistake != "no_new_cluster":
-            m0, k0, a0, b0 = prior
-            new = (norm.logpdf(x[i], m0, math.sqrt(b0 / (a0 - 1))) if mistake == "plugin_for_new"
-                   else log_predictive(x[i], [], prior))
-            logw.append((0.0 if mistake == "alpha_swapped" else math.log(alpha)) + new)
-        logw = np.array(logw)
-        if mistake == "unnormalised":
-            return logw
-        if mistake == "linear_space":
-            p = np.exp(logw)
-            return np.log(p / p.sum())
-        top = logw.max()
-        return logw - top - math.log(float(np.sum(np.exp(logw - top))))
-    return log_conditional
-
-
-def conditional_float32(i, x, z, alpha, prior):
-    """The solution's vectorised computation, every array in float32."""
-    from scipy.special import gammaln
-
-    f = np.float32
-    x, z = np.asarray(x, f), np.asarray(z)
-    m0, k0, a0, b0 = (f(v) for v in prior)
-    others = np.arange(x.size) != i
-    xo = x[others]
-    _, idx = np.unique(z[others], return_inverse=True)
-    n = np.bincount(idx).astype(f)
-    mean = (np.bincount(idx, weights=xo) / n).astype(f)
-    ss = np.bincount(idx, weights=(xo - mean[idx]) ** 2).astype(f)
-    n, mean, ss = np.append(n, f(0)), np.append(mean, f(0)), np.append(ss, f(0))
-    kn, an = k0 + n, a0 + n / f(2)
-    mn = (k0 * m0 + n * mean) / kn
-    bn = b0 + ss / f(2) + k0 * n * (mean - m0) ** 2 / (f(2) * kn)
-    df, scale = f(2) * an, np.sqrt(bn * (kn + f(1)) / (an * kn))
-    lp = (gammaln((df + f(1)) / f(2)) - gammaln(df / f(2)) - f(0.5) * np.log(df * f(np.pi)) - np.log(scale)
-          - (df + f(1)) / f(2) * np.log1p(((f(x[i]) - mn) / scale) ** 2 / df))
-    logw = (np.log(np.append(n[:-1], f(alpha))) + lp).astype(f)
-    top = logw.max()
-    return logw - top - np.log(np.sum(np.exp(logw - top)))
-
-
-def correct_styles(sol: dict) -> dict:
-    """name -> (crp_probs, log_conditional): the correct styles of the corpus."""
-    return {"solution": (sol["crp_probs"], sol["log_conditional"]), "loops": (crp_loop, conditional_loop()),
-            "float32": (crp_float32, conditional_float32)}
-
-
-FUNCTION_MISTAKES = {
-    # name -> (parts lost, replaced functions)
-    "alpha_on_tables": ({"crp_predictive"}, {"crp_probs": crp_mistake("alpha_on_tables")}),
-    "no_new_table": ({"crp_predictive"}, {"crp_probs": crp_mistake("no_new_table")}),
-    **{k: ({"gibbs_conditional"}, {"log_conditional": conditional_loop(k)}) for k in M.COND_MISTAKES},
-    "linear_space": ({"gibbs_conditional_stable"}, {"log_conditional": conditional_loop("linear_space")}),
-}
-
-
-# ----------------------------------------------------------------------------- samplers
-
-
-def blocked_gibbs(x, alpha, prior, num_chains=4, num_samples=2000, num_warmup=500, k_max=20, seed=0):
-    """Another valid sampler: Ishwaran and James's blocked Gibbs on k_max sticks (the truncation
-    error is below 4 n exp(-(k_max - 1) / alpha) = 2e-7), vectorised over chains. Returns the
-    labels (chains, samples, n)."""
-    rng = np.random.default_rng(seed)
-    m0, k0, a0, b0 = prior
-    x = np.asarray(x, float)
-    c, n = num_chains, x.size
-    z = rng.integers(0, 3, (c, n))
-    out = np.zeros((c, num_samples, n), dtype=int)
-    ks = np.arange(k_max)
-    for sweep in range(num_warmup + num_samples):
-        onehot = z[..., None] == ks
-        cnt = onehot.sum(1)
-        mean = (onehot * x[None, :, None]).sum(1) / np.maximum(cnt, 1)
-        ss = (onehot * (x[None, :, None] - mean[:, None, :]) ** 2).sum(1)
-        kn, an = k0 + cnt, a0 + cnt / 2
-        mn = (k0 * m0 + cnt * mean) / kn
-        bn = b0 + ss / 2 + k0 * cnt * (mean - m0) ** 2 / (2 * kn)
-        var = bn / rng.gamma(an)
-        mu = mn + np.sqrt(var / kn) * rng.standard_normal((c, k_max))
-        after = cnt[:, ::-1].cumsum(1)[:, ::-1] - cnt
-        v = rng.beta(1 + cnt, alpha + after)
-        v[:, -1] = 1.0
-        logw = np.log(v) + np.concatenate([np.zeros((c, 1)), np.cumsum(np.log1p(-v[:, :-1]), 1)], 1)
-        logits = logw[:, None, :] - 0.5 * np.log(var)[:, None, :] - 0.5 * (x[None, :, None] - mu[:, None, :]) ** 2 / var[:, None, :]
-        g = logits - np.log(-np.log(rng.random(logits.shape)))  # Gumbel-max
-        z = g.argmax(-1)
-        if sweep >= num_warmup:
-            out[:, sweep - num_warmup] = z
-    return out
-
-
-def num_clusters(labels):
-    return np.array([[np.unique(d).size for d in chain] for chain in labels])
-
-
-def answers(k, dtype=np.float64):
-    k = np.asarray(k)
-    return {"dpmm_num_clusters": k.astype(dtype),
-            "dpmm_k_posterior": (np.bincount(k.ravel().astype(int), minlength=len(M.X) + 1) / k.size).astype(dtype)}
 
 
 # ----------------------------------------------------------------------------- the corpus
-
-
-def base_namespace() -> dict:
-    return _namespace(AID, CELLS - {"posterior_solution"})
-
-
-def sampler_runs(seed=0) -> dict:
-    """The draws the corpus uses: the given sampler with the solution's conditional (8 chains),
-    with a wrong conditional (4 chains), and a blocked Gibbs sampler of the student's own."""
-    ns = base_namespace()
-    x, a, pr = ns["X"], ns["ALPHA"], ns["PRIOR"]
-    good = ns["run_sampler"](x, a, pr, num_chains=8, num_samples=1000, num_warmup=200, seed=seed)
-    ns["log_conditional"] = conditional_loop("prior_predictive_for_existing")  # run_sampler reads this global
-    bad = ns["run_sampler"](x, a, pr, num_chains=4, num_samples=1000, num_warmup=200, seed=seed + 1)
-    return {"good": good, "bad": bad, "blocked": blocked_gibbs(x, a, pr, seed=seed + 2)}
 
 
 def corpus(runs: dict) -> list[Case]:
@@ -256,6 +90,74 @@ def test_corpus(cases):
 def test_the_corpus_names_every_listed_mistake(cases):
     names = {c.name for c in cases}
     assert set(M.CRP_MISTAKES) | set(M.COND_MISTAKES) | {"linear_space"} <= names
+
+
+def test_vectorised_sampler_is_the_given_sampler():
+    """`gibbs_chains` (the corpus's and the benchmark's draws) reproduces the notebook's
+    `run_sampler` draw for draw, with the solution's conditional and with each wrong one."""
+    ns = base_namespace()
+    for mistake in (None, *SAMPLER_MISTAKES):
+        if mistake:
+            ns["log_conditional"] = conditional_loop(mistake)  # run_sampler reads this global
+        want = np.stack([ns["run_sampler"](M.X, M.ALPHA, M.PRIOR, num_chains=2, num_samples=30, num_warmup=5, seed=s)
+                         for s in (3, 4)])
+        got = gibbs_chains(M.X, M.ALPHA, M.PRIOR, [3, 4], num_chains=2, num_samples=30, num_warmup=5, mistake=mistake)
+        assert np.array_equal(got, want), mistake
+
+
+FRESH_SEEDS = range(10_000, 10_010)
+"""Seeds used nowhere else (the corpus: 0-2; benchmarks/dpmm_probe_rates.py: 0-199)."""
+
+
+@pytest.mark.slow
+def test_fresh_seeds_full_marks_and_mistakes_lose_their_points():
+    """At ten seeds of their own (sampler runs and the function probes drawn afresh), every
+    correct style gets full marks on every part, and each mistake loses exactly its parts with
+    its message: the functions' mistakes, a sampler run with a wrong conditional (which loses
+    the conditional and the posterior), K as the largest label + 1, the share of one chain,
+    the shares shifted by one, too few draws."""
+    base = base_namespace()
+    parts = tuple(p.grade_id for p in ASSIGNMENTS[AID].parts)
+    post = frozenset({"dpmm_num_clusters"})
+    labels = gibbs_chains(M.X, M.ALPHA, M.PRIOR, FRESH_SEEDS, num_chains=8)
+    wrong = gibbs_chains(M.X, M.ALPHA, M.PRIOR, FRESH_SEEDS, mistake="prior_predictive_for_existing")
+    blocked = blocked_gibbs(M.X, M.ALPHA, M.PRIOR, num_chains=4 * len(FRESH_SEEDS), seed=FRESH_SEEDS[0])
+    bad = {}
+    for r, seed in enumerate(FRESH_SEEDS):
+        M.inputs.redraw()  # fresh function probes, as every grading run draws
+        k = num_clusters(labels[r])
+        shifted, one_chain = answers(k[:4]), answers(k[:4])
+        shifted["dpmm_k_posterior"] = np.append(shifted["dpmm_k_posterior"][1:], 0.0)
+        one_chain["dpmm_k_posterior"] = answers(k[:1])["dpmm_k_posterior"]
+        cases = [Case("4_chains", AID, dict(base, **answers(k[:4])), parts),
+                 Case("8_chains", AID, dict(base, **answers(k)), parts),
+                 Case("float32", AID, dict(base, **answers(k[4:], np.float32)), parts),
+                 Case("blocked_gibbs", AID, dict(base, **answers(num_clusters(blocked[4 * r:4 * r + 4]))), parts)]
+        for name, (crp, cond) in correct_styles(base).items():
+            cases.append(Case(f"functions_{name}", AID, dict(base, crp_probs=crp, log_conditional=cond),
+                              FUNCTION_PARTS))
+        for name, (lost, fns) in FUNCTION_MISTAKES.items():
+            cases.append(Case(name, AID, dict(base, **fns), FUNCTION_PARTS, frozenset(lost),
+                              says={p: M.ADVICE.get(name, "log space") for p in lost}))
+        cases += [
+            Case("sampler_with_prior_predictive_for_existing", AID,
+                 dict(base, log_conditional=conditional_loop("prior_predictive_for_existing"),
+                      **answers(num_clusters(wrong[r]))), parts, frozenset({"gibbs_conditional", "dpmm_num_clusters"}),
+                 says={"gibbs_conditional": "posterior predictive", "dpmm_num_clusters": "differs from the exact one"}),
+            Case("k_from_largest_label", AID, dict(base, **answers(labels[r, :4].max(-1) + 1)), parts, post,
+                 says={"dpmm_num_clusters": "distinct labels"}),
+            Case("share_of_one_chain", AID, dict(base, **one_chain), parts, post,
+                 says={"dpmm_num_clusters": "share of your draws"}),
+            Case("shares_shifted_by_one", AID, dict(base, **shifted), parts, post,
+                 says={"dpmm_num_clusters": "share of your draws"}),
+            Case("too_few_draws", AID, dict(base, **answers(k[:2, :500])), parts, post,
+                 says={"dpmm_num_clusters": "Too few draws"}),
+        ]
+        for c in cases:
+            wrong_parts = verdict_ok(c, {gid: score(AID, gid, c.ns) for gid in c.parts})
+            if wrong_parts:
+                bad[(seed, c.name)] = wrong_parts
+    assert not bad, bad
 
 
 # ----------------------------------------------------------------------------- the reference itself
@@ -321,7 +223,7 @@ def test_cells_and_notebook_constants():
     """The cells of K compared are the exact posterior's, and the notebook states the module's
     data, alpha and prior."""
     assert M.CELLS == M.cells()
-    setup = next(c.source for c in _nb(SOL / AID / f"{AID}.ipynb").cells
+    setup = next(c.source for c in solution_notebook(AID).cells
                  if c.metadata.get("nbgrader", {}).get("grade_id") == "setup")
     ns: dict = {}
     exec(setup, ns)
@@ -339,6 +241,25 @@ def test_probe_rates_stated_and_recorded():
     assert min(v["caught"] / v["draws"] for v in res["power"].values()) >= r["power_min"]
     text = M.ASSIGNMENT.precision
     assert f"{r['draws']:,} draws" in text and f"{100 * r['false_fail_upper95']:.1f} %" in text
+
+
+def test_posterior_rates_stated_and_recorded():
+    """The posterior part's false-fail rate over seeds of the sampler run and its catch rates:
+    measured (benchmarks/dpmm_probe_rates.py posterior), and the notebook states the recorded
+    numbers."""
+    res = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+                      / "dpmm_posterior_rates.json").read_text())
+    q = M.POSTERIOR_RATES
+    assert res["seeds"] == q["seeds"] >= 100 and len(res["false_fail"]) == q["styles"]
+    assert all(v["failed"] == 0 and v["seeds"] == q["seeds"] for v in res["false_fail"].values())
+    assert round(max(v["upper95"] for v in res["false_fail"].values()), 3) <= q["false_fail_upper95"]
+    assert {f"sampler_{m}" for m in SAMPLER_MISTAKES} <= set(res["power"])
+    for name, v in res["power"].items():
+        want = q["weak_caught"] if name == q["weak"] else v["seeds"]
+        assert v["caught"] == want and v["seeds"] == (q["mistake_seeds"] if name.startswith("sampler_") else q["seeds"]), name
+    text = M.ASSIGNMENT.precision
+    assert f"{q['seeds']} seeds" in text and f"{100 * q['false_fail_upper95']:.1f} %" in text
+    assert f"at {q['weak_caught']} of {q['mistake_seeds']}" in text
 
 
 # ----------------------------------------------------------------------------- through the sandbox
@@ -377,7 +298,7 @@ def test_sandboxed_grading(tmp_path):
     from gmmcourse.grading.engine import autograde
 
     assert shutil.which("bwrap"), "this test needs bubblewrap (apt-get install -y bubblewrap)"
-    src = _nb(SOL / AID / f"{AID}.ipynb")
+    src = solution_notebook(AID)
     course = tmp_path / "course"
     for student, edit in (("styles", "styles"), ("mistakes", "mistakes")):
         nb = nbformat.from_dict(json.loads(json.dumps(src)))

@@ -27,7 +27,8 @@ from gmmcourse.grading.spec import Assignment, Part, Verdict
 
 __all__ = ["ASSIGNMENT", "X", "ALPHA", "PRIOR", "CRP_MISTAKES", "COND_MISTAKES", "ADVICE", "FIXED_INPUTS",
            "crp", "conditional", "log_predictive", "inputs", "reference", "exact_k_posterior", "cells", "CELLS",
-           "COND_RTOL", "COND_ATOL", "STABLE_ATOL", "P_CELL", "REPORT_ATOL", "PROBE_RATES"]
+           "COND_RTOL", "COND_ATOL", "STABLE_ATOL", "P_CELL", "REPORT_ATOL", "PROBE_RATES",
+           "POSTERIOR_RATES"]
 
 X = (3.6, 1.8, 3.333, 2.283, 4.533, 2.883, 4.7, 3.6, 1.95, 4.35)
 """The first ten Old Faithful eruption durations (minutes), as the notebook states them."""
@@ -506,10 +507,15 @@ def check_num_clusters(answer, context):
 
 PROBE_RATES = {"draws": 1000, "false_fail_upper95": 0.003, "styles": 3, "mistakes": 9, "power_min": 1.0}
 """What benchmarks/dpmm_probe_rates.py measured (results/dpmm_probe_rates.json; a test keeps them in step)."""
+POSTERIOR_RATES = {"seeds": 200, "styles": 4, "false_fail_upper95": 0.015, "mistake_seeds": 100,
+                   "weak": "sampler_plugin_for_new", "weak_caught": 13}
+"""What benchmarks/dpmm_probe_rates.py measured for the posterior part over seeds of the student's
+sampler run (results/dpmm_posterior_rates.json; a test keeps them in step): no correct style
+failed; every mistake but the weak one was caught at every seed."""
 
 
 def precision_text() -> str:
-    r = PROBE_RATES
+    r, q = PROBE_RATES, POSTERIOR_RATES
     cells_text = ", ".join("{" + ", ".join(map(str, c)) + "}" if len(c) > 1 else str(c[0]) for c in CELLS)
     return (
         f"**Precision.** `crp_probs` and `log_conditional` are called on test states of the grader's own, drawn "
@@ -530,7 +536,15 @@ def precision_text() -> str:
         f"value of probability at least {P_CELL:g} on its own, the rarer ones together); the standard error comes "
         f"from batch means of all your chains, at least that of independent draws and at most that of draws "
         f"1/{MAX_IAT:g} as informative (a run that has not mixed does not widen its own tolerance). "
-        f"`dpmm_k_posterior` must be the share of your draws with each K, to rounding.")
+        f"`dpmm_k_posterior` must be the share of your draws with each K, to rounding. Measured over "
+        f"{q['seeds']} seeds of the sampler run, a correct answer ({q['styles']} styles: the given sampler with 4 "
+        f"or 8 chains, float32 arrays, a blocked Gibbs sampler of one's own) failed this part at none (less than "
+        f"{100 * q['false_fail_upper95']:.1f} %, 95 % bound); K as the largest label + 1, the share of one "
+        f"chain reported, the shares shifted by one and too few draws lost it at every seed, and so did the given "
+        f"sampler run with a wrong conditional (point i counted in its own cluster, the prior predictive for an "
+        f"existing cluster, no new cluster) at each of {q['mistake_seeds']}; a plug-in Normal for the new cluster "
+        f"moves the posterior over K so little that this part caught it at {q['weak_caught']} of "
+        f"{q['mistake_seeds']} (the conditional's part always does).")
 
 
 # ----------------------------------------------------------------------------- the assignment
