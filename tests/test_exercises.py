@@ -19,10 +19,8 @@ import pytest
 from corpus import categorization as cat_corpus
 from corpus import coffee_blends as cb_corpus
 from corpus import uncertainty as unc_corpus
-from corpus.grading import SOL, namespace, score
+from corpus.grading import SOL, score
 from gmmcourse.grading.assignments import ASSIGNMENTS, REPO_ROOT
-
-_namespace = namespace  # tests/test_dpmm_grading.py imports it from here
 
 IDS = sorted(ASSIGNMENTS)
 REL = REPO_ROOT / "exercises"

@@ -24,15 +24,13 @@ from corpus import coffee_blends as cb_corpus
 from corpus import uncertainty as unc_corpus
 from corpus.coffee_blends import COFFEE_POSTERIOR, HALVES, float32_submission, float32_updates, linear_sample_z
 from corpus.coffee_blends import sampler_namespace, submission
-from corpus.grading import Case, grade, namespace, score, solution_notebook, verdict_ok, visible_test
+from corpus.grading import grade, namespace, score, solution_notebook, verdict_ok, visible_test
 from corpus.uncertainty import BENTO_POSTERIOR, bento_answers
 from gmmcourse.grading import checks as C
 from gmmcourse.grading.assignments import ASSIGNMENTS
 from gmmcourse.grading.assignments.categorization import ADVICE as CATEGORIZE_ADVICE
 from gmmcourse.grading.assignments.categorization import MISTAKES as CATEGORIZE_MISTAKES
 from gmmcourse.grading.assignments.categorization import mistake as categorize_mistake
-
-__all__ = ["Case", "verdict_ok"]  # tests/test_dpmm_grading.py imports them from here
 
 CAT, CB, UN = "categorization", "coffee_blends", "uncertainty"
 
