@@ -238,10 +238,12 @@ def run(p: Plan, on_result: Callable[[AssignmentPlan, Job, dict | None, str | No
 def _warm_cache(a: Assignment, source_text: str, inputs_json: str, cache: Path, limits: Limits) -> None:
     """Run the trusted source notebook once with a writable JAX cache: once per version of the
     notebook and of the course's kernels (their programs are filed by that version)."""
-    from gmmcourse.programs import code_version
+    if "jax" not in source_text and "gmmcourse" not in source_text:
+        return
+    from gmmcourse.programs import code_version  # imports JAX
 
     stamp = cache / f".warm-{a.id}-{hashlib.sha256((source_text + code_version()).encode()).hexdigest()[:16]}"
-    if stamp.exists() or "jax" not in source_text and "gmmcourse" not in source_text:
+    if stamp.exists():
         return
     cache.mkdir(parents=True, exist_ok=True)
     t = time.monotonic()
