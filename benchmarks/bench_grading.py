@@ -181,7 +181,9 @@ def ctrl_c_stop(tmp: Path, repeats: int = 3) -> dict:
         p = subprocess.Popen([sys.executable, "-m", "gmmcourse.grading", "autograde", "toy", "--course", str(course),
                               "--registry", "toy:ASSIGNMENTS", "--workers", "2", "--no-progress", "--no-warm",
                               "--cell-timeout", "6000", "--notebook-timeout", "6000"], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             # SIGINT back to its default: inherited ignored (a background run), Python keeps it ignored
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         while p.poll() is None:
             kids = psutil.Process(p.pid).children(recursive=True)
             if sum("ipykernel" in " ".join(k.cmdline()) for k in kids if k.is_running()) >= 2:

@@ -6,6 +6,7 @@ or a pid 1 that never reaps, leaves in the table. None of these can run code aga
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 PF_EXITING = 0x4
@@ -47,3 +48,30 @@ def can_run(pid: int, start: int) -> bool:
     if st is None or st[0] != start or st[1] in "ZX" or st[2] & PF_EXITING:
         return False
     return not _kill_pending(pid)
+
+
+def sigint_default() -> None:
+    """``preexec_fn`` for a grader that a test will Ctrl-C: SIGINT back to its default in the child.
+
+    A process started in the background of a non-interactive shell (``make test &``, ``nohup``,
+    many CI launchers) inherits SIGINT *ignored*, and Python then leaves it ignored instead of
+    installing its KeyboardInterrupt handler: the grader would never see the test's Ctrl-C and
+    would grade on (that, not load, made the Ctrl-C tests fail in background runs)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def catches_sigint(pid: int) -> bool:
+    """Whether ``pid`` has a handler for SIGINT (Python's KeyboardInterrupt), from /proc."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key == "SigCgt":
+            return bool(int(value.strip(), 16) & (1 << (signal.SIGINT - 1)))
+    return False
+
+
+SIGINT_IGNORED = ("the grader has no SIGINT handler (SIGINT ignored, inherited from a background shell?): "
+                  "start it with preexec_fn=proc_state.sigint_default")

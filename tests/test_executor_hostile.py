@@ -22,6 +22,7 @@ import nbformat
 import psutil
 
 from grading_helpers import HERE, LIMITS, _env, needs_bwrap, toy
+from proc_state import SIGINT_IGNORED, catches_sigint, sigint_default
 
 from gmmcourse.grading import channels, protocol
 from gmmcourse.grading.checks import guarded
@@ -157,7 +158,8 @@ def test_ctrl_c_in_serial_mode_stops_and_leaves_nothing(tmp_path):
                    d / "toy.ipynb")
     cmd = [sys.executable, "-m", "gmmcourse.grading", "autograde", "toy", "--course", str(course), "--registry",
            "toy:ASSIGNMENTS", "--serial", "--no-progress", "--no-warm", "--cell-timeout", "3"]
-    p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=sigint_default)
     tree: set[int] = {p.pid}
 
     def mine(name: str) -> bool:
@@ -177,6 +179,7 @@ def test_ctrl_c_in_serial_mode_stops_and_leaves_nothing(tmp_path):
         tree.update(c.pid for c in psutil.Process(p.pid).children(recursive=True))
     except psutil.NoSuchProcess:
         pass
+    assert catches_sigint(p.pid), SIGINT_IGNORED
     p.send_signal(signal.SIGINT)
     try:
         _, err = p.communicate(timeout=90)  # the sleeping cell alone would take 1,000 s

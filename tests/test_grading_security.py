@@ -20,6 +20,7 @@ import nbformat
 import psutil
 import pytest
 from grading_helpers import HERE, LIMITS, _env, needs_bwrap, toy
+from proc_state import SIGINT_IGNORED, catches_sigint, sigint_default
 
 from gmmcourse.grading.engine import GradingError, autograde
 
@@ -87,7 +88,8 @@ def test_another_uid_runs_no_code_on_the_graders_cluster(tmp_path):
     cmd = [sys.executable, "-m", "gmmcourse.grading", "autograde", "toy", "--course", str(course),
            "--registry", "toy:ASSIGNMENTS", "--workers", "2", "--no-progress", "--no-warm",
            "--cell-timeout", "6000", "--notebook-timeout", "6000"]
-    p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=sigint_default)
     try:
         tree: set[int] = set()
         end = time.monotonic() + 600  # a guard against a hang, not a measured bound
@@ -105,8 +107,13 @@ def test_another_uid_runs_no_code_on_the_graders_cluster(tmp_path):
         assert p.poll() is None, (report, p.communicate())  # the run was going on during the whole probe
         assert not made and not any(v.startswith("ran") for v in report.values()), report
     finally:
-        p.send_signal(signal.SIGINT)
+        ignored = not catches_sigint(p.pid)
+        if ignored:
+            p.kill()  # it would never see the Ctrl-C below
+        else:
+            p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=600)
+    assert not ignored, SIGINT_IGNORED
     assert p.returncode == 130, err
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import nbformat
 import psutil
 import pytest
-from proc_state import can_run, start_time
+from proc_state import SIGINT_IGNORED, can_run, catches_sigint, sigint_default, start_time
 from grading_helpers import (
     LIMITS,
     _env,
@@ -257,7 +257,8 @@ def test_ctrl_c_stops_everything_and_leaves_nothing(tmp_path):
         return {d for d in Path("/tmp").glob("gmg-*-*") if d.name.split("-")[1].isdigit()
                 and int(d.name.split("-")[1]) in tree}
 
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=sigint_default)
     guard = time.monotonic() + 900  # against a hang only
     kernels = []
     while time.monotonic() < guard and p.poll() is None and len(kernels) < 2:
@@ -269,6 +270,7 @@ def test_ctrl_c_stops_everything_and_leaves_nothing(tmp_path):
     grader_pids()
     assert scratch() and _cgroups_of(tree) and list(tmp.glob("gmg-run-*")), (scratch(), tree)  # what must go is there
     mounts_before = {d for d in scratch() if os.path.ismount(d)}
+    assert catches_sigint(p.pid), SIGINT_IGNORED
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=900)  # against a hang only
     assert p.returncode == 130, err
