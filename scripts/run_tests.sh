@@ -8,7 +8,8 @@
 #   * the tests that do not read the built book run on TEST_WORKERS pytest-xdist workers
 #     (one test file per worker: module fixtures are built once);
 #   * the book builds (log: _build/book-build.log), then the tests of the built book
-#     (marker `book`) run (log: _build/book-tests.log; printed at the end).
+#     (marker `book`) run (log: _build/book-tests.log; printed at the end), the Colab-like
+#     test beside the others.
 # The exit status is the first failure's; pytest's "no tests collected" (5) is not a failure.
 # TEST_WORKERS=0 runs each pytest session in one process, one test after another.
 set -uo pipefail
@@ -28,12 +29,28 @@ tests_log="$ROOT/_build/book-tests.log"
 status_file="$ROOT/_build/.book-status"
 rm -f "$status_file"
 
+# The Colab-like test (a fresh venv shaped like Colab's, the set-up cell's pip install, one
+# chapter run) takes most of the book tests' time and shares nothing with the others: on a
+# full run it goes beside them, in a session of its own (log: _build/book-tests-colab.log).
+COLAB=tests/test_colab_like.py
+colab_log="$ROOT/_build/book-tests-colab.log"
 book_side() {
     scripts/build_book.sh >"$build_log" 2>&1
     local b=$?
     if [[ $b -ne 0 ]]; then echo "build $b" >"$status_file"; return; fi
-    "$PY" -m pytest "${book_xdist[@]}" -m book --durations=15 "$@" >"$tests_log" 2>&1
-    echo "tests $?" >"$status_file"
+    if [[ "$WORKERS" != 0 && $# -eq 0 ]]; then
+        "$PY" -m pytest -p no:xdist -m book --durations=5 "$COLAB" >"$colab_log" 2>&1 &
+        local colab_pid=$!
+        "$PY" -m pytest "${book_xdist[@]}" -m book --durations=15 --ignore="$COLAB" >"$tests_log" 2>&1
+        local rest=$?
+        wait "$colab_pid"
+        local colab=$?
+        cat "$colab_log" >>"$tests_log"
+        if ! ok "$rest"; then echo "tests $rest" >"$status_file"; else echo "tests $colab" >"$status_file"; fi
+    else
+        "$PY" -m pytest "${book_xdist[@]}" -m book --durations=15 "$@" >"$tests_log" 2>&1
+        echo "tests $?" >"$status_file"
+    fi
 }
 book_side "$@" &
 book_pid=$!
