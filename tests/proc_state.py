@@ -75,3 +75,20 @@ def catches_sigint(pid: int) -> bool:
 
 SIGINT_IGNORED = ("the grader has no SIGINT handler (SIGINT ignored, inherited from a background shell?): "
                   "start it with preexec_fn=proc_state.sigint_default")
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and every descendant: what a test does when the grader it started failed to
+    stop, so that a failing test leaves nothing running to load the tests after it."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for q in procs:
+        try:
+            q.kill()
+        except psutil.NoSuchProcess:
+            pass

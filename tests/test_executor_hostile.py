@@ -22,7 +22,7 @@ import nbformat
 import psutil
 
 from grading_helpers import HERE, LIMITS, _env, needs_bwrap, toy
-from proc_state import SIGINT_IGNORED, catches_sigint, sigint_default
+from proc_state import SIGINT_IGNORED, catches_sigint, kill_tree, sigint_default
 
 from gmmcourse.grading import channels, protocol
 from gmmcourse.grading.checks import guarded
@@ -179,12 +179,15 @@ def test_ctrl_c_in_serial_mode_stops_and_leaves_nothing(tmp_path):
         tree.update(c.pid for c in psutil.Process(p.pid).children(recursive=True))
     except psutil.NoSuchProcess:
         pass
-    assert catches_sigint(p.pid), SIGINT_IGNORED
+    if not catches_sigint(p.pid):  # it would grade on: stop it, leave nothing running
+        kill_tree(p.pid)
+        p.communicate()
+        raise AssertionError(SIGINT_IGNORED)
     p.send_signal(signal.SIGINT)
     try:
         _, err = p.communicate(timeout=90)  # the sleeping cell alone would take 1,000 s
     except subprocess.TimeoutExpired:
-        p.kill()
+        kill_tree(p.pid)
         p.communicate()
         raise AssertionError("the grader did not stop on Ctrl-C") from None
     assert p.returncode == 130, err[-2000:]

@@ -20,7 +20,7 @@ import nbformat
 import psutil
 import pytest
 from grading_helpers import HERE, LIMITS, _env, needs_bwrap, toy
-from proc_state import SIGINT_IGNORED, catches_sigint, sigint_default
+from proc_state import SIGINT_IGNORED, catches_sigint, kill_tree, sigint_default
 
 from gmmcourse.grading.engine import GradingError, autograde
 
@@ -112,7 +112,12 @@ def test_another_uid_runs_no_code_on_the_graders_cluster(tmp_path):
             p.kill()  # it would never see the Ctrl-C below
         else:
             p.send_signal(signal.SIGINT)
-        out, err = p.communicate(timeout=600)
+        try:
+            out, err = p.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            kill_tree(p.pid)  # leave nothing running for the tests after this one
+            p.communicate()
+            raise AssertionError("the grader did not stop within 600 s of Ctrl-C") from None
     assert not ignored, SIGINT_IGNORED
     assert p.returncode == 130, err
 
