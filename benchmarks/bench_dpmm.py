@@ -73,13 +73,13 @@ def plain_sweep(key, z, x, n, prior: DPPrior, log_alpha, num_slots):
 
 @partial(jax.jit, static_argnames=("num_slots", "num_samples"))
 def plain_chains(keys, z0, x, n, prior, log_alpha, num_slots, num_samples):
-    """`num_samples` sweeps of every chain (no warm-up), vmapped like `dpmm._run_chains`."""
+    """`num_samples` sweeps of every chain (no warm-up), vmapped like `dpmm.run_chains`."""
     def chain(key, z):
         def body(z, k):
             z = plain_sweep(k, z, x, n, prior, log_alpha, num_slots).astype(jnp.int32)
             return z, z
 
-        _, ks = jax.random.split(key)  # the key `dpmm._run` gives its kept sweeps
+        _, ks = jax.random.split(key)  # the key `dpmm.run_chain` gives its kept sweeps
         return jax.lax.scan(body, z, jax.random.split(ks, num_samples))[1]
 
     return jax.vmap(chain)(keys, z0)
@@ -146,7 +146,7 @@ def time_to_rhat(keys, z0, xs, n, pr, rule, target: float = 1.01, most_chunks: i
 
     def chunk(c, z):
         ks = jax.random.split(jax.random.key(1000 + c), CHAINS)
-        draws, _ = dpmm._run_chains(ks, z, xs, n, pr, rule, 0, SLOTS, 0, CHUNK)
+        draws, _ = dpmm.run_chains(ks, z, xs, n, pr, rule, 0, SLOTS, 0, CHUNK)
         return jax.block_until_ready(draws)
 
     t = time.perf_counter()
@@ -175,7 +175,7 @@ def tfp_variant(keys, z0, xs, n, pr, rule):
     `dpmm.student_t` (traced once with it; the package is restored at once)."""
     import genjax
 
-    run = dpmm._run.__wrapped__  # the undecorated function: traced afresh, with the swap
+    run = dpmm.run_chain.__wrapped__  # the undecorated function: traced afresh, with the swap
     fn = jax.jit(lambda: jax.vmap(lambda k, z: run(k, z, xs, n, pr, rule, 0, SLOTS, 0, SWEEPS)[0])(keys, z0))
     package_t, dpmm.student_t = dpmm.student_t, genjax.student_t
     try:
@@ -191,7 +191,7 @@ def main(rounds: int = ROUNDS) -> dict:
     with x64_context(np.float64):
         keys, z0, xs, n, pr = inputs(x, prior)
         rule = (jnp.float64(0.0), jnp.full(xs.shape[0] + 1, jnp.log(pr.alpha)))
-        gen_fn = lambda: dpmm._run_chains(keys, z0, xs, n, pr, rule, 0, SLOTS, 0, SWEEPS)[0]  # noqa: E731
+        gen_fn = lambda: dpmm.run_chains(keys, z0, xs, n, pr, rule, 0, SLOTS, 0, SWEEPS)[0]  # noqa: E731
         plain_fn = lambda: plain_chains(keys, z0, xs, n, pr, jnp.log(pr.alpha), SLOTS, SWEEPS)  # noqa: E731
         a, b = np.asarray(jax.block_until_ready(gen_fn())), np.asarray(jax.block_until_ready(plain_fn()))
         same = float(np.mean(a[..., : x.size] == b[..., : x.size]))

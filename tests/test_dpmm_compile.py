@@ -26,7 +26,7 @@ def test_no_recompilation_for_other_sizes_or_cluster_counts():
     for n in (20, 100):
         dpmm.collapsed_gibbs(clusters(n, 2), PRIOR, **RUN)
         dpmm.collapsed_gibbs(clusters(n, 2), PRIOR, mfm=MFM(), **RUN)
-    size = dpmm._run_chains._cache_size()
+    size = dpmm.run_chains._cache_size()
     modes = set()
     with count_lowerings() as count:
         for i, (n, k) in enumerate([(7, 1), (13, 3), (25, 6), (32, 2), (33, 1), (60, 4), (272, 2), (500, 6)]):
@@ -35,7 +35,7 @@ def test_no_recompilation_for_other_sizes_or_cluster_counts():
             modes.add(int(np.bincount(post.num_clusters.ravel()).argmax()))
             dpmm.collapsed_gibbs(clusters(n, k, seed=i), PRIOR, mfm=MFM(), seed=i, **RUN)
     assert count["n"] == 0, f"{count['n']} programs lowered for new sizes or cluster counts"
-    assert dpmm._run_chains._cache_size() == size
+    assert dpmm.run_chains._cache_size() == size
     assert len(modes) >= 4, modes  # the runs did occupy different numbers of clusters
 
 
@@ -47,13 +47,13 @@ def test_blocked_sampler_compiles_once_per_bucket():
     blocked = {"k_max": 8, **RUN}
     for n in (20, 100):
         dpmm.blocked_gibbs(clusters(n, 2), PRIOR, **blocked)
-    size = dpmm._run_chains._cache_size()
+    size = dpmm.run_chains._cache_size()
     with count_lowerings() as count:
         for i, (n, k) in enumerate([(7, 1), (13, 3), (32, 2), (33, 1), (272, 4), (500, 6)]):
             post = dpmm.blocked_gibbs(clusters(n, k, seed=i), PRIOR, seed=i, **blocked)
             assert post.labels.shape == (2, 20, n)
     assert count["n"] == 0, f"{count['n']} programs lowered for new sizes or cluster counts"
-    assert dpmm._run_chains._cache_size() == size
+    assert dpmm.run_chains._cache_size() == size
 
 
 def test_blocked_padding_changes_no_draw(monkeypatch):
@@ -69,7 +69,7 @@ def test_blocked_padding_changes_no_draw(monkeypatch):
 def test_the_counter_counts_here():
     """Power: a new static setting (the number of kept sweeps) does compile a new program."""
     dpmm.collapsed_gibbs(clusters(20, 2), PRIOR, **RUN)
-    size = dpmm._run_chains._cache_size()
+    size = dpmm.run_chains._cache_size()
     with count_lowerings() as count:
         dpmm.collapsed_gibbs(clusters(20, 2), PRIOR, **{**RUN, "num_samples": 21})
-    assert count["n"] >= 1 and dpmm._run_chains._cache_size() == size + 1
+    assert count["n"] >= 1 and dpmm.run_chains._cache_size() == size + 1

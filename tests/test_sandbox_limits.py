@@ -201,7 +201,7 @@ def test_a_4000_deep_folder_chain_is_removed_without_recursion(tmp_path):
     plain.mkdir()
     _chain(plain, 4000)
     try:
-        sandbox._remove_scratch(plain)
+        sandbox.remove_scratch(plain)
         assert not plain.exists() and os.path.exists("/etc/passwd")
     finally:  # never leave the chain to pytest's own (recursive) clean-up of tmp_path
         if plain.exists():
@@ -284,7 +284,7 @@ def test_v2_moves_the_grader_out_of_a_base_with_processes(v2, monkeypatch):
 
     base = v2 / "grader.slice"
     (base / "cgroup.procs").write_text(f"{os.getpid()}\n")
-    real, calls = cgroups._write, []
+    real, calls = cgroups.write_control, []
 
     def write(path, text):
         calls.append(path.name)
@@ -292,7 +292,7 @@ def test_v2_moves_the_grader_out_of_a_base_with_processes(v2, monkeypatch):
             raise OSError(errno.EBUSY, "Device or resource busy")
         real(path, text)
 
-    monkeypatch.setattr(cgroups, "_write", write)
+    monkeypatch.setattr(cgroups, "write_control", write)
     cg = CGroup(LIMITS)
     assert cg.active
     assert (base / cgroups.SUPERVISOR / "cgroup.procs").read_text() == str(os.getpid())

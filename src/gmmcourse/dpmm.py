@@ -365,7 +365,7 @@ def _blocked_sweep(key, z, x, n, prior: DPPrior, k_max: int):
 
 
 @partial(jax.jit, static_argnames=("k_max", "num_slots", "num_warmup", "num_samples"))
-def _run(key, z0, x, n, prior, rule, k_max, num_slots, num_warmup, num_samples):
+def run_chain(key, z0, x, n, prior, rule, k_max, num_slots, num_warmup, num_samples):
     """`num_samples` sweeps after `num_warmup`: the collapsed sampler when ``k_max == 0``, else
     the blocked one on ``k_max`` sticks. Returns the draws and whether the collapsed sampler
     ever found all its slots taken."""
@@ -386,9 +386,9 @@ def _run(key, z0, x, n, prior, rule, k_max, num_slots, num_warmup, num_samples):
 
 
 @partial(jax.jit, static_argnames=("k_max", "num_slots", "num_warmup", "num_samples"))
-def _run_chains(keys, z0, x, n, prior, rule, k_max, num_slots, num_warmup, num_samples):
-    """`_run` for every chain (one compiled program per data bucket, not per call)."""
-    return jax.vmap(lambda k, z: _run(k, z, x, n, prior, rule, k_max, num_slots, num_warmup, num_samples))(keys, z0)
+def run_chains(keys, z0, x, n, prior, rule, k_max, num_slots, num_warmup, num_samples):
+    """`run_chain` for every chain (one compiled program per data bucket, not per call)."""
+    return jax.vmap(lambda k, z: run_chain(k, z, x, n, prior, rule, k_max, num_slots, num_warmup, num_samples))(keys, z0)
 
 
 def _canonical(labels: np.ndarray) -> np.ndarray:
@@ -464,7 +464,7 @@ def _sample(x, prior: DPPrior, k_max, num_chains, num_samples, num_warmup, seed,
             step = np.log(mfm.gamma) + lv[1:] - lv[:-1]  # t = 0 (no other point) only for n = 1
             step = np.pad(np.where(np.isfinite(step), step, 0.0), (0, size - x.size))
             rule = (jnp.float64(mfm.gamma), jnp.asarray(step))
-        draws, full = _run_chains(keys, jnp.asarray(z0), xs, jnp.int32(x.size), pr, rule, k_max, compiled_slots,
+        draws, full = run_chains(keys, jnp.asarray(z0), xs, jnp.int32(x.size), pr, rule, k_max, compiled_slots,
                                   num_warmup, num_samples)
         labels = np.asarray(draws)[..., :x.size]
     if k_max == 0 and slots < x.size and bool(np.any(full)):

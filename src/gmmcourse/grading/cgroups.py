@@ -101,7 +101,8 @@ def _own_cgroup(match) -> str | None:
     return None
 
 
-def _write(path: Path, text: str) -> None:
+def write_control(path: Path, text: str) -> None:
+    """Write one cgroup control file (a test can watch every write the grader makes)."""
     with open(path, "w") as f:  # in a cgroup file system open() cannot create a file: a missing one raises
         f.write(text)
 
@@ -130,14 +131,14 @@ def _v1_make(name: str, limits) -> dict[str, Path]:
             d.mkdir()
             dirs[ctrl] = d
             if ctrl == "memory":
-                _write(d / "memory.limit_in_bytes", str(limits.memory_bytes))
+                write_control(d / "memory.limit_in_bytes", str(limits.memory_bytes))
                 if (d / "memory.memsw.limit_in_bytes").exists():  # no swap either (absent without swap accounting)
-                    _write(d / "memory.memsw.limit_in_bytes", str(limits.memory_bytes))
+                    write_control(d / "memory.memsw.limit_in_bytes", str(limits.memory_bytes))
             elif ctrl == "pids":
-                _write(d / "pids.max", str(limits.max_pids))
+                write_control(d / "pids.max", str(limits.max_pids))
             elif limits.cpus > 0:
                 period = int((d / "cpu.cfs_period_us").read_text())
-                _write(d / "cpu.cfs_quota_us", str(max(1000, int(limits.cpus * period))))
+                write_control(d / "cpu.cfs_quota_us", str(max(1000, int(limits.cpus * period))))
         except (OSError, ValueError) as e:
             _rmdirs(dirs.values())
             raise LimitUnavailable(f"{_WHAT[ctrl]}: cannot set up the cgroup v1 {ctrl} controller in {d} "
@@ -180,7 +181,7 @@ def _v2_prepare(base: Path) -> None:
         return
     want = " ".join(f"+{c}" for c in CONTROLLERS)
     try:
-        _write(base / "cgroup.subtree_control", want)
+        write_control(base / "cgroup.subtree_control", want)
     except OSError as e:
         if e.errno != errno.EBUSY:
             raise LimitUnavailable(f"cgroup limits: cannot enable {want} in {base}/cgroup.subtree_control "
@@ -191,10 +192,10 @@ def _v2_prepare(base: Path) -> None:
             leaf.mkdir(exist_ok=True)
             for pid in (base / "cgroup.procs").read_text().split():
                 try:
-                    _write(leaf / "cgroup.procs", pid)
+                    write_control(leaf / "cgroup.procs", pid)
                 except ProcessLookupError:
                     pass
-            _write(base / "cgroup.subtree_control", want)
+            write_control(base / "cgroup.subtree_control", want)
         except OSError as e2:
             raise LimitUnavailable(f"cgroup limits: cannot enable {want} in {base}/cgroup.subtree_control "
                                    f"({e2.strerror}; processes outside the grader live there?): {_FIX_V2}") from None
@@ -209,13 +210,13 @@ def _v2_make(name: str, limits) -> dict[str, Path]:
     except OSError as e:
         raise LimitUnavailable(f"cgroup limits: cannot create a cgroup in {base} ({e.strerror}): {_FIX_V2}") from None
     try:
-        _write(d / "memory.max", str(limits.memory_bytes))
+        write_control(d / "memory.max", str(limits.memory_bytes))
         if (d / "memory.swap.max").exists():  # absent without swap accounting
-            _write(d / "memory.swap.max", "0")
-        _write(d / "pids.max", str(limits.max_pids))
+            write_control(d / "memory.swap.max", "0")
+        write_control(d / "pids.max", str(limits.max_pids))
         if limits.cpus > 0:
             period = 100_000
-            _write(d / "cpu.max", f"{max(1000, int(limits.cpus * period))} {period}")
+            write_control(d / "cpu.max", f"{max(1000, int(limits.cpus * period))} {period}")
     except OSError as e:
         _rmdirs([d])
         raise LimitUnavailable(f"cgroup limits: cannot set a limit in {d} ({e.strerror}): {_FIX_V2}") from None
@@ -337,7 +338,7 @@ class CGroup:
         if self.version == "v2":
             for d in set(self.dirs.values()):
                 try:
-                    _write(d / "cgroup.kill", "1")  # Linux >= 5.14; else the loop below
+                    write_control(d / "cgroup.kill", "1")  # Linux >= 5.14; else the loop below
                 except OSError:
                     pass
         sigkill(self.pids, rounds=50)

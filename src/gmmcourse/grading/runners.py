@@ -338,7 +338,7 @@ def _kill_own_cgroups() -> None:
 def cleanup_own() -> None:
     """At the end of a run (nothing of it runs any more): remove this process's own
     per-submission cgroups and scratch folders that an interrupted sandbox left."""
-    from .sandbox import _remove_scratch
+    from .sandbox import remove_scratch
 
     _kill_own_cgroups()
     for d in _cgroup_dirs({os.getpid()}):
@@ -347,4 +347,4 @@ def cleanup_own() -> None:
         except OSError as e:
             log.warning("cannot remove the cgroup %s: %s", d, e.strerror)
     for d in Path("/tmp").glob(f"gmg-{os.getpid()}-*"):
-        _remove_scratch(d)
+        remove_scratch(d)

@@ -161,7 +161,7 @@ class Scratch:
             self.error = (r.stderr.strip().splitlines() or ["mount failed"])[-1][:200]
 
     def remove(self) -> None:
-        _remove_scratch(Path(self.path))
+        remove_scratch(Path(self.path))
 
 
 def wipe_dir(top: str | os.PathLike, *, remove_top: bool = False) -> None:
@@ -207,7 +207,7 @@ def wipe_dir(top: str | os.PathLike, *, remove_top: bool = False) -> None:
         os.rmdir(top)
 
 
-def _remove_scratch(d: Path) -> None:
+def remove_scratch(d: Path) -> None:
     if os.path.ismount(d):  # the whole tmpfs goes at once, however deep its tree
         r = subprocess.run(["umount", str(d)], capture_output=True)
         if r.returncode != 0:
@@ -476,6 +476,6 @@ def cleanup_stale_scratch() -> int:
         except (IndexError, ValueError):
             continue
         if owner != os.getpid() and not owner_alive(owner):
-            _remove_scratch(d)
+            remove_scratch(d)
             n += 1
     return n
