@@ -11,8 +11,10 @@ means for the grade. Each `run` ends with ``None`` or one reason: ``"timeout"``,
   included, has a size cap, a short queue and a send timeout. A dropped shell, stdin or
   control connection (an oversized message, or a kernel that closed its sockets) ends the
   request in flight at once (``"oversized"``, or ``"died"`` when no kernel process is left).
-  A dropped IOPub message is noted and the IOPub channel re-made, with a fixed 0.3 s for the
-  new subscription to reach the kernel (a readiness wait instead lost Ctrl-C under load).
+  A dropped IOPub message is noted and the IOPub channel re-made; it is used once the kernel
+  is heard on it (`READY_S`), so a subscription that reaches the kernel late, as on a loaded
+  machine, loses no output. (Ctrl-C during that wait cancels it like any other: the Ctrl-C
+  "lost" there in earlier fresh-clone runs was SIGINT ignored by a background launch.)
 * **Output budget** (`BudgetedClient`): every message of every request (student cells,
   replays, exports) counts with its full serialised size (`message_size`: data, metadata,
   transient, buffers); once the budget is spent, outputs and display updates are dropped;
@@ -51,6 +53,11 @@ from .protocol import EXPORT_MIME
 from .sandbox import CGroup, Limits, SandboxConfig, kernel_command, wipe_dir
 
 __all__ = ["SandboxedKernel", "KernelStartError", "BudgetedClient", "SandboxKernelManager", "message_size"]
+
+READY_S = 30.0
+"""How long a kernel has to be heard on a re-made IOPub channel (`SandboxedKernel._iopub_ready`).
+An interrupted kernel that is not is restarted and its earlier cells replayed; after a dropped
+output, the next request goes ahead (it then times out, as it would have anyway)."""
 
 
 class SandboxKernelManager(AsyncKernelManager):
@@ -250,12 +257,15 @@ class SandboxedKernel:
             except zmq.Again:
                 break
         if dropped:
-            await self._reset_iopub()
+            await self._reset_iopub(READY_S)
             self.dropped_messages += 1
         return dropped
 
-    async def _reset_iopub(self) -> None:
-        """A fresh IOPub channel (after a dropped message, or a cancelled read on timeout)."""
+    async def _reset_iopub(self, timeout: float) -> bool:
+        """A fresh IOPub channel (after a dropped message, or a cancelled read on timeout),
+        ready when this returns True: a message the kernel published after a request of
+        ours came back on it (`_iopub_ready`), so no later output is lost however slowly the
+        subscription travels. False: the kernel answered nothing within `timeout` s."""
         kc = self.client.kc
         try:
             self.mon.close(linger=0)
@@ -265,7 +275,35 @@ class SandboxedKernel:
         kc.iopub_channel.close()
         kc._iopub_channel = None
         self._watch_iopub()
-        await asyncio.sleep(0.3)  # let the new subscription reach the kernel
+        return await self._iopub_ready(timeout)
+
+    async def _iopub_ready(self, timeout: float) -> bool:
+        """Round trips until the IOPub channel hears the kernel: a kernel_info request on
+        shell, its reply, then the status (busy, idle) the kernel published for it on IOPub.
+        A status that went out before the subscription reached the kernel is lost, so the
+        next round asks again (one request in flight at a time); a late status of an earlier
+        round counts too. True once heard; False if nothing came within `timeout` s."""
+        kc = self.client.kc
+        asked: set[str] = set()
+        until = time.monotonic() + timeout
+        while until - time.monotonic() > 0:
+            try:
+                msg_id = kc.kernel_info()
+            except zmq.ZMQError:  # the kernel does not even take requests
+                return False
+            asked.add(msg_id)
+            if await self._reply(msg_id, until - time.monotonic()) is None:
+                return False
+            # the status is published beside the reply, not before it: allow it a moment
+            listen = min(until, time.monotonic() + 0.5)
+            while (room := listen - time.monotonic()) > 0:
+                try:
+                    msg = await kc.iopub_channel.get_msg(timeout=room)
+                except queue.Empty:
+                    break
+                if (msg.get("parent_header") or {}).get("msg_id") in asked:
+                    return True
+        return False
 
     async def stop(self) -> None:
         """Stop the kernel: every process of the submission is killed first (at once, also on
@@ -324,7 +362,10 @@ class SandboxedKernel:
                 os.kill(pid, signal.SIGINT)
             except ProcessLookupError:
                 pass
-        await self._reset_iopub()  # the timed-out read left the old channel unusable
+        # the timed-out read left the old channel unusable; a kernel that still ignores the
+        # interrupt after READY_S answers nothing and is restarted
+        if not await self._reset_iopub(READY_S):
+            return False
         probe = nbformat.v4.new_code_cell("pass")
         return await self.run_extra(probe, 5.0, mode="replay") is None
 
