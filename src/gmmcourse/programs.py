@@ -29,7 +29,7 @@ program (`exported_jit.prepare`), building the chains' programs while EM runs, c
 side by side (`gmmcourse.chains`), the K of `gmmcourse.selection.loo_table` -- runs in one
 module-level pool, created on first use, of `pool_size` threads: the usable cores
 (`os.sched_getaffinity`), at most `MAX_THREADS`. Every thread counts against the grading
-sandbox's process limit (`gmmcourse.grading.sandbox.Limits.max_pids`, 64 processes and
+sandbox's process limit (`max_pids` of its limits, 64 processes and
 threads together, XLA's own threads included), so the pool is small and never grows.
 Work is handed to it in two ways. `start` and `parallel_map` return what the caller waits
 for; called from one of the pool's own threads they run the work at once in that thread
