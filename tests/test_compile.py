@@ -217,7 +217,7 @@ def _notebook(*sources) -> str:
 
 
 def test_the_graders_warm_up_covers_the_buckets(tmp_path):
-    """What the grader calls before grading (`engine.warm_cache`: the source notebook run
+    """What the grader calls before grading (`engine.warm_jax_cache`: the source notebook run
     once in the sandbox, with a writable cache) into an empty cache folder; then a student's
     sandboxed kernel (read-only cache, the grader's configuration) that uses another size of
     the bucket, other chain and draw counts and other K: every program it compiles is found
@@ -232,7 +232,7 @@ def test_the_graders_warm_up_covers_the_buckets(tmp_path):
     limits = Limits(cell_timeout=600, notebook_timeout=900)
     part = Part("p", 1, "answer = 0", lambda answer, ref: Verdict(1.0, ""))
     a = Assignment(id="warm", notebook="warm.ipynb", parts=(part,))
-    engine.warm_cache(a, _notebook(WARM_SOURCE), "{}", cache, limits)
+    engine.warm_jax_cache(a, _notebook(WARM_SOURCE), "{}", cache, limits)
     assert any((cache / programs.SUBDIR).glob("*.jaxexport")), "the warm-up kept no program"
     res = run_submission(_notebook(COUNTING, STUDENT), [("count", "answer = COUNT")], "{}", limits,
                          {"jax_cache": str(cache), "single_thread": True, "offers": a.sandbox_offers})

@@ -55,7 +55,7 @@ def _spy(monkeypatch, started: list[str]) -> None:
     monkeypatch.setattr(engine, "local_cluster", refuse("local Dask cluster"))
     monkeypatch.setattr(engine, "remote_client", refuse("remote Dask client"))
     monkeypatch.setattr(engine, "run_submission", refuse("a kernel (warm-up)"))
-    monkeypatch.setattr(engine, "warm_cache", refuse("the JAX cache warm-up"))
+    monkeypatch.setattr(engine, "warm_jax_cache", refuse("the JAX cache warm-up"))
     monkeypatch.setattr(runners, "grade_task", refuse("a kernel"))
 
 

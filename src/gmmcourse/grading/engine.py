@@ -214,7 +214,7 @@ def run(p: Plan, on_result: Callable[[AssignmentPlan, Job, dict | None, str | No
         a = ap.assignment
         inputs_json = ap.hidden.inputs_json()
         if warm_cache:
-            warm_cache(a, ap.source_text, inputs_json, cache, limits)
+            warm_jax_cache(a, ap.source_text, inputs_json, cache, limits)
         exports = [(q.grade_id, q.code) for q in a.parts]
         cfg = {**base_cfg, "offers": a.sandbox_offers}
         tasks += [Task(f"grade-{a.id}-{len(tasks) + i}-{j.sha256[:12]}", (j.nb_text, exports, inputs_json, limits, cfg),
@@ -235,7 +235,7 @@ def run(p: Plan, on_result: Callable[[AssignmentPlan, Job, dict | None, str | No
             run_dask(client, tasks, task_done)
 
 
-def warm_cache(a: Assignment, source_text: str, inputs_json: str, cache: Path, limits: Limits) -> None:
+def warm_jax_cache(a: Assignment, source_text: str, inputs_json: str, cache: Path, limits: Limits) -> None:
     """Run the trusted source notebook once with a writable JAX cache: once per version of the
     notebook and of the course's kernels (their programs are filed by that version)."""
     if "jax" not in source_text and "gmmcourse" not in source_text:
