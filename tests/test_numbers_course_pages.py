@@ -5,14 +5,13 @@ MCSE where they are Monte Carlo; no visible glue bookkeeping; figures no wider t
 every graded exercise linked from the chapters it builds on.
 
 Reads the executed notebooks in `_build/jupyter_execute/chapters/`, or in the folder named by
-GMMCOURSE_EXECUTED (one chapter run on its own with /work/notes/run_chapter.py).
+GMMCOURSE_EXECUTED (one chapter run on its own with scripts/run_chapter.py).
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import struct
 from pathlib import Path
@@ -23,38 +22,16 @@ from scipy.special import gammaln, logsumexp
 from scipy.stats import gamma as gamma_dist
 from scipy.stats import norm
 
-from conftest import MC_Z
+from conftest import MC_Z, executed, glued
 
 ROOT = Path(__file__).resolve().parents[1]
-EXECUTED = Path(os.environ.get("GMMCOURSE_EXECUTED", ROOT / "_build" / "jupyter_execute" / "chapters"))
 PAGES = ("intro", "categorization", "mixture_model", "bayesian_inference", "practice")
 
 pytestmark = pytest.mark.book  # make test runs these after the book build
 
 
-def _executed(page: str, suffix: str) -> Path:
-    path = EXECUTED / f"{page}{suffix}"
-    if not path.exists():
-        pytest.fail(f"{path} is missing: build the book (`make book`) or run the chapter on its own")
-    return path
-
-
-def glued(page: str) -> dict:
-    """All glue values of an executed chapter: name -> float where numeric, else the text."""
-    data = json.loads(_executed(page, ".glue.json").read_text())
-    values = {}
-    for name, out in data.items():
-        text = out.get("data", {}).get("text/plain", "")
-        text = ("".join(text) if isinstance(text, list) else text).strip("'\"")
-        try:
-            values[name] = float(text)
-        except ValueError:
-            values[name] = text
-    return values
-
-
 def notebook(page: str) -> dict:
-    return json.loads(_executed(page, ".ipynb").read_text())
+    return json.loads(executed(page, ".ipynb").read_text())
 
 
 def visible_code(page: str) -> list[str]:
