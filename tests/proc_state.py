@@ -92,3 +92,23 @@ def kill_tree(pid: int) -> None:
             q.kill()
         except psutil.NoSuchProcess:
             pass
+
+
+def ctrl_c(p, hang_guard: float) -> tuple[str, str]:
+    """Press Ctrl-C on the grader ``p`` (a ``subprocess.Popen`` started with `sigint_default`)
+    and return its ``(stdout, stderr)`` once it has exited. Fails, leaving nothing running
+    (`kill_tree`), when it has no SIGINT handler or has not exited within ``hang_guard``
+    seconds (a guard against a hang, not a measured bound)."""
+    import subprocess
+
+    if not catches_sigint(p.pid):  # it would grade on
+        kill_tree(p.pid)
+        p.communicate()
+        raise AssertionError(SIGINT_IGNORED)
+    p.send_signal(signal.SIGINT)
+    try:
+        return p.communicate(timeout=hang_guard)
+    except subprocess.TimeoutExpired:
+        kill_tree(p.pid)
+        p.communicate()
+        raise AssertionError(f"the grader did not stop within {hang_guard:g} s of Ctrl-C") from None

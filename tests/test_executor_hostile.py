@@ -9,7 +9,6 @@ needs and far below what an offender would take.
 from __future__ import annotations
 
 import json
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import nbformat
 import psutil
 
 from grading_helpers import HERE, LIMITS, _env, needs_bwrap, toy
-from proc_state import SIGINT_IGNORED, catches_sigint, kill_tree, sigint_default
+from proc_state import ctrl_c, sigint_default
 
 from gmmcourse.grading import channels, protocol
 from gmmcourse.grading.checks import guarded
@@ -179,17 +178,7 @@ def test_ctrl_c_in_serial_mode_stops_and_leaves_nothing(tmp_path):
         tree.update(c.pid for c in psutil.Process(p.pid).children(recursive=True))
     except psutil.NoSuchProcess:
         pass
-    if not catches_sigint(p.pid):  # it would grade on: stop it, leave nothing running
-        kill_tree(p.pid)
-        p.communicate()
-        raise AssertionError(SIGINT_IGNORED)
-    p.send_signal(signal.SIGINT)
-    try:
-        _, err = p.communicate(timeout=90)  # the sleeping cell alone would take 1,000 s
-    except subprocess.TimeoutExpired:
-        kill_tree(p.pid)
-        p.communicate()
-        raise AssertionError("the grader did not stop on Ctrl-C") from None
+    _, err = ctrl_c(p, 90)  # the sleeping cell alone would take 1,000 s
     assert p.returncode == 130, err[-2000:]
     time.sleep(1)
     assert not scratch(), scratch()

@@ -17,7 +17,7 @@ from pathlib import Path
 import nbformat
 import psutil
 import pytest
-from proc_state import SIGINT_IGNORED, can_run, catches_sigint, kill_tree, sigint_default, start_time
+from proc_state import can_run, ctrl_c, sigint_default, start_time
 from grading_helpers import (
     LIMITS,
     _env,
@@ -270,17 +270,7 @@ def test_ctrl_c_stops_everything_and_leaves_nothing(tmp_path):
     grader_pids()
     assert scratch() and _cgroups_of(tree) and list(tmp.glob("gmg-run-*")), (scratch(), tree)  # what must go is there
     mounts_before = {d for d in scratch() if os.path.ismount(d)}
-    if not catches_sigint(p.pid):  # it would grade on: stop it, leave nothing running
-        kill_tree(p.pid)
-        p.communicate()
-        raise AssertionError(SIGINT_IGNORED)
-    p.send_signal(signal.SIGINT)
-    try:
-        out, err = p.communicate(timeout=900)  # against a hang only
-    except subprocess.TimeoutExpired:
-        kill_tree(p.pid)  # leave nothing running for the tests after this one
-        p.communicate()
-        raise AssertionError("the grader did not stop within 900 s of Ctrl-C") from None
+    out, err = ctrl_c(p, 900)
     assert p.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err, err
     # The grader has killed its workers, kernels and sandboxes before it exits: none can run
