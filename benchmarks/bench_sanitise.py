@@ -4,16 +4,16 @@ comparison, through nbconvert's bleach-based ``clean_html`` that the grader used
 
     .venv/bin/python benchmarks/bench_sanitise.py [--bleach]
 
-Prints seconds per case (and writes ``benchmarks/results/sanitise.json``). ``--bleach`` also
+Prints seconds per case (and writes ``benchmarks/results/sanitise.json`` through ``common.write``). ``--bleach`` also
 times bleach, which takes minutes on the nested cases: it is why the caps exist.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 
+from common import write
 from gmmcourse.grading import html_safety as hs
 
 CASES = {
@@ -57,10 +57,7 @@ def main() -> None:
         print(name, {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
     out["worst_notebook"] = {"markdown_html_s": _worst_notebook()}
     print("worst_notebook", out["worst_notebook"], flush=True)
-    from pathlib import Path
-
-    dest = Path(__file__).resolve().parent / "results" / "sanitise.json"
-    dest.write_text(json.dumps(out, indent=1) + "\n")
+    write("sanitise", {"cases": out, "bleach_timed": "--bleach" in sys.argv})
 
 
 if __name__ == "__main__":

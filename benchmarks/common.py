@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+LOAD_AT_IMPORT = [round(v, 2) for v in os.getloadavg()]  # the benchmark's start, as near as a module can see it
 
 
 def machine() -> dict:
@@ -36,7 +37,9 @@ def commit() -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
                               text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "src", "benchmarks"],
+        # the results and the blocks report.py writes are outputs of the benchmarks, not their code
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)benchmarks/results", ":(exclude)README.md", ":(exclude)docs/grading.md"],
                                cwd=root, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -50,7 +53,8 @@ def alternate(fns: dict, rounds: int = 41) -> dict:
     other within each round exposes them to the same load, and the ratio of each round's pair
     is what is summarised (median and spread), not the ratio of two separate best times.
     Returns, per name, the median and quartiles of its times, and per name after the first,
-    the median, quartiles and extremes of its per-round ratio to the first."""
+    the median, quartiles and extremes of its per-round ratio to the first; `times_s` holds
+    every round's times (name -> list), for ratios of other shapes."""
     names = list(fns)
     times = {n: [] for n in names}
     for r in range(rounds):
@@ -59,17 +63,20 @@ def alternate(fns: dict, rounds: int = 41) -> dict:
             t = time.perf_counter()
             fns[n]()
             times[n].append(time.perf_counter() - t)
-    out = {"rounds": rounds}
+    out = {"rounds": rounds, "times_s": times}
     base = names[0]
     for n in names:
         q = statistics.quantiles(times[n], n=4)
         out[n] = {"median_s": statistics.median(times[n]), "q1_s": q[0], "q3_s": q[2]}
     for n in names[1:]:
-        ratios = [a / b for a, b in zip(times[n], times[base])]
-        q = statistics.quantiles(ratios, n=4)
-        out[f"{n}_over_{base}"] = {"median": statistics.median(ratios), "q1": q[0], "q3": q[2],
-                                   "min": min(ratios), "max": max(ratios)}
+        out[f"{n}_over_{base}"] = spread([a / b for a, b in zip(times[n], times[base])])
     return out
+
+
+def spread(values: list[float]) -> dict:
+    """Median, quartiles and extremes of per-round ratios."""
+    q = statistics.quantiles(values, n=4)
+    return {"median": statistics.median(values), "q1": q[0], "q3": q[2], "min": min(values), "max": max(values)}
 
 
 def best_time(fn, repeat: int = 5) -> float:
@@ -82,10 +89,20 @@ def best_time(fn, repeat: int = 5) -> float:
     return min(times)
 
 
+def load() -> list[float]:
+    """The machine's load averages over 1, 5 and 15 minutes."""
+    return [round(v, 2) for v in os.getloadavg()]
+
+
 def write(name: str, payload: dict) -> Path:
+    """The one way a benchmark writes `results/<name>.json`: its figures, with the run's commit
+    ("+changes" when a tracked file differed from it), machine (CPU, cores, JAX device, JAX and
+    Python versions), date (UTC) and the load averages at the benchmark's start and end (a
+    benchmark that times phases may give its own `load_start`)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    payload = {"machine": machine(), "measured": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": commit(), **payload}
+    payload = {"machine": machine(), "measured": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()) + " UTC",
+               "commit": commit(), "load_start": LOAD_AT_IMPORT, "load_end": load(), **payload}
     path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     print(f"wrote {path}")
     return path

@@ -37,6 +37,13 @@ def when(r: dict) -> str:
     return f"{date}, {'commit ' + commit if commit else 'commit not recorded'}"
 
 
+def loads(r: dict) -> str:
+    """The 1-minute load average at the run's start and end, as the table cites it."""
+    if "load_start" not in r:
+        return "load not recorded"
+    return f"load {r['load_start'][0]:.1f} to {r['load_end'][0]:.1f}"
+
+
 def machine(r: dict) -> str:
     m = r.get("machine")
     if not m:
@@ -169,7 +176,9 @@ def performance_rows() -> list[tuple[str, str, str, str]]:
     pm, sp = gr["per_submission_s"], gr["throughput_per_min"]
     rows.append((f"grading {gr['class_size']} submissions of the real `{gr['assignment']}` (released notebook filled from the "
                  f"solution: mostly correct, some mistakes, a few past the time limit or raising; real sandbox, inputs and "
-                 f"reference), {gr['workers']} Dask workers vs `--serial` on the first {gr['serial_size']} (same mix), "
+                 f"reference), {gr['workers']} Dask workers"
+                 f"{' (the class in two legs, before and after the serial run)' if 'legs' in gr['parallel'] else ''}"
+                 f" vs `--serial` on the first {gr['serial_size']} (same mix), "
                  f"per submission; load average {gr['load_start'][0]:.1f} at the start, {gr['load_end'][0]:.1f} at the end "
                  f"(a shared 2-core machine){'; ' + gr['note'] if gr.get('note') else ''}",
                  f"{s(pm['parallel'], 1)} vs {s(pm['serial'], 1)} a submission: **{x(gr['speedup'], 2)}**; "
@@ -189,6 +198,15 @@ def performance_rows() -> list[tuple[str, str, str, str]]:
                  f"at most **{s(cc['max_stop_s'], 1)}** ({', '.join(f'{v:.1f}' for v in cc['stop_s'])} s)",
                  f"< 5 s: {met(cc['max_stop_s'] < 5)}", "grading_ctrl_c.json"))
 
+    sn = load("sanitise")
+    cases = {k: v for k, v in sn["cases"].items() if k != "worst_notebook"}
+    worst = max(cases, key=lambda k: cases[k]["markdown_html_s"] + cases[k]["clean_html_s"])
+    rows.append(("the grader's own CPU on a hostile student's markdown and HTML (`grading.html_safety`): the costliest "
+                 f"allowed notebook, and the worst of {len(cases)} hostile cell shapes (`benchmarks/bench_sanitise.py`)",
+                 f"**{s(sn['cases']['worst_notebook']['markdown_html_s'])}** a notebook; worst cell `{worst}` "
+                 f"{s(cases[worst]['markdown_html_s'] + cases[worst]['clean_html_s'])}",
+                 "-", "sanitise.json"))
+
     pr = load("probe_rates")
     rows.append((f"the coffee notebook's function probes (`sample_z`, `sample_weights`, `sample_means`): correct functions "
                  f"over {pr['seeds']:,} seeds ({pr['loop_seeds']} for the per-cup loop versions); each listed mistake",
@@ -206,7 +224,8 @@ def performance_table() -> str:
     rows = performance_rows()
     dates = {}
     for *_, f in rows:
-        dates.setdefault(f, when(load(f.removesuffix(".json"))))
+        r = load(f.removesuffix(".json"))
+        dates.setdefault(f, f"{when(r)}; {loads(r)}")
     out = ["| benchmark | measured | goal | run (`benchmarks/results/`) |", "|---|---|---|---|"]
     for name, value, goal, f in rows:
         out.append(f"| {name} | {value} | {goal} | `{f}`: {dates[f]} |")
@@ -223,7 +242,7 @@ def gpu_figures() -> str:
     sa = json.loads((gpu / "sampler-gpu.json").read_text())
     dev = em["machine"]["device"].split(":", 1)[1]
     c = sa["cold_without_compilation_cache"]
-    return (f"**On a GPU** ({em['measured'][:10]}, one {dev}, JAX {em['machine']['jax']}, the same code; run with "
+    return (f"**On a GPU** ({when(em)}, one {dev}, JAX {em['machine']['jax']}, the same code; run with "
             f"`benchmarks/gpu_check.sh`, results in `benchmarks/results/gpu/`): EM at N = {em['n']:,}, K = {em['k']}, {em['dtype']}: "
             f"**{ms(em['ours_s_per_iter'], 2)} per iteration**, {x(em['speedup_vs_sklearn'], 0)} scikit-learn on that machine's CPU "
             f"and {x(em['ratio_to_floor'], 2)} the GPU's exp/log floor. Gibbs vs NumPyro NUTS (both on the GPU), min-ESS/s: "
