@@ -9,12 +9,16 @@ neither the wheel nor an extra installs.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import re
+import sys
 import tomllib
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 from .config import ROOT
 
@@ -68,12 +72,25 @@ def _normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _lock_pins(root: Path = ROOT) -> tuple[dict[str, str], dict[str, set[str]]]:
-    """The lock's ``name==version`` lines by normalised name, and each package's ``# via`` parents."""
+def _lock_pins(root: Path = ROOT) -> tuple[Mapping[str, str], Mapping[str, frozenset[str]]]:
+    """The lock's ``name==version`` lines by normalised name, and each package's ``# via`` parents.
+
+    The lock is read and parsed once per version of the file (its path, modification time and
+    size): a site build asks for every notebook (`student_extras_for`), three times each.
+    """
+    lock = (root / "requirements.lock").resolve()
+    st = lock.stat()
+    return _parse_lock(str(lock), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_lock(path: str, mtime_ns: int, size: int) -> tuple[Mapping[str, str], Mapping[str, frozenset[str]]]:
+    """`_lock_pins` of the file at `path`, read-only (cached: every caller shares the result);
+    `mtime_ns` and `size` only key the cache."""
     pins: dict[str, str] = {}
     parents: dict[str, set[str]] = {}
     current = None
-    for line in (root / "requirements.lock").read_text().splitlines():
+    for line in Path(path).read_text().splitlines():
         if m := re.match(r"^([A-Za-z0-9_.\-\[\]]+)==(\S+)", line):
             current = _normalise(m.group(1).split("[")[0])
             pins[current] = line.split(" ")[0].strip()
@@ -81,7 +98,7 @@ def _lock_pins(root: Path = ROOT) -> tuple[dict[str, str], dict[str, set[str]]]:
         elif current and (m := re.match(r"^\s+#\s+(?:via\s+)?([A-Za-z0-9_.\-]+)(\s*\(pyproject\.toml\))?\s*$", line)):
             if m.group(1) != "via":
                 parents[current].add("<project>" if m.group(2) else _normalise(m.group(1)))
-    return pins, parents
+    return MappingProxyType(pins), MappingProxyType({name: frozenset(ps) for name, ps in parents.items()})
 
 
 def _lock_closure(roots: set[str], root: Path = ROOT) -> set[str]:
@@ -133,6 +150,15 @@ def core_requirements(root: Path = ROOT) -> str:
     return header + "".join(pins[n] + "\n" for n in CORE_PINS)
 
 
+@functools.lru_cache(maxsize=2)
+def _module_distributions(path: tuple[str, ...]) -> Mapping[str, list[str]]:
+    """`importlib.metadata.packages_distributions()` (seconds: it reads every installed
+    distribution's file list), once per build; `path` (the import path) keys the cache."""
+    import importlib.metadata
+
+    return MappingProxyType(importlib.metadata.packages_distributions())
+
+
 def student_extras_for(needed: list[str], root: Path = ROOT, where: str = "a notebook") -> list[str]:
     """The `STUDENT_EXTRAS` a notebook importing `needed` must install, so that every one of its
     imports comes with the student wheel (its requirements' closure in the lock, or an extra's).
@@ -140,8 +166,6 @@ def student_extras_for(needed: list[str], root: Path = ROOT, where: str = "a not
     Raises `UnprovidedImport`, naming the module, where none does: a student would meet a
     ModuleNotFoundError after a successful set-up cell.
     """
-    import importlib.metadata
-
     from packaging.requirements import Requirement
 
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
@@ -149,7 +173,7 @@ def student_extras_for(needed: list[str], root: Path = ROOT, where: str = "a not
     base = _lock_closure({_normalise(Requirement(r).name) for r in project["dependencies"]}, root)
     by_extra = {e: _lock_closure({_normalise(Requirement(r).name) for r in optional.get(e, [])}, root) - base
                 for e in STUDENT_EXTRAS}
-    dists = importlib.metadata.packages_distributions()
+    dists = _module_distributions(tuple(sys.path))
     extras, unprovided = [], []
     for module in needed:
         if module == "gmmcourse":
