@@ -10,7 +10,8 @@
 * Slow: in a fresh virtual environment with only the requirements (the set-up cell installs the
   wheel from the bundle), every chapter notebook runs top to bottom and every release runs
   with the solution cells of `solutions/` pasted in, its visible tests passing (notebooks
-  that passed unchanged are not run again, but one release always runs first).
+  that passed unchanged are not run again, but one release always runs first, alone; the
+  others then run two at a time, the book's slowest pages first).
 """
 
 from __future__ import annotations
@@ -457,18 +458,76 @@ def student_kernel(bundle, tmp_path_factory):
         os.environ["JUPYTER_PATH"] = old
 
 
-def _execute(path: Path, nb: nbformat.NotebookNode | None = None) -> nbformat.NotebookNode:
+def _execute(path: Path, nb: nbformat.NotebookNode | None = None, kernel: str = "gmm-student") -> nbformat.NotebookNode:
     from nbclient import NotebookClient
 
     nb = nb or nbformat.read(str(path), as_version=4)
-    env_backend = os.environ.pop("MPLBACKEND", None)  # kernels use the inline backend, as for students
-    try:
-        NotebookClient(nb, timeout=900, kernel_name="gmm-student", allow_errors=False,
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
-    finally:
-        if env_backend is not None:
-            os.environ["MPLBACKEND"] = env_backend
+    # kernels use the inline backend, as for students: no MPLBACKEND in the kernel's environment
+    # (passed to this kernel only: notebooks run side by side, in threads, share os.environ)
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    NotebookClient(nb, timeout=900, kernel_name=kernel, allow_errors=False,
+                   resources={"metadata": {"path": str(path.parent)}}).execute(env=env)
     return nb
+
+
+# The notebooks run SIDE_BY_SIDE at a time (each kernel is mostly one busy thread, and the tests
+# beside this one are over by the time it runs), the slowest first, on no more workers than
+# this process has cores.
+SIDE_BY_SIDE = 2
+
+
+def _workers() -> int:
+    """How many notebooks run at once: SIDE_BY_SIDE, at most the cores this process may use."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no CPU affinity on macOS and Windows
+        cores = os.cpu_count() or 1
+    return max(1, min(SIDE_BY_SIDE, cores))
+
+
+def _book_seconds(cache: Path = ROOT / "_build" / ".jupyter_cache") -> dict[str, float]:
+    """Each page's execution time in the last book build (jupyter-cache keeps it in its
+    records' data): page (``chapters/intro``) -> seconds; {} where there is no such cache."""
+    from jupyter_cache import get_cache
+
+    if not (cache / "global.db").exists():
+        return {}
+    seconds: dict[str, tuple] = {}
+    for rec in get_cache(str(cache)).list_cache_records():
+        try:
+            page = Path(rec.uri).resolve().relative_to(ROOT).with_suffix("").as_posix()
+        except ValueError:  # a page of another checkout
+            continue
+        if page not in seconds or rec.created > seconds[page][0]:  # the latest execution
+            seconds[page] = (rec.created, float((rec.data or {}).get("execution_seconds", 0.0)))
+    return {page: s for page, (_, s) in seconds.items()}
+
+
+def _slowest_first(notebooks: list, seconds: dict[str, float]) -> list:
+    """(rel, nb) pairs ordered by the book's execution time of their page, slowest first;
+    the releases (not pages of the book) keep their order after the pages."""
+    def page(rel: str) -> str:
+        return rel.removeprefix("notebooks/").removesuffix(".ipynb")
+
+    return sorted(notebooks, key=lambda item: -seconds.get(page(item[0]), -1.0))
+
+
+def _side_by_side(jobs: list, run, workers: int):
+    """run(*job) for every job, at most `workers` at a time, started in the list's order;
+    yields (job, None) or (job, "ExceptionName: message") as each finishes."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    def one(job):
+        try:
+            run(*job)
+        except Exception as exc:  # noqa: BLE001 - report every failing notebook
+            return f"{type(exc).__name__}: {str(exc)[-1500:]}"
+        return None
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="notebook") as pool:
+        futures = {pool.submit(one, job): job for job in jobs}  # the pool starts them in this order
+        for future in as_completed(futures):
+            yield futures[future], future.result()
 
 
 # Notebooks that passed, keyed on what ran: their cells, the wheel and the pins (like the book's
@@ -512,6 +571,91 @@ def _student_notebooks(bundle: Path) -> list[tuple[str, nbformat.NotebookNode]]:
     return out
 
 
+def test_notebooks_run_side_by_side_in_order_and_every_failure_is_reported():
+    """The fresh-venv runner: jobs start in the list's order, `workers` at a time (two that
+    wait for each other both finish only when they run at once), never more, and every
+    failure comes back with its job."""
+    import threading
+
+    meet = threading.Barrier(2, timeout=60)  # broken (an error) if the two never run at once
+    lock, running, most, started = threading.Lock(), [0], [0], []
+
+    def run(name, action):
+        with lock:
+            started.append(name)
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            if action == "meet":
+                meet.wait()
+            elif action == "fail":
+                raise ValueError(f"{name} broke")
+        finally:
+            with lock:
+                running[0] -= 1
+
+    jobs = [("a", "meet"), ("b", "meet"), ("c", "fail"), ("d", "ok"), ("e", "fail"), ("f", "ok")]
+    results = {job[0]: error for job, error in _side_by_side(jobs, run, 2)}
+    assert results == {"a": None, "b": None, "c": "ValueError: c broke", "d": None,
+                       "e": "ValueError: e broke", "f": None}
+    assert set(started[:2]) == {"a", "b"} and most[0] == 2
+    one_at_a_time = [job[0] for job, _ in _side_by_side([(n, "ok") for n in "xyz"], lambda *job: started.append(job[0]), 1)]
+    assert one_at_a_time == started[-3:] == ["x", "y", "z"]
+
+
+def test_side_by_side_workers_respect_the_usable_cores(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert _workers() == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert _workers() == SIDE_BY_SIDE == 2
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # macOS: the CPU count
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert _workers() == 1
+
+
+def test_slowest_first_by_the_books_execution_times(tmp_path):
+    """The book build's execution times come from its jupyter-cache; the slowest page runs
+    first, pages the cache does not know (the releases) after the pages, in their order."""
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    cache = get_cache(str(tmp_path / "cache"))
+    for page, seconds in (("chapters/intro", 14.0), ("chapters/dpmm", 245.0), ("chapters/categorization", 28.0)):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(f"x = {seconds}")])
+        cache.cache_notebook_bundle(CacheBundleIn(nb, ROOT / f"{page}.md", data={"execution_seconds": seconds}),
+                                    check_validity=False)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 'elsewhere'")])
+    cache.cache_notebook_bundle(CacheBundleIn(nb, tmp_path / "chapters" / "other.md",
+                                              data={"execution_seconds": 999.0}), check_validity=False)
+    seconds = _book_seconds(tmp_path / "cache")
+    assert seconds == {"chapters/intro": 14.0, "chapters/dpmm": 245.0, "chapters/categorization": 28.0}
+    assert _book_seconds(tmp_path / "none") == {}
+    rels = ["notebooks/chapters/intro.ipynb", "notebooks/exercises/hw/hw.ipynb", "notebooks/chapters/dpmm.ipynb",
+            "notebooks/exercises/hw2/hw2.ipynb", "notebooks/chapters/categorization.ipynb"]
+    assert [rel for rel, _ in _slowest_first([(rel, None) for rel in rels], seconds)] == [
+        "notebooks/chapters/dpmm.ipynb", "notebooks/chapters/categorization.ipynb", "notebooks/chapters/intro.ipynb",
+        "notebooks/exercises/hw/hw.ipynb", "notebooks/exercises/hw2/hw2.ipynb"]
+
+
+def test_real_kernels_run_side_by_side_without_mplbackend(tmp_path, monkeypatch):
+    """Two crafted notebooks that each wait (up to two minutes) for the other to have started
+    pass only when their kernels run at once; a failing third is reported; no kernel gets
+    the caller's MPLBACKEND (students' kernels use the inline backend, which ipykernel sets)."""
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    wait = ("import os, pathlib, time\nassert 'inline' in os.environ['MPLBACKEND'], os.environ['MPLBACKEND']\n"
+            "pathlib.Path('{me}').touch()\nfor _ in range(1200):\n    if pathlib.Path('{other}').exists():\n"
+            "        break\n    time.sleep(0.1)\nelse:\n    raise RuntimeError('ran alone')")
+    jobs = []
+    for name, source in (("a", wait.format(me="a", other="b")), ("b", wait.format(me="b", other="a")),
+                         ("c", "raise KeyError('planted')")):
+        path = tmp_path / f"{name}.ipynb"
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)]), str(path))
+        jobs.append((path,))
+    results = {job[0].stem: error for job, error in _side_by_side(jobs, lambda path: _execute(path, kernel="python3"), 2)}
+    assert results["a"] is None and results["b"] is None, results
+    assert "KeyError" in results["c"] and "planted" in results["c"], results
+
+
 @pytest.mark.slow
 def test_student_notebooks_run_in_a_fresh_venv(bundle, student_kernel):
     py = student_kernel
@@ -519,25 +663,34 @@ def test_student_notebooks_run_in_a_fresh_venv(bundle, student_kernel):
     passed = {} if os.environ.get("GMM_SITE_RERUN") or not PASSED.exists() else json.loads(PASSED.read_text())
     notebooks = sorted(_student_notebooks(bundle), key=lambda item: item[0] != ALWAYS)
     assert notebooks[0][0] == ALWAYS, [rel for rel, _ in notebooks]
+    todo = [(rel, nb) for rel, nb in notebooks if rel == ALWAYS or passed.get(rel) != _run_key(nb, bundle)]
     failures, ran = [], []
-    for rel, nb in notebooks:
-        key = _run_key(nb, bundle)
-        if passed.get(rel) == key and rel != ALWAYS:
-            continue
-        first = not ran
-        try:
-            _execute(bundle / rel, nb)
-        except Exception as exc:  # noqa: BLE001 - report every failing notebook
-            failures.append(f"{rel}: {type(exc).__name__}: {str(exc)[-1500:]}")
-            continue
+
+    def run(rel, nb):
+        _execute(bundle / rel, nb)
+
+    def record(rel, nb, error):
+        if error:
+            failures.append(f"{rel}: {error}")
+            return
         ran.append(rel)
-        if first:  # the first set-up cell installed the wheel from the bundle
-            out = "".join(o.get("text", "") for o in nb.cells[1].get("outputs", []))
-            assert "[set-up] done: gmmcourse" in out, out
-        passed[rel] = key
+        passed[rel] = _run_key(nb, bundle)
         PASSED.parent.mkdir(parents=True, exist_ok=True)
         PASSED.write_text(json.dumps(passed, indent=1))
-    assert not failures, "\n\n".join(failures)
+
+    # ALWAYS alone first: its set-up cell installs the wheel from the bundle into the fresh venv
+    for (rel, nb), error in _side_by_side(todo[:1], run, 1):
+        record(rel, nb, error)
+        if not error:
+            out = "".join(o.get("text", "") for o in nb.cells[1].get("outputs", []))
+            assert "[set-up] done: gmmcourse" in out, out
+    # then the others side by side, slowest first; one at a time where the wheel is still not
+    # installed (each set-up cell then installs it, and two installing at once would clash)
+    installed = subprocess.run([str(py), "-c", "import gmmcourse"], capture_output=True).returncode == 0
+    for (rel, nb), error in _side_by_side(_slowest_first(todo[1:], _book_seconds()), run,
+                                          _workers() if installed else 1):
+        record(rel, nb, error)
+    assert not failures, "\n\n".join(sorted(failures))
     assert ran and ran[0] == ALWAYS, ran
     res = subprocess.run([str(py), "-c", "import gmmcourse, importlib.util as u; "
                           "print(u.find_spec('gmmcourse.grading'), u.find_spec('gmmcourse.plain'))"],
