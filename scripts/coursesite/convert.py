@@ -252,20 +252,37 @@ def _parse_code(source: str):
     return ast.parse("\n".join("" if ln.lstrip().startswith(("%", "!")) else ln for ln in source.split("\n")))
 
 
-def _is_glue(stmt) -> bool:
+_GLUE_CALLS = ("glue", "glue_all")  # myst_nb.glue, and gmmcourse.book.glue_all (one call per cell)
+
+
+def _glue_dicts(tree) -> set[str]:
+    """Names of the dicts a cell fills for ``glue_all(name)``: their ``name = {}`` and
+    ``name[key] = value`` statements are glue too."""
+    import ast
+
+    return {n.args[0].id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+            and n.func.id == "glue_all" and len(n.args) == 1 and isinstance(n.args[0], ast.Name)}
+
+
+def _is_glue(stmt, dicts: set[str] = frozenset()) -> bool:
     import ast
 
     if isinstance(stmt, ast.ImportFrom):
-        return (stmt.module or "").split(".")[0] == "myst_nb"
+        return (stmt.module or "").split(".")[0] == "myst_nb" or stmt.module == "gmmcourse.book"
     if isinstance(stmt, ast.Import):
-        return any(a.name.split(".")[0] == "myst_nb" for a in stmt.names)
+        return any(a.name.split(".")[0] == "myst_nb" or a.name == "gmmcourse.book" for a in stmt.names)
+    if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
+        t = stmt.targets[0]
+        return ((isinstance(t, ast.Name) and t.id in dicts and isinstance(stmt.value, ast.Dict) and not stmt.value.keys)
+                or (isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name) and t.value.id in dicts))
     return (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)
-            and isinstance(stmt.value.func, ast.Name) and stmt.value.func.id == "glue")
+            and isinstance(stmt.value.func, ast.Name) and stmt.value.func.id in _GLUE_CALLS)
 
 
 def strip_glue(source: str, where: str = "a code cell") -> str:
-    """The code without the book's glue: every ``from myst_nb import ...`` and ``glue(...)``
-    statement removed (a block left empty gets ``pass``), so a student's copy runs outside the
+    """The code without the book's glue: every ``from myst_nb import ...``, ``glue(...)`` and
+    ``glue_all(...)`` statement (with the dict a cell fills for it, and ``gmmcourse.book``'s
+    import) removed (a block left empty gets ``pass``), so a student's copy runs outside the
     book. The values glued are computed as before; only handing them to the book's text goes."""
     import ast
 
@@ -275,10 +292,11 @@ def strip_glue(source: str, where: str = "a code cell") -> str:
         return source
     lines = source.split("\n")
     cuts: list[tuple[int, int, str | None]] = []   # (first line, last line, replacement)
+    dicts = _glue_dicts(tree)
 
     def visit(body: list, top: bool = False) -> None:
-        glue = [st for st in body if _is_glue(st)]
-        kept = [st for st in body if not _is_glue(st)]
+        glue = [st for st in body if _is_glue(st, dicts)]
+        kept = [st for st in body if not _is_glue(st, dicts)]
         for st in glue:
             shared = [o for o in kept if o.lineno <= st.end_lineno and o.end_lineno >= st.lineno]
             if shared:
@@ -310,8 +328,8 @@ def _uses_glue(source: str) -> bool:
     try:
         tree = _parse_code(source)
     except SyntaxError:
-        return bool(re.search(r"\bglue\(", source))
-    return any(isinstance(n, ast.Name) and n.id == "glue" for n in ast.walk(tree))
+        return bool(re.search(r"\bglue(?:_all)?\(", source))
+    return any(isinstance(n, ast.Name) and n.id in _GLUE_CALLS for n in ast.walk(tree))
 
 
 def residual_myst(nb: nbformat.NotebookNode) -> list[str]:
