@@ -112,7 +112,7 @@ def test_no_jax_array_repr_on_the_pages():
 # live in cells tagged `remove-cell`, and the plain notebooks of `make site` carry none either
 # (scripts/build_site.py strips them).
 
-GLUE_CODE = re.compile(r"\bmyst_nb\b|\bglue\(")
+GLUE_CODE = re.compile(r"\bmyst_nb\b|\bglue(?:_all)?\(|\bgmmcourse\.book\b")  # myst_nb.glue, gmmcourse.book.glue_all
 
 
 def book_tools_shown(html: str) -> list[str]:
@@ -132,6 +132,7 @@ def test_checker_flags_glue_on_a_page():
              '<span class="kn">import</span> glue\nglue(<span class="s2">"n"</span>, n)</pre></div>')
     assert book_tools_shown(shown)
     assert book_tools_shown('<pre>x = 1\nglue("n", x, display=False)</pre>')
+    assert book_tools_shown('<pre>glue_all({"n": x})</pre>')
     assert book_tools_shown("<p>the myst_nb module</p>")
     assert book_tools_shown('<pre>n = len(data)</pre><p>We glued <span>12</span> values.</p>') == []
 
