@@ -67,6 +67,14 @@ def ms(v: float, d: int = 1) -> str:
     return f"{v * 1e3:,.{d}f} ms"
 
 
+def spread_text(sp: dict | None, rounds: int | None, d: int = 1) -> str:
+    """" (median of N alternated rounds; quartiles a-b, extremes c-d)" where the run recorded them."""
+    if not sp or not rounds:
+        return " (one timing of each side, not alternated)"
+    return (f" (median of {rounds} alternated rounds; quartiles {sp['q1']:.{d}f}-{sp['q3']:.{d}f}, "
+            f"extremes {sp['min']:.{d}f}-{sp['max']:.{d}f})")
+
+
 def graded(r: dict) -> str:
     """"N graded, M skipped" from a grading run's summary line ("graded N submission(s) (...),
     skipped M unchanged, in ...")."""
@@ -81,23 +89,27 @@ def performance_rows() -> list[tuple[str, str, str, str]]:
     rows = []
     em = load("em")
     rows.append((f"EM, N = {em['n']:,}, K = {em['k']}, {em['dtype']}: time per iteration vs scikit-learn `GaussianMixture`",
-                 f"{ms(em['ours_s_per_iter'])} vs {ms(em['sklearn_s_per_iter'], 0)}: **{x(em['speedup_vs_sklearn'])} faster**",
+                 f"{ms(em['ours_s_per_iter'])} vs {ms(em['sklearn_s_per_iter'], 0)}: **{x(em['speedup_vs_sklearn'])} faster**"
+                 + spread_text(em.get("speedup_spread"), em.get("rounds")),
                  f">= 12x: {met(em['speedup_vs_sklearn'] >= 12)}", "em.json"))
     rows.append(("EM vs the machine's exp/log floor (K·N `exp` + N `log`)",
-                 f"{x(em['ratio_to_floor'], 2)} the floor ({ms(em['exp_log_floor_s'])})",
+                 f"{x(em['ratio_to_floor'], 2)} the floor ({ms(em['exp_log_floor_s'])})"
+                 + spread_text(em.get("ratio_to_floor_spread"), em.get("rounds"), 2),
                  f"stretch <= 3x: {met(em['ratio_to_floor'] <= 3)}", "em.json"))
 
     sa = load("sampler")
     g, n = sa["gibbs"], sa["numpyro_nuts"]
     rows.append((f"Gibbs vs NumPyro NUTS on coffee (same model, {sa['chains']} chains x {sa['samples_per_chain']} draws), min-ESS/s, warm",
-                 f"{g['min_ess_per_s_warm']:,.0f} vs {n['min_ess_per_s_warm']:,.0f} ESS/s: **{x(sa['speedup_warm'], 0)}**",
+                 f"{g['min_ess_per_s_warm']:,.0f} vs {n['min_ess_per_s_warm']:,.0f} ESS/s: **{x(sa['speedup_warm'], 0)}**"
+                 + spread_text(sa.get("speedup_warm_spread"), sa.get("warm_alternated", {}).get("rounds"), 0),
                  f">= 30x: {met(sa['speedup_warm'] >= 30)}", "sampler.json"))
     rows.append(("same, cold (first call in the benchmark's process, compilation included, with the environment's persistent JAX cache)",
                  f"{s(g['cold_s'], 1)} vs {s(n['cold_s'], 1)}: **{x(sa['speedup_cold'], 2)}**",
                  f">= 2x: {met(sa['speedup_cold'] >= 2)}", "sampler.json"))
     c = sa["cold_without_compilation_cache"]
     rows.append(("same, cold in a fresh process with no compilation cache",
-                 f"{s(c['gibbs_s'], 1)} vs {s(c['numpyro_nuts_s'], 1)}: **{x(c['speedup'], 2)}**",
+                 f"{s(c['gibbs_s'], 1)} vs {s(c['numpyro_nuts_s'], 1)}: **{x(c['speedup'], 2)}**"
+                 + spread_text(c.get("speedup_spread"), len(c.get("times_s", {}).get("gibbs", ())) or None, 2),
                  f">= 2x: {met(c['speedup'] >= 2)}", "sampler.json"))
 
     k = load("kernel")
@@ -213,6 +225,22 @@ def performance_rows() -> list[tuple[str, str, str, str]]:
                  f"worst 95 % upper bound on a false fail **{100 * pr['worst_false_fail_upper95']:.1f} %** (no failure "
                  f"observed); lowest power **{pr['lowest_power']:.2f}**",
                  "-", "probe_rates.json"))
+    dp = load("dpmm_probe_rates")
+    ffs, pw = dp["false_fail"], dp["power"]
+    rows.append((f"the dpmm notebook's function probes (`crp_probs`, `log_conditional`): correct functions "
+                 f"({', '.join(ffs)}) over {dp['draws']:,} fresh probe states; each of {len(pw)} listed mistakes",
+                 f"{sum(v['failed'] for v in ffs.values())} false fails, worst 95 % upper bound "
+                 f"**{100 * max(v['upper95'] for v in ffs.values()):.1f} %**; lowest power **{dp['lowest_power']:.2f}**",
+                 "-", "dpmm_probe_rates.json"))
+    dq = load("dpmm_posterior_rates")
+    ffs, pw = dq["false_fail"], dq["power"]
+    weakest = min(pw, key=lambda k: pw[k]["caught"] / pw[k]["seeds"])
+    rows.append((f"the dpmm notebook's posterior-over-K part on {dq['seeds']} seeds of the student's sampler run: "
+                 f"correct samplers ({', '.join(ffs)}); each of {len(pw)} listed mistakes",
+                 f"{sum(v['failed'] for v in ffs.values())} false fails, worst 95 % upper bound "
+                 f"**{100 * max(v['upper95'] for v in ffs.values()):.1f} %**; lowest power **{dq['lowest_power']:.2f}** "
+                 f"(`{weakest}`: {pw[weakest]['caught']} of {pw[weakest]['seeds']})",
+                 "-", "dpmm_posterior_rates.json"))
     ff = load("false_fail")
     rows.append(("exercises' hidden posterior checks, false-fail rate of a correct sampler (the minimum draws asked)",
                  f"**{ff['seeds_with_any_failure']} / {ff['num_seeds']} seeds**",
