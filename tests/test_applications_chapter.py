@@ -6,6 +6,8 @@ Monte Carlo errors); and the claims the prose makes about them."""
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_iris, load_sample_image, load_wine
@@ -23,13 +25,28 @@ def g():
     return glued("applications")
 
 
+_FITS: dict = {}
+
+
 def sk_fit(x, k, n_init=20, tol=1e-8):
     """scikit-learn's EM (the independent maximum-likelihood fit), to a tight tolerance by
-    default; the pixel fits, whose EM creeps for thousands of steps, to a looser one."""
-    # one BLAS thread: on a loaded machine many threads make these small fits 40x slower
-    with threadpool_limits(1):
-        return GaussianMixture(k, covariance_type="full", n_init=n_init, tol=tol, max_iter=2000,
-                               random_state=0).fit(x)
+    default; the pixel fits, whose EM creeps for thousands of steps, to a looser one. The
+    tests share the fits (the same data, K and settings: the same fitted model, read only)."""
+    x = np.ascontiguousarray(x)
+    key = (x.shape, x.dtype.str, hashlib.sha256(x.tobytes()).hexdigest(), k, n_init, tol)
+    if key not in _FITS:
+        # one BLAS thread: on a loaded machine many threads make these small fits 40x slower
+        with threadpool_limits(1):
+            _FITS[key] = GaussianMixture(k, covariance_type="full", n_init=n_init, tol=tol, max_iter=2000,
+                                         random_state=0).fit(x)
+    return _FITS[key]
+
+
+def test_fits_are_shared_only_when_data_k_and_settings_agree():
+    x = faithful_data()
+    assert sk_fit(x, 2) is sk_fit(x.copy(), 2)
+    assert sk_fit(x, 2) is not sk_fit(x, 2, tol=1e-6) and sk_fit(x, 2) is not sk_fit(x, 3)
+    assert sk_fit(x, 2) is not sk_fit(x[:, :1], 2) and sk_fit(x, 2) is not sk_fit(x + 1e-9, 2)
 
 
 def sorted_probs(gm, x):
