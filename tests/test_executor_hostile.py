@@ -25,8 +25,9 @@ from proc_state import ctrl_c, sigint_default
 
 from gmmcourse.grading import channels, protocol
 from gmmcourse.grading.checks import guarded
-from gmmcourse.grading.engine import autograde, check_part
+from gmmcourse.grading.engine import autograde
 from gmmcourse.grading.executor import run_submission
+from gmmcourse.grading.verdicts import check_part
 
 pytestmark = needs_bwrap
 

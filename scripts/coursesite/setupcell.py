@@ -14,7 +14,7 @@ from pathlib import Path
 
 import nbformat
 
-SETUP_TAG = "gmmcourse-setup"
+from gmmcourse.course import SETUP_TAG
 
 # The set-up cell is a real Python file (scripts/setup_cell.py, which the tests run as it is);
 # its first lines hold these settings, filled in per notebook.

@@ -44,12 +44,13 @@ import functools
 import hashlib
 import importlib.metadata
 import os
-import tempfile
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import jax
+
+from gmmcourse.atomic import atomic_write
 
 __all__ = ["MAX_THREADS", "code_version", "detach", "exported_jit", "parallel_map", "pool_size", "program_dir",
            "start", "usable_cores"]
@@ -165,15 +166,9 @@ def _load(path: Path):
 def _save(path: Path, exported) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            os.fchmod(fd, 0o644)  # like JAX's cache entries: readable by the sandbox's kernels
-            with os.fdopen(fd, "wb") as f:
-                f.write(exported.serialize())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        # 0644 whatever the umask, like JAX's cache entries: readable by the sandbox's kernels;
+        # no fsync: a torn or missing entry is exported again (`_load`)
+        atomic_write(path, exported.serialize(), 0o644, exact=True, durable=False)
     except OSError:  # read-only cache (the student sandbox), full disk: keep it in memory only
         pass
 

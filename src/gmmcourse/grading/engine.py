@@ -1,7 +1,9 @@
 """The autograding engine, in three steps: `plan` (discover the submissions and decide which
-need grading, and why, before anything expensive starts), `run` (grade those in sandboxes,
-serially or on Dask: `runners`) and `record` (verdicts from `verdicts`, feedback, the
-autograded notebook and ONE gradebook transaction per submission); then grades.csv.
+need grading, and why, before anything expensive starts: `planning`), `run` (grade those in
+sandboxes, serially or on Dask: `runners`) and `record` (verdicts from `verdicts`, feedback,
+the autograded notebook and ONE gradebook transaction per submission: `recording`); then
+grades.csv. Here: the run step, `autograde` (the three in order, under the course lock) and
+`update_feedback` (the instructors' grades added to the feedback pages).
 
 A run with nothing to grade starts no Dask cluster and no kernel, and computes no inputs or
 reference where the course's cache holds them (`reference.Hidden`)."""
@@ -16,16 +18,16 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
-from .files import CourseLocked, lock_course
-from .intake import Job, discover
-from .reference import Hidden
+from .files import CourseLocked, lock_course, staged
+from .intake import Job
+from .planning import AssignmentPlan, Plan, Todo, plan
+from .recording import NotGraded, record
 from .runners import (Task, TLSFiles, check_scheduler, cleanup_own, local_cluster, remote_client, run_dask, run_serial,
                       stop_processes)
 from .sandbox import REPO_ROOT, CGroup, Limits, check_host, cleanup_stale_scratch, sandbox_available
-from .spec import Assignment, GradingError, RecordingError, sanitize
-from .verdicts import CheckCrashed, check_part, fingerprint
+from .spec import Assignment, GradingError, RecordingError
 
 # The heavy modules (nbclient/ZeroMQ, nbgrader/SQLAlchemy, nbconvert) are imported when
 # grading starts, so that a usage error is reported at once.
@@ -88,105 +90,6 @@ def _unlock_course(f) -> None:
         f.close()  # releases the lock
     except OSError:
         pass
-
-
-def _load_source(source_root: Path, a: Assignment):
-    import nbformat
-
-    p = source_root / a.id / a.notebook
-    if not p.is_file():
-        raise GradingError(f"source notebook for {a.id!r} not found: {p}")
-    text = p.read_text()
-    return nbformat.reads(text, as_version=4), text
-
-
-def _validate_parts(a: Assignment, source_nb) -> None:
-    cells = {}
-    for c in source_nb.cells:
-        md = c.get("metadata", {}).get("nbgrader") or {}
-        if md.get("grade_id"):
-            cells[md["grade_id"]] = md
-    for p in a.parts:
-        md = cells.get(p.grade_id)
-        if md is None or not md.get("grade"):
-            raise GradingError(f"assignment {a.id!r}: part {p.grade_id!r} is not a grade cell of the source notebook")
-        if float(md.get("points", 0) or 0) != float(p.points):
-            raise GradingError(
-                f"assignment {a.id!r}: part {p.grade_id!r} has {p.points} points, the source cell {md.get('points')}"
-            )
-
-
-# --------------------------------------------------------------------------- plan
-
-
-@dataclass
-class Todo:
-    """A submission to grade, and why: ``new`` (never graded), ``changed`` (its notebook or
-    what decides its verdicts changed), ``forced`` (``--force``) or ``resumed`` (an earlier
-    run did not finish it)."""
-
-    job: Job
-    why: str
-
-
-@dataclass
-class AssignmentPlan:
-    """One assignment of a run: its trusted source, maximum score, hidden inputs and
-    reference (`Hidden`: values on first use) and the submissions to grade."""
-
-    assignment: Assignment
-    source_nb: Any
-    source_text: str
-    max_score: float
-    hidden: Hidden
-    todo: list[Todo] = field(default_factory=list)
-
-
-@dataclass
-class Plan:
-    """What a run grades (per assignment) and what it skips (unchanged, already graded)."""
-
-    assignments: list[AssignmentPlan] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (student, assignment)
-
-    def todo(self) -> Iterator[tuple[AssignmentPlan, Todo]]:
-        return ((ap, t) for ap in self.assignments for t in ap.todo)
-
-    @property
-    def total(self) -> int:
-        return sum(len(ap.todo) for ap in self.assignments)
-
-
-def plan(gb, reg: dict[str, Assignment], ids: list[str], course: Path, source_root: Path,
-         students: list[str] | None, limits: Limits, force: bool = False) -> Plan:
-    """Decide what to grade, and why; nothing expensive runs here: no sandbox, no Dask, and
-    the inputs and reference come from the course's cache where it holds this version's."""
-    from .gradebook import graded_hash, sync_assignment
-
-    out = Plan()
-    for aid in ids:
-        a = reg[aid]
-        source_nb, source_text = _load_source(source_root, a)
-        _validate_parts(a, source_nb)
-        max_score = sync_assignment(gb, a.id, a.notebook, source_nb)
-        hidden = Hidden(a, course)
-        fp = fingerprint(a, source_nb, hidden.reference_key, hidden.inputs_key)
-        ap = AssignmentPlan(a, source_nb, source_text, max_score, hidden)
-        for j in discover(course, a, fp, students, limits):
-            prev = graded_hash(gb, j.student, a.id)
-            done = prev is not None and prev[1] in ("ok", "invalid")
-            if prev is None:
-                ap.todo.append(Todo(j, "new"))
-            elif prev[0] != j.sha256:
-                ap.todo.append(Todo(j, "changed"))
-            elif not done:
-                ap.todo.append(Todo(j, "resumed"))
-            elif force:
-                ap.todo.append(Todo(j, "forced"))
-            else:
-                out.skipped.append((j.student, a.id))
-        out.assignments.append(ap)
-    return out
 
 
 # --------------------------------------------------------------------------- run
@@ -255,137 +158,6 @@ def warm_jax_cache(a: Assignment, source_text: str, inputs_json: str, cache: Pat
         {"jax_cache": str(cache), "jax_cache_writable": True, "single_thread": True, "offers": a.sandbox_offers},
     )
     stamp.write_text(f"{time.monotonic() - t:.1f}s\n")
-
-
-class NotGraded(Exception):
-    """This submission gets no grade on this run (nothing recorded; retried on the next):
-    the run goes on with the others."""
-
-
-# --------------------------------------------------------------------------- record
-
-
-def record(course: Path, gb, ap: AssignmentPlan, job: Job, result: dict | None,
-           internal_error: str | None) -> tuple[float, str]:
-    """Checks (trusted) + feedback + autograded notebook + ONE gradebook transaction.
-
-    Raises `NotGraded` for anything about this one submission (a sandbox failure, a check
-    that crashed, a notebook whose files cannot be built), `RecordingError` when the course
-    folder or the gradebook cannot be written (that stops the run)."""
-    if job.reason is None and (internal_error or (result or {}).get("infra_error")):
-        # Not a grade: nothing is recorded (no row, no feedback, no CSV line), the student's
-        # previous grade (if any) stays, and the next run retries this submission.
-        raise NotGraded(internal_error or result["infra_error"])
-    a = ap.assignment
-    try:
-        files, row = _build(course, ap, job, result)
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except CheckCrashed as e:
-        log.error("%s/%s: %s", job.student, a.id, e)
-        raise NotGraded(f"internal error: {e}") from None
-    except Exception as e:  # noqa: BLE001 (a problem of this submission's content, e.g. unencodable text)
-        log.error("%s/%s: building its feedback failed", job.student, a.id, exc_info=True)
-        raise NotGraded(f"its feedback or autograded notebook could not be built ({type(e).__name__}: "
-                        f"{sanitize(str(e), 120)})") from None
-    _write(gb, job, a, files, row)
-    return row["score"], row["status"]
-
-
-def _build(course: Path, ap: AssignmentPlan, job: Job, result: dict | None) -> tuple[dict[Path, bytes], dict]:
-    """The files (UTF-8 bytes) and the gradebook row of one submission; nothing is written."""
-    import nbformat
-
-    a, source_nb, max_score = ap.assignment, ap.source_nb, ap.max_score
-
-    from .feedback import autograded_notebook, feedback_html
-
-    parts_out = []
-    scores: dict[str, float | None] = {}
-    comments: dict[str, str] = {}
-    events: list[str] = []
-    status, reason = "ok", job.reason
-    if reason:
-        status = "invalid"
-    else:
-        events = list(result.get("events", []))
-    for p in a.parts:
-        if status == "ok":
-            pts, msg = check_part(p, result["answers"].get(p.grade_id), ap.hidden.reference())
-            if pts < float(p.points):
-                from .checks import time_limit_note
-                from .dependence import events_for_part
-
-                msg = time_limit_note(events_for_part(p, events, result.get("notebook")), msg)
-        else:
-            pts, msg = 0.0, "not graded: " + reason
-        scores[p.grade_id] = pts
-        parts_out.append(
-            {"grade_id": p.grade_id, "description": p.description, "points": float(p.points), "score": pts, "message": msg}
-        )
-    manual = []
-    for c in source_nb.cells:
-        md = c.get("metadata", {}).get("nbgrader") or {}
-        gid = md.get("grade_id")
-        if gid and (md.get("grade") or md.get("task")) and gid not in scores:
-            if status == "ok":
-                scores[gid] = None
-                manual.append(gid)
-            else:
-                scores[gid] = 0.0
-    score = sum(v or 0.0 for v in scores.values())
-    nb_stem = Path(a.notebook).stem
-    fb = feedback_html(
-        student=job.student, assignment=a.id, notebook=a.notebook, parts=parts_out, score=score,
-        max_score=max_score, events=events, reason=reason, manual=manual,
-    )
-    files = {course / "feedback" / job.student / a.id / f"{nb_stem}.html": fb}
-    answers: dict[str, str] = {}
-    if status == "ok":
-        executed = nbformat.reads(result["notebook"], as_version=4)
-        agnb = autograded_notebook(executed, source_nb, {p["grade_id"]: p for p in parts_out})
-        files[course / "autograded" / job.student / a.id / a.notebook] = nbformat.writes(agnb)
-        if job.timestamp:
-            files[course / "autograded" / job.student / a.id / "timestamp.txt"] = job.timestamp
-        answers = _manual_answers(executed, manual)
-    encoded = {path: text.encode("utf-8") for path, text in files.items()}  # strict: a lone surrogate fails here
-    return encoded, {"score": score, "status": status, "reason": reason, "auto_scores": scores, "comments": comments,
-                     "answers": answers}
-
-
-def _write(gb, job: Job, a: Assignment, files: dict[Path, bytes], row: dict) -> None:
-    """Files are staged first (a full disk fails here, before anything is recorded), the
-    gradebook row is committed, then the staged files replace the old ones (a rename)."""
-    from .feedback import stage_file
-    from .gradebook import record_submission
-
-    staged = []
-    try:
-        for path, data in files.items():
-            staged.append((stage_file(path, data.decode("utf-8")), path))
-        record_submission(
-            gb, student=job.student, assignment=a.id, notebook_name=a.notebook, sha256=job.sha256,
-            status=row["status"], reason=row["reason"], auto_scores=row["auto_scores"], comments=row["comments"],
-            timestamp=job.timestamp, answers=row["answers"],
-        )
-    except BaseException as e:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
-        if isinstance(e, (KeyboardInterrupt, SystemExit)):
-            raise
-        raise RecordingError(f"could not record {job.student}/{a.id}: {type(e).__name__}: {sanitize(str(e), 200)}") from e
-    for tmp, path in staged:
-        os.replace(tmp, path)
-
-
-def _manual_answers(executed_nb, manual: list[str]) -> dict[str, str]:
-    """sha256 of the student's answer in each hand-graded cell (to flag changed answers)."""
-    out = {}
-    for gid in manual:
-        src = next((c.source for c in executed_nb.cells
-                    if (c.get("metadata", {}).get("nbgrader") or {}).get("grade_id") == gid), "")
-        out[gid] = hashlib.sha256(str(src).encode("utf-8", "surrogatepass")).hexdigest()  # a lone surrogate too
-    return out
 
 
 def autograde(
@@ -536,7 +308,8 @@ def update_feedback(assignment_ids: Iterable[str] | None, course: str | Path = "
                     continue
                 text = with_instructor_grades(page.read_text(encoding="utf-8"), *view)
                 try:
-                    os.replace(stage_file(page, text), page)
+                    with staged() as batch:
+                        batch.append((stage_file(page, text), page))
                 except OSError as err:
                     raise RecordingError(f"could not write {page}: {err.strerror}") from None
                 updated += 1

@@ -42,6 +42,8 @@ from typing import Any
 
 import nbformat
 
+from gmmcourse.course import SETUP_TAG
+
 from . import protocol
 from .kernels import BudgetedClient, KernelStartError, SandboxedKernel
 from .protocol import EXPORT_MIME
@@ -49,8 +51,6 @@ from .sandbox import CGroup, Limits, SandboxConfig, cleanup_stale_scratch, make_
 from .spec import sanitize
 
 __all__ = ["run_submission", "EXPORT_MIME", "KernelStartError", "sanitize", "SETUP_TAG"]
-
-SETUP_TAG = "gmmcourse-setup"
 
 
 def _why(kind: str, limits: Limits, cgroup: CGroup, oom_before: int) -> str:

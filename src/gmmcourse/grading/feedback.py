@@ -18,6 +18,8 @@ from typing import Any
 
 import nbformat
 
+from gmmcourse.course import SETUP_TAG
+
 from .files import stage
 from .html_safety import Budget, clean_html, fix_text, markdown_html, plain_html
 
@@ -133,7 +135,6 @@ def with_instructor_grades(feedback: str, cells: list[dict[str, Any]], total: fl
     return feedback[:body] + "\n".join(section) + "\n" + feedback[body:]
 
 
-_SETUP_TAG = "gmmcourse-setup"  # the published notebooks' set-up cell (never run by the grader)
 _TAG = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _CELL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _B64 = re.compile(r"^[A-Za-z0-9+/=\s]*$")
@@ -208,7 +209,7 @@ def _safe_cell(cell, budget: Budget):
     tags = [t for t in tags if isinstance(t, str) and _TAG.match(t)]
     if kind == "code":
         new = nbformat.v4.new_code_cell(source)
-        if _SETUP_TAG not in tags:
+        if SETUP_TAG not in tags:  # the published notebooks' set-up cell (never run by the grader)
             outs = cell.get("outputs") if isinstance(cell.get("outputs"), list) else []
             new.outputs = [o for o in (_safe_output(o, budget) for o in outs[:1000]) if o is not None]
         count = cell.get("execution_count")

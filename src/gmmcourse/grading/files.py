@@ -1,47 +1,17 @@
-"""The grader's file primitives, written once: the atomic write (a temporary file beside the
-target, flushed to disk, renamed over it), the bounded read that never follows a link, and
-the course lock that grading and LMS imports share. Everything the grader writes into a
-course folder goes through here."""
+"""The grader's file primitives, written once: the atomic write (the package's one,
+`gmmcourse.atomic`: a temporary file beside the target, flushed to disk, renamed over it), the
+bounded read that never follows a link, and the course lock that grading and LMS imports
+share. Everything the grader writes into a course folder goes through here."""
 
 from __future__ import annotations
 
 import os
-import secrets
 import stat
 from pathlib import Path
 
-__all__ = ["stage", "atomic_write", "read_small", "CourseLocked", "lock_course"]
+from gmmcourse.atomic import atomic_write, stage, staged
 
-
-def stage(path: Path, data: bytes | str, mode: int = 0o644) -> Path:
-    """Write `data` to a new temporary file beside `path` (never through a link, never over an
-    existing file), flushed to disk; the caller renames it into place (``os.replace``), so a
-    reader sees the old file or the new one, never half of one. Text is UTF-8. Nothing is
-    left behind when the write fails (a full disk)."""
-    path = Path(path)
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    try:
-        with os.fdopen(fd, "wb", closefd=False) as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    return tmp
-
-
-def atomic_write(path: Path, data: bytes | str, mode: int = 0o644) -> None:
-    """Replace `path` by `data` atomically (`stage`, then rename)."""
-    tmp = stage(path, data, mode)
-    try:
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+__all__ = ["stage", "staged", "atomic_write", "read_small", "CourseLocked", "lock_course"]
 
 
 def read_small(path: Path, limit: int) -> bytes | None:

@@ -45,11 +45,13 @@ from pathlib import Path
 from gmmcourse import course
 
 from . import view
-from .cgroups import CGroup, LimitUnavailable, hierarchy, owner_alive
+from .cgroups import CGroup, LimitUnavailable, hierarchy
 from .seccomp import filter_path, seccomp_filter
+from .wipe import cleanup_stale_scratch, remove_scratch, wipe_dir
 
 __all__ = ["Limits", "SandboxConfig", "CGroup", "Scratch", "LimitUnavailable", "check_host", "kernel_command",
-           "sandbox_available", "sandbox_uid", "seccomp_filter", "wipe_dir", "hierarchy"]
+           "make_scratch", "sandbox_available", "sandbox_uid", "seccomp_filter", "hierarchy",
+           "wipe_dir", "remove_scratch", "cleanup_stale_scratch"]  # the last three: `wipe`
 
 log = logging.getLogger("gmmcourse.grading")
 
@@ -162,63 +164,6 @@ class Scratch:
 
     def remove(self) -> None:
         remove_scratch(Path(self.path))
-
-
-def wipe_dir(top: str | os.PathLike, *, remove_top: bool = False) -> None:
-    """Delete everything below `top` (and `top` itself with `remove_top`) without recursion and
-    without building long paths: a student's 4,000-deep folder chain costs one open directory
-    at a time. Links are removed, never followed. Call it only when no process of the
-    submission runs any more (its cgroup is killed): a parent is reopened through ``..`` and
-    checked against the one it was entered from."""
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(top, flags)
-    stack: list[tuple[str, int, int]] = []  # (name in parent, parent's st_dev, st_ino)
-    try:
-        while True:
-            with os.scandir(fd) as it:
-                entry = next(it, None)
-            if entry is None:
-                if not stack:
-                    break
-                name, dev, ino = stack.pop()
-                parent = os.open("..", flags, dir_fd=fd)
-                os.close(fd)
-                fd = parent
-                st = os.fstat(fd)
-                if (st.st_dev, st.st_ino) != (dev, ino):
-                    raise OSError(f"{top}: the tree changed while it was removed")
-                os.rmdir(name, dir_fd=fd)
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                st = os.fstat(fd)
-                try:
-                    child = os.open(entry.name, flags, dir_fd=fd)
-                except OSError:  # unreadable (mode 000): make it ours to read, once
-                    os.chmod(entry.name, stat.S_IRWXU, dir_fd=fd, follow_symlinks=False)
-                    child = os.open(entry.name, flags, dir_fd=fd)
-                stack.append((entry.name, st.st_dev, st.st_ino))
-                os.close(fd)
-                fd = child
-            else:
-                os.unlink(entry.name, dir_fd=fd)
-    finally:
-        os.close(fd)
-    if remove_top:
-        os.rmdir(top)
-
-
-def remove_scratch(d: Path) -> None:
-    if os.path.ismount(d):  # the whole tmpfs goes at once, however deep its tree
-        r = subprocess.run(["umount", str(d)], capture_output=True)
-        if r.returncode != 0:
-            subprocess.run(["umount", "-l", str(d)], capture_output=True)
-    if not os.path.ismount(d):
-        try:
-            wipe_dir(d, remove_top=True)
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            log.warning("could not remove the scratch directory %s: %s", d, e)
 
 
 def check_host(limits: Limits) -> list[str]:
@@ -462,20 +407,3 @@ def kernel_command(
 
 def make_scratch(size_bytes: int = Limits.scratch_bytes) -> Scratch:
     return Scratch(size_bytes)
-
-
-def cleanup_stale_scratch() -> int:
-    """Remove scratch dirs (and their tmpfs mounts) of graders that were killed (their owner
-    pid is gone)."""
-    n = 0
-    for f in Path("/tmp").glob("gmg-seccomp-*.bpf"):  # left by graders before the filter moved to a memfd
-        f.unlink(missing_ok=True)
-    for d in Path("/tmp").glob("gmg-*-*"):
-        try:
-            owner = int(d.name.split("-")[1])
-        except (IndexError, ValueError):
-            continue
-        if owner != os.getpid() and not owner_alive(owner):
-            remove_scratch(d)
-            n += 1
-    return n

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from ..files import CourseLocked, atomic_write, lock_course, read_small, stage
+from ..files import CourseLocked, atomic_write, lock_course, read_small, stage, staged
 from . import zipread
 from .names import (FORMATS, TITLES, ZIPCOLLECT_REGEXP, clean_name, decide_lms, parse_name, parse_ts, readings,
                     resolve, who)
@@ -117,11 +117,10 @@ def _install(course: Path, student: str, assignment: str, notebook: str, data: b
         if old_ts is not None and ts is not None and ts < old_ts:
             return "kept", (f"the course holds a newer submission ({_fmt_ts(old_ts)}) than the zip's "
                             f"({_fmt_ts(ts)}); nothing changed")
-    tmp = stage(folder / notebook, data)
-    tmp_ts = None
-    try:
+    with staged() as batch:  # both files staged before the old ones are archived, renamed after
+        batch.append((stage(target, data), target))
         if ts is not None:
-            tmp_ts = stage(ts_path, _fmt_ts(ts) + "\n")
+            batch.append((stage(ts_path, _fmt_ts(ts) + "\n"), ts_path))
         action = "new"
         if st is not None:
             arch = archive_for()
@@ -129,15 +128,8 @@ def _install(course: Path, student: str, assignment: str, notebook: str, data: b
             if _lstat(ts_path) is not None:
                 arch.keep(ts_path, student, assignment)
             action = "replaced"
-        os.replace(tmp, target)
-        if tmp_ts is not None:
-            os.replace(tmp_ts, ts_path)
-        elif st is not None and _lstat(ts_path) is not None:
-            ts_path.unlink()  # kept in the archive; it dated the old notebook
-    finally:
-        for t in (tmp, tmp_ts):
-            if t is not None:
-                t.unlink(missing_ok=True)
+    if ts is None and st is not None and _lstat(ts_path) is not None:
+        ts_path.unlink()  # kept in the archive; it dated the old notebook
     msg = None
     if action == "replaced":
         msg = "the previous notebook is kept in " + str(archive_for().folder.relative_to(course) / "replaced")
