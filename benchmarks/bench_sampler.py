@@ -124,5 +124,7 @@ def main(rounds: int = 5, cold_rounds: int = 3) -> dict:
     return result
 
 
-if __name__ == "__main__":
-    print(main())
+if __name__ == "__main__":  # python benchmarks/bench_sampler.py [rounds] [cold_rounds]
+    import sys
+
+    print(main(*(int(a) for a in sys.argv[1:3])))
