@@ -228,7 +228,10 @@ def bench(args, tmp: Path) -> dict:
                                    "see the load averages (1, 5, 15 min) recorded per phase",
                  "load_start": load(),
                  "commit": common.commit(),
-                 "src_pinned_at": os.environ.get("GMM_SRC_PINNED")}  # at the start: the code graded with (see benchmarks/pin_src.sh)
+                 "src_pinned_at": os.environ.get("GMM_SRC_PINNED"),  # at the start: the code graded with (see benchmarks/pin_src.sh)
+                 "invocation": " ".join(["benchmarks/bench_grading.py", *sys.argv[1:]])}
+    if args.note:
+        out["note"] = args.note
     progress = Path(args.progress_json) if args.progress_json else None
     logs = tmp / "logs"
     logs.mkdir()
@@ -347,6 +350,7 @@ def main() -> None:
     ap.add_argument("--progress-json", default=None, metavar="FILE", help="write what is measured after each phase")
     ap.add_argument("--keep-logs", default=None, metavar="DIR", help="copy the grader's logs here")
     ap.add_argument("--out", default=None, help="write here instead of benchmarks/results/grading.json")
+    ap.add_argument("--note", default=None, help="why this run departs from the defaults (shown in the README)")
     ap.add_argument("--ctrl-c-only", action="store_true",
                     help="only the Ctrl-C stop time (benchmarks/results/grading_ctrl_c.json)")
     args = ap.parse_args()
