@@ -46,6 +46,9 @@ def commit() -> str:
     return head + ("+changes" if dirty else "")
 
 
+COMMIT_AT_IMPORT = commit()  # what the benchmark runs: a pull during a long run must not rename it
+
+
 def alternate(fns: dict, rounds: int = 41) -> dict:
     """Time each of `fns` (name -> zero-argument callable) once per round, in turn, `rounds` times.
 
@@ -102,7 +105,9 @@ def write(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     payload = {"machine": machine(), "measured": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()) + " UTC",
-               "commit": commit(), "load_start": LOAD_AT_IMPORT, "load_end": load(), **payload}
+               "commit": COMMIT_AT_IMPORT, "load_start": LOAD_AT_IMPORT, "load_end": load(), **payload}
+    if commit() != COMMIT_AT_IMPORT:
+        payload["commit_at_write"] = commit()
     path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     print(f"wrote {path}")
     return path
