@@ -70,23 +70,78 @@ def test_grading_figures_come_from_a_real_assignment():
     assert kinds["correct"]["score_min"] == full and kinds["blank"]["score_max"] == 0
 
 
-# Result files written before their benchmarks recorded the machine, date and commit: the
-# table says "not recorded" for them. Rerunning the benchmark (make bench) removes a file
-# from this list; a new file is never allowed on it.
-NOT_RECORDED: set[str] = set()  # every result file now names its run
+# Results written before common.write recorded the commit, not rerun since (the GPU ones by
+# benchmarks/gpu_check.sh on a lent GPU machine; the others take longer than a loaded shared
+# machine allowed): the README says "commit not recorded" for each. Rerunning one removes it
+# from this list (the test fails until it is removed); a new file is never allowed on it.
+COMMIT_NOT_RECORDED = {"gpu/em-gpu.json", "gpu/sampler-gpu.json", "book.json", "compile.json", "sampler.json"}
+MACHINE_KEYS = {"cpu", "cores", "device", "jax", "python"}
+
+
+def result_files() -> dict[str, dict]:
+    results = ROOT / "benchmarks" / "results"
+    return {str(f.relative_to(results)): json.loads(f.read_text()) for f in sorted(results.rglob("*.json"))}
 
 
 def test_every_result_names_its_run():
-    """Each result file the table cites names its machine and date (benchmarks/common.write
-    adds them and the commit), except the listed old ones, which must stay shown as such."""
+    """Every committed result file names the commit it measured, the machine (CPU, cores, JAX
+    device, JAX and Python versions) and the date: benchmarks/common.write adds them."""
+    files = result_files()
+    assert len(files) >= 16, sorted(files)
+    for f, r in files.items():
+        m = r.get("machine") or {}
+        assert MACHINE_KEYS <= set(m), f"{f} does not name its machine ({sorted(MACHINE_KEYS - set(m))} missing): rerun its benchmark"
+        assert str(r.get("measured", ""))[:4].isdigit(), f"{f} does not name its date: rerun its benchmark"
+        if f in COMMIT_NOT_RECORDED:
+            assert "commit" not in r, f"{f} names its commit now: remove it from COMMIT_NOT_RECORDED"
+            shown = report.gpu_figures() if f.startswith("gpu/") else report.performance_table()
+            assert f"{report.when(r)}" in shown and "commit not recorded" in report.when(r), f
+            continue
+        assert len(str(r.get("commit", "")).split("+")[0]) >= 12, f"{f} does not name its commit: rerun its benchmark"
+    for f in COMMIT_NOT_RECORDED:
+        assert f in files, f"{f} is gone: remove it from COMMIT_NOT_RECORDED"
+
+
+# Results made before common.write recorded the load averages, not rerun since (the slow
+# statistical runs take 15-50 min each; the others did not fit a loaded shared machine's
+# evening): the table says "load not recorded" for each. Rerunning one removes it from this list.
+LOAD_NOT_RECORDED = {"false_fail.json", "probe_rates.json", "dpmm_probe_rates.json", "dpmm_posterior_rates.json",
+                     "book.json", "compile.json", "kernel.json", "mvn.json", "dpmm.json", "sampler.json"}
+
+
+def test_every_result_records_its_load():
+    """Result files record the load averages at their run's start and end (a shared machine's
+    figures say how loaded it was), and the table cites them."""
+    table = report.performance_table()
+    for f, r in result_files().items():
+        if f.startswith("gpu/"):
+            continue
+        if f in LOAD_NOT_RECORDED:
+            assert "load_start" not in r, f"{f} records its load now: remove it from LOAD_NOT_RECORDED"
+            assert f"`{f}`: {report.when(r)}; load not recorded |" in table, f
+            continue
+        assert len(r.get("load_start", ())) == 3 and len(r.get("load_end", ())) == 3, f"{f} does not record its load"
+        assert f"{report.loads(r)} |" in table, f
+
+
+def test_make_bench_runs_every_benchmark_whose_result_is_committed():
+    """Each result file is written by a benchmark that `make bench` (benchmarks/run.py) runs,
+    and each registered script exists: none is left out, none is stale."""
+    import run
+
+    made = {out: name for name, (script, _, outs) in run.BENCHMARKS.items() for out in outs}
+    for name, (script, _, _) in run.BENCHMARKS.items():
+        assert (ROOT / "benchmarks" / script).exists(), f"{name}: {script} does not exist"
+    for f in result_files():
+        if f.startswith("gpu/"):  # written by benchmarks/gpu_check.sh on a GPU machine (run.py's docstring)
+            continue
+        assert f in made, f"benchmarks/results/{f} is written by no benchmark in benchmarks/run.py's BENCHMARKS"
+
+
+def test_every_result_file_is_cited():
+    """The README's table cites every result file (outside gpu/, which its GPU paragraph cites)."""
     cited = {f for *_, f in report.performance_rows()}
-    for f in cited:
-        r = json.loads((ROOT / "benchmarks/results" / f).read_text())
-        named = "machine" in r and ("measured" in r or "date" in r)
-        if f in NOT_RECORDED:
-            assert "not recorded" in report.when(r) + report.machine(r), f
-        else:
-            assert named, f"{f} does not name its machine and date: rerun its benchmark"
+    assert {f for f in result_files() if not f.startswith("gpu/")} - cited == set()
 
 
 def test_benchmarks_write_the_commit():
@@ -94,3 +149,19 @@ def test_benchmarks_write_the_commit():
                          capture_output=True, text=True, check=True).stdout.strip()
     head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     assert out.startswith(head)
+
+
+def test_grading_doc_probe_figures_are_the_committed_results():
+    """docs/grading.md's prose figures of the function probes are those of
+    benchmarks/results/probe_rates.json (they were once left at an earlier run's 100 seeds)."""
+    text = " ".join(report.GRADING_DOC.read_text().split())
+    pr = json.loads((ROOT / "benchmarks/results/probe_rates.json").read_text())
+    correct = {k: v for k, v in pr["false_fail"].items() if "loop" not in k}
+    loops = {k: v for k, v in pr["false_fail"].items() if "loop" in k}
+    assert {v["seeds"] for v in correct.values()} == {pr["seeds"]} and not any(v["failed"] for v in pr["false_fail"].values())
+    assert f"failed in 0 of {pr['seeds']:,} seeds each (95 % upper bound {100 * max(v['upper95'] for v in correct.values()):.1f} %)" in text
+    assert f"per-cup loop versions in 0 of {max(v['seeds'] for v in loops.values())}" in text
+    caught = {(v["failed"], v["seeds"]) for v in pr["power"].values()}
+    assert len(caught) == 1, caught  # the doc states one figure for every mistake
+    (n, seeds), = caught
+    assert f"each of {len(pr['power'])} listed mistakes" in text and f"was caught in {n} of {seeds} seeds" in text
