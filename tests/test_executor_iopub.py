@@ -29,7 +29,7 @@ CASES = {
     # an oversized output drops the IOPub connection
     "drop": (BIG, "too large and was dropped", LIMITS),
     # a cell past its time limit is interrupted (the honest cells take milliseconds of 30 s)
-    "interrupt": ("import time\ntime.sleep(100_000)", "exceeded the time limit", replace(LIMITS, cell_timeout=30)),
+    "interrupt": ("import time\ntime.sleep(100_000)", "exceeded the time limit", replace(LIMITS, cell_timeout=30, wait_factor=1)),
 }
 
 

@@ -292,7 +292,7 @@ def test_notebook_limit_after_answers_keeps_the_kernel():
     not restarted empty, and every part is graded. The honest cells take milliseconds, the
     tail never ends: the 30 s notebook limit strikes in the tail at any load."""
     nb = toy.notebook(extra_after=["import time\ntime.sleep(100_000)"])
-    res = _run(nb, Limits(cell_timeout=100_000, notebook_timeout=30, export_timeout=30))
+    res = _run(nb, Limits(cell_timeout=100_000, notebook_timeout=30, export_timeout=30, wait_factor=1))
     assert any("notebook time limit" in e for e in res["events"]), res["events"]
     assert _score(res) == 5.0, res["answers"]
 
@@ -305,7 +305,7 @@ def test_one_wall_clock_budget_per_submission():
     nb = toy.notebook(hang, "def counts(words):\n    import time\n    time.sleep(1000)\n")
     # the grace (15 s) is far above what interrupting the sleeping cell takes on a loaded
     # machine, and far below the export limit (40 s), so the budget is what cuts the export
-    limits = Limits(cell_timeout=60, notebook_timeout=20, export_timeout=40, grace_timeout=15)
+    limits = Limits(cell_timeout=60, notebook_timeout=20, export_timeout=40, grace_timeout=15, wait_factor=1)
     res = _run(nb, limits)
     assert _score(res) == 0.0
     assert "time limit" in res["answers"]["test_mean"]["error"], res["answers"]
@@ -403,7 +403,7 @@ def test_notebooks_state_the_sandbox_and_its_limits():
     lim = Limits()
     for a in ASSIGNMENTS.values():
         text = grading_environment(a)
-        assert f"{lim.cell_timeout:.0f} s per cell" in text and f"{lim.notebook_timeout:.0f} s for the whole" in text
+        assert f"{lim.cell_timeout:.0f} s of CPU time per cell" in text and f"{lim.notebook_timeout:.0f} s for the whole" in text
         assert ("`gmmcourse` is not available" in text) == ("gmmcourse" in a.sandbox_hide)
         for root in ("solutions", "exercises"):
             nb = nbformat.read(repo / root / a.id / a.notebook, 4)

@@ -1,7 +1,8 @@
 """Per-submission cgroups on cgroup v1, v2 (a delegated subtree) and hybrid hosts, fail closed.
 
 Each submission's kernel joins its own cgroup with a memory cap (no swap), a process and
-thread cap and a CPU quota. `CGroup(limits)` raises `LimitUnavailable` (one line: which limit
+thread cap and a CPU quota; its CPU time is counted (`CGroup.cpu_seconds`, v1's cpuacct, v2's
+cpu.stat), since the time limits count CPU seconds (`gmmcourse.grading.clock`). `CGroup(limits)` raises `LimitUnavailable` (one line: which limit
 and how to fix it) when a controller is missing, not delegated or not writable, unless
 ``limits.allow_unlimited`` (a trusted class; the engine records it in the run's log).
 
@@ -31,7 +32,7 @@ from typing import Callable, Iterable
 
 from .spec import GradingError
 
-__all__ = ["CONTROLLERS", "CGroup", "LimitUnavailable", "hierarchy", "owner_alive", "sigkill"]
+__all__ = ["CONTROLLERS", "CGroup", "LimitUnavailable", "hierarchy", "owner_alive", "parent_dirs", "sigkill"]
 
 CONTROLLERS = ("memory", "pids", "cpu")
 SUPERVISOR = "gmmgrade-supervisor"
@@ -143,6 +144,24 @@ def _v1_make(name: str, limits) -> dict[str, Path]:
             _rmdirs(dirs.values())
             raise LimitUnavailable(f"{_WHAT[ctrl]}: cannot set up the cgroup v1 {ctrl} controller in {d} "
                                    f"({e.strerror or e}): {_FIX_V1}") from None
+    # CPU time accounting (`gmmcourse.grading.clock`: limits count CPU seconds): cpuacct, a
+    # directory of its own unless it is mounted together with cpu ("cpu,cpuacct")
+    base = _v1_base("cpuacct")
+    if base is None:
+        _rmdirs(dirs.values())
+        raise LimitUnavailable(f"CPU time accounting: no writable cgroup v1 cpuacct controller under {_root()} "
+                               f"(time limits count CPU seconds): {_FIX_V1}")
+    d = base / name
+    if d.resolve() == dirs["cpu"].resolve():
+        dirs["cpuacct"] = dirs["cpu"]
+    else:
+        try:
+            d.mkdir()
+            dirs["cpuacct"] = d
+        except OSError as e:
+            _rmdirs(dirs.values())
+            raise LimitUnavailable(f"CPU time accounting: cannot set up the cgroup v1 cpuacct controller in {d} "
+                                   f"({e.strerror or e}): {_FIX_V1}") from None
     return dirs
 
 
@@ -223,6 +242,14 @@ def _v2_make(name: str, limits) -> dict[str, Path]:
     return {c: d for c in CONTROLLERS}
 
 
+def parent_dirs() -> list[Path]:
+    """The directories the per-submission cgroups (``gmmgrade-*``) are made in on this host:
+    v2's base, or one per v1 controller (cpuacct included; one when mounted together)."""
+    if hierarchy() == "v2":
+        return [_v2_base()]
+    return sorted({b.resolve() for b in (_v1_base(c) for c in (*CONTROLLERS, "cpuacct")) if b is not None})
+
+
 _WHAT = {"memory": "memory limit", "pids": "process limit", "cpu": "CPU limit"}
 
 
@@ -264,13 +291,10 @@ class CGroup:
     def cleanup_stale() -> int:
         """Remove per-submission cgroups left by graders that were killed (dead owner pid)."""
         version = hierarchy()
-        if version == "v2":
-            try:
-                bases = [_v2_base()]
-            except LimitUnavailable:
-                return 0
-        else:
-            bases = [b for b in (_v1_base(c) for c in CONTROLLERS) if b is not None]
+        try:
+            bases = parent_dirs()
+        except LimitUnavailable:
+            return 0
         n = 0
         for base in bases:
             for d in base.glob("gmmgrade-*"):
@@ -323,6 +347,20 @@ class CGroup:
             return int(self._read("memory", "memory.failcnt") or 0)
         except ValueError:
             return 0
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user + system) every process of the cgroup has used so far, in seconds;
+        None without accounting (no cgroup, or its counter cannot be read)."""
+        if self.version == "v2":
+            text = self._read("cpu", "cpu.stat")
+            if "usage_usec" not in text:
+                return None
+            return self._field(text, "usage_usec") / 1e6
+        text = self._read("cpuacct", "cpuacct.usage").strip()
+        try:
+            return int(text) / 1e9
+        except ValueError:
+            return None
 
     def pids_hit(self) -> bool:
         if self.version == "v2":

@@ -27,17 +27,19 @@ A kernel that dies, sends an oversized message or garbles the protocol is restar
 earlier cells replayed (at most ``Limits.max_restarts`` times); the returned notebook is
 capped at ``Limits.notebook_bytes``.
 
-Time: one wall-clock budget per submission, ``notebook_timeout`` for the student's cells and
-``grace_timeout`` for everything after (exports, restarts, replays). A cell that runs past its
-limit is interrupted (SIGINT), so the kernel and everything computed so far survive; only a
-kernel that ignores the interrupt is restarted and the earlier cells replayed.
+Time (`gmmcourse.grading.clock`): the limits count the CPU time of the submission's cgroup, so
+the grader's load never decides a grade, and each also bounds wall-clock time at
+``wait_factor`` times itself (waiting costs no CPU). One budget per submission:
+``notebook_timeout`` for the student's cells, ``grace_timeout`` for everything after (exports,
+restarts, replays); ``cell_timeout`` per cell, ``export_timeout`` per export. A cell that runs
+past its limit is interrupted (SIGINT), so the kernel and everything computed so far survive;
+only a kernel that ignores the interrupt is restarted and the earlier cells replayed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any
 
 import nbformat
@@ -45,6 +47,7 @@ import nbformat
 from gmmcourse.course import SETUP_TAG
 
 from . import protocol
+from .clock import Clock
 from .kernels import BudgetedClient, KernelStartError, SandboxedKernel
 from .protocol import EXPORT_MIME
 from .sandbox import CGroup, Limits, SandboxConfig, cleanup_stale_scratch, make_scratch
@@ -53,11 +56,15 @@ from .spec import sanitize
 __all__ = ["run_submission", "EXPORT_MIME", "KernelStartError", "sanitize", "SETUP_TAG"]
 
 
-def _why(kind: str, limits: Limits, cgroup: CGroup, oom_before: int) -> str:
+def _why(kind: str, limits: Limits, cgroup: CGroup, oom_before: int, waited: bool = False) -> str:
     if kind == "timeout":
         if cgroup.pids_hit():
             return f"it exceeded the time limit (and tried to start more than {limits.max_pids} processes or threads)"
-        return f"it exceeded the time limit ({limits.cell_timeout:.0f} s per cell)"
+        if waited:  # the wall-clock bound, not the CPU seconds
+            return (f"it exceeded the time limit: it ran for {limits.wait_factor:g} x its limit in wall-clock time "
+                    f"(at most {limits.wait_factor * limits.cell_timeout:.0f} s per cell) without using up its "
+                    f"{limits.cell_timeout:.0f} s of CPU time, waiting rather than computing")
+        return f"it exceeded the time limit ({limits.cell_timeout:.0f} s of CPU time per cell)"
     if cgroup.oom_events() > oom_before:
         return f"it exceeded the memory limit ({limits.memory_bytes >> 20} MiB)"
     if kind == "garbled":
@@ -109,8 +116,8 @@ async def _grade(nb, exports, inputs_json, limits, cfg, scratch, cgroup) -> dict
         nb.cells[i].outputs = []
         nb.cells[i].execution_count = None
     sess = SandboxedKernel(nb, limits, cfg, scratch, cgroup)
-    t0 = time.monotonic()
-    deadline = t0 + limits.notebook_timeout  # the student's cells
+    clock = Clock(cgroup.cpu_seconds, limits.wait_factor)
+    deadline = limits.notebook_timeout  # charged seconds for the student's cells
     final = deadline + limits.grace_timeout  # everything, exports and restarts included
     skipped: set[int] = set()
     restarts = 0
@@ -118,8 +125,13 @@ async def _grade(nb, exports, inputs_json, limits, cfg, scratch, cgroup) -> dict
     cells_s = 0.0
     infra: str | None = None
 
-    def left(until: float) -> float:
-        return until - time.monotonic()
+    def left(until: float):
+        """What remains of the submission's budget up to `until` (an `Allowance`)."""
+        return clock.left(until)
+
+    def within(limit: float, until: float):
+        """A request's own `limit`, cut to what remains of the budget up to `until`."""
+        return clock.allowance(limit).at_most(left(until))
 
     def mark(idx: int, text: str) -> None:
         nb.cells[idx].outputs.append(
@@ -135,12 +147,12 @@ async def _grade(nb, exports, inputs_json, limits, cfg, scratch, cgroup) -> dict
             if restarts >= limits.max_restarts:
                 events.append("Too many kernel restarts; the remaining cells were not run.")
                 return False
-            if left(final) <= 1:
+            if left(final).spent or left(final).wall <= 1:
                 events.append("The time budget of the submission was used up; the kernel was not restarted.")
                 return False
             restarts += 1
             try:
-                await sess.start(left(final))
+                await sess.start(left(final).wall)
             except KernelStartError as e:
                 infra = f"the kernel could not be restarted ({e})"
                 return False
@@ -152,15 +164,15 @@ async def _grade(nb, exports, inputs_json, limits, cfg, scratch, cgroup) -> dict
                 if j in skipped:
                     continue
                 replay = nbformat.from_dict(dict(nb.cells[j]))
-                if left(final) <= 0:
+                if left(final).spent:
                     events.append("The time budget was used up while re-running cells after a restart.")
                     return True
                 oom0 = cgroup.oom_events()
-                bad = await sess.run_extra(replay, min(limits.cell_timeout, left(final)))
+                bad = await sess.run_extra(replay, within(limits.cell_timeout, final))
                 if bad:
                     skipped.add(j)
                     events.append(
-                        f"Cell {j + 1} failed when re-run after a restart ({_why(bad, limits, cgroup, oom0)}); skipped."
+                        f"Cell {j + 1} failed when re-run after a restart ({_why(bad, limits, cgroup, oom0, waited=sess.last_timeout == "wall")}); skipped."
                     )
                     ok = False
                     break
@@ -182,25 +194,26 @@ async def _grade(nb, exports, inputs_json, limits, cfg, scratch, cgroup) -> dict
         pos = 0
         while alive and pos < len(code):
             idx = code[pos]
-            if left(deadline) <= 0:
+            if left(deadline).spent:
                 rest = [str(j + 1) for j in code[pos:]]
                 events.append(
-                    f"The notebook time limit ({limits.notebook_timeout:.0f} s) was reached; "
+                    f"The notebook time limit ({limits.notebook_timeout:.0f} s of CPU time) was reached; "
                     f"cells {', '.join(rest)} were not run."
                 )
                 for j in code[pos:]:
                     skipped.add(j)
-                    mark(j, f"not run: notebook time limit ({limits.notebook_timeout:.0f} s) reached")
+                    mark(j, f"not run: notebook time limit ({limits.notebook_timeout:.0f} s of CPU time) reached")
                 break
             oom0 = cgroup.oom_events()
-            tc = time.monotonic()
+            tc = clock.wall()
             room = left(deadline)
-            bad = await sess.run(nb.cells[idx], idx, min(limits.cell_timeout, room))
-            cells_s += time.monotonic() - tc
+            bad = await sess.run(nb.cells[idx], idx, within(limits.cell_timeout, deadline))
+            cells_s += clock.wall() - tc
             if bad:
-                why = _why(bad, limits, cgroup, oom0)
-                if bad == "timeout" and room < limits.cell_timeout:
-                    why = f"the notebook time limit ({limits.notebook_timeout:.0f} s) was reached"
+                why = _why(bad, limits, cgroup, oom0, waited=sess.last_timeout == "wall")
+                per_cell = clock.allowance(limits.cell_timeout)
+                if bad == "timeout" and room.at_most(per_cell) != per_cell:  # cut short by the notebook's budget
+                    why = f"the notebook time limit ({limits.notebook_timeout:.0f} s of CPU time) was reached"
                 events.append(f"Cell {idx + 1} was stopped: {why}. It was skipped; grading continued.")
                 mark(idx, f"cell stopped: {why}")
                 skipped.add(idx)
@@ -219,13 +232,13 @@ async def _grade(nb, exports, inputs_json, limits, cfg, scratch, cgroup) -> dict
             if quiet_kernel != sess.n:
                 # Clear hooks the student's cells installed (they would see the export code);
                 # again after a restart, whose replay ran the student's cells once more.
-                quiet = await sess.quiesce(min(30.0, max(1.0, left(final))))
+                quiet = await sess.quiesce(min(30.0, max(1.0, left(final).wall)))
                 quiet_kernel = sess.n
             if not quiet:
                 answers[grade_id] = {"ok": False, "error": protocol.NOT_QUIET}
                 continue
-            room = min(limits.export_timeout, left(final))
-            if room <= 0:
+            room = within(limits.export_timeout, final)
+            if room.spent:
                 answers[grade_id] = {"ok": False, "error": "the submission's time budget was used up before this part"}
                 continue
             nonce = protocol.new_nonce()
@@ -249,7 +262,8 @@ async def _grade(nb, exports, inputs_json, limits, cfg, scratch, cgroup) -> dict
         "infra_error": infra,
         "restarts": max(0, restarts),
         "cells_s": cells_s,
-        "duration": time.monotonic() - t0,
+        "cpu_s": clock.charged(),
+        "duration": clock.wall(),
     }
 
 

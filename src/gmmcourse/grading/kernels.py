@@ -21,6 +21,8 @@ means for the grade. Each `run` ends with ``None`` or one reason: ``"timeout"``,
   widget (comm) state is never stored. The budget carries over a restart.
 * **Modes**: ``"student"`` keeps outputs within the budget, ``"replay"`` drops them, and
   ``"export"`` collects only the answers tagged with `protocol.EXPORT_MIME`.
+* **Time**: a cell runs within an `Allowance` (`gmmcourse.grading.clock`): CPU seconds of the
+  submission's cgroup, read every `CPU_POLL_S`, and wall-clock seconds (nbclient's timeout).
 * **Interrupt**: a cell past its time is interrupted with SIGINT to the kernel's processes
   (as Ctrl-C in Jupyter), so the kernel and what it computed survive; `interrupt` says
   whether it answers again.
@@ -50,9 +52,14 @@ from traitlets import DottedObjectName, Type
 
 from . import channels, protocol
 from .protocol import EXPORT_MIME
+from .clock import Allowance
 from .sandbox import CGroup, Limits, SandboxConfig, kernel_command, wipe_dir
 
 __all__ = ["SandboxedKernel", "KernelStartError", "BudgetedClient", "SandboxKernelManager", "message_size"]
+
+CPU_POLL_S = 0.25
+"""How often a running cell's CPU time is read (`SandboxedKernel._within_cpu`): a cell is
+stopped at most this long (of wall-clock time) after it used up its CPU seconds."""
 
 READY_S = 30.0
 """How long a kernel has to be heard on a re-made IOPub channel (`SandboxedKernel._iopub_ready`).
@@ -166,6 +173,10 @@ class BudgetedClient(NotebookClient):
         return None
 
 
+class CpuTimeUp(CellTimeoutError):
+    """A cell used up its CPU seconds (`SandboxedKernel._within_cpu`)."""
+
+
 class KernelStartError(RuntimeError):
     """The sandboxed kernel could not be started: an infrastructure failure (retried), never
     the student's fault (no student code has run in a fresh kernel)."""
@@ -183,6 +194,7 @@ class SandboxedKernel:
         self.truncated = False
         self.dropped_messages = 0
         self.watch: channels.Watch | None = None
+        self.last_timeout: str | None = None  # after a "timeout": "cpu" (its CPU seconds) or "wall" (its wall-clock bound)
 
     def _wipe_scratch(self) -> None:
         """Empty the scratch directory (a dead kernel's sockets and files; a full scratch
@@ -389,21 +401,32 @@ class SandboxedKernel:
         its sockets) while alive."""
         return "oversized" if self._kernel_pids() else "died"
 
-    async def run(self, cell, index: int, timeout: float) -> str | None:
-        """Execute one cell; returns None, ``"timeout"``, ``"died"``, ``"oversized"`` or
+    async def run(self, cell, index: int, timeout: float | Allowance) -> str | None:
+        """Execute one cell within `timeout`: an `Allowance` (CPU seconds of the submission's
+        cgroup, and wall-clock seconds whatever it does; `gmmcourse.grading.clock`) or plain
+        wall-clock seconds. Returns None, ``"timeout"``, ``"died"``, ``"oversized"`` or
         ``"garbled"``."""
         assert self.client is not None
-        self.client.timeout = max(1, math.ceil(timeout))  # nbclient wants whole seconds
+        allowed = timeout if isinstance(timeout, Allowance) else Allowance(timeout, timeout)
+        self.client.timeout = max(1, math.ceil(allowed.wall))  # nbclient wants whole seconds
         # Outputs (an export's answer among them) that a loaded worker reads late still count:
         # nbclient gives up on them this long after the reply (a fixed 2 s made grades depend
         # on the machine's load).
         self.client.iopub_timeout = self.client.timeout
-        dropped, job = await self._unless_dropped(self.client.async_execute_cell(cell, index))
+        execute = self.client.async_execute_cell(cell, index)
+        if allowed.cpu < allowed.wall:
+            execute = self._within_cpu(execute, allowed.cpu)
+        self.last_timeout = None
+        dropped, job = await self._unless_dropped(execute)
         if dropped:
             return self._dropped_kind()
         try:
             job.result()
+        except CpuTimeUp:
+            self.last_timeout = "cpu"
+            return "timeout"
         except CellTimeoutError:
+            self.last_timeout = "wall"  # the wall-clock bound: it waited (or was starved) that long
             return "timeout"
         except DeadKernelError:
             return "died"
@@ -419,6 +442,24 @@ class SandboxedKernel:
                     )
                 )
         return None
+
+    async def _within_cpu(self, execute, cpu_s: float):
+        """Await `execute` (a cell's execution) until it ends, or raise `CellTimeoutError` once
+        the submission's cgroup has used `cpu_s` CPU seconds since it started (the execution
+        is then cancelled; the kernel goes on computing until the executor interrupts it)."""
+        start = self.cgroup.cpu_seconds()
+        job = asyncio.ensure_future(execute)
+        try:
+            while True:
+                done, _ = await asyncio.wait({job}, timeout=CPU_POLL_S)
+                if done:
+                    return job.result()
+                now = self.cgroup.cpu_seconds()
+                if start is not None and now is not None and now - start >= cpu_s:
+                    raise CpuTimeUp(f"the cell used {cpu_s:.0f} s of CPU time")
+        finally:
+            job.cancel()
+            await asyncio.gather(job, return_exceptions=True)
 
     async def _reply(self, msg_id: str, timeout: float) -> dict | None:
         """The shell reply to `msg_id` (others are skipped), or None after `timeout` s."""

@@ -23,9 +23,12 @@ def grading_environment(a: Assignment, limits=None) -> str:
     return (
         "**How this notebook is graded.** The autograder runs your notebook from top to bottom in a "
         f"sandbox without network access. It offers {a.packages}. Limits: "
-        f"**{lim.cell_timeout:.0f} s per cell** and **{lim.notebook_timeout:.0f} s for the whole notebook**, "
+        f"**{lim.cell_timeout:.0f} s of CPU time per cell** and **{lim.notebook_timeout:.0f} s for the whole notebook**, "
         f"{lim.memory_bytes >> 30} GiB of memory, {lim.cpus:g} CPU core, {lim.scratch_bytes >> 20} MiB of disk "
-        "in the working directory. A cell that runs past its limit is interrupted: what it had not "
+        "in the working directory. Time is CPU time, so a grading machine busy with other work does not "
+        "use up yours (on one core it equals the time your cell takes on a quiet computer); a cell that "
+        f"waits without computing is stopped after {lim.wait_factor * lim.cell_timeout:.0f} s. "
+        "A cell that runs past its limit is interrupted: what it had not "
         "finished is missing, and every part that needs it says so in your feedback. Run "
         "*Restart & Run All* before you submit, and keep an eye on the time the slow cells take. "
         + a.precision

@@ -264,10 +264,7 @@ def _cgroup_dirs(owners: set[int]) -> list[Path]:
     from . import cgroups as cg
 
     try:
-        if cg.hierarchy() == "v2":
-            bases = [cg._v2_base()]
-        else:
-            bases = [b for b in (cg._v1_base(c) for c in cg.CONTROLLERS) if b is not None]
+        bases = cg.parent_dirs()
     except Exception:  # noqa: BLE001 (no cgroups here: nothing to find)
         return []
     out = []

@@ -69,14 +69,17 @@ class Limits:
 
     # Sized from measured run times of slow but reasonable solutions (docs/grading.md, "Time
     # limits"); the values students read (book, notebooks) are in gmmcourse.course.
-    cell_timeout: float = float(course.CELL_TIME_LIMIT_S)  # seconds per student cell
-    notebook_timeout: float = float(course.NOTEBOOK_TIME_LIMIT_S)  # seconds for all student cells
-    export_timeout: float = 60.0  # seconds per Part.export
-    startup_timeout: float = 60.0  # kernel start
-    # One wall-clock budget for everything else a submission costs after its cells (exports,
-    # kernel restarts, replays): a submission never holds a worker longer than
-    # notebook_timeout + grace_timeout (+ a few seconds to stop the kernel).
+    # Time limits count the CPU time of the submission's cgroup (gmmcourse.grading.clock): the
+    # grader's load never decides a grade. Each also bounds wall-clock time at wait_factor x itself.
+    cell_timeout: float = float(course.CELL_TIME_LIMIT_S)  # CPU seconds per student cell
+    notebook_timeout: float = float(course.NOTEBOOK_TIME_LIMIT_S)  # CPU seconds for all student cells
+    export_timeout: float = 60.0  # CPU seconds per Part.export
+    startup_timeout: float = 60.0  # kernel start (wall-clock seconds)
+    # One budget for everything else a submission costs after its cells (exports, kernel
+    # restarts, replays): a submission never holds a worker longer than
+    # wait_factor x (notebook_timeout + grace_timeout) (+ a few seconds to stop the kernel).
     grace_timeout: float = 180.0
+    wait_factor: float = float(course.WAIT_FACTOR)  # wall-clock bound of each limit, x the limit
     memory_bytes: int = course.MEMORY_LIMIT_GIB << 30  # cgroup memory cap (kernel + children)
     address_space_bytes: int = 0  # RLIMIT_AS; 0 = only when no memory cgroup is available
     max_pids: int = 64  # cgroup pids cap (threads count too)
