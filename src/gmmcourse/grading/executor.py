@@ -48,7 +48,8 @@ from gmmcourse.course import SETUP_TAG
 
 from . import protocol
 from .clock import Clock
-from .kernels import BudgetedClient, KernelStartError, SandboxedKernel
+from .kernels import KernelStartError, SandboxedKernel
+from .outputs import BudgetedClient
 from .protocol import EXPORT_MIME
 from .sandbox import CGroup, Limits, SandboxConfig, cleanup_stale_scratch, make_scratch
 from .spec import sanitize
