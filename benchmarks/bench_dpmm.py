@@ -30,7 +30,7 @@ import numpy as np
 from scipy.special import gammaln
 
 from common import alternate, write
-from gmmcourse import dpmm
+from gmmcourse import dpmm, dpmm_sweeps
 from gmmcourse.data import FAITHFUL_ERUPTIONS
 from gmmcourse.dpmm import DPPrior, nig_posterior
 from gmmcourse.precision import x64_context
@@ -177,11 +177,11 @@ def tfp_variant(keys, z0, xs, n, pr, rule):
 
     run = dpmm.run_chain.__wrapped__  # the undecorated function: traced afresh, with the swap
     fn = jax.jit(lambda: jax.vmap(lambda k, z: run(k, z, xs, n, pr, rule, 0, SLOTS, 0, SWEEPS)[0])(keys, z0))
-    package_t, dpmm.student_t = dpmm.student_t, genjax.student_t
+    package_t, dpmm_sweeps.student_t = dpmm_sweeps.student_t, genjax.student_t  # where the sweep looks it up
     try:
         jax.block_until_ready(fn())
     finally:
-        dpmm.student_t = package_t
+        dpmm_sweeps.student_t = package_t
     return fn
 
 

@@ -150,6 +150,59 @@ def test_em_compiles_once_for_all_small_data():
     assert count["n"] == 0 and _em_restarts._cache_size() == before
 
 
+def test_multivariate_em_compiles_once_per_bucket():
+    """Multivariate EM's two programs (the k-means++ starts and the EM loop, through
+    `bucket_jit`) serve every N of a bucket: after one call per bucket (32 and 2,048 points),
+    other sizes lower nothing; a new bucket (above the small ones) lowers both again."""
+    mve = importlib.import_module("gmmcourse.multivariate_em")
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(-2.0, 0.7, (1300, 2)), rng.normal(2.0, 1.0, (1300, 2))])[rng.permutation(2600)]
+    for n in (20, 100):
+        mve.em(x[:n], 2, n_init=2)
+    before = (mve._starts._cache_size(), mve._run._cache_size())
+    with count_lowerings() as count:
+        for n in (7, 31, 33, 256, 2048):
+            assert np.isfinite(mve.em(x[:n], 2, key=n, n_init=2).loglik)
+    assert count["n"] == 0, f"{count['n']} programs lowered for new sizes in a bucket"
+    assert (mve._starts._cache_size(), mve._run._cache_size()) == before
+    with count_lowerings() as count:  # power: 2,600 points are in a bucket of their own
+        mve.em(x, 2, n_init=2)
+    assert count["n"] >= 2 and (mve._starts._cache_size(), mve._run._cache_size()) == (before[0] + 1, before[1] + 1)
+
+
+ONE_PATH = ("dpmm", "dpmm_prior", "dpmm_exact", "dpmm_sweeps", "dpmm_samplers", "multivariate_em", "multivariate_gibbs",
+            "multivariate_model", "importance", "em", "chains", "exact")
+
+
+def test_the_kernels_compile_through_the_one_path(tmp_path, monkeypatch):
+    """The DP mixture's chains, multivariate EM, Gibbs and summaries, and importance sampling
+    compile through `gmmcourse.programs.exported_jit` (kept between processes), as EM, the 1-D
+    chains, SMC and exact do; none of these modules compiles with a plain `jax.jit`."""
+    import inspect
+
+    from gmmcourse import dpmm, importance, multivariate
+    from gmmcourse.models import bento_prior
+
+    for name in ONE_PATH:
+        source = inspect.getsource(importlib.import_module(f"gmmcourse.{name}"))
+        assert "jax.jit" not in source.replace("`jax.jit`", ""), f"gmmcourse.{name} compiles with a plain jax.jit"
+    store = tmp_path / programs.SUBDIR
+    monkeypatch.setattr(programs, "program_dir", lambda: store)
+    x = data(13)
+    dpmm.collapsed_gibbs(x, dpmm.DPPrior.for_data(x), num_chains=2, num_samples=3, num_warmup=1)
+    y = np.stack([x, x[::-1]], axis=1)
+    multivariate.em(y, 2)
+    draws = multivariate.posterior(y, 2, key=0, num_chains=1, num_draws=2, num_warmup=0)
+    multivariate.draw_log_likelihood(draws, y)
+    importance.importance_sampling(x, bento_prior(2), num_particles=8)
+    names = {p.name.split("-")[0] for p in store.glob("*.jaxexport")}
+    for want in ("gmmcourse.dpmm_sweeps.run_chains[small]", "gmmcourse.multivariate_em._starts[small]",
+                 "gmmcourse.multivariate_em._run[small]", "gmmcourse.multivariate_gibbs._start[small]",
+                 "gmmcourse.multivariate_gibbs._chunk[small]", "gmmcourse.multivariate_gibbs._batch_tables",
+                 "gmmcourse.importance._particles"):
+        assert want in names, (want, sorted(names))
+
+
 def test_chain_groups_in_threads_keep_float64():
     """Chain groups run in threads and JAX's x64 mode is per thread: every group of a
     float64 posterior computes in float64 (in float32 the draws would come back float32)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gmmcourse import dpmm
+from gmmcourse import dpmm, dpmm_samplers
 from gmmcourse.dpmm import MFM, DPPrior
 from test_compile import count_lowerings
 
@@ -61,7 +61,7 @@ def test_blocked_padding_changes_no_draw(monkeypatch):
     give padded to 32."""
     x = clusters(13, 3, seed=5)
     small = dpmm.blocked_gibbs(x, PRIOR, k_max=8, seed=3, **RUN).labels
-    monkeypatch.setattr(dpmm, "bucket_size", lambda n: 2048)
+    monkeypatch.setattr(dpmm_samplers, "bucket_size", lambda n: 2048)
     big = dpmm.blocked_gibbs(x, PRIOR, k_max=8, seed=3, **RUN).labels
     assert np.array_equal(small, big)
 

@@ -91,3 +91,31 @@ def test_blocked_statistics_equal_direct_computation():
     np.testing.assert_allclose(got[1], (r * d).sum(1), rtol=1e-9)
     np.testing.assert_allclose(got[2], (r * d * d).sum(1), rtol=1e-10)
     np.testing.assert_allclose(got[3], logsumexp(lj, axis=0).sum(), rtol=1e-12)
+
+
+def test_em_checks_and_pads_through_the_shared_helpers(monkeypatch):
+    """EM validates its arguments with `gmmcourse.validation` and pads `x` with
+    `gmmcourse.shapes` (the helpers the posterior path uses), each once per call: no check or
+    padding of its own."""
+    import importlib
+
+    em_module = importlib.import_module("gmmcourse.em")
+    calls = {}
+
+    def counted(name):
+        fn = getattr(em_module, name)
+
+        def wrapper(*a, **k):
+            calls[name] = calls.get(name, 0) + 1
+            return fn(*a, **k)
+        monkeypatch.setattr(em_module, name, wrapper)
+
+    for name in ("check_data", "check_dtype", "check_non_negative", "pad_em"):
+        counted(name)
+    fit = em(np.linspace(-2, 2, 21) ** 3, 2, restarts=2)
+    assert calls == {"check_data": 1, "check_dtype": 1, "check_non_negative": 2, "pad_em": 1}, calls
+    assert np.isfinite(fit.log_likelihood)
+    with pytest.raises(ValueError, match="dtype must be float32 or float64, got int32"):
+        em(np.arange(5.0), 2, dtype=np.int32)
+    with pytest.raises(ValueError, match="reg_var must be a non-negative number"):
+        em(np.arange(5.0), 2, reg_var=-1.0)

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gmmcourse.precision import x64_context
-from gmmcourse.shapes import K_PAD, N_BUCKETS, RESTART_GROUP, bucket_jit, is_small, pad
-from gmmcourse.validation import check_data, check_k, check_positive_int
+from gmmcourse.shapes import K_PAD, N_BUCKETS, RESTART_GROUP, bucket_jit, is_small, pad_em
+from gmmcourse.validation import check_data, check_dtype, check_k, check_non_negative, check_positive_int
 
 __all__ = ["EMResult", "em", "kmeans_plus_plus"]
 
@@ -230,22 +230,17 @@ def em(
     k = check_k(k, x.shape[0])
     restarts = check_positive_int(restarts, "restarts")
     max_iter = check_positive_int(max_iter, "max_iter")
-    if not (np.isfinite(tol) and tol >= 0):
-        raise ValueError(f"tol must be a non-negative number, got {tol!r}")
-    if not (np.isfinite(reg_var) and reg_var >= 0):
-        raise ValueError(f"reg_var must be a non-negative number, got {reg_var!r}")
-    dtype = np.dtype(dtype)
-    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    tol = check_non_negative(tol, "tol")
+    reg_var = check_non_negative(reg_var, "reg_var")
+    dtype = check_dtype(dtype)
     n = x.shape[0]
     small = is_small(n)
     k_pad = K_PAD if small and k <= K_PAD else k  # one program for K = 1..K_PAD on small data
     group = RESTART_GROUP if small else restarts  # restarts per compiled call
     # small data: padded to the last small bucket and masked, each E-step on a prefix that
     # holds the real points (one program for every N <= 2,048, see `_stats`); large data: its own
-    # shape, no mask (the run time dominates the compilation there, and the mask would
-    # cost time in every E-step)
-    xp, mask = pad(x, dtype, size=N_BUCKETS[-1]) if small else (np.asarray(x, dtype), None)
+    # shape, no mask
+    xp, mask = pad_em(x, dtype)
     with x64_context(dtype):
         root = jax.random.key(seed)
         args = (jnp.asarray(xp), None if mask is None else jnp.asarray(mask), np.int32(n), np.int32(k), k_pad, np.int32(max_iter),

@@ -21,6 +21,7 @@ from genjax import const
 from jax.scipy.special import logsumexp
 
 from gmmcourse.models import GMMPrior, as_prior, gmm, gmm_params, observations
+from gmmcourse.programs import exported_jit
 from gmmcourse.validation import check_data, check_positive_int
 
 __all__ = ["ISResult", "importance_sampling", "effective_sample_size"]
@@ -90,5 +91,11 @@ def _one(key, x, prior):
     return (log_w, *gmm_params(trace.get_choices()))
 
 
-# compiled once per data shape, not once per call
-_particles = jax.jit(jax.vmap(_one, in_axes=(0, None, None)))
+def _particles_fn(keys, x, prior):
+    return jax.vmap(_one, in_axes=(0, None, None))(keys, x, prior)
+
+
+_particles = exported_jit(_particles_fn, name=f"{__name__}._particles")
+"""Every particle's log weight and parameters: compiled once per (particles, N, K), not once
+per call, and kept between processes (`gmmcourse.programs`). No data bucket: the model's
+trace has one address per point."""

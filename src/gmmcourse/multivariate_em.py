@@ -13,7 +13,6 @@ diagonal: from the same start both reach the same optimum (tests/test_multivaria
 from __future__ import annotations
 
 import dataclasses
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -21,8 +20,8 @@ import numpy as np
 
 from gmmcourse.precision import x64_context
 from gmmcourse.selection import FLOOR_FACTOR
-from gmmcourse.shapes import bucket_size, is_small
-from gmmcourse.validation import check_k, check_positive_int
+from gmmcourse.shapes import RUN_ONCE_COMPILER_OPTIONS, bucket_jit, is_small, pad
+from gmmcourse.validation import check_dtype, check_k, check_non_negative, check_positive_int
 
 __all__ = [
     "MvnFit",
@@ -259,10 +258,11 @@ def _hard_init(x, mask, centers, n, reg_covar):
     return nk / n, means, covs
 
 
-@jax.jit
+@bucket_jit(data_arg=0, data_axis=1)
 def _run(xt, mask, n, weights, means, covs, tol, reg_covar, max_iter):
     """EM from one start until the mean log-likelihood per point changes by at most `tol`.
-    `mask`: the real points of padded data (None: all); `n`: their number."""
+    `xt`: the data transposed, (D, N); `mask`: the real points of padded data (None: all);
+    `n`: their number. One program per data bucket, K, D and dtype."""
     nf = n.astype(xt.dtype)
 
     def cond(state):
@@ -280,9 +280,9 @@ def _run(xt, mask, n, weights, means, covs, tol, reg_covar, max_iter):
     return w, m, c, final, it, jnp.abs(final - ll_last) <= tol * nf
 
 
-@partial(jax.jit, static_argnames=("k",))
+@bucket_jit(data_arg=1, static_argnames=("k",), small_options=RUN_ONCE_COMPILER_OPTIONS)
 def _starts(keys, x, mask, n, k, reg_covar):
-    """k-means++ starts for every key, (R, ...)."""
+    """k-means++ starts for every key, (R, ...) (runs once per call: XLA -O0 on small data)."""
     nf = n.astype(x.dtype)
     return jax.vmap(lambda key: _hard_init(x, mask, kmeans_plus_plus(key, x, k, mask), nf, reg_covar))(keys)
 
@@ -341,21 +341,15 @@ def em(x, k: int, *, key=None, init=None, max_iter: int = 500, tol: float = 1e-8
     k = check_k(k, n)
     max_iter = check_positive_int(max_iter, "max_iter")
     n_init = check_positive_int(n_init, "n_init")
-    if not (np.isfinite(tol) and tol >= 0):
-        raise ValueError(f"tol must be a non-negative number, got {tol!r}")
-    if not (np.isfinite(reg_covar) and reg_covar >= 0):
-        raise ValueError(f"reg_covar must be a non-negative number, got {reg_covar!r}")
-    dtype = np.dtype(dtype)
-    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    tol = check_non_negative(tol, "tol")
+    reg_covar = check_non_negative(reg_covar, "reg_covar")
+    dtype = check_dtype(dtype)
     # small data are padded to their shape bucket (masked): one program per bucket, not per N
-    size = bucket_size(n) if is_small(n) else n
-    xp = np.repeat(x[:1], size, axis=0)
-    xp[:n] = x
+    xp, mask = pad(x, dtype) if is_small(n) else pad(x, dtype, size=n)
     with x64_context(dtype):
-        xa = jnp.asarray(xp, dtype)
-        xt = jnp.asarray(np.ascontiguousarray(xp.T), dtype)
-        mask = jnp.asarray(np.arange(size) < n)
+        xa = jnp.asarray(xp)
+        xt = jnp.asarray(np.ascontiguousarray(xp.T))
+        mask = jnp.asarray(mask)
         reg = jnp.asarray(reg_covar, dtype)
         if init is not None:
             starts = [tuple(jnp.asarray(a, dtype) for a in _as_init(init, k, dim))]

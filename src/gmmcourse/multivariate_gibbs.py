@@ -30,9 +30,10 @@ import numpy as np
 from gmmcourse.multivariate_em import _inv_chol, check_points, kmeans_plus_plus
 from gmmcourse.multivariate_model import NIWPrior, as_prior, check_prior, default_prior, draw_niw, niw_posterior
 from gmmcourse.precision import x64_context
-from gmmcourse.shapes import RUN_ONCE_COMPILER_OPTIONS, SWEEP_CHUNK, bucket_jit, bucket_size, chain_group
+from gmmcourse.programs import exported_jit
+from gmmcourse.shapes import RUN_ONCE_COMPILER_OPTIONS, SWEEP_CHUNK, bucket_jit, chain_group, pad
 from gmmcourse.gamma import gamma
-from gmmcourse.validation import check_k, check_positive_int
+from gmmcourse.validation import check_dtype, check_k, check_non_negative_int, check_positive_int
 
 __all__ = [
     "MvnDraws",
@@ -150,13 +151,6 @@ def _chunk(state, start, x, mask, prior, length):
     return jax.vmap(one)(*state)
 
 
-def _pad(x, dtype):
-    size = bucket_size(x.shape[0])
-    xp = np.repeat(x[:1], size, axis=0).astype(dtype)
-    xp[: x.shape[0]] = x
-    return xp, np.arange(size) < x.shape[0]
-
-
 def posterior(x, k: int, *, key, prior: NIWPrior | None = None, num_chains: int = 4, num_draws: int = 1000,
               num_warmup: int = 500, dtype=np.float64) -> MvnDraws:
     """Sample the posterior of `mvn_gmm` by Gibbs sampling (see the module docstring).
@@ -178,17 +172,14 @@ def posterior(x, k: int, *, key, prior: NIWPrior | None = None, num_chains: int 
     k = check_k(k, n)
     num_chains = check_positive_int(num_chains, "num_chains")
     num_draws = check_positive_int(num_draws, "num_draws")
-    if isinstance(num_warmup, bool) or not isinstance(num_warmup, (int, np.integer)) or num_warmup < 0:
-        raise ValueError(f"num_warmup must be a non-negative integer, got {num_warmup!r}")
+    num_warmup = check_non_negative_int(num_warmup, "num_warmup")
     prior = check_prior(default_prior(x, k) if prior is None else prior, d)
-    dtype = np.dtype(dtype)
-    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    dtype = check_dtype(dtype)
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
         key = jax.random.key(int(key))
-    xp, mask = _pad(x, dtype)
+    xp, mask = pad(x, dtype)
     group = chain_group(n, num_chains)
-    total = int(num_warmup) + num_draws
+    total = num_warmup + num_draws
     outs = []
     with x64_context(dtype):
         p = as_prior(prior, dtype)
@@ -209,9 +200,13 @@ def posterior(x, k: int, *, key, prior: NIWPrior | None = None, num_chains: int 
 # ----- label-free summaries -------------------------------------------------------------------
 
 
-@jax.jit
-def _batch_tables(x, w, m, c):
+def _batch_tables_fn(x, w, m, c):
     return jax.vmap(lambda w, m, c: z_log_table(x, w, m, c))(w, m, c)  # (B, N, K)
+
+
+_batch_tables = exported_jit(_batch_tables_fn, name=f"{__name__}._batch_tables")
+"""The summaries' tables for a batch of draws: one program per (N, D, K, batch), kept between
+processes (`gmmcourse.programs`); no data bucket (a summary's work grows with the padding)."""
 
 
 def _tables(draws: MvnDraws, x):

@@ -63,6 +63,7 @@ __all__ = [
     "bucket_size",
     "is_small",
     "pad",
+    "pad_em",
 ]
 
 N_BUCKETS = (32, 2048)
@@ -115,13 +116,23 @@ def is_small(n: int) -> bool:
 
 def pad(x, dtype, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(x padded to `size` points (default `bucket_size(len(x))`) with copies of x[0], mask
-    of the real points)."""
+    of the real points). Points are along the first axis: x is (N,) or (N, D)."""
     x = np.asarray(x)
     n = x.shape[0]
     size = bucket_size(n) if size is None else size
-    xp = np.full(size, x[0], dtype=dtype)
+    xp = np.empty((size, *x.shape[1:]), dtype=dtype)
+    xp[:] = x[0]
     xp[:n] = x
     return xp, np.arange(size) < n
+
+
+def pad_em(x, dtype) -> tuple[np.ndarray, np.ndarray | None]:
+    """EM's data (`gmmcourse.em`): small data padded to the last of `N_BUCKETS` with their
+    mask (`pad`; one program for every N up to it), larger data as they are, in `dtype`,
+    with no mask (the run time dominates there, and a mask costs time in every E-step)."""
+    if is_small(len(x)):
+        return pad(x, dtype, size=N_BUCKETS[-1])
+    return np.asarray(x, dtype), None
 
 
 SMALL_DATA_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
@@ -136,12 +147,14 @@ class bucket_jit:
     """`jax.jit` with XLA options chosen by the data bucket, through
     `gmmcourse.programs.exported_jit` (programs kept between processes):
     ``@bucket_jit(data_arg=2, static_argnames=(...))`` compiles with `small_options`
-    (default `SMALL_DATA_COMPILER_OPTIONS`) for data (argument `data_arg`, shape (N,)) in
-    the small-data buckets on CPU, and with XLA's defaults otherwise. `_cache_size()`
-    counts the programs of both."""
+    (default `SMALL_DATA_COMPILER_OPTIONS`) for data (argument `data_arg`, N points along
+    axis `data_axis`) in the small-data buckets on CPU, and with XLA's defaults otherwise.
+    `_cache_size()` counts the programs of both."""
 
-    def __init__(self, data_arg: int, static_argnames: tuple[str, ...] = (), small_options: dict | None = None):
+    def __init__(self, data_arg: int, static_argnames: tuple[str, ...] = (), small_options: dict | None = None,
+                 data_axis: int = 0):
         self.data_arg = data_arg
+        self.data_axis = data_axis
         self.static_argnames = tuple(static_argnames)
         self.small_options = SMALL_DATA_COMPILER_OPTIONS if small_options is None else small_options
 
@@ -162,7 +175,7 @@ class bucket_jit:
         def pick(args, kwargs):
             arguments = signature.bind(*args, **kwargs).arguments
             static = {k: arguments.pop(k) for k in static_names if k in arguments}  # an omitted static keeps its default
-            n = arguments[data_name].shape[0]
+            n = arguments[data_name].shape[self.data_axis]
             use_small = is_small(n) and jax.default_backend() == "cpu"
             return (small if use_small else large), arguments, static
 

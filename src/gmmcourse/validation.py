@@ -6,7 +6,8 @@ import numbers
 
 import numpy as np
 
-__all__ = ["check_data", "check_k", "check_params", "check_positive_int"]
+__all__ = ["check_data", "check_dtype", "check_k", "check_non_negative", "check_non_negative_int", "check_params",
+           "check_positive_int"]
 
 
 def check_positive_int(value, name: str) -> int:
@@ -16,6 +17,36 @@ def check_positive_int(value, name: str) -> int:
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
     return int(value)
+
+
+def check_non_negative_int(value, name: str) -> int:
+    """Return `value` as an int, or raise if it is not an integer >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def check_non_negative(value, name: str) -> float:
+    """Return `value` as a float, or raise if it is not a finite real number >= 0."""
+    try:
+        number = float(value) if np.ndim(value) == 0 and not isinstance(value, (bool, str, complex)) else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not (np.isfinite(number) and number >= 0):
+        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+    return number
+
+
+def check_dtype(dtype) -> np.dtype:
+    """Return `dtype` as a NumPy dtype, or raise if it is not float32 or float64 (the two
+    precisions the samplers and EM compile for)."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype if dt is None else dt}")
+    return dt
 
 
 def check_data(x, name: str = "x") -> np.ndarray:
