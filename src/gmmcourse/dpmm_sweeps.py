@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from genjax.core import distribution, wrap_logpdf, wrap_sampler
 
 from gmmcourse.dpmm_prior import DPPrior, nig_posterior
-from gmmcourse.shapes import bucket_jit
+from gmmcourse.shapes import XLA_DEFAULT_OPTIONS, bucket_jit
 
 __all__ = ["student_t", "run_chain", "run_chains"]
 
@@ -122,12 +122,9 @@ def _chain(key, z0, x, n, prior, rule, k_max, num_slots, num_warmup, num_samples
 
 STATIC = ("k_max", "num_slots", "num_warmup", "num_samples")
 """`run_chain`'s and `run_chains`' static arguments (a new value compiles a new program)."""
-XLA_DEFAULTS: dict = {}
-"""Compiler options of the chains' programs in every bucket: XLA's defaults (their run time,
-thousands of sweeps, dominates their compilation even on small data)."""
 
 
-@bucket_jit(data_arg=2, static_argnames=STATIC, small_options=XLA_DEFAULTS)
+@bucket_jit(data_arg=2, static_argnames=STATIC, small_options=XLA_DEFAULT_OPTIONS)
 def run_chain(key, z0, x, n, prior, rule, k_max, num_slots, num_warmup, num_samples):
     """One chain on centred data ``x`` padded to a bucket, ``n`` (traced) real points:
     `num_samples` sweeps after `num_warmup`, the collapsed sampler when ``k_max == 0``, else
@@ -137,7 +134,7 @@ def run_chain(key, z0, x, n, prior, rule, k_max, num_slots, num_warmup, num_samp
     return _chain(key, z0, x, n, prior, rule, k_max, num_slots, num_warmup, num_samples)
 
 
-@bucket_jit(data_arg=2, static_argnames=STATIC, small_options=XLA_DEFAULTS)
+@bucket_jit(data_arg=2, static_argnames=STATIC, small_options=XLA_DEFAULT_OPTIONS)
 def run_chains(keys, z0, x, n, prior, rule, k_max, num_slots, num_warmup, num_samples):
     """`run_chain` for every chain (`vmap` over ``keys`` and ``z0``): one compiled program per
     data bucket and static settings, not per call."""

@@ -20,7 +20,7 @@ import numpy as np
 
 from gmmcourse.precision import x64_context
 from gmmcourse.selection import FLOOR_FACTOR
-from gmmcourse.shapes import RUN_ONCE_COMPILER_OPTIONS, bucket_jit, is_small, pad
+from gmmcourse.shapes import XLA_DEFAULT_OPTIONS, bucket_jit, is_small, pad
 from gmmcourse.validation import check_dtype, check_k, check_non_negative, check_positive_int
 
 __all__ = [
@@ -258,7 +258,7 @@ def _hard_init(x, mask, centers, n, reg_covar):
     return nk / n, means, covs
 
 
-@bucket_jit(data_arg=0, data_axis=1)
+@bucket_jit(data_arg=0, data_axis=1, small_options=XLA_DEFAULT_OPTIONS)
 def _run(xt, mask, n, weights, means, covs, tol, reg_covar, max_iter):
     """EM from one start until the mean log-likelihood per point changes by at most `tol`.
     `xt`: the data transposed, (D, N); `mask`: the real points of padded data (None: all);
@@ -280,9 +280,9 @@ def _run(xt, mask, n, weights, means, covs, tol, reg_covar, max_iter):
     return w, m, c, final, it, jnp.abs(final - ll_last) <= tol * nf
 
 
-@bucket_jit(data_arg=1, static_argnames=("k",), small_options=RUN_ONCE_COMPILER_OPTIONS)
+@bucket_jit(data_arg=1, static_argnames=("k",), small_options=XLA_DEFAULT_OPTIONS)
 def _starts(keys, x, mask, n, k, reg_covar):
-    """k-means++ starts for every key, (R, ...) (runs once per call: XLA -O0 on small data)."""
+    """k-means++ starts for every key, (R, ...)."""
     nf = n.astype(x.dtype)
     return jax.vmap(lambda key: _hard_init(x, mask, kmeans_plus_plus(key, x, k, mask), nf, reg_covar))(keys)
 

@@ -59,6 +59,7 @@ __all__ = [
     "SWEEP_CHUNK",
     "SMALL_DATA_COMPILER_OPTIONS",
     "RUN_ONCE_COMPILER_OPTIONS",
+    "XLA_DEFAULT_OPTIONS",
     "bucket_jit",
     "bucket_size",
     "is_small",
@@ -137,6 +138,11 @@ def pad_em(x, dtype) -> tuple[np.ndarray, np.ndarray | None]:
 
 SMALL_DATA_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 """XLA options of the small-data programs on CPU (see the module docstring)."""
+
+XLA_DEFAULT_OPTIONS: dict = {}
+"""`bucket_jit`'s `small_options` for a program that keeps XLA's defaults on small data too:
+the DP mixture's chains (thousands of sweeps: their run time dominates) and multivariate EM
+(at -O1 its float32 fits differ in the last bits from the defaults' fits)."""
 
 RUN_ONCE_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
 """XLA options, on small data on CPU, of a program that runs once per call (no loop over
