@@ -36,6 +36,7 @@ def test_wrong_password_and_lockout(tmp_path):
     path = tmp_path / "roster.json"
     roster.save(path, {"ada": {"role": "student", "hash": roster.hash_password("right-password", iterations=1000)},
                        "bob": {"role": "instructor", "hash": roster.hash_password("bobs-password", iterations=1000)}})
+    assert path.stat().st_mode & 0o777 == 0o600  # password hashes: readable by root only, whatever the umask
     a = auth.RosterAuthenticator(roster_file=str(path), max_failures=3, max_failures_per_address=3, lockout_seconds=600)
     assert _login(a, "ada", "wrong") is None
     assert _login(a, "ada", "") is None

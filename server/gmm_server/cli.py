@@ -32,6 +32,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from gmmcourse.atomic import atomic_write
+
 from . import collect as collecting
 from . import limits, roster, settings, userfs
 from .limits import LimitError
@@ -65,9 +67,7 @@ def _run(cmd, **kw):
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists() or path.read_text() != text:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        atomic_write(path, text, mode, exact=True)
     os.chmod(path, mode)
 
 

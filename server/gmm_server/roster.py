@@ -12,10 +12,11 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 from pathlib import Path
+
+from gmmcourse.atomic import atomic_write
 
 ROLES = ("student", "instructor")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,30}$")
@@ -54,11 +55,7 @@ def load(path: Path) -> dict:
 def save(path: Path, users: dict) -> None:
     path = Path(path)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"users": users}, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps({"users": users}, indent=1, sort_keys=True), 0o600, exact=True)  # private: hashes
 
 
 def new_password() -> str:
