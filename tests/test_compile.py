@@ -188,6 +188,11 @@ def test_the_kernels_compile_through_the_one_path(tmp_path, monkeypatch):
         assert "jax.jit" not in source.replace("`jax.jit`", ""), f"gmmcourse.{name} compiles with a plain jax.jit"
     store = tmp_path / programs.SUBDIR
     monkeypatch.setattr(programs, "program_dir", lambda: store)
+    mve, mg = (importlib.import_module(f"gmmcourse.{m}") for m in ("multivariate_em", "multivariate_gibbs"))
+    for program in (dpmm.run_chains.small, mve._starts.small, mve._run.small, mg._start.small, mg._chunk.small,
+                    mg._batch_tables, importance._particles):
+        monkeypatch.setattr(program, "_lowered", {})  # forget what earlier tests compiled: export again, to `store`
+        monkeypatch.setattr(program, "_programs", {})
     x = data(13)
     dpmm.collapsed_gibbs(x, dpmm.DPPrior.for_data(x), num_chains=2, num_samples=3, num_warmup=1)
     y = np.stack([x, x[::-1]], axis=1)
