@@ -262,7 +262,12 @@ def test_posterior_validates_and_pads_the_data_once(monkeypatch):
             return fn(*a, **k)
         return wrapper
 
+    import importlib
+
+    em_module = importlib.import_module("gmmcourse.em")  # the module (gmmcourse.em is also the function)
+
     monkeypatch.setattr(gibbs, "check_data", counted("check_data", gibbs.check_data))
+    monkeypatch.setattr(em_module, "check_data", counted("check_data", em_module.check_data))  # the EM pivot's too
     monkeypatch.setattr(gibbs, "pad", counted("pad", gibbs.pad))
     post = gibbs.posterior(np.linspace(-2, 2, 21) ** 3, 2, num_chains=2, num_samples=5, num_warmup=0, seed=0)
     assert calls == {"check_data": 1, "pad": 1} and post.means.shape == (2, 5, 2)

@@ -227,12 +227,16 @@ def em(
         An `EMResult`, components sorted by mean.
     """
     x = check_data(x)
-    k = check_k(k, x.shape[0])
-    restarts = check_positive_int(restarts, "restarts")
-    max_iter = check_positive_int(max_iter, "max_iter")
-    tol = check_non_negative(tol, "tol")
-    reg_var = check_non_negative(reg_var, "reg_var")
-    dtype = check_dtype(dtype)
+    return em_checked(x, check_k(k, x.shape[0]), restarts=check_positive_int(restarts, "restarts"),
+                      max_iter=check_positive_int(max_iter, "max_iter"), tol=check_non_negative(tol, "tol"),
+                      reg_var=check_non_negative(reg_var, "reg_var"), seed=seed, dtype=check_dtype(dtype))
+
+
+def em_checked(x: np.ndarray, k: int, *, restarts: int = 5, max_iter: int = 1000, tol: float = 1e-10,
+               reg_var: float = 1e-6, seed: int = 0, dtype=np.float64) -> EMResult:
+    """`em` on arguments already checked (`x` by `validation.check_data`, `k` by `check_k`,
+    ...): for callers that checked them themselves (`gibbs.posterior`), so that the data are
+    validated once per call."""
     n = x.shape[0]
     small = is_small(n)
     k_pad = K_PAD if small and k <= K_PAD else k  # one program for K = 1..K_PAD on small data

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gmmcourse.chains import prepare, sample
-from gmmcourse.em import em
+from gmmcourse.em import em, em_checked
 from gmmcourse.models import GMMPrior, as_prior
 from gmmcourse.precision import x64_context
 from gmmcourse.programs import start
@@ -239,7 +239,7 @@ def posterior(
     with x64_context(dtype):
         p = as_prior(prior, dtype)
     building = start(prepare, xp, mask, n, k, p, num_chains, num_mh, seed, dtype, rounding_var)
-    pivot = em(x, k, seed=seed)
+    pivot = em_checked(x, k, seed=seed)  # x and k were checked above
     building.result()
     with x64_context(dtype):
         perms = jnp.asarray(permutations(k))
