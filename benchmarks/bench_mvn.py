@@ -106,7 +106,7 @@ def gibbs_programs() -> dict:
         posterior(x[:n], 3, key=0, num_chains=chains, num_draws=draws, num_warmup=warmup)
         calls.append({"n": n, "chains": chains, "draws": draws, "warmup": warmup,
                       "seconds": time.perf_counter() - t,
-                      "programs": mg._start._cache_size() + mg._chunk._cache_size()})
+                      "programs": mg.chain_start._cache_size() + mg.chain_chunk._cache_size()})
     return {"calls": calls, "buckets_used": 2, "programs_total": calls[-1]["programs"],
             "expected_programs": "2 per bucket (start, chunk): 4"}
 

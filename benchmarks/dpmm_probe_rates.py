@@ -73,7 +73,7 @@ def functions(draws: int) -> None:
     t0 = time.perf_counter()
     for seed in range(draws):
         inputs = json.loads(json.dumps(M.inputs.generator(np.random.default_rng(seed))))
-        context = json.loads(json.dumps(M._reference(inputs)))
+        context = json.loads(json.dumps(M.reference_for(inputs)))
         for name, (crp, cond) in styles.items():
             v = verdicts(dict(base, crp_probs=crp, log_conditional=cond), inputs, context, PARTS)
             if any(x.fraction != 1.0 for x in v.values()):

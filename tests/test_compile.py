@@ -159,15 +159,15 @@ def test_multivariate_em_compiles_once_per_bucket():
     x = np.concatenate([rng.normal(-2.0, 0.7, (1300, 2)), rng.normal(2.0, 1.0, (1300, 2))])[rng.permutation(2600)]
     for n in (20, 100):
         mve.em(x[:n], 2, n_init=2)
-    before = (mve._starts._cache_size(), mve._run._cache_size())
+    before = (mve.em_starts._cache_size(), mve.em_run._cache_size())
     with count_lowerings() as count:
         for n in (7, 31, 33, 256, 2048):
             assert np.isfinite(mve.em(x[:n], 2, key=n, n_init=2).loglik)
     assert count["n"] == 0, f"{count['n']} programs lowered for new sizes in a bucket"
-    assert (mve._starts._cache_size(), mve._run._cache_size()) == before
+    assert (mve.em_starts._cache_size(), mve.em_run._cache_size()) == before
     with count_lowerings() as count:  # power: 2,600 points are in a bucket of their own
         mve.em(x, 2, n_init=2)
-    assert count["n"] >= 2 and (mve._starts._cache_size(), mve._run._cache_size()) == (before[0] + 1, before[1] + 1)
+    assert count["n"] >= 2 and (mve.em_starts._cache_size(), mve.em_run._cache_size()) == (before[0] + 1, before[1] + 1)
 
 
 ONE_PATH = ("dpmm", "dpmm_prior", "dpmm_exact", "dpmm_sweeps", "dpmm_samplers", "multivariate_em", "multivariate_gibbs",
@@ -189,8 +189,8 @@ def test_the_kernels_compile_through_the_one_path(tmp_path, monkeypatch):
     store = tmp_path / programs.SUBDIR
     monkeypatch.setattr(programs, "program_dir", lambda: store)
     mve, mg = (importlib.import_module(f"gmmcourse.{m}") for m in ("multivariate_em", "multivariate_gibbs"))
-    for program in (dpmm.run_chains.small, mve._starts.small, mve._run.small, mg._start.small, mg._chunk.small,
-                    mg._batch_tables, importance._particles):
+    for program in (dpmm.run_chains.small, mve.em_starts.small, mve.em_run.small, mg.chain_start.small, mg.chain_chunk.small,
+                    mg.batch_tables, importance.draw_particles):
         monkeypatch.setattr(program, "_lowered", {})  # forget what earlier tests compiled: export again, to `store`
         monkeypatch.setattr(program, "_programs", {})
     x = data(13)
@@ -201,10 +201,10 @@ def test_the_kernels_compile_through_the_one_path(tmp_path, monkeypatch):
     multivariate.draw_log_likelihood(draws, y)
     importance.importance_sampling(x, bento_prior(2), num_particles=8)
     names = {p.name.split("-")[0] for p in store.glob("*.jaxexport")}
-    for want in ("gmmcourse.dpmm_sweeps.run_chains[small]", "gmmcourse.multivariate_em._starts[small]",
-                 "gmmcourse.multivariate_em._run[small]", "gmmcourse.multivariate_gibbs._start[small]",
-                 "gmmcourse.multivariate_gibbs._chunk[small]", "gmmcourse.multivariate_gibbs._batch_tables",
-                 "gmmcourse.importance._particles"):
+    for want in ("gmmcourse.dpmm_sweeps.run_chains[small]", "gmmcourse.multivariate_em.em_starts[small]",
+                 "gmmcourse.multivariate_em.em_run[small]", "gmmcourse.multivariate_gibbs.chain_start[small]",
+                 "gmmcourse.multivariate_gibbs.chain_chunk[small]", "gmmcourse.multivariate_gibbs.batch_tables",
+                 "gmmcourse.importance.draw_particles"):
         assert want in names, (want, sorted(names))
 
 

@@ -170,8 +170,8 @@ def test_reference_conditional_is_the_partition_posteriors_ratio():
 
     rng = np.random.default_rng(3)
     for shape in range(4):
-        case = M._cond_case(rng, shape)
-        i, x, z, alpha, prior = M._args(case)
+        case = M.cond_case(rng, shape)
+        i, x, z, alpha, prior = M.cond_args(case)
         x, z = np.asarray(x), np.asarray(z)
         pr = DPPrior(alpha, *prior)
         others = np.arange(x.size) != i
@@ -195,14 +195,14 @@ def test_every_probe_is_changed_by_every_mistake():
     for _ in range(3):
         M.inputs.redraw()
         inp = M.inputs()
-        assert all(M._fair_crp(c) for c in inp["crp"])
-        assert all(M._fair_cond(c) for c in inp["conditional"])
-        assert all(M._fair_stable(c) for c in inp["stable"])
+        assert all(M.fair_crp(c) for c in inp["crp"])
+        assert all(M.fair_cond(c) for c in inp["conditional"])
+        assert all(M.fair_stable(c) for c in inp["stable"])
         assert len({c["i"] == -1 for c in inp["conditional"]}) == 1
     for c in M.FIXED_INPUTS["conditional"]:  # the fallback is fair too
-        assert M._fair_cond(c), c
+        assert M.fair_cond(c), c
     for c in M.FIXED_INPUTS["crp"]:
-        assert M._fair_crp(c), c
+        assert M.fair_crp(c), c
 
 
 def test_probes_are_drawn_fresh_each_run():

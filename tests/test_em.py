@@ -77,13 +77,13 @@ def test_blocked_statistics_equal_direct_computation():
     from scipy import stats
     from scipy.special import logsumexp
 
-    from gmmcourse.em import BLOCK, _stats
+    from gmmcourse.em import BLOCK, suff_stats
     from gmmcourse.precision import x64_context
 
     x = synthetic(2 * BLOCK + 17, 5)
     w, m, v = np.array([0.5, 0.3, 0.2]), np.array([-4.0, 0.0, 5.0]), np.array([1.0, 0.5, 2.0])
     with x64_context(np.float64):
-        got = [np.asarray(a) for a in _stats(jnp.asarray(x), jnp.asarray(w), jnp.asarray(m), jnp.asarray(v))]
+        got = [np.asarray(a) for a in suff_stats(jnp.asarray(x), jnp.asarray(w), jnp.asarray(m), jnp.asarray(v))]
     lj = np.log(w)[:, None] + stats.norm.logpdf(x[None, :], m[:, None], np.sqrt(v)[:, None])
     r = np.exp(lj - logsumexp(lj, axis=0))
     d = x[None, :] - m[:, None]

@@ -78,10 +78,10 @@ def test_em_compiles_once_per_small_bucket(rng):
 
     x = _three_blobs(rng, 2)
     mv.em(x[:40], 2)
-    before = (mve._run._cache_size(), mve._starts._cache_size())
+    before = (mve.em_run._cache_size(), mve.em_starts._cache_size())
     for n in (50, 123, 300):
         assert mv.em(x[:n], 2, key=n).n == n
-    assert (mve._run._cache_size(), mve._starts._cache_size()) == before
+    assert (mve.em_run._cache_size(), mve.em_starts._cache_size()) == before
 
 
 def test_em_refuses_bad_input():
@@ -262,7 +262,7 @@ def test_gibbs_co_clustering_matches_exact_enumeration():
     draws = mv.posterior(TINY_X, 2, key=7, prior=TINY_PRIOR, num_chains=4, num_draws=4000, num_warmup=200)
     est = mv.co_clustering(draws, TINY_X)
     # per-draw Rao-Blackwellised co-clustering, for its MCSE
-    probs = np.concatenate([mg._probs(t) for t in mg._tables(draws, TINY_X)]).reshape(4, 4000, 6, 2)
+    probs = np.concatenate([mg.table_probs(t) for t in mg.log_joint_tables(draws, TINY_X)]).reshape(4, 4000, 6, 2)
     per_draw = np.einsum("cdik,cdjk->cdij", probs, probs)
     iu = np.triu_indices(6, 1)
     se = np.array([_mcse(per_draw[:, :, i, j]) for i, j in zip(*iu)])
@@ -304,7 +304,7 @@ def test_gibbs_agrees_with_nuts_on_the_marginalised_model(rng):
     quantities = []
     for draws in (gibbs, nuts):
         ll = mv.draw_log_likelihood(draws, x)
-        dens = np.concatenate([np.log(np.exp(t).sum(axis=2)) for t in mg._tables(draws, points)])
+        dens = np.concatenate([np.log(np.exp(t).sum(axis=2)) for t in mg.log_joint_tables(draws, points)])
         dens = dens.reshape(*draws.weights.shape[:2], -1)
         quantities.append([(q.mean(), _mcse(q)) for q in [ll] + [dens[..., j] for j in range(points.shape[0])]])
     for (g, gse), (n_, nse) in zip(*quantities):
@@ -316,13 +316,13 @@ def test_gibbs_compiles_once_per_shape_bucket(rng):
     sampler's two programs (for a K, D and dtype)."""
     x = rng.normal(0, 1, (40, 3))
     mv.posterior(x[:20], 3, key=0, num_chains=2, num_draws=30, num_warmup=10)
-    sizes = (mg._start._cache_size(), mg._chunk._cache_size())
+    sizes = (mg.chain_start._cache_size(), mg.chain_chunk._cache_size())
     for n, chains, draws, warmup in [(25, 4, 150, 0), (31, 3, 7, 250), (17, 1, 101, 99)]:
         out = mv.posterior(x[:n], 3, key=1, num_chains=chains, num_draws=draws, num_warmup=warmup)
         assert out.means.shape == (chains, draws, 3, 3)
-    assert (mg._start._cache_size(), mg._chunk._cache_size()) == sizes
+    assert (mg.chain_start._cache_size(), mg.chain_chunk._cache_size()) == sizes
     mv.posterior(x, 3, key=0, num_chains=2, num_draws=5, num_warmup=0)  # the next bucket: new programs
-    assert mg._chunk._cache_size() == sizes[1] + 1
+    assert mg.chain_chunk._cache_size() == sizes[1] + 1
 
 
 def test_label_free_summaries(rng):
@@ -339,7 +339,7 @@ def test_label_free_summaries(rng):
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-12)
     assert probs[:20, 0].min() > 0.99 and probs[20:, 1].min() > 0.99  # components ordered by first coordinate
     # the predictive density is the average of the draws' densities
-    dens = np.exp(np.concatenate([np.log(np.exp(t).sum(axis=2)) for t in mg._tables(draws, x[:3])]))
+    dens = np.exp(np.concatenate([np.log(np.exp(t).sum(axis=2)) for t in mg.log_joint_tables(draws, x[:3])]))
     np.testing.assert_allclose(mv.predictive_log_density(draws, x[:3]), np.log(dens.mean(axis=0)), rtol=1e-10)
     with pytest.raises(ValueError, match="prior.dof"):
         mv.posterior(x, 2, key=0, prior=TINY_PRIOR._replace(dof=0.5))

@@ -77,8 +77,8 @@ def test_code_version_follows_the_sources(tmp_path, monkeypatch):
     import shutil
 
     copy = tmp_path / "gmmcourse"
-    shutil.copytree(programs._PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(programs, "_PACKAGE", copy)
+    shutil.copytree(programs.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(programs, "PACKAGE_DIR", copy)
     version = programs.code_version.__wrapped__  # not the process's cached value
     v = version()
     assert v == programs.code_version() and len(v) == 24
@@ -288,4 +288,4 @@ def test_smc_and_exact_compile_through_the_one_path(store):
     exact = log_evidence(x, bento_prior(2))
     assert np.isfinite(smc.log_evidence) and np.isfinite(exact)
     names = sorted(p.name.split("-")[0] for p in store.glob("*.jaxexport"))
-    assert "gmmcourse.smc._runs" in names and "gmmcourse.exact.block_k2" in names, names
+    assert "gmmcourse.smc.smc_runs" in names and "gmmcourse.exact.block_k2" in names, names

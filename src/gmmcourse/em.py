@@ -81,7 +81,7 @@ BLOCK = 50_000  # points per block: a block's (K, BLOCK) temporaries stay in the
 PREFIXES = (32,)
 """E-step widths on small data: EM pads every data size up to the last small bucket
 (`gmmcourse.shapes.N_BUCKETS`, one program for N = 1..2,048), and each E-step visits the
-first 32 points when they hold the real ones, else all of them (`_stats`). More widths
+first 32 points when they hold the real ones, else all of them (`suff_stats`). More widths
 would run mid-size data faster but add a copy of the E-step to the program per width
 (256 as well: about 0.5 s more compilation)."""
 
@@ -109,7 +109,7 @@ def _block_stats(x, weights, means, variances, mask):
     return jnp.sum(r, axis=1), jnp.sum(rd, axis=1), jnp.sum(rd * d, axis=1), jnp.sum(jnp.where(mask, top + jnp.log(total), 0.0))
 
 
-def _stats(x, weights, means, variances, mask=None, n=None):
+def suff_stats(x, weights, means, variances, mask=None, n=None):
     """`_block_stats` over all points, `BLOCK` points at a time (a `lax.scan` over full
     blocks, then the remainder): XLA:CPU then keeps each block's temporaries in cache
     instead of streaming (K, N) arrays through memory several times. `mask`: the real
@@ -145,7 +145,7 @@ def _em_step(x, mask, n, active, weights, means, variances, reg_var):
     pass over x and avoids the cancellation of E[x^2] - E[x]^2. Inactive components keep
     weight 0 and variance 1. `n`: the number of real points (int).
     """
-    nk, s1, s2, loglik = _stats(x, weights, means, variances, mask, n)
+    nk, s1, s2, loglik = suff_stats(x, weights, means, variances, mask, n)
     nk = nk + 10 * jnp.finfo(x.dtype).tiny
     shift = s1 / nk
     variances = s2 / nk - shift**2 + reg_var
@@ -181,7 +181,7 @@ def _em_one(key, x, mask, n, k, k_pad, max_iter, tol, reg_var):
     inf = jnp.asarray(jnp.inf, dtype)
     state = (weights, means, variances, -inf, inf, jnp.asarray(0, max_iter.dtype))
     w, m, v, ll_prev_step, _, it = jax.lax.while_loop(cond, body, state)
-    final_ll = _stats(x, w, m, v, mask, n)[3]
+    final_ll = suff_stats(x, w, m, v, mask, n)[3]
     converged = jnp.abs(final_ll - ll_prev_step) <= tol * nf
     return w, m, v, final_ll, it, converged
 
@@ -242,7 +242,7 @@ def em_checked(x: np.ndarray, k: int, *, restarts: int = 5, max_iter: int = 1000
     k_pad = K_PAD if small and k <= K_PAD else k  # one program for K = 1..K_PAD on small data
     group = RESTART_GROUP if small else restarts  # restarts per compiled call
     # small data: padded to the last small bucket and masked, each E-step on a prefix that
-    # holds the real points (one program for every N <= 2,048, see `_stats`); large data: its own
+    # holds the real points (one program for every N <= 2,048, see `suff_stats`); large data: its own
     # shape, no mask
     xp, mask = pad_em(x, dtype)
     with x64_context(dtype):

@@ -72,7 +72,7 @@ def importance_sampling(x, prior: GMMPrior, *, num_particles: int = 10_000, seed
     xs = jnp.asarray(x, jnp.float32)
     p = as_prior(prior, jnp.float32)
     keys = jax.random.split(jax.random.key(seed), num_particles)
-    log_w, w, m, s = (np.asarray(a) for a in _particles(keys, xs, p))
+    log_w, w, m, s = (np.asarray(a) for a in draw_particles(keys, xs, p))
     log_w = np.where(np.isnan(log_w), -np.inf, log_w)
     lse = logsumexp(jnp.asarray(log_w))
     return ISResult(
@@ -95,7 +95,7 @@ def _particles_fn(keys, x, prior):
     return jax.vmap(_one, in_axes=(0, None, None))(keys, x, prior)
 
 
-_particles = exported_jit(_particles_fn, name=f"{__name__}._particles")
+draw_particles = exported_jit(_particles_fn, name=f"{__name__}.draw_particles")
 """Every particle's log weight and parameters: compiled once per (particles, N, K), not once
 per call, and kept between processes (`gmmcourse.programs`). No data bucket: the model's
 trace has one address per point."""

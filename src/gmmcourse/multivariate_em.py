@@ -259,7 +259,7 @@ def _hard_init(x, mask, centers, n, reg_covar):
 
 
 @bucket_jit(data_arg=0, data_axis=1, small_options=XLA_DEFAULT_OPTIONS)
-def _run(xt, mask, n, weights, means, covs, tol, reg_covar, max_iter):
+def em_run(xt, mask, n, weights, means, covs, tol, reg_covar, max_iter):
     """EM from one start until the mean log-likelihood per point changes by at most `tol`.
     `xt`: the data transposed, (D, N); `mask`: the real points of padded data (None: all);
     `n`: their number. One program per data bucket, K, D and dtype."""
@@ -281,7 +281,7 @@ def _run(xt, mask, n, weights, means, covs, tol, reg_covar, max_iter):
 
 
 @bucket_jit(data_arg=1, static_argnames=("k",), small_options=XLA_DEFAULT_OPTIONS)
-def _starts(keys, x, mask, n, k, reg_covar):
+def em_starts(keys, x, mask, n, k, reg_covar):
     """k-means++ starts for every key, (R, ...)."""
     nf = n.astype(x.dtype)
     return jax.vmap(lambda key: _hard_init(x, mask, kmeans_plus_plus(key, x, k, mask), nf, reg_covar))(keys)
@@ -356,11 +356,11 @@ def em(x, k: int, *, key=None, init=None, max_iter: int = 500, tol: float = 1e-8
         else:
             if key is None or isinstance(key, (int, np.integer)):
                 key = jax.random.key(0 if key is None else int(key))
-            w0, m0, c0 = _starts(jax.random.split(key, n_init), xa, mask, np.int32(n), k, reg)
+            w0, m0, c0 = em_starts(jax.random.split(key, n_init), xa, mask, np.int32(n), k, reg)
             starts = [(w0[i], m0[i], c0[i]) for i in range(n_init)]
         runs = []
         for w, m, c in starts:
-            out = _run(xt, mask if is_small(n) else None, np.int32(n), w, m, c, jnp.asarray(tol, dtype), reg,
+            out = em_run(xt, mask if is_small(n) else None, np.int32(n), w, m, c, jnp.asarray(tol, dtype), reg,
                        np.int32(max_iter))
             w, m, c, ll, it, conv = (np.asarray(a) for a in out)
             w, m, c = _sorted(w.astype(np.float64), m.astype(np.float64), c.astype(np.float64))

@@ -121,7 +121,7 @@ def init_params(key, x, mask, prior, k):
 
 
 @bucket_jit(data_arg=2, static_argnames=("k",), small_options=RUN_ONCE_COMPILER_OPTIONS)
-def _start(root, chain_ids, x, mask, prior, k):
+def chain_start(root, chain_ids, x, mask, prior, k):
     """Starting states (weights, means, covs, key data) of chains `chain_ids` (chain c's key is
     fold_in(root, c))."""
 
@@ -133,7 +133,7 @@ def _start(root, chain_ids, x, mask, prior, k):
 
 
 @bucket_jit(data_arg=2, static_argnames=("length",))
-def _chunk(state, start, x, mask, prior, length):
+def chain_chunk(state, start, x, mask, prior, length):
     """`length` sweeps (numbers start, start + 1, ...) of every chain in `state`; returns the new
     state and the draws after each sweep, (chains, length, ...)."""
     ts = start + jnp.arange(length, dtype=start.dtype)
@@ -185,10 +185,10 @@ def posterior(x, k: int, *, key, prior: NIWPrior | None = None, num_chains: int 
         p = as_prior(prior, dtype)
         xj, mj = jnp.asarray(xp), jnp.asarray(mask)
         for first in range(0, num_chains, group):
-            state = _start(key, np.arange(first, first + group, dtype=np.int32), xj, mj, p, k=k)
+            state = chain_start(key, np.arange(first, first + group, dtype=np.int32), xj, mj, p, k=k)
             kept = []
             for start in range(0, total, SWEEP_CHUNK):
-                state, draws = _chunk(state, np.int32(start), xj, mj, p, length=SWEEP_CHUNK)
+                state, draws = chain_chunk(state, np.int32(start), xj, mj, p, length=SWEEP_CHUNK)
                 if start + SWEEP_CHUNK > num_warmup:
                     kept.append((start, [np.asarray(a) for a in draws]))
             lo = num_warmup - kept[0][0]
@@ -204,12 +204,12 @@ def _batch_tables_fn(x, w, m, c):
     return jax.vmap(lambda w, m, c: z_log_table(x, w, m, c))(w, m, c)  # (B, N, K)
 
 
-_batch_tables = exported_jit(_batch_tables_fn, name=f"{__name__}._batch_tables")
+batch_tables = exported_jit(_batch_tables_fn, name=f"{__name__}.batch_tables")
 """The summaries' tables for a batch of draws: one program per (N, D, K, batch), kept between
 processes (`gmmcourse.programs`); no data bucket (a summary's work grows with the padding)."""
 
 
-def _tables(draws: MvnDraws, x):
+def log_joint_tables(draws: MvnDraws, x):
     """Yield log p(z_i = k, x_i | draw) for batches of draws: (B, N, K) float64 numpy, in the
     order of the flattened (chain, draw) axes."""
     x = check_points(x).astype(np.float64)
@@ -227,14 +227,14 @@ def _tables(draws: MvnDraws, x):
             pad = batch - wb.shape[0]  # one compiled shape for every batch
             if pad:
                 wb, mb, cb = (np.concatenate([a, np.repeat(a[:1], pad, axis=0)]) for a in (wb, mb, cb))
-            yield np.asarray(_batch_tables(xj, jnp.asarray(wb), jnp.asarray(mb), jnp.asarray(cb)))[:batch - pad]
+            yield np.asarray(batch_tables(xj, jnp.asarray(wb), jnp.asarray(mb), jnp.asarray(cb)))[:batch - pad]
 
 
 def draw_log_likelihood(draws: MvnDraws, x) -> np.ndarray:
     """log p(x | parameters) of every draw, (chains, draws): a label-free quantity."""
     from scipy.special import logsumexp as np_logsumexp
 
-    out = np.concatenate([np_logsumexp(t, axis=2).sum(axis=1) for t in _tables(draws, x)])
+    out = np.concatenate([np_logsumexp(t, axis=2).sum(axis=1) for t in log_joint_tables(draws, x)])
     return out.reshape(draws.weights.shape[:2])
 
 
@@ -243,12 +243,12 @@ def predictive_log_density(draws: MvnDraws, x) -> np.ndarray:
     draws of p(x_i | parameters) (the posterior mean of the mixture density)."""
     from scipy.special import logsumexp as np_logsumexp
 
-    parts = [np_logsumexp(np_logsumexp(t, axis=2), axis=0) for t in _tables(draws, x)]
+    parts = [np_logsumexp(np_logsumexp(t, axis=2), axis=0) for t in log_joint_tables(draws, x)]
     return np_logsumexp(np.stack(parts), axis=0) - np.log(draws.weights.shape[0] * draws.weights.shape[1])
 
 
-def _probs(t):
-    """Assignment probabilities (B, N, K) from a batch of `_tables`."""
+def table_probs(t):
+    """Assignment probabilities (B, N, K) from a batch of `log_joint_tables`."""
     from scipy.special import softmax
 
     return softmax(t, axis=2)
@@ -260,8 +260,8 @@ def co_clustering(draws: MvnDraws, x) -> np.ndarray:
     the diagonal is 1. Memory grows as N^2: meant for up to a few thousand points."""
     x = check_points(x)
     total = np.zeros((x.shape[0], x.shape[0]))
-    for t in _tables(draws, x):
-        p = _probs(t)
+    for t in log_joint_tables(draws, x):
+        p = table_probs(t)
         total += np.einsum("dik,djk->ij", p, p)
     co = total / (draws.weights.shape[0] * draws.weights.shape[1])
     np.fill_diagonal(co, 1.0)
@@ -290,13 +290,13 @@ def assignment_probs(draws: MvnDraws, x, *, reference=None) -> np.ndarray:
         order = np.lexsort(means.T[::-1])
         one = MvnDraws(*(a.reshape(-1, *a.shape[2:])[best:best + 1][None] for a in
                          (draws.weights, draws.means, draws.covs)), draws.prior)
-        reference = _probs(next(_tables(one, x)))[0][:, order]
+        reference = table_probs(next(log_joint_tables(one, x)))[0][:, order]
     reference = np.asarray(reference, np.float64)
     if reference.shape != (x.shape[0], k):
         raise ValueError(f"reference must have shape ({x.shape[0]}, {k}), got {reference.shape}")
     total = np.zeros((x.shape[0], k))
-    for t in _tables(draws, x):
-        p = _probs(t)
+    for t in log_joint_tables(draws, x):
+        p = table_probs(t)
         overlap = np.einsum("ij,dik->djk", reference, p)
         for pd, ov in zip(p, overlap):
             _, perm = linear_sum_assignment(ov, maximize=True)
@@ -322,7 +322,7 @@ def diagnostics(draws: MvnDraws, x, points=None) -> dict:
         o = np.argsort(x[:, 0])
         points = np.vstack([x.mean(axis=0), x[o[0]], x[o[len(o) // 2]], x[o[-1]]])
     points = check_points(points, "points")
-    dens = np.concatenate([np_logsumexp(t, axis=2) for t in _tables(draws, points)])
+    dens = np.concatenate([np_logsumexp(t, axis=2) for t in log_joint_tables(draws, points)])
     quantities = {"log_likelihood": draw_log_likelihood(draws, x)}
     for j in range(points.shape[0]):
         quantities[f"log_density_point{j}"] = dens[:, j].reshape(draws.weights.shape[:2])

@@ -55,7 +55,7 @@ from gmmcourse.atomic import atomic_write
 __all__ = ["MAX_THREADS", "code_version", "detach", "exported_jit", "parallel_map", "pool_size", "program_dir",
            "start", "usable_cores"]
 
-_PACKAGE = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent
 SUBDIR = "gmmcourse-programs"
 _TRACE_LOCK = threading.RLock()
 MAX_THREADS = 4
@@ -132,7 +132,7 @@ def code_version() -> str:
     h = hashlib.sha256()
     for name in ("jax", "jaxlib", "genjax"):
         h.update(f"{name}={importlib.metadata.version(name)}\0".encode())
-    for f in sorted(_PACKAGE.glob("*.py")):
+    for f in sorted(PACKAGE_DIR.glob("*.py")):
         try:
             h.update(f.name.encode() + b"\0" + f.read_bytes())
         except OSError:  # hidden by the grading sandbox (an exercise's answer): its name stands for it

@@ -161,12 +161,12 @@ def _smc_run(key, x, prior, betas, num_particles, num_mh):
 COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 
 
-def _runs(keys, x, prior, betas, num_particles, num_mh):
+def smc_runs(keys, x, prior, betas, num_particles, num_mh):
     """Independent runs, one per key, vectorised."""
     return jax.vmap(lambda kk: _smc_run(kk, x, prior, betas, num_particles, num_mh))(keys)
 
 
-_RUNS = exported_jit(_runs, compiler_options=COMPILER_OPTIONS)
+_RUNS = exported_jit(smc_runs, compiler_options=COMPILER_OPTIONS)
 """The vectorised runs, compiled once per shape with `COMPILER_OPTIONS` and kept between
 processes (`gmmcourse.programs.exported_jit`)."""
 

@@ -175,7 +175,7 @@ def _crp_case(rng: np.random.Generator) -> dict:
     return dict(counts=[int(c) for c in rng.integers(1, 9, m)], alpha=round(alpha, 4))
 
 
-def _cond_case(rng: np.random.Generator, shape: int) -> dict:
+def cond_case(rng: np.random.Generator, shape: int) -> dict:
     """One probe state: 2-4 clusters of 1-4 points around centres a few cluster sds apart, on a
     random scale and location; labels arbitrary non-negative integers (with gaps, in any
     order). Shapes: 0, point i in a cluster of 3 or more; 1, point i alone in its cluster (its
@@ -232,28 +232,28 @@ def _changed(a: np.ndarray, b: np.ndarray) -> bool:
         return bool(np.max(np.abs(np.exp(a) - np.exp(b))) > 0.01)
 
 
-def _fair_crp(case: dict) -> bool:
+def fair_crp(case: dict) -> bool:
     ref = crp("correct", case["counts"], case["alpha"])
     return all(_changed(np.log(crp(k, case["counts"], case["alpha"])), np.log(ref)) for k in CRP_MISTAKES)
 
 
-def _args(case: dict) -> tuple:
+def cond_args(case: dict) -> tuple:
     return case["i"], case["x"], case["z"], case["alpha"], case["prior"]
 
 
-def _fair_cond(case: dict) -> bool:
+def fair_cond(case: dict) -> bool:
     """Every mistake changes some probability by more than 0.01 (or the length), and the state
     has some uncertainty (a probability between 0.02 and 0.98)."""
-    ref = conditional("correct", *_args(case))
+    ref = conditional("correct", *cond_args(case))
     p = np.exp(ref)
     if not np.all(np.isfinite(ref)) or not np.any((p > 0.02) & (p < 0.98)):
         return False
-    return all(_changed(conditional(k, *_args(case)), ref) for k in COND_MISTAKES)
+    return all(_changed(conditional(k, *cond_args(case)), ref) for k in COND_MISTAKES)
 
 
-def _fair_stable(case: dict) -> bool:
-    ref = conditional("correct", *_args(case))
-    raw_w = conditional("unnormalised", *_args(case))
+def fair_stable(case: dict) -> bool:
+    ref = conditional("correct", *cond_args(case))
+    raw_w = conditional("unnormalised", *cond_args(case))
     p = np.exp(ref)
     return bool(np.all(raw_w < -750.0) and np.any((p > 0.02) & (p < 0.98)))
 
@@ -266,10 +266,10 @@ def inputs(rng: np.random.Generator) -> dict:
     and the data and the cells of K of the posterior part (fixed)."""
     out = {"crp": [], "conditional": [], "stable": [], "n": len(X), "cells": CELLS}
     for t in FIXED_INPUTS["crp"]:
-        out["crp"].append(next((c for c in (_crp_case(rng) for _ in range(200)) if _fair_crp(c)), t))
+        out["crp"].append(next((c for c in (_crp_case(rng) for _ in range(200)) if fair_crp(c)), t))
     for shape, t in enumerate(FIXED_INPUTS["conditional"]):
-        out["conditional"].append(next((c for c in (_cond_case(rng, shape) for _ in range(200)) if _fair_cond(c)), t))
-    out["stable"].append(next(c for c in (_stable_case(rng) for _ in range(1000)) if _fair_stable(c)))
+        out["conditional"].append(next((c for c in (cond_case(rng, shape) for _ in range(200)) if fair_cond(c)), t))
+    out["stable"].append(next(c for c in (_stable_case(rng) for _ in range(1000)) if fair_stable(c)))
     return out
 
 
@@ -306,20 +306,21 @@ def reference() -> dict:
     inp = inputs()
     if _REFERENCE.get("inputs") is not inp:
         _REFERENCE.clear()
-        _REFERENCE.update(inputs=inp, value=_reference(inp))
+        _REFERENCE.update(inputs=inp, value=reference_for(inp))
     return _REFERENCE["value"]
 
 
-def _reference(inp: dict) -> dict:
+def reference_for(inp: dict) -> dict:
+    """The exact answers (as `reference`) for the probes of `inp`, any draw of `inputs`."""
     p = np.asarray(exact_k_posterior())
     return {
         "crp": [crp("correct", c["counts"], c["alpha"]).tolist() for c in inp["crp"]],
         "crp_mistakes": {k: [crp(k, c["counts"], c["alpha"]).tolist() for c in inp["crp"]] for k in CRP_MISTAKES},
-        "conditional": [conditional("correct", *_args(c)).tolist() for c in inp["conditional"]],
-        "conditional_mistakes": {k: [conditional(k, *_args(c)).tolist() for c in inp["conditional"]]
+        "conditional": [conditional("correct", *cond_args(c)).tolist() for c in inp["conditional"]],
+        "conditional_mistakes": {k: [conditional(k, *cond_args(c)).tolist() for c in inp["conditional"]]
                                  for k in COND_MISTAKES},
-        "stable": [conditional("correct", *_args(c)).tolist() for c in inp["stable"]],
-        "stable_mistakes": [[conditional(k, *_args(c)).tolist() for k in COND_MISTAKES] for c in inp["stable"]],
+        "stable": [conditional("correct", *cond_args(c)).tolist() for c in inp["stable"]],
+        "stable_mistakes": [[conditional(k, *cond_args(c)).tolist() for k in COND_MISTAKES] for c in inp["stable"]],
         "k_posterior": p.tolist(),
         "n": len(X),
         "cells": inp["cells"],
