@@ -82,3 +82,16 @@ def test_the_installed_distributions_are_listed_once_for_every_notebook(monkeypa
         wheel.student_extras_for(needed, course)
     assert len(calls) == 1, (f"packages_distributions() ran {len(calls)} times for {len(NOTEBOOKS)} notebooks: "
                              "coursesite.wheel._module_distributions should collect it once")
+
+
+def test_the_student_wheels_files_name_no_grader_marker():
+    """The files the student wheel ships (`wheel.student_package_files`) carry none of the
+    markers the built bundle is scanned for (tests/test_site.py does it on a built site, at
+    the end of `make test`): a docstring naming the grader's package fails here in seconds.
+    Found by fresh-clone run 8: atomic.py's and course.py's docstrings named it."""
+    from test_book import MARKERS
+
+    files = wheel.student_package_files()
+    assert any(p.name == "course.py" for p in files) and not any("grading" in p.parts for p in files)
+    found = [f"{p.relative_to(ROOT)}: {m!r}" for p in files for m in MARKERS if m.encode() in p.read_bytes()]
+    assert not found, "the student wheel would leak (reword these):\n" + "\n".join(found)

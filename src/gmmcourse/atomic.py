@@ -4,7 +4,7 @@ The new contents go to a temporary file beside the target (same folder, so the r
 atomic; never through a link, never over an existing file), flushed to disk, then renamed
 over the target: a reader sees the old file or the new one, never half of one, and a failed
 write leaves the old file and no temporary behind. The grader's course files
-(`gmmcourse.grading.files`) and the exported-program cache (`gmmcourse.programs`) both write
+(its `files` module) and the exported-program cache (`gmmcourse.programs`) both write
 through here; this module imports nothing of the package, so that the student wheel (which
 has no grader) carries it too.
 """

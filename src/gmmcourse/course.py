@@ -10,7 +10,7 @@ CELL_TIME_LIMIT_S = 240
 """CPU seconds a notebook cell may use (a per-observation Python loop of a Gibbs sampler at the
 minimum number of draws needs about 130 s on a loaded 2-core machine). CPU time, not
 wall-clock time: on one core it is the same on a quiet machine, and a grading machine busy
-with other work does not use up a student's time (`gmmcourse.grading.clock`)."""
+with other work does not use up a student's time (the grader's `clock` module)."""
 NOTEBOOK_TIME_LIMIT_S = 600
 """CPU seconds all cells of a notebook may use together."""
 WAIT_FACTOR = 4
