@@ -78,3 +78,23 @@ def _check_outputs(course: Path, names):
     csv = (course / "grades.csv").read_text().splitlines()
     assert csv[0] == "assignment,duedate,timestamp,student_id,last_name,first_name,email,raw_score,late_submission_penalty,score,max_score"
     assert len(csv) == 1 + len(names)
+
+
+def run_toy(nb, limits: Limits = LIMITS, **cfg) -> dict:
+    """One toy submission through `run_submission` in this process (`cfg`: SandboxConfig fields)."""
+    import json
+
+    import nbformat
+
+    from gmmcourse.grading.executor import run_submission
+
+    return run_submission(nbformat.writes(nb), [(p.grade_id, p.code) for p in toy.TOY.parts],
+                          json.dumps(toy._inputs()), limits, cfg or None)
+
+
+def toy_score(res) -> float:
+    """The toy assignment's autograded points for a `run_toy` result."""
+    from gmmcourse.grading.verdicts import check_part
+
+    ref = toy._reference()
+    return sum(check_part(p, res["answers"].get(p.grade_id), ref)[0] for p in toy.TOY.parts)

@@ -20,33 +20,21 @@ from pathlib import Path
 import nbformat
 import psutil
 
-from grading_helpers import HERE, LIMITS, _env, needs_bwrap, toy
+from grading_helpers import HERE, LIMITS, _env, needs_bwrap, run_toy, toy, toy_score
 from proc_state import ctrl_c, sigint_default
 
 from gmmcourse.grading import channels, protocol
 from gmmcourse.grading.checks import guarded
 from gmmcourse.grading.engine import autograde
-from gmmcourse.grading.executor import run_submission
-from gmmcourse.grading.verdicts import check_part
 
 pytestmark = needs_bwrap
 
 HUGE = 17 << 20  # over the 16 MiB cap of the outputs and replies
 
 
-def _run(nb, limits=LIMITS) -> dict:
-    return run_submission(nbformat.writes(nb), [(p.grade_id, p.code) for p in toy.TOY.parts],
-                          json.dumps(toy._inputs()), limits, None)
-
-
-def _score(res) -> float:
-    ref = toy._reference()
-    return sum(check_part(p, res["answers"].get(p.grade_id), ref)[0] for p in toy.TOY.parts)
-
-
 def _then_honest_is_graded() -> None:
-    res = _run(toy.notebook())
-    assert _score(res) == 5.0 and not res["events"], res
+    res = run_toy(toy.notebook())
+    assert toy_score(res) == 5.0 and not res["events"], res
 
 
 # --------------------------------------------------------------------------- item 1: oversized messages
@@ -56,34 +44,34 @@ def test_oversized_shell_reply_ends_the_cell_with_a_reason():
     """The reply to `raise ValueError('x' * 17 MiB)` is over the cap: before, the worker hung
     forever in a blocking send; now that cell is stopped with the reason, the kernel restarted
     and everything else graded, and the next submission in this process too."""
-    res = _run(toy.notebook(extra_before=["raise ValueError('x' * (17 << 20))"]))
+    res = run_toy(toy.notebook(extra_before=["raise ValueError('x' * (17 << 20))"]))
     assert any("over the size limit" in e for e in res["events"]), res["events"]
     assert res["infra_error"] is None
-    assert _score(res) == 5.0, res["answers"]
+    assert toy_score(res) == 5.0, res["answers"]
     _then_honest_is_graded()
 
 
 def test_oversized_iopub_output_is_dropped_with_a_reason():
     big = "from IPython.display import publish_display_data\npublish_display_data({'text/plain': 'x' * (17 << 20)})\n"
-    res = _run(toy.notebook(extra_before=[big]))
+    res = run_toy(toy.notebook(extra_before=[big]))
     assert any("too large and was dropped" in e for e in res["events"]), res["events"]
-    assert _score(res) == 5.0, res["answers"]
+    assert toy_score(res) == 5.0, res["answers"]
     _then_honest_is_graded()
 
 
 def test_oversized_stdin_request_ends_the_cell_with_a_reason():
     """`input()` with a huge prompt, the kernel's stdin switched back on by the notebook."""
     ask = "get_ipython().kernel._allow_stdin = True\ninput('x' * (17 << 20))\n"
-    res = _run(toy.notebook(extra_before=[ask]))
+    res = run_toy(toy.notebook(extra_before=[ask]))
     assert any("over the size limit" in e for e in res["events"]), res["events"]
-    assert _score(res) == 5.0, res["answers"]
+    assert toy_score(res) == 5.0, res["answers"]
     _then_honest_is_graded()
 
 
 def test_oversized_export_answer_fails_that_part_only():
     """A part whose export itself sends too much: that part fails, the next one is read."""
     nb = toy.notebook("def mean(xs):\n    return [0.5] * (3 << 20)\n")
-    res = _run(nb)
+    res = run_toy(nb)
     assert not res["answers"]["test_mean"]["ok"]
     assert res["answers"]["test_counts"]["ok"], res["answers"]
 
@@ -92,7 +80,7 @@ def test_honest_large_outputs_and_answers_still_arrive():
     """The caps are per channel: a 300 KB output and a 2 MB answer (3 x 100,000 numbers) (under the 1 MiB output
     budget and the 4 MiB answer cap) arrive whole."""
     show = "from IPython.display import display\ndisplay({'text/plain': 'z' * 300_000}, raw=True)\n"
-    res = _run(toy.notebook("def mean(xs):\n    return [0.125] * 100_000\n", extra_before=[show]))
+    res = run_toy(toy.notebook("def mean(xs):\n    return [0.125] * 100_000\n", extra_before=[show]))
     assert res["answers"]["test_mean"]["ok"] and len(res["answers"]["test_mean"]["json"]) > 1 << 20, res["events"]
     shown = [o for c in nbformat.reads(res["notebook"], 4).cells for o in c.get("outputs", [])
              if o.get("data", {}).get("text/plain", "").startswith("zzz")]
@@ -232,13 +220,13 @@ def test_hooks_do_not_see_or_change_the_exports():
     """Every kind of IPython hook, installed after the builtins the old clearing cell used
     were shadowed (`list = None` made it fail, and the hooks then rewrote every export)."""
     nb = toy.notebook(extra_after=[_HOOKS + _SHADOWS])
-    res = _run(nb)
-    assert _score(res) == 5.0, res["answers"]
+    res = run_toy(nb)
+    assert toy_score(res) == 5.0, res["answers"]
 
 
 def test_replaced_builtins_namespace_does_not_break_the_exports():
     nb = toy.notebook(extra_after=["__builtins__ = {'__import__': None, 'list': None}\n"])
-    assert _score(_run(nb)) == 5.0
+    assert toy_score(run_toy(nb)) == 5.0
 
 
 def test_hooks_that_survive_clearing_fail_the_exports_closed():
@@ -253,8 +241,8 @@ def test_hooks_that_survive_clearing_fail_the_exports_closed():
                 self.callbacks['pre_run_cell'].append(lambda info: None)
         ev.EventManager = EventManager
         """)
-    res = _run(toy.notebook(extra_after=[reborn]))
-    assert _score(res) == 0.0
+    res = run_toy(toy.notebook(extra_after=[reborn]))
+    assert toy_score(res) == 0.0
     assert all(a["error"] == protocol.NOT_QUIET for a in res["answers"].values()), res["answers"]
 
 
@@ -333,5 +321,5 @@ def test_a_slow_grader_still_reads_every_answer(monkeypatch):
         return msg
 
     monkeypatch.setattr(AsyncZMQSocketChannel, "get_msg", late)
-    res = _run(toy.notebook(), LIMITS)
-    assert _score(res) == 5.0, res["answers"]
+    res = run_toy(toy.notebook(), LIMITS)
+    assert toy_score(res) == 5.0, res["answers"]

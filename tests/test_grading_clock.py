@@ -7,15 +7,13 @@ work, and its cells take that many times longer in wall-clock time.
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 
-import nbformat
 import pytest
 
 from gmmcourse.grading.clock import Allowance, Clock
 from gmmcourse.grading.sandbox import Limits
-from grading_helpers import needs_bwrap
+from grading_helpers import needs_bwrap, run_toy, toy_score
 import toy
 
 # An honest cell: about 0.4 s of CPU time on this machine (a few million additions).
@@ -62,20 +60,6 @@ def test_clock_without_accounting_counts_wall_time(monkeypatch):
     assert clock.left(10.0).spent
 
 
-def _run(nb, limits):
-    from gmmcourse.grading.executor import run_submission
-
-    return run_submission(nbformat.writes(nb), [(p.grade_id, p.code) for p in toy.TOY.parts],
-                          json.dumps(toy._inputs()), limits, None)
-
-
-def _score(res) -> float:
-    from gmmcourse.grading.verdicts import check_part
-
-    ref = toy._reference()
-    return sum(check_part(p, res["answers"].get(p.grade_id), ref)[0] for p in toy.TOY.parts)
-
-
 @needs_bwrap
 def test_a_starved_honest_cell_is_not_cut():
     """The kernel gets 1/20 of a core (a machine about 20 times oversubscribed): the honest
@@ -85,9 +69,9 @@ def test_a_starved_honest_cell_is_not_cut():
     is far above what the starved cell needs even at three times this suite's load."""
     limits = Limits(cell_timeout=4, notebook_timeout=60, export_timeout=30, cpus=0.05, wait_factor=30,
                     memory_bytes=512 << 20)
-    res = _run(toy.notebook(extra_before=[HONEST]), limits)
+    res = run_toy(toy.notebook(extra_before=[HONEST]), limits)
     assert not any("time limit" in e for e in res["events"]), res["events"]
-    assert _score(res) == 5.0, res["answers"]
+    assert toy_score(res) == 5.0, res["answers"]
     assert res["cpu_s"] < res["duration"]  # the clocks differ: the cell was starved (CPU < wall)
 
 
@@ -97,10 +81,10 @@ def test_a_computing_offender_is_cut_by_its_cpu_seconds():
     long before its wall-clock bound (3 s x 100), and says so; the notebook's other cells run."""
     limits = Limits(cell_timeout=3, notebook_timeout=60, export_timeout=30, cpus=0.5, wait_factor=100,
                     memory_bytes=512 << 20)
-    res = _run(toy.notebook(extra_before=["while True:\n    pass"]), limits)
+    res = run_toy(toy.notebook(extra_before=["while True:\n    pass"]), limits)
     stopped = [e for e in res["events"] if "was stopped" in e]
     assert stopped and "3 s of CPU time per cell" in stopped[0], res["events"]
-    assert _score(res) == 5.0, res["answers"]
+    assert toy_score(res) == 5.0, res["answers"]
 
 
 @needs_bwrap
@@ -108,10 +92,10 @@ def test_a_waiting_offender_is_cut_by_the_wall_clock_bound():
     """A cell that only waits uses no CPU: it is stopped by the wall-clock bound
     (wait_factor x the limit: 2 x 3 s here), with a message that says it waited."""
     limits = Limits(cell_timeout=3, notebook_timeout=60, export_timeout=30, wait_factor=2, memory_bytes=512 << 20)
-    res = _run(toy.notebook(extra_before=["import time\ntime.sleep(100_000)"]), limits)
+    res = run_toy(toy.notebook(extra_before=["import time\ntime.sleep(100_000)"]), limits)
     stopped = [e for e in res["events"] if "was stopped" in e]
     assert stopped and "waiting rather than computing" in stopped[0] and "at most 6 s per cell" in stopped[0], res["events"]
-    assert _score(res) == 5.0, res["answers"]
+    assert toy_score(res) == 5.0, res["answers"]
 
 
 def test_limits_state_cpu_time_to_students():

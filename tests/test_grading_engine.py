@@ -24,8 +24,10 @@ from grading_helpers import (
     _grade,
     dump,
     needs_bwrap,
+    run_toy,
     scores,
     toy,
+    toy_score,
 )
 
 from gmmcourse.grading.engine import GradingError, autograde
@@ -260,31 +262,17 @@ def test_keyrings_are_closed(tmp_path):
     assert _root_key(toy.SECRET_KEY_DESC) >= 0
 
 
-def _run(nb, limits, **cfg):
-    from gmmcourse.grading.executor import run_submission
-
-    return run_submission(nbformat.writes(nb), [(p.grade_id, p.code) for p in toy.TOY.parts],
-                          json.dumps(toy._inputs()), limits, cfg or None)
-
-
-def _score(res) -> float:
-    from gmmcourse.grading.verdicts import check_part
-
-    ref = toy._reference()
-    return sum(check_part(p, res["answers"].get(p.grade_id), ref)[0] for p in toy.TOY.parts)
-
-
 def test_cpu_quota_caps_setsid_burners():
     """Three setsid() burners get at most the submission's CPU quota (0.25 core here)."""
     # the probe sleeps 3 s (wall clock, whatever the load) in a 120 s cell limit
-    res = _run(toy.notebook(toy.CPU_BURNER), Limits(cell_timeout=120, notebook_timeout=300, cpus=0.25))
-    assert _score(res) == 5.0, res["answers"]
+    res = run_toy(toy.notebook(toy.CPU_BURNER), Limits(cell_timeout=120, notebook_timeout=300, cpus=0.25))
+    assert toy_score(res) == 5.0, res["answers"]
 
 
 def test_assignment_can_hide_the_course_package():
     nb = toy.notebook(toy.HIDDEN_PACKAGE)
-    assert _score(_run(nb, LIMITS)) == 3.0  # visible: mean is off by one
-    assert _score(_run(nb, LIMITS, hide=["gmmcourse"])) == 5.0
+    assert toy_score(run_toy(nb, LIMITS)) == 3.0  # visible: mean is off by one
+    assert toy_score(run_toy(nb, LIMITS, hide=["gmmcourse"])) == 5.0
 
 
 def test_notebook_limit_after_answers_keeps_the_kernel():
@@ -292,9 +280,9 @@ def test_notebook_limit_after_answers_keeps_the_kernel():
     not restarted empty, and every part is graded. The honest cells take milliseconds, the
     tail never ends: the 30 s notebook limit strikes in the tail at any load."""
     nb = toy.notebook(extra_after=["import time\ntime.sleep(100_000)"])
-    res = _run(nb, Limits(cell_timeout=100_000, notebook_timeout=30, export_timeout=30, wait_factor=1))
+    res = run_toy(nb, Limits(cell_timeout=100_000, notebook_timeout=30, export_timeout=30, wait_factor=1))
     assert any("notebook time limit" in e for e in res["events"]), res["events"]
-    assert _score(res) == 5.0, res["answers"]
+    assert toy_score(res) == 5.0, res["answers"]
 
 
 def test_one_wall_clock_budget_per_submission():
@@ -306,8 +294,8 @@ def test_one_wall_clock_budget_per_submission():
     # the grace (15 s) is far above what interrupting the sleeping cell takes on a loaded
     # machine, and far below the export limit (40 s), so the budget is what cuts the export
     limits = Limits(cell_timeout=60, notebook_timeout=20, export_timeout=40, grace_timeout=15, wait_factor=1)
-    res = _run(nb, limits)
-    assert _score(res) == 0.0
+    res = run_toy(nb, limits)
+    assert toy_score(res) == 0.0
     assert "time limit" in res["answers"]["test_mean"]["error"], res["answers"]
     assert "time budget was used up" in res["answers"]["test_counts"]["error"], res["answers"]
 
