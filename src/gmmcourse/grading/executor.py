@@ -148,7 +148,8 @@ async def _grade(nb, exports, inputs_json, limits, cfg, scratch, cgroup) -> dict
             if restarts >= limits.max_restarts:
                 events.append("Too many kernel restarts; the remaining cells were not run.")
                 return False
-            if left(final).spent or left(final).wall <= 1:
+            rest = left(final)
+            if rest.spent or rest.wall <= 1:
                 events.append("The time budget of the submission was used up; the kernel was not restarted.")
                 return False
             restarts += 1
