@@ -35,11 +35,37 @@ def _v2_tree(tmp_path: Path, controllers="cpuset cpu io memory pids") -> Path:
     return root
 
 
+def _cgroupfs(monkeypatch, root: Path, cpu_stat: bool = True) -> None:
+    """Make the fake `root` behave like a cgroup file system where it matters here: a new
+    cgroup comes with its CPU time counter (cpu.stat, nothing run yet; `cpu_stat`), and
+    removing a cgroup removes its control files with it."""
+    real_mkdir, real_rmdir = Path.mkdir, Path.rmdir
+
+    def ours(path: Path) -> bool:
+        return path.name.startswith("gmmgrade-") and root in path.parents
+
+    def mkdir(self, *args, **kwargs):
+        real_mkdir(self, *args, **kwargs)
+        if cpu_stat and ours(self):
+            (self / "cpu.stat").write_text("usage_usec 0\nuser_usec 0\nsystem_usec 0\n")
+
+    def rmdir(self):
+        if ours(self):
+            for f in self.iterdir():
+                if f.is_file():
+                    f.unlink()
+        real_rmdir(self)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    monkeypatch.setattr(Path, "rmdir", rmdir)
+
+
 @pytest.fixture
 def v2(tmp_path, monkeypatch):
     root = _v2_tree(tmp_path)
     monkeypatch.setenv("GMG_CGROUP_ROOT", str(root))
     monkeypatch.setenv("GMG_CGROUP_BASE", "grader.slice")
+    _cgroupfs(monkeypatch, root)
     return root
 
 
@@ -56,7 +82,7 @@ def test_v2_limits_are_written_to_a_delegated_subtree(v2):
     (d / "memory.events").write_text("low 0\nhigh 0\nmax 5\noom 1\noom_kill 2\n")
     (d / "pids.events").write_text("max 3\n")
     assert cg.oom_events() == 2 and cg.pids_hit()
-    assert cg.cpu_seconds() is None  # (a real v2 cgroup always has cpu.stat)
+    assert cg.cpu_seconds() == 0.0  # nothing ran in it yet
     (d / "cpu.stat").write_text("usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n")
     assert cg.cpu_seconds() == 2.5  # the time limits' clock (gmmcourse.grading.clock)
     cg.kill_all()
@@ -79,6 +105,28 @@ def test_v2_refuses_when_a_controller_is_not_delegated(v2, gone):
     assert not cg.active and "not delegated" in cg.unavailable
     missing = check_host(Limits(allow_unlimited=True))
     assert any(f"{gone} controller is not delegated" in m for m in missing)
+
+
+def test_v2_refuses_a_cgroup_whose_cpu_time_cannot_be_read(tmp_path, monkeypatch):
+    """The time limits count CPU seconds (gmmcourse.grading.clock): a cgroup without a readable
+    counter would silently turn them into wall-clock limits, which the machine's load decides.
+    It is refused in one line, and nothing is left behind; a trusted class may go on without."""
+    root = _v2_tree(tmp_path)
+    monkeypatch.setenv("GMG_CGROUP_ROOT", str(root))
+    monkeypatch.setenv("GMG_CGROUP_BASE", "grader.slice")
+    _cgroupfs(monkeypatch, root, cpu_stat=False)  # its new cgroups have no cpu.stat
+    base = root / "grader.slice"
+    with pytest.raises(LimitUnavailable) as e:
+        CGroup(LIMITS)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("CPU time accounting: ") and "cpu.stat gives no CPU time" in msg, msg
+    assert "Delegate=yes" in msg and "--allow-unlimited" in msg
+    assert not [p for p in base.iterdir() if p.name.startswith("gmmgrade-")]
+    with pytest.raises(LimitUnavailable, match="CPU time accounting"):  # refused before anything is graded
+        check_host(LIMITS)
+    cg = CGroup(Limits(allow_unlimited=True))  # a trusted class: plain wall-clock limits, said so
+    assert not cg.active and "CPU time accounting" in cg.unavailable
+    assert CGroup(LIMITS, accounting=False).active  # the course server's caps count no time
 
 
 def test_v2_refuses_an_unwritable_or_missing_base(v2, monkeypatch):

@@ -58,7 +58,7 @@ class UserCGroup:
         from gmmcourse.grading.cgroups import CGroup, LimitUnavailable
 
         try:
-            self._cg = CGroup(caps, name=f"gmmgrade-{os.getpid()}-server-{user}-{uuid.uuid4().hex[:6]}")
+            self._cg = CGroup(caps, name=f"gmmgrade-{os.getpid()}-server-{user}-{uuid.uuid4().hex[:6]}", accounting=False)
         except LimitUnavailable as e:
             raise LimitError(f"cannot cap users' servers: {e}") from None
 

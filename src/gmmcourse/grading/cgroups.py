@@ -270,7 +270,10 @@ class CGroup:
     v2 (one directory). `active` is False only under ``limits.allow_unlimited`` on a host
     where the limits cannot be applied."""
 
-    def __init__(self, limits, name: str | None = None):
+    def __init__(self, limits, name: str | None = None, accounting: bool = True):
+        """`accounting`: the grader's time limits count this cgroup's CPU seconds, so its CPU
+        time counter must be readable, or the cgroup is refused (the course server's caps
+        count no time and pass False)."""
         self.name = name or f"gmmgrade-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.version = hierarchy()
         self.dirs: dict[str, Path] = {}
@@ -282,10 +285,22 @@ class CGroup:
                 self.dirs = _v1_make(self.name, limits)
             else:
                 raise LimitUnavailable(f"cgroup limits: no cgroup file system at {_root()}: {_FIX_V2}")
+            if accounting and self.cpu_seconds() is None:
+                self._refuse_unaccounted()
         except LimitUnavailable as e:
             if not getattr(limits, "allow_unlimited", False):
                 raise
             self.unavailable = str(e)
+
+    def _refuse_unaccounted(self) -> None:
+        """Without a readable CPU time counter the time limits could not count CPU seconds
+        (they would silently become wall-clock limits, which a busy machine decides): refuse."""
+        v2 = self.version == "v2"
+        where = self.dirs["cpu" if v2 else "cpuacct"] / ("cpu.stat" if v2 else "cpuacct.usage")
+        _rmdirs(self.dirs.values())
+        self.dirs = {}
+        raise LimitUnavailable(f"CPU time accounting: {where} gives no CPU time (the time limits count CPU "
+                               f"seconds): {_FIX_V2 if v2 else _FIX_V1}")
 
     @staticmethod
     def cleanup_stale() -> int:
