@@ -97,13 +97,15 @@ def load() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
 
 
-def write(name: str, payload: dict) -> Path:
+def write(name: str, payload: dict, to: Path | None = None) -> Path:
     """The one way a benchmark writes `results/<name>.json`: its figures, with the run's commit
     ("+changes" when a tracked file differed from it), machine (CPU, cores, JAX device, JAX and
     Python versions), date (UTC) and the load averages at the benchmark's start and end (a
-    benchmark that times phases may give its own `load_start`)."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+    benchmark that times phases may give its own `load_start`). `to`: another folder (a smoke
+    run's, never committed) instead of `results/`."""
+    folder = to or RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
     payload = {"machine": machine(), "measured": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()) + " UTC",
                "commit": COMMIT_AT_IMPORT, "load_start": LOAD_AT_IMPORT, "load_end": load(), **payload}
     if commit() != COMMIT_AT_IMPORT:

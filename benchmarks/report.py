@@ -22,7 +22,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
 BLOCKS = ("performance-table", "gpu-figures")
 GRADING_DOC = ROOT / "docs" / "grading.md"
-GRADING_DOC_BLOCKS = ("grading-scale",)
+GRADING_DOC_BLOCKS = ("grading-scale", "grading-limits")
+LIMITS_NOT_RUN = ("`benchmarks/results/limits.json` is not written yet: `python benchmarks/run.py limits` measures "
+                  "the styles' times, R-hat, throttling and flood memory, and rewrites this paragraph.")
 
 
 def load(name: str) -> dict:
@@ -242,6 +244,18 @@ def performance_rows() -> list[tuple[str, str, str, str]]:
                  f"**{100 * max(v['upper95'] for v in ffs.values()):.1f} %**; lowest power **{dq['lowest_power']:.2f}** "
                  f"(`{weakest}`: {pw[weakest]['caught']} of {pw[weakest]['seeds']})",
                  "-", "dpmm_posterior_rates.json"))
+    if (RESULTS / "limits.json").exists():
+        li = load("limits")
+        st, th, fl = li["styles"], li["throttle"], li["flood"]
+        rows.append(("the grader's limits (`benchmarks/bench_limits.py`): the slowest sampler style (per-cup loop calling "
+                     "scipy) at the minimum draws on one core, vs the cell limit; a JAX cell under the one-core quota with "
+                     "one thread vs the default pools; the grading process's memory under an output flood",
+                     f"**{s(st['scipy_loop']['at_minimum_s'], 0)}** ({100 * st['scipy_loop']['at_minimum_s'] / li['limits']['cell_s']:.0f} % "
+                     f"of {s(li['limits']['cell_s'], 0)}); {s(th['single_thread_median_s'], 1)} vs "
+                     f"{s(th['default_threads_median_s'], 1)}; **{fl['growth_mib']:,.0f} MiB** for {fl['outputs_mb']} MB "
+                     f"(bound {fl['bound_mib']:,.0f} MiB)",
+                     f"under the cell limit: {met(st['scipy_loop']['at_minimum_s'] < li['limits']['cell_s'])}; "
+                     f"under the bound: {met(fl['growth_mib'] <= fl['bound_mib'])}", "limits.json"))
     ff = load("false_fail")
     rows.append(("exercises' hidden posterior checks, false-fail rate of a correct sampler (the minimum draws asked)",
                  f"**{ff['seeds_with_any_failure']} / {ff['num_seeds']} seeds**",
@@ -297,7 +311,48 @@ def grading_scale() -> str:
             f"after **{s(rs['first_recorded_s'], 1)}**.")
 
 
-GENERATORS = {"performance-table": performance_table, "gpu-figures": gpu_figures, "grading-scale": grading_scale}
+def grading_limits() -> str:
+    """docs/grading.md's measured limits (results/limits.json) and warm-up (startup.json, compile.json)."""
+    st_, co = load("startup"), load("compile")
+    rz = co["resize_sampler_call"]
+    first = next(iter(rz))
+    again = [v for k, v in rz.items() if k != first]
+    warm = (f"Warm-up ({when(st_)} and {when(co)}): the first `posterior` call in a fresh process took "
+            f"{s(st_['no_cache']['first_call_s'], 0)} without a compilation cache (compile-dominated), "
+            f"{s(st_['cache_warm']['first_call_s'], 1)} with a warm persistent cache (the grader warms "
+            f"`.jax_cache/grading` before grading); after a first call ({first.removeprefix('first: ')}, "
+            f"{s(rz[first]['s'], 0)}), calls with other "
+            f"sizes compiled {sum(v['programs_lowered'] for v in again)} programs and took "
+            f"{min(v['s'] for v in again):.2f}-{max(v['s'] for v in again):.2f} s.")
+    if not (RESULTS / "limits.json").exists():
+        return f"{LIMITS_NOT_RUN} {warm}"
+    li = load("limits")
+    st, th, fl, lim = li["styles"], li["throttle"], li["flood"], li["limits"]
+    if li.get("smoke"):
+        raise SystemExit("benchmarks/results/limits.json is a smoke run's: run python benchmarks/run.py limits")
+    slow = st["scipy_loop"]["at_minimum_s"]
+    n = st["scipy_loop"]["sweeps_timed"]
+    timed = "both timed whole" if n == st["samples"] + st["warmup"] else f"both timed at {n} sweeps and scaled"
+    return (f"Last committed run of `benchmarks/bench_limits.py` ({when(li)}; {machine(li)}; {loads(li)}), on one "
+            f"pinned core: the coffee solution's vectorised numpy Gibbs sampler took **{s(st['vectorised_s'], 1)}** at the "
+            f"minimum draws, {st['chains']} chains x ({st['samples']} + {st['warmup']}) sweeps; per-cup Python loops "
+            f"{s(st['math_loop']['at_minimum_s'], 0)} (the math module) and **{s(slow, 0)}** (scipy's `norm.logpdf` for "
+            f"every cup and component, the slowest style we know; {timed}), {100 * slow / lim['cell_s']:.0f} % of the {lim['cell_s']:.0f} s cell limit and "
+            f"{100 * slow / lim['notebook_s']:.0f} % of the {lim['notebook_s']:.0f} s notebook limit. The solution's "
+            f"largest split R-hat at the minimum draws was **{st['rhat']['max']:.3f}** over {st['rhat']['seeds']} seeds "
+            f"(`RHAT_MAX` 1.05). A JAX cell (the coffee `posterior` call, compiled without a cache, then {th['matmuls']} "
+            f"jitted 1024 x 1024 products) in the sandbox under the "
+            f"{th['cpus']:g}-core quota took **{s(th['single_thread_median_s'], 1)}** ({s(th['single_thread_median_cpu_s'], 1)} "
+            f"of CPU time, which the time limits count) with the thread pools cut to one thread and "
+            f"{s(th['default_threads_median_s'], 1)} ({s(th['default_threads_median_cpu_s'], 1)} of CPU time) without "
+            f"({x(th['default_over_single'], 1)} the time; median of "
+            f"{th['rounds']} alternated rounds). A grading process's peak memory grew by **{fl['growth_mib']:,.1f} MiB** "
+            f"while a notebook published {fl['outputs_mb']} MB of 1 MB outputs (`channels.queued_bytes_bound`: "
+            f"{fl['bound_mib']:,.0f} MiB). {warm}")
+
+
+GENERATORS = {"performance-table": performance_table, "gpu-figures": gpu_figures, "grading-scale": grading_scale,
+              "grading-limits": grading_limits}
 
 
 def render(text: str, blocks: tuple[str, ...] = BLOCKS, where: str = "README.md") -> str:

@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "kernel": ("bench_kernel.py", [], ["kernel.json"]),
     "mvn": ("bench_mvn.py", [], ["mvn.json"]),
     "dpmm": ("bench_dpmm.py", [], ["dpmm.json"]),
+    "limits": ("bench_limits.py", [], ["limits.json"]),  # styles, R-hat, throttling, flood memory: about 10 min
     "grading_ctrl_c": ("bench_grading.py", ["--ctrl-c-only"], ["grading_ctrl_c.json"]),
     "grading": ("bench_grading.py", [], ["grading.json"]),  # 150 submissions of coffee_blends: about an hour
     "book": ("bench_book.py", [], ["book.json"]),

@@ -165,3 +165,52 @@ def test_grading_doc_probe_figures_are_the_committed_results():
     assert len(caught) == 1, caught  # the doc states one figure for every mistake
     (n, seeds), = caught
     assert f"each of {len(pr['power'])} listed mistakes" in text and f"was caught in {n} of {seeds} seeds" in text
+
+
+def test_grading_doc_limit_figures_are_a_committed_run():
+    """docs/grading.md's measured limits (the slowest style vs the cell limit, R-hat of a correct
+    sampler, throttling, the grader's memory under a flood) come from a real run of
+    benchmarks/bench_limits.py, committed as benchmarks/results/limits.json; the generated block
+    (checked by test_grading_doc_figures_are_the_committed_results) holds them."""
+    path = ROOT / "benchmarks/results/limits.json"
+    assert path.exists(), "benchmarks/results/limits.json is missing: run python benchmarks/run.py limits"
+    li = json.loads(path.read_text())
+    assert not li["smoke"], "benchmarks/results/limits.json is a --smoke run's: run python benchmarks/run.py limits"
+    assert li["styles"]["scipy_loop"]["sweeps_timed"] > 0 and li["flood"]["outputs_mb"] >= 600
+    text = " ".join(report.GRADING_DOC.read_text().split())
+    assert f"**{li['flood']['growth_mib']:,.1f} MiB**" in text and f"**{li['styles']['rhat']['max']:.3f}**" in text
+
+
+def test_grading_doc_limits_are_the_defaults():
+    """The limits docs/grading.md's time-limit paragraph states are `Limits`' defaults."""
+    from gmmcourse.grading.sandbox import Limits
+
+    text = " ".join(report.GRADING_DOC.read_text().split())
+    lim = Limits()
+    assert f"The limits are {lim.cell_timeout:.0f} s per cell and {lim.notebook_timeout:.0f} s per notebook" in text
+
+
+def test_grading_doc_dpmm_figures_are_the_committed_results():
+    """docs/grading.md's prose figures of the dpmm probes and of the posterior-over-K part are
+    those of benchmarks/results/dpmm_probe_rates.json and dpmm_posterior_rates.json."""
+    text = " ".join(report.GRADING_DOC.read_text().split())
+    pr = json.loads((ROOT / "benchmarks/results/dpmm_probe_rates.json").read_text())
+    assert not any(v["failed"] for v in pr["false_fail"].values())
+    up = 100 * max(v["upper95"] for v in pr["false_fail"].values())
+    assert f"on {pr['draws']:,} fresh draws of the probe states" in text
+    assert f"failed on none (95 % upper bound {up:.1f} %); each of the {len(pr['power'])} listed mistakes" in text
+    assert {(v["caught"], v["draws"]) for v in pr["power"].values()} == {(pr["draws"], pr["draws"])}
+    assert f"with its own advice on all {pr['draws']:,}" in text
+    po = json.loads((ROOT / "benchmarks/results/dpmm_posterior_rates.json").read_text())
+    assert not any(v["failed"] for v in po["false_fail"].values())
+    up = 100 * max(v["upper95"] for v in po["false_fail"].values())
+    assert f"the part on {po['seeds']} seeds" in text and f"failed at none (95 % upper bound {up:.1f} %)" in text
+    pw = po["power"]
+    caught_all = [k for k in ("k_from_largest_label", "share_of_one_chain", "shares_shifted_by_one", "too_few_draws")]
+    assert all(pw[k]["caught"] == pw[k]["seeds"] == po["seeds"] for k in caught_all)
+    assert f"lost the part at all {po['seeds']}" in text
+    wrong = [k for k in pw if k.startswith("sampler_") and k != "sampler_plugin_for_new"]
+    assert len({(pw[k]["caught"], pw[k]["seeds"]) for k in wrong}) == 1 and pw[wrong[0]]["caught"] == pw[wrong[0]]["seeds"]
+    assert f"at all {pw[wrong[0]]['seeds']} tried" in text
+    weak = pw["sampler_plugin_for_new"]
+    assert f"only {weak['caught']} of {weak['seeds']}" in text
