@@ -110,6 +110,31 @@ def test_another_uid_runs_no_code_on_the_graders_cluster(tmp_path):
     assert p.returncode == 130, err
 
 
+_LISTENERS = """
+import json, psutil
+from gmmcourse.grading.runners import local_cluster
+with local_cluster(2) as (client, cluster):
+    workers = client.scheduler_info()["workers"]
+    comms = [cluster.scheduler_address, *workers, *(w["nanny"] for w in workers.values())]
+    me = psutil.Process()
+    listening = sorted({c.laddr.port for p in (me, *me.children(recursive=True))
+                        for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN})
+    print(json.dumps({"comms": comms, "listening": listening}))
+"""
+
+
+def test_local_cluster_listens_only_on_its_tls_ports():
+    """The grader's local cluster (root's processes) listens on nothing but the scheduler's,
+    the workers' and the nannies' mutually authenticated TLS ports: Dask's HTTP servers,
+    started even without a dashboard (port 8787 and one per worker), are closed."""
+    r = subprocess.run([sys.executable, "-c", _LISTENERS], env=_env(), capture_output=True, text=True,
+                       timeout=600)  # a guard against a hang, not a measured bound
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert len(got["comms"]) == 5 and all(a.startswith("tls://127.0.0.1:") for a in got["comms"]), got
+    assert got["listening"] == sorted(int(a.rsplit(":", 1)[1]) for a in got["comms"]), got
+
+
 def _cmdline(pid: int) -> list[str]:
     try:
         return psutil.Process(pid).cmdline()

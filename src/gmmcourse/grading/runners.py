@@ -2,7 +2,8 @@
 Dask scheduler; and how all of it is stopped at once.
 
 The local cluster listens on loopback only, speaks TLS with mutual authentication
-(temporary credentials made for this run and held in memory only), and serves no dashboard:
+(temporary credentials made for this run and held in memory only), and listens on nothing else
+(no dashboard, no HTTP server):
 another user of the machine cannot run code on its workers (they run as the grader, root).
 A remote scheduler must be reached over TLS with the course's certificates, or a plain
 ``tcp://`` address is refused unless the caller says the network is trusted.
@@ -26,7 +27,7 @@ from .sandbox import Limits
 from .spec import GradingError, sanitize
 
 __all__ = ["Task", "TLSFiles", "grade_task", "run_serial", "run_dask", "local_cluster", "check_scheduler",
-           "remote_client", "stop_processes", "kill_tree", "cleanup_own", "die_with_parent", "dask_setup",
+           "remote_client", "stop_processes", "kill_tree", "cleanup_own", "die_with_parent", "dask_setup", "close_http",
            "skip_unused_iri_checker"]
 
 log = logging.getLogger("gmmcourse.grading")
@@ -131,8 +132,19 @@ def skip_unused_iri_checker() -> None:
     sys.modules.setdefault("rfc3987_syntax", None)  # `import` then raises ImportError
 
 
+def close_http(server) -> None:
+    """Close a Dask scheduler's or worker's HTTP listener. Dask starts one even without a
+    dashboard (on port 8787, or any free one); with no routes (`_NO_HTTP`) it only answers
+    404, but it is a plain, unauthenticated socket another user could reach: after this the
+    only ports a local cluster listens on are its mutually authenticated TLS ones."""
+    http = getattr(server, "http_server", None)
+    if http is not None:
+        http.stop()
+
+
 def dask_setup(worker) -> None:
     """Dask's preload hook, run in each local worker process as it starts (`local_cluster`)."""
+    close_http(worker)
     skip_unused_iri_checker()
     parent = os.environ.get(_GRADER_PID)
     if parent:
@@ -164,6 +176,7 @@ def local_cluster(workers: int) -> Iterator[tuple[Any, Any]]:
                 silence_logs=logging.ERROR, memory_limit=0, env={"TMPDIR": tmp, _GRADER_PID: str(os.getpid())},
                 preload=[__name__],  # `dask_setup`: the workers die with this process
             )
+            close_http(cluster.scheduler)
             client = Client(cluster, security=sec)
         yield client, cluster
     finally:
