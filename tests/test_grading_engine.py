@@ -167,8 +167,9 @@ def test_real_assignment_categorization(tmp_path):
         d = course / "submitted" / who / "categorization"
         d.mkdir(parents=True)
         nbformat.write(nb, d / a.notebook)
+    # no offender here: limits far above the honest notebook (its cells are not what is tested)
     autograde(["categorization"], course, source_root=source_root, serial=True, progress=False,
-              echo=lambda s: None, warm_cache=False, limits=Limits(cell_timeout=120, notebook_timeout=600))
+              echo=lambda s: None, warm_cache=False, limits=Limits(cell_timeout=600, notebook_timeout=1200))
     got = scores(course)
     assert got["blank"] == 0.0
     assert got["teacher"] == pytest.approx(sum(p.points for p in a.parts)), got

@@ -156,9 +156,10 @@ def test_the_sandbox_loads_what_the_warm_up_kept(tmp_path):
     from gmmcourse.grading.executor import run_submission
     from gmmcourse.grading.sandbox import Limits
 
-    if shutil.which("bwrap") is None:
-        pytest.skip("bubblewrap not installed")
-    limits = Limits(cell_timeout=120, notebook_timeout=300)
+    assert shutil.which("bwrap"), "bubblewrap (bwrap) is needed to run the grading sandbox: apt-get install bubblewrap"
+    # no offender here: the warm-up's compiling cell used 11.8 s of CPU (22 s wall at load 10),
+    # 10 % of a 120 s limit; 600 s puts it at 2 %
+    limits = Limits(cell_timeout=600, notebook_timeout=900)
     exports = [("means", "answer = post.means.tolist()")]
 
     def run(poison, writable):

@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -65,9 +66,9 @@ def test_relays(monkeypatch):
     monkeypatch.setattr(netns, "MAX_CONNECTIONS", 4)
     try:
         ns_path = f"/proc/{holder.pid}/ns/net"
-        for _ in range(100):  # until unshare has made the namespace
-            if os.readlink(ns_path) != os.readlink("/proc/self/ns/net"):
-                break
+        guard = time.monotonic() + 120  # until unshare has made the namespace (milliseconds): a hang guard
+        while os.readlink(ns_path) == os.readlink("/proc/self/ns/net"):
+            assert time.monotonic() < guard, "unshare --net made no network namespace in 120 s"
             asyncio.run(asyncio.sleep(0.05))
         port, hub_port, other_port = _port(), _port(), _port()
 
