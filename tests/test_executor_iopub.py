@@ -25,11 +25,14 @@ blindly (0.3 s, then a 5 s probe after an interrupt), so that an executor that d
 readiness loses the next output."""
 
 BIG = "from IPython.display import publish_display_data\npublish_display_data({'text/plain': 'x' * (17 << 20)})\n"
+# The notebook's budget (wall-clock: wait_factor x notebook_timeout) must hold this test's own
+# waits (the 30 s cell, LATE_S) and the honest rest (seconds): 600 s, far above both.
 CASES = {
     # an oversized output drops the IOPub connection
-    "drop": (BIG, "too large and was dropped", LIMITS),
+    "drop": (BIG, "too large and was dropped", replace(LIMITS, notebook_timeout=600)),
     # a cell past its time limit is interrupted (the honest cells take milliseconds of 30 s)
-    "interrupt": ("import time\ntime.sleep(100_000)", "exceeded the time limit", replace(LIMITS, cell_timeout=30, wait_factor=1)),
+    "interrupt": ("import time\ntime.sleep(100_000)", "exceeded the time limit",
+                  replace(LIMITS, cell_timeout=30, notebook_timeout=600, wait_factor=1)),
 }
 
 
