@@ -6,7 +6,9 @@ grades.csv. Here: the run step, `autograde` (the three in order, under the cours
 `update_feedback` (the instructors' grades added to the feedback pages).
 
 A run with nothing to grade starts no Dask cluster and no kernel, and computes no inputs or
-reference where the course's cache holds them (`reference.Hidden`)."""
+reference where the course's cache holds them (`reference.Hidden`); where the gradebook and
+the CSVs are as the last complete run left them (`planning.settled_key`), it does not even
+import nbgrader or open the gradebook."""
 
 from __future__ import annotations
 
@@ -20,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .files import CourseLocked, lock_course, staged
+from .files import CourseLocked, atomic_write, lock_course, staged
 from .intake import Job
-from .planning import AssignmentPlan, Plan, Todo, plan
+from .planning import AssignmentPlan, Plan, Todo, plan, settled_key, sync
 from .recording import NotGraded, record
 from .runners import (Task, TLSFiles, check_scheduler, cleanup_own, local_cluster, remote_client, run_dask, run_serial,
                       stop_processes)
@@ -217,24 +219,31 @@ def autograde(
     if scheduler and not serial:
         check_scheduler(scheduler, tls or TLSFiles(), trusted_network=trusted_network)  # before any work
     lock = _lock_course(course)
-    from .gradebook import export_csv, export_lms_csv, open_gradebook
-
     CGroup.cleanup_stale()
     cleanup_stale_scratch()
     for loose in sorted((course / "submitted").glob("*/*.ipynb")):
         echo(f"warning: {ascii(str(loose.relative_to(course)))} is ignored: a submission goes to "
              f"submitted/<student>/<assignment>/<notebook>.ipynb")
-    try:
-        gb = open_gradebook(course)
-    except BaseException:
-        _unlock_course(lock)
-        raise
     summary = Summary()
+    gb = None
+    complete = False
+    settled = course / ".cache" / "settled"
     try:
-        todo = plan(gb, reg, ids, course, source_root, students, limits, force)
+        todo = plan(None, reg, ids, course, source_root, students, limits, force)  # no nbgrader import
+        log.info("planned: %d to grade, %d unchanged (%.1f s)", todo.total, len(todo.skipped), time.monotonic() - t0)
         summary.skipped = list(todo.skipped)
         if summary.skipped:
             echo(f"{len(summary.skipped)} submission(s) already graded (unchanged); skipping them.")
+        key = settled_key(course, todo)
+        if todo.total == 0 and key is not None and _read_key(settled) == key:
+            summary.csv = course / "grades.csv"  # as the last complete run wrote it from this gradebook
+            summary.seconds = time.monotonic() - t0
+            return summary
+        from .gradebook import export_csv, export_lms_csv, open_gradebook
+
+        gb = open_gradebook(course)
+        sync(gb, todo)
+        log.info("gradebook opened and synced (%.1f s)", time.monotonic() - t0)
         for ap, t in todo.todo():
             log.info("%s/%s: to grade (%s)", t.job.student, ap.assignment.id, t.why)
         bar = None
@@ -263,17 +272,40 @@ def autograde(
         summary.csv = course / "grades.csv"
         export_csv(gb, summary.csv)
         export_lms_csv(gb, course)
+        complete = True
     finally:
         # Ctrl-C included: every sandbox of this process is killed first, then cleaned up
         # (the local cluster's workers and their sandboxes were killed on leaving it).
         stop_processes()
-        gb.close()
+        if gb is not None:
+            gb.close()
+        if complete:  # what the next run with nothing to grade compares with (`planning.settled_key`)
+            _write_key(settled, settled_key(course, todo))
         CGroup.cleanup_stale()
         cleanup_stale_scratch()
         cleanup_own()
         _unlock_course(lock)
     summary.seconds = time.monotonic() - t0
     return summary
+
+
+def _read_key(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _write_key(path: Path, key: str | None) -> None:
+    """Best effort: without it the next run only opens the gradebook again."""
+    try:
+        if key is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, key + "\n")
+    except OSError as e:
+        log.warning("could not write %s: %s", path, e.strerror)
 
 
 def update_feedback(assignment_ids: Iterable[str] | None, course: str | Path = "grading", *,

@@ -90,10 +90,11 @@ def placeholder_id(name: str) -> str:
     return "invalid-id-" + hashlib.sha256(raw).hexdigest()[:12]
 
 
-def discover(course: Path, a: Assignment, fp: str, students: Iterable[str] | None, limits: Limits) -> list[Job]:
-    """Every submission of `a`; each problem with one becomes that submission's invalid Job."""
-    import nbformat
-
+def discover(course: Path, a: Assignment, fp: str, students: Iterable[str] | None, limits: Limits,
+             known: dict[str, str] | None = None) -> list[Job]:
+    """Every submission of `a`; each problem with one becomes that submission's invalid Job.
+    ``known``: student -> content hash already graded; such a notebook is hashed, not parsed
+    (the plan skips it: its ``nb_text`` stays empty)."""
     sub_root = course / "submitted"
     jobs = []
     if students:
@@ -185,6 +186,9 @@ def discover(course: Path, a: Assignment, fp: str, students: Iterable[str] | Non
             continue
         h = hashlib.sha256(fp.encode() + b"|" + raw).hexdigest()
         job = Job(student, a.id, path, h, timestamp=ts)
+        if known is not None and known.get(student) == h:
+            jobs.append(job)
+            continue
         if len(raw) > limits.submission_bytes:
             job.reason = f"the notebook is too large (limit {limits.submission_bytes >> 20} MiB)"
         else:
@@ -197,6 +201,8 @@ def discover(course: Path, a: Assignment, fp: str, students: Iterable[str] | Non
                 where = f" (line {e.lineno}, column {e.colno}: {e.msg})" if isinstance(e, json.JSONDecodeError) else ""
                 job.reason = f"the notebook is not valid JSON{where}; was it saved correctly?"
             else:
+                import nbformat
+
                 try:
                     nb = nbformat.reads(text, as_version=4)
                     if not isinstance(nb.get("cells"), list):
