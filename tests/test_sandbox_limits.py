@@ -268,6 +268,28 @@ def test_a_4000_deep_folder_chain_is_removed_without_recursion(tmp_path):
     assert not os.path.exists(s.path)
 
 
+def test_a_killed_graders_run_folder_is_removed_by_the_next(tmp_path, monkeypatch):
+    """The local cluster's run folder (TMPDIR of its workers) is named by the grader's pid
+    (test_grading_term's Ctrl-C test sees it in a real run); one left by a grader killed with
+    SIGKILL (its `finally` never ran) is removed by the next grader's clean-up, one of a live
+    grader is kept, and other files are never touched."""
+    import tempfile
+
+    from gmmcourse.grading.wipe import cleanup_stale_scratch
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid with no process
+    stale = tmp_path / f"gmg-{dead.pid}-run-abc123"
+    live = tmp_path / f"gmg-{os.getpid()}-run-def456"
+    other = tmp_path / "gmg-run-unrelated"
+    for d in (stale, live, other):
+        d.mkdir()
+        (d / "seccomp.bpf").write_bytes(b"x")
+    cleanup_stale_scratch()
+    assert not stale.exists() and live.exists() and other.exists()
+
+
 def test_the_seccomp_filter_never_touches_the_disk(tmp_path):
     before = set(glob.glob("/tmp/gmg-seccomp-*"))
     path = filter_path()

@@ -86,12 +86,15 @@ def run_serial(tasks: list[Task], done: Callable[[Task, dict | None, str | None]
         done(t, res, None)
 
 
-def run_dask(client, tasks: list[Task], done: Callable[[Task, dict | None, str | None], None]) -> None:
-    """Submit every task; record each as it finishes. A worker or scheduler that dies makes
-    the pending ones infrastructure errors (`done` gets the reason), never a hang."""
+def run_dask(client, tasks: list[Task], done: Callable[[Task, dict | None, str | None], None],
+             submitted: Callable[[], None] = lambda: None) -> None:
+    """Submit every task; record each as it finishes (``submitted()`` runs in between, while
+    the workers grade). A worker or scheduler that dies makes the pending ones
+    infrastructure errors (`done` gets the reason), never a hang."""
     from distributed import as_completed
 
     futs = {client.submit(grade_task, *t.args, pure=False, key=t.key): t for t in tasks}
+    submitted()
     for f in as_completed(futs, loop=client.loop):
         t = futs.pop(f)
         try:
@@ -165,7 +168,9 @@ def local_cluster(workers: int) -> Iterator[tuple[Any, Any]]:
     sec = Security.temporary()  # a CA and key made now, never written to disk
     # The workers' own temporary files (the sandbox's seccomp program) go to a root-only
     # folder of this run, removed at the end even when a worker was killed.
-    tmp = tempfile.mkdtemp(prefix="gmg-run-")
+    # Named by this process (gmg-<pid>-run-*), so a run killed with SIGKILL leaves nothing for
+    # long: the next grader removes it (`wipe.cleanup_stale_scratch`).
+    tmp = tempfile.mkdtemp(prefix=f"gmg-{os.getpid()}-run-")
     os.chmod(tmp, 0o700)
     cluster = client = None
     try:

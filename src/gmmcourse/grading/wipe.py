@@ -10,6 +10,7 @@ import logging
 import os
 import stat
 import subprocess
+import tempfile
 from pathlib import Path
 
 from .cgroups import owner_alive
@@ -79,12 +80,13 @@ def remove_scratch(d: Path) -> None:
 
 
 def cleanup_stale_scratch() -> int:
-    """Remove scratch dirs (and their tmpfs mounts) of graders that were killed (their owner
-    pid is gone)."""
+    """Remove scratch dirs (and their tmpfs mounts) and run folders (``gmg-<pid>-run-*``, in
+    the temporary folder, TMPDIR) of graders that were killed (their owner pid is gone)."""
     n = 0
     for f in Path("/tmp").glob("gmg-seccomp-*.bpf"):  # left by graders before the filter moved to a memfd
         f.unlink(missing_ok=True)
-    for d in Path("/tmp").glob("gmg-*-*"):
+    places = {Path("/tmp"), Path(tempfile.gettempdir())}
+    for d in (d for place in places for d in place.glob("gmg-*-*")):
         try:
             owner = int(d.name.split("-")[1])
         except (IndexError, ValueError):
