@@ -292,8 +292,9 @@ def test_one_wall_clock_budget_per_submission():
     budget each would get its own export_timeout)."""
     hang = "def mean(xs):\n    while True:\n        pass\n"
     nb = toy.notebook(hang, "def counts(words):\n    import time\n    time.sleep(1000)\n")
-    # the grace (15 s) is far above what interrupting the sleeping cell takes on a loaded
-    # machine, and far below the export limit (40 s), so the budget is what cuts the export
+    # the cells only define the functions (ms); the budget left after them (20 + 15 s) is
+    # below the first export's own limit (40 s), so the budget is what cuts the looping export,
+    # and nothing is left for the second (whose sleep would outlast any limit)
     limits = Limits(cell_timeout=60, notebook_timeout=20, export_timeout=40, grace_timeout=15, wait_factor=1)
     res = run_toy(nb, limits)
     assert toy_score(res) == 0.0
