@@ -224,8 +224,6 @@ def bench(args, tmp: Path) -> dict:
                  "workers": args.workers,
                  "notebooks": f"the real `{AID}` release filled from its solution: per {coffee_class.CYCLE}, "
                               + ", ".join(f"{m} {k}" for k, m in coffee_class.MIX.items()),
-                 "shared_machine": "the machine was shared with other engineers' work during the run: "
-                                   "see the load averages (1, 5, 15 min) recorded per phase",
                  "load_start": load(),
                  "commit": common.commit(),
                  "src_pinned_at": os.environ.get("GMM_SRC_PINNED"),  # at the start: the code graded with (see benchmarks/pin_src.sh)

@@ -195,7 +195,7 @@ def performance_rows() -> list[tuple[str, str, str, str]]:
                  f"{' (the class in two legs, before and after the serial run)' if 'legs' in gr['parallel'] else ''}"
                  f" vs `--serial` on the first {gr['serial_size']} (same mix), "
                  f"per submission; load average {gr['load_start'][0]:.1f} at the start, {gr['load_end'][0]:.1f} at the end "
-                 f"(a shared 2-core machine){'; ' + gr['note'] if gr.get('note') else ''}",
+                 f"(each phase's is in the file){'; ' + gr['note'] if gr.get('note') else ''}",
                  f"{s(pm['parallel'], 1)} vs {s(pm['serial'], 1)} a submission: **{x(gr['speedup'], 2)}**; "
                  f"{sp['parallel']:.1f} vs {sp['serial']:.1f} a minute ({s(gr['parallel']['wall_s'], 0)} for the class)",
                  f">= 1.8x: {met(gr['speedup'] >= 1.8)}", "grading.json"))
@@ -302,7 +302,7 @@ def grading_scale() -> str:
     gr = load("grading")
     rs, nc, mem = gr["resume"], gr["no_change_rerun"], gr["peak_memory_mib"]["parallel"]
     return (f"Last committed run ({when(gr)}; {machine(gr)}; load average {gr['load_start'][0]:.1f} at the start and "
-            f"{gr['load_end'][0]:.1f} at the end, on a machine shared with other work): {gr['workers']} workers graded "
+            f"{gr['load_end'][0]:.1f} at the end; each phase's is in the file): {gr['workers']} workers graded "
             f"{gr['class_size']} `{gr['assignment']}` submissions in {s(gr['parallel']['wall_s'], 0)} "
             f"({gr['throughput_per_min']['parallel']:.1f} a minute), **{x(gr['speedup'], 2)}** the `--serial` rate per "
             f"submission (serial measured on the first {gr['serial_size']}, the same mix); peak memory of grader, workers "
