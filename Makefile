@@ -76,7 +76,7 @@ lint: $(STAMP)
 test-fast: $(STAMP) $(NPM_STAMP)
 	$(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
 
-bench: $(STAMP) $(SYS_STAMP)
+bench: $(STAMP) $(SYS_STAMP) $(NPM_STAMP)
 	$(PY) benchmarks/run.py
 
 release: $(STAMP)

@@ -1,7 +1,8 @@
 """Book build: a clean build against a rebuild with nothing changed (goal: rebuild <= 10 %).
 
-The book is copied (tracked files only) into a temporary folder, built from scratch there
-with an empty execution cache and an empty JAX compilation cache, then built again.
+The book is copied (tracked files only, with the installed npm packages linked) into a
+temporary folder, built from scratch there with an empty execution cache and an empty JAX
+compilation cache, then built again.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ def main() -> dict:
             if (ROOT / f).is_file():
                 (src / f).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(ROOT / f, src / f)
+        # the npm packages (MathJax, served by the site) are installed, not tracked: `make bench`
+        # installs them (node_modules/.installed), the copy uses them
+        if not (ROOT / "node_modules" / "mathjax").is_dir():
+            raise SystemExit(f"MathJax is missing: run 'npm ci' in {ROOT} (make bench does it; node >= 18 needed)")
+        (src / "node_modules").symlink_to(ROOT / "node_modules")
         env = dict(os.environ, VENV=str(ROOT / ".venv"), JAX_COMPILATION_CACHE_DIR=str(Path(tmp) / "jax_cache"))
         clean = build(src, env)
         rebuild = build(src, env)

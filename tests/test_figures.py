@@ -138,6 +138,18 @@ def test_make_bench_runs_every_benchmark_whose_result_is_committed():
         assert f in made, f"benchmarks/results/{f} is written by no benchmark in benchmarks/run.py's BENCHMARKS"
 
 
+def test_make_bench_installs_what_the_benchmarks_need():
+    """`make bench` from a fresh clone installs the Python environment, the system tools and
+    the npm packages (the book benchmark builds the book, which serves MathJax from
+    node_modules): pretend each stamp's inputs are new, and make's plan runs each installer.
+    (A fresh-clone run found the npm packages missing: the book benchmark failed at once.)"""
+    plan = subprocess.run(["make", "-n", "-W", "package-lock.json", "-W", "requirements.lock", "bench"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)  # a dry run: a hang guard only
+    assert plan.returncode == 0, plan.stderr
+    assert "npm ci" in plan.stdout, plan.stdout
+    assert "pip sync" in plan.stdout, plan.stdout
+
+
 def test_every_result_file_is_cited():
     """The README's table cites every result file (outside gpu/, which its GPU paragraph cites)."""
     cited = {f for *_, f in report.performance_rows()}
