@@ -74,7 +74,7 @@ def test_grading_figures_come_from_a_real_assignment():
 # benchmarks/gpu_check.sh on a lent GPU machine; the others take longer than a loaded shared
 # machine allowed): the README says "commit not recorded" for each. Rerunning one removes it
 # from this list (the test fails until it is removed); a new file is never allowed on it.
-COMMIT_NOT_RECORDED = {"gpu/em-gpu.json", "gpu/sampler-gpu.json", "book.json"}
+COMMIT_NOT_RECORDED = {"gpu/em-gpu.json", "gpu/sampler-gpu.json"}
 MACHINE_KEYS = {"cpu", "cores", "device", "jax", "python"}
 
 
@@ -106,7 +106,7 @@ def test_every_result_names_its_run():
 # statistical runs take 15-50 min each; the others did not fit a loaded shared machine's
 # evening): the table says "load not recorded" for each. Rerunning one removes it from this list.
 LOAD_NOT_RECORDED = {"false_fail.json", "probe_rates.json", "dpmm_probe_rates.json", "dpmm_posterior_rates.json",
-                     "book.json", "mvn.json", "dpmm.json"}
+                     "mvn.json", "dpmm.json"}
 
 
 def test_every_result_records_its_load():
