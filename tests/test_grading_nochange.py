@@ -94,33 +94,3 @@ def test_what_the_shortcut_cannot_see_goes_the_full_way(tmp_path):
     con.close()
     assert kept and all("# reworded" in s for s in kept), kept
     assert _cli(course)["heavy"] == []
-
-
-def test_on_dask_the_gradebook_opens_once_the_workers_have_the_submissions(tmp_path, monkeypatch):
-    """Resume: the restarted grader hands its submissions to the workers first and opens its
-    gradebook (nbgrader's import) while they grade; `ready` runs after the hand-off and before
-    any result is recorded, the refused submission's included."""
-    from contextlib import contextmanager
-
-    from gmmcourse.grading import engine
-
-    course = toy.write_course(tmp_path, ["solution", "invalid_json"])
-    p = engine.plan(None, toy.ASSIGNMENTS, ["toy"], course, tmp_path / "solutions", None, LIMITS)
-    events: list[str] = []
-
-    @contextmanager
-    def cluster(workers):
-        events.append("cluster")
-        yield object(), None
-
-    def fake_dask(client, tasks, done, submitted=lambda: None):
-        events.append(f"handed {len(tasks)}")
-        submitted()
-        for t in tasks:
-            done(t, None, "not run (test)")
-
-    monkeypatch.setattr(engine, "local_cluster", cluster)
-    monkeypatch.setattr(engine, "run_dask", fake_dask)
-    engine.run(p, lambda ap, job, res, err: events.append(f"result {job.student}"), limits=LIMITS,
-               cache=tmp_path / "jax", warm_cache=False, workers=2, ready=lambda: events.append("ready"))
-    assert events == ["cluster", "handed 1", "ready", "result invalid_json", "result solution"], events
