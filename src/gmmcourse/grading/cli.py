@@ -48,8 +48,6 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--registry", default=None, help="MODULE:ATTR of the assignments dict (default: gmmcourse.grading.assignments:ASSIGNMENTS)")
     a.add_argument("--no-progress", action="store_true")
     a.add_argument("--no-warm", action="store_true", help="do not warm the JAX compilation cache first")
-    a.add_argument("-v", "--verbose", action="store_true",
-                   help="log each step with a timestamp (plan, gradebook, warm-up, workers, each grade recorded)")
     z = a.add_argument_group("submissions from an LMS (docs/grading.md)")
     z.add_argument("--zip", default=None, metavar="FILE",
                    help="first import this zip downloaded from an LMS into submitted/ (one ASSIGNMENT)")
@@ -93,13 +91,6 @@ def main(argv: list[str] | None = None) -> int:
     from .sandbox import Limits
 
     skip_unused_iri_checker()
-    if args.verbose:
-        import logging
-
-        h = logging.StreamHandler()  # the grader's own log only (not Dask's)
-        h.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d %(message)s", datefmt="%H:%M:%S"))
-        logging.getLogger("gmmcourse.grading").addHandler(h)
-        logging.getLogger("gmmcourse.grading").setLevel(logging.INFO)
 
     kw = {k[len("limit_"):]: v for k, v in vars(args).items() if k.startswith("limit_") and v is not None}
     if args.memory_mb:

@@ -100,20 +100,14 @@ def _unlock_course(f) -> None:
 def run(p: Plan, on_result: Callable[[AssignmentPlan, Job, dict | None, str | None], None], *, limits: Limits,
         cache: Path, warm_cache: bool = True, serial: bool = False, workers: int | None = None,
         scheduler: str | None = None, tls: TLSFiles | None = None, trusted_network: bool = False,
-        worker_wait: float = 60.0, echo: Callable[[str], None] = lambda s: None,
-        ready: Callable[[], None] = lambda: None) -> None:
+        worker_wait: float = 60.0, echo: Callable[[str], None] = lambda s: None) -> None:
     """Grade the plan's submissions, calling ``on_result(plan, job, result, internal_error)``
-    for each as it finishes: those refused at intake first (no sandbox), the others in
+    for each as it finishes: those refused at intake at once (no sandbox), the others in
     sandboxes on the chosen runner (`runners`). Nothing to run in a sandbox: nothing starts
-    (no warm-up, no inputs drawn, no cluster). ``ready()`` runs once before the first
-    ``on_result``: on Dask, once the submissions are handed to the workers (the grader opens
-    its gradebook while they grade)."""
-
-    def started() -> None:
-        ready()
-        for ap, t in p.todo():  # bad submissions: zero with the reason, no sandbox needed
-            if t.job.reason is not None:
-                on_result(ap, t.job, None, None)
+    (no warm-up, no inputs drawn, no cluster)."""
+    for ap, t in p.todo():  # bad submissions: zero with the reason, no sandbox needed
+        if t.job.reason is not None:
+            on_result(ap, t.job, None, None)
     # one thread per submission unless it may use two cores or more: XLA's and BLAS's
     # thread pools under a one-core CPU quota only get throttled (3x slower per notebook)
     base_cfg = {"jax_cache": str(cache), "single_thread": not serial or limits.cpus < 2}
@@ -136,16 +130,14 @@ def run(p: Plan, on_result: Callable[[AssignmentPlan, Job, dict | None, str | No
         on_result(ap, j, res, err)
 
     if serial or not tasks:
-        started()
         run_serial(tasks, task_done)
     elif scheduler:
         with remote_client(scheduler, tls or TLSFiles(), trusted_network=trusted_network,
                            worker_wait=worker_wait, echo=echo) as client:
-            run_dask(client, tasks, task_done, submitted=started)
+            run_dask(client, tasks, task_done)
     else:
         with local_cluster(workers or os.cpu_count() or 1) as (client, _):
-            log.info("local Dask cluster up; %d submission(s) handed to it", len(tasks))
-            run_dask(client, tasks, task_done, submitted=started)
+            run_dask(client, tasks, task_done)
 
 
 def warm_jax_cache(a: Assignment, source_text: str, inputs_json: str, cache: Path, limits: Limits) -> None:
@@ -157,9 +149,7 @@ def warm_jax_cache(a: Assignment, source_text: str, inputs_json: str, cache: Pat
 
     stamp = cache / f".warm-{a.id}-{hashlib.sha256((source_text + code_version()).encode()).hexdigest()[:16]}"
     if stamp.exists():
-        log.info("JAX cache warm for %s (this code version's programs are cached): no warm-up", a.id)
         return
-    log.info("warming the JAX cache for %s", a.id)
     cache.mkdir(parents=True, exist_ok=True)
     t = time.monotonic()
     run_submission(
@@ -170,7 +160,6 @@ def warm_jax_cache(a: Assignment, source_text: str, inputs_json: str, cache: Pat
         {"jax_cache": str(cache), "jax_cache_writable": True, "single_thread": True, "offers": a.sandbox_offers},
     )
     stamp.write_text(f"{time.monotonic() - t:.1f}s\n")
-    log.info("JAX cache warmed for %s", a.id)
 
 
 def autograde(
@@ -250,15 +239,11 @@ def autograde(
             summary.csv = course / "grades.csv"  # as the last complete run wrote it from this gradebook
             summary.seconds = time.monotonic() - t0
             return summary
+        from .gradebook import export_csv, export_lms_csv, open_gradebook
 
-        def open_and_sync() -> None:  # nbgrader's import: while the workers grade, where there are any
-            nonlocal gb
-            from .gradebook import open_gradebook
-
-            gb = open_gradebook(course)
-            sync(gb, todo)
-            log.info("gradebook opened and synced (%.1f s)", time.monotonic() - t0)
-
+        gb = open_gradebook(course)
+        sync(gb, todo)
+        log.info("gradebook opened and synced (%.1f s)", time.monotonic() - t0)
         for ap, t in todo.todo():
             log.info("%s/%s: to grade (%s)", t.job.student, ap.assignment.id, t.why)
         bar = None
@@ -277,17 +262,13 @@ def autograde(
                 score, status = 0.0, "error"
                 summary.problems[(job.student, ap.assignment.id)] = str(why)
             summary.graded.append((job.student, ap.assignment.id, score, status))
-            log.info("%s/%s recorded: %s", job.student, ap.assignment.id, status)
             if bar:
                 bar.update(1)
 
         run(todo, done, limits=limits, cache=cache, warm_cache=warm_cache, serial=serial, workers=workers,
-            scheduler=scheduler, tls=tls, trusted_network=trusted_network, worker_wait=worker_wait, echo=echo,
-            ready=open_and_sync)
+            scheduler=scheduler, tls=tls, trusted_network=trusted_network, worker_wait=worker_wait, echo=echo)
         if bar:
             bar.close()
-        from .gradebook import export_csv, export_lms_csv
-
         summary.csv = course / "grades.csv"
         export_csv(gb, summary.csv)
         export_lms_csv(gb, course)
