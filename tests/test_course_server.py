@@ -569,7 +569,9 @@ def test_hostile_student(server):
     """Student B's own kernel, on B's real server, tries what a hostile student would:
 
     * the host's network: the hub's public port, the proxy's API, a socket of root's on the
-      host's loopback, the host's socket table (its own network namespace: none of them);
+      host's loopback, the host's socket table (its own network namespace: none of them); the
+      hub's login form straight through the relay, with B's right password and a made-up
+      client address (refused: logins come through the proxy);
     * the host's files beyond the allow-list (/var/backups, /sys/fs/cgroup, other work folders);
     * collect as root: a submission of links (A's submission, the hub's cookie secret and
       database, /dev/zero), a time of 2030, folders with bad names: none of it is copied, the
@@ -608,6 +610,26 @@ def reach(port):
     except OSError:
         return False
 res["reach"] = {{k: reach(v) for k, v in {ports!r}.items()}}
+def hub_login(password):
+    # the hub's login form, straight through the relay to the hub's API port (no proxy), with
+    # the right password and a made-up client address: the hub must refuse it (auth.py)
+    import http.cookiejar, urllib.error, urllib.parse, urllib.request
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *a):
+            return None
+    jar = http.cookiejar.CookieJar()
+    op = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar), NoRedirect)
+    base = "http://127.0.0.1:{server.env["GMM_HUB_API_PORT"]}/hub/login"
+    claim = {{"X-Forwarded-For": "203.0.113.7", "X-Real-Ip": "203.0.113.8"}}  # the same on both (the hub's xsrf token hashes the address)
+    op.open(urllib.request.Request(base, headers=claim), timeout=30).read()
+    xsrf = next(c.value for c in jar if c.name == "_xsrf")
+    body = urllib.parse.urlencode({{"username": "{nb_}", "password": password, "_xsrf": xsrf}}).encode()
+    req = urllib.request.Request(base + "?next=", data=body, headers=claim)
+    try:
+        return op.open(req, timeout=30).status
+    except urllib.error.HTTPError as e:
+        return e.code
+res["hub login from the server"] = hub_login({server.passwords["b"]!r})
 res["tcp table"] = open("/proc/net/tcp").read()
 def seen(p):
     try:
@@ -669,6 +691,7 @@ print(json.dumps(res))
     finally:
         root_sock.close()
     assert not any(res["reach"].values()), res["reach"]
+    assert res["hub login from the server"] == 403, res["hub login from the server"]  # a success would be 302
     listening = {int(line.split()[1].split(":")[1], 16) for line in res["tcp table"].splitlines()[1:]}
     assert not listening & set(ports.values()), "the host's sockets are listed in the student's /proc/net/tcp"
     assert not any(res["seen"].values()), res["seen"]

@@ -22,11 +22,25 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "server"))
 
-from gmm_server import auth, cli, roster, settings  # noqa: E402
+from gmm_server import auth, cli, netns, roster, settings  # noqa: E402
+from tornado.httputil import HTTPHeaders  # noqa: E402
 
 
-def _login(a, name, password, ip="10.0.0.1"):
-    handler = SimpleNamespace(request=SimpleNamespace(remote_ip=ip))
+def _request(peer="127.0.0.1", headers=()):
+    """What the hub's login handler gets: the connection's peer and the headers, as tornado
+    parses them (a repeated header joined by commas); ``remote_ip`` is what tornado's
+    xheaders made of them, as JupyterHub runs it."""
+    h = HTTPHeaders()
+    for k, v in headers:
+        h.add(k, v)
+    believed = h.get("X-Real-Ip", h.get("X-Forwarded-For", peer).split(",")[-1].strip())
+    return SimpleNamespace(request=SimpleNamespace(connection=SimpleNamespace(context=SimpleNamespace(address=(peer, 40000))),
+                                                   headers=h, remote_ip=believed))
+
+
+def _login(a, name, password, ip="10.0.0.1", handler=None):
+    """A login through the course's proxy from ``ip``: the proxy appended it to X-Forwarded-For."""
+    handler = handler or _request(headers=[("X-Forwarded-For", ip)])
     return asyncio.run(a.authenticate(handler, {"username": name, "password": password}))
 
 
@@ -50,6 +64,41 @@ def test_wrong_password_and_lockout(tmp_path):
     assert _login(a, "bob", "bobs-password", ip="10.0.0.4") == {"name": "bob", "admin": True}
     a._failures.clear()  # the window has passed
     assert _login(a, "ada", "right-password") == {"name": "ada", "admin": False}
+
+
+def test_a_guesser_cannot_choose_its_address(tmp_path):
+    """The per-address count uses the address the proxy saw: a guesser who writes a new
+    X-Real-Ip or X-Forwarded-For for every try is still counted as one address, and locked
+    out; a login sent from a user's server straight to the hub (through the relay, from
+    netns.RELAYED_FROM) is refused, right password or not; with a trusted reverse proxy in
+    front (``forwarded_hops=1``) the address is the one that proxy saw."""
+    path = tmp_path / "roster.json"
+    users = {f"u{i}": {"role": "student", "hash": roster.hash_password(f"pw{i}", iterations=1000)} for i in range(8)}
+    roster.save(path, users)
+    a = auth.RosterAuthenticator(roster_file=str(path), max_failures=5, max_failures_per_address=4, lockout_seconds=600)
+
+    def spoofed(i, real="10.9.9.9", hops_before=()):
+        # what the guesser wrote, then what each proxy appended (the course's proxy last)
+        return _request(headers=[("X-Real-Ip", f"192.0.2.{i}"), ("X-Forwarded-For", f"198.51.100.{i}"),
+                                 ("X-Forwarded-For", ", ".join([*hops_before, real]))])
+
+    for i in range(4):  # one wrong password for each of four names, each try claiming a new address
+        h = spoofed(i)
+        assert h.request.remote_ip == f"192.0.2.{i}"  # what tornado alone would have believed
+        assert _login(a, f"u{i}", "wrong", handler=h) is None
+    assert _login(a, "u5", "pw5", handler=spoofed(99)) is None  # the address 10.9.9.9 is locked out
+    assert _login(a, "u5", "pw5", ip="10.1.1.1") == {"name": "u5", "admin": False}  # another address is not
+    relayed = _request(peer=netns.RELAYED_FROM, headers=[("X-Forwarded-For", "10.1.1.1")])
+    assert _login(a, "u6", "pw6", handler=relayed) is None  # from a user's server: refused, right password or not
+    assert "ip:127.0.0.2" not in a._failures and not a._failures["name:u6"]  # and counted for nobody
+
+    behind_nginx = auth.RosterAuthenticator(roster_file=str(path), max_failures_per_address=2, lockout_seconds=600,
+                                            forwarded_hops=1)
+    for i in range(2):  # nginx appended the client's address, the course's proxy appended nginx's
+        assert _login(behind_nginx, "u7", "wrong", handler=spoofed(i, real="127.0.0.1", hops_before=["10.8.8.8"])) is None
+    assert _login(behind_nginx, "u7", "pw7", handler=spoofed(5, real="127.0.0.1", hops_before=["10.8.8.8"])) is None
+    assert _login(behind_nginx, "u7", "pw7", handler=spoofed(5, real="127.0.0.1", hops_before=["10.7.7.7"])) == \
+        {"name": "u7", "admin": False}
 
 
 @pytest.fixture

@@ -2,7 +2,9 @@
 (server/gmm_server/netns.py, fast, no hub): a namespace made for the test (``unshare --net``),
 an echo server inside it and one on the host standing for the hub's API. The host reaches
 the server's port and only it; the namespace reaches the hub's port and nothing else of the
-host; connections beyond the relay's cap are closed at once. A real student server:
+host, and the hub sees those connections come from ``netns.RELAYED_FROM``, not from the
+proxy's 127.0.0.1 (so it can refuse a login sent that way, tests/test_server_auth.py);
+connections beyond the relay's cap are closed at once. A real student server:
 tests/test_course_server.py (``test_hostile_student``)."""
 
 from __future__ import annotations
@@ -88,7 +90,13 @@ def test_relays(monkeypatch):
             lo_up = netns.socket_in(ns_fd, lambda: subprocess.run(["ip", "link", "set", "lo", "up"]).returncode)
             assert lo_up == 0
             server = await asyncio.start_server(_echo, sock=netns.socket_in(ns_fd, inside_listener(port)))
-            hub = await asyncio.start_server(_echo, "127.0.0.1", hub_port)
+            hub_peers = []
+
+            async def hub_echo(reader, writer):
+                hub_peers.append(writer.get_extra_info("peername")[0])
+                await _echo(reader, writer)
+
+            hub = await asyncio.start_server(hub_echo, "127.0.0.1", hub_port)
             other = await asyncio.start_server(_echo, "127.0.0.1", other_port)
             relays = netns.Relays()
             await relays.start(ns_path, port, hub_port)
@@ -115,6 +123,7 @@ def test_relays(monkeypatch):
                 replies = [await _read(r) for r, _ in conns]
                 for _, w in conns:
                     w.close()
+                res["hub saw"] = hub_peers
                 return res, replies
             finally:
                 relays.close()
@@ -128,5 +137,6 @@ def test_relays(monkeypatch):
         holder.wait()
     assert res["host -> server"] == b"to server", res
     assert res["inside -> hub"] == b"to hub", res
+    assert res["hub saw"] == [netns.RELAYED_FROM] != ["127.0.0.1"], res
     assert res["inside -> other host port"] is None, res
     assert replies[:4] == [b"ping"] * 4 and replies[4] == b"", replies

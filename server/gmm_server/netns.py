@@ -4,7 +4,8 @@ loopback only) and two relays run by the hub, which is root:
 * hub -> server: the hub and the proxy connect to ``127.0.0.1:<port>`` on the host, where the
   relay accepts and opens the same address inside the server's namespace;
 * server -> hub: the server's ``127.0.0.1:<hub API port>`` inside its namespace is a socket the
-  relay made there; each connection is passed to the hub's API on the host's loopback.
+  relay made there; each connection is passed to the hub's API on the host's loopback, from
+  the address ``RELAYED_FROM`` (127.0.0.2), so the hub knows it did not come through the proxy.
 
 A socket belongs to the namespace of the thread that created it, so each one made inside
 is created by a short-lived thread that first enters the namespace (``setns``); the rest is
@@ -20,6 +21,11 @@ import socket
 import threading
 
 MAX_CONNECTIONS = 256  # open relayed connections per server and direction (the hub's file descriptors)
+# The hub sees every connection relayed from a user's server as coming from this loopback
+# address, never from 127.0.0.1, where the proxy connects from: a request a student's code
+# sends straight to the hub's API is told apart from one a browser sent through the proxy,
+# whatever its headers claim (auth.py refuses logins from it).
+RELAYED_FROM = "127.0.0.2"
 
 
 def socket_in(ns_fd: int, make):
@@ -103,7 +109,8 @@ class Relays:
 
         async def to_hub(reader, writer):
             try:
-                r2, w2 = await asyncio.open_connection(host, hub_port)
+                r2, w2 = await asyncio.open_connection(
+                    host, hub_port, local_addr=(RELAYED_FROM, 0) if host == "127.0.0.1" else None)
             except OSError:
                 writer.close()
                 return
