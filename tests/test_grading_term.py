@@ -298,6 +298,47 @@ def test_ctrl_c_stops_everything_and_leaves_nothing(tmp_path):
 
 
 @pytest.mark.slow
+def test_ctrl_c_while_the_cluster_starts_says_one_line(tmp_path):
+    """Ctrl-C pressed as the local Dask cluster starts (its first worker process has just
+    appeared): exit 130 with the grader's one line, and nothing else on stderr (Dask's exit
+    hook used to close the half-made cluster and print "AssertionError: Status.init", then
+    asyncio "Nanny failed to start"); no process of the run can run code once the grader has
+    exited. Found by pressing Ctrl-C at 40 moments of a run, from its start to its grading:
+    only this one said more than its line."""
+    course = toy.write_course(tmp_path, ["infinite_loop", "solution"])
+    cmd = [sys.executable, "-m", "gmmcourse.grading", "autograde", "toy", "--course", str(course),
+           "--registry", "toy:ASSIGNMENTS", "--workers", "2", "--no-progress", "--no-warm", "--cell-timeout", "6000",
+           "--notebook-timeout", "6000"]
+    p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=sigint_default)
+    seen: dict[tuple[int, int], str] = {}
+    try:
+        guard = time.monotonic() + 600  # against a hang only
+        while time.monotonic() < guard and p.poll() is None:
+            try:
+                kids = psutil.Process(p.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                break
+            for q in kids:
+                t = start_time(q.pid)
+                if t is not None:
+                    seen.setdefault((q.pid, t), " ".join(_cmdline(q.pid)))
+            if any("multiprocessing" in c and ENDS_WITH_ITS_PARENT not in c for c in seen.values()):
+                break  # a worker process of the cluster: it is starting now
+            time.sleep(0.01)
+        assert p.poll() is None and seen, p.communicate()
+    except BaseException:
+        if p.poll() is None:
+            ctrl_c(p, 900)
+        raise
+    out, err = ctrl_c(p, 900)
+    assert p.returncode == 130, err
+    assert err.strip() == "interrupted; graded submissions are saved, re-run to resume", err
+    left = _can_run(seen)
+    assert not [q for q in left if ENDS_WITH_ITS_PARENT not in q[1]], left
+
+
+@pytest.mark.slow
 def test_stop_processes_kills_every_worker_and_sandbox_before_it_returns():
     """The first step of stopping (Ctrl-C, a failure): when `stop_processes` returns, no
     worker, kernel or sandbox process of the local cluster can run any more. They were

@@ -156,6 +156,14 @@ def dask_setup(worker) -> None:
 
 
 
+def _nanny_start_failed(record: logging.LogRecord) -> bool:
+    """A log filter: drops asyncio's "Task exception was never retrieved" for a Dask nanny
+    whose worker `local_cluster` killed while the cluster was starting (a Ctrl-C then); the
+    grader has said in one line that it was interrupted."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not (isinstance(exc, RuntimeError) and str(exc).startswith("Nanny failed to start"))
+
+
 @contextmanager
 def local_cluster(workers: int) -> Iterator[tuple[Any, Any]]:
     """A loopback-only LocalCluster with mutual TLS and temporary credentials (in memory),
@@ -164,6 +172,7 @@ def local_cluster(workers: int) -> Iterator[tuple[Any, Any]]:
     (Ctrl-C included) every worker and sandbox is killed first, then the cluster is closed."""
     import dask
     from distributed import Client, LocalCluster, Security
+    from distributed.deploy.spec import SpecCluster
 
     sec = Security.temporary()  # a CA and key made now, never written to disk
     # The workers' own temporary files (the sandbox's seccomp program) go to a root-only
@@ -175,12 +184,22 @@ def local_cluster(workers: int) -> Iterator[tuple[Any, Any]]:
     cluster = client = None
     try:
         with dask.config.set(_NO_HTTP):
-            cluster = LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", protocol="tls://",
-                security=sec, dashboard_address=None, worker_dashboard_address=None,
-                silence_logs=logging.ERROR, memory_limit=0, env={"TMPDIR": tmp, _GRADER_PID: str(os.getpid())},
-                preload=[__name__],  # `dask_setup`: the workers die with this process
-            )
+            before = set(SpecCluster._instances)
+            try:
+                cluster = LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", protocol="tls://",
+                    security=sec, dashboard_address=None, worker_dashboard_address=None,
+                    silence_logs=logging.ERROR, memory_limit=0, env={"TMPDIR": tmp, _GRADER_PID: str(os.getpid())},
+                    preload=[__name__],  # `dask_setup`: the workers die with this process
+                )
+            except BaseException:  # Ctrl-C while it starts: stop the half-made cluster's workers here
+                for half in set(SpecCluster._instances) - before:
+                    stop_processes(half)
+                    # Dask's atexit hook would close it and fail ("AssertionError: Status.init",
+                    # a traceback after the grader's own one-line message)
+                    half.shutdown_on_close = False
+                logging.getLogger("asyncio").addFilter(_nanny_start_failed)
+                raise
             close_http(cluster.scheduler)
             client = Client(cluster, security=sec)
         yield client, cluster
