@@ -48,25 +48,10 @@ MIN_CHAINS, MIN_SAMPLES, MIN_WARMUP = 4, 1000, 500  # the minimum draws every co
 
 
 def scipy_loop_updates(ns):
-    """`loop_updates` with `sample_z` calling scipy's `norm.logpdf` for every cup and component."""
+    """`loop_updates` with `sample_z` calling scipy's `norm.logpdf` for every chain, cup and component."""
     from scipy.stats import norm
 
-    loop_updates(ns)
-
-    def sample_z(rng, x, weights, means, sds):
-        c, k = weights.shape
-        z = np.zeros((c, len(x)), dtype=int)
-        probs = np.zeros((c, len(x), k))
-        for ci in range(c):
-            for i, v in enumerate(x):
-                lp = [math.log(weights[ci, j]) + norm.logpdf(v, means[ci, j], sds[ci, j]) for j in range(k)]
-                top = max(lp)
-                e = [math.exp(a - top) for a in lp]
-                probs[ci, i] = [a / sum(e) for a in e]
-                z[ci, i] = min(int(np.searchsorted(np.cumsum(probs[ci, i]), rng.random())), k - 1)
-        return z, probs
-
-    ns["sample_z"] = sample_z
+    loop_updates(ns, log_density=norm.logpdf)
 
 
 def _gibbs(ns, samples, warmup, seed=0):

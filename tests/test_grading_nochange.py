@@ -94,3 +94,29 @@ def test_what_the_shortcut_cannot_see_goes_the_full_way(tmp_path):
     con.close()
     assert kept and all("# reworded" in s for s in kept), kept
     assert _cli(course)["heavy"] == []
+
+
+WARM_PROBE = """
+import json, sys
+from pathlib import Path
+from types import SimpleNamespace
+from gmmcourse.grading import engine
+runs = []
+engine.run_submission = lambda *a, **k: runs.append(1)  # the sandboxed run of the source notebook
+a = SimpleNamespace(id="toy", parts=[], sandbox_offers=())
+cache = Path(sys.argv[1])
+engine.warm_jax_cache(a, "import jax", "{}", cache, None)  # cold: runs it, leaves its stamp
+engine.warm_jax_cache(a, "import jax", "{}", cache, None)  # warm: nothing to run
+print(json.dumps({"runs": len(runs), "stamps": len(list(cache.glob(".warm-toy-*"))), "jax": "jax" in sys.modules}))
+"""
+
+
+def test_a_warm_cache_is_recognised_without_importing_jax(tmp_path):
+    """The grader checks whether its JAX cache is warm for this notebook and these kernels
+    (`engine.warm_jax_cache`: a stamp named by the source and `codeversion.code_version`)
+    without importing JAX: a resumed run does not pay for it (about a second) or carry its
+    memory. The first call runs the source notebook, the second finds its stamp."""
+    p = subprocess.run([sys.executable, "-c", WARM_PROBE, str(tmp_path / "cache")], env=_env(), capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(p.stdout.strip().splitlines()[-1]) == {"runs": 1, "stamps": 1, "jax": False}

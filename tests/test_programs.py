@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gmmcourse import programs
+from gmmcourse import codeversion, programs
 from gmmcourse.programs import exported_jit
 
 
@@ -77,9 +77,9 @@ def test_code_version_follows_the_sources(tmp_path, monkeypatch):
     import shutil
 
     copy = tmp_path / "gmmcourse"
-    shutil.copytree(programs.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(programs, "PACKAGE_DIR", copy)
-    version = programs.code_version.__wrapped__  # not the process's cached value
+    shutil.copytree(codeversion.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(codeversion, "PACKAGE_DIR", copy)
+    version = codeversion.code_version.__wrapped__  # not the process's cached value
     v = version()
     assert v == programs.code_version() and len(v) == 24
     gibbs = copy / "gibbs.py"

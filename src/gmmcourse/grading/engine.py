@@ -145,7 +145,7 @@ def warm_jax_cache(a: Assignment, source_text: str, inputs_json: str, cache: Pat
     notebook and of the course's kernels (their programs are filed by that version)."""
     if "jax" not in source_text and "gmmcourse" not in source_text:
         return
-    from gmmcourse.programs import code_version  # imports JAX
+    from gmmcourse.codeversion import code_version  # no JAX import
 
     stamp = cache / f".warm-{a.id}-{hashlib.sha256((source_text + code_version()).encode()).hexdigest()[:16]}"
     if stamp.exists():

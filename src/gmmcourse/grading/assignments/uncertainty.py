@@ -276,7 +276,7 @@ ASSIGNMENT = Assignment(
     ),
     reference=reference,
     inputs=dict,
-    sandbox_offers=("numpy", "scipy", "jax", "genjax", "flatbuffers") + tuple(f"gmmcourse.{m}" for m in ("gibbs", "sweep", "chains", "summaries", "models", "data", "em", "gamma", "precision", "shapes", "validation", "programs", "atomic")),  # the allow-list: what the reference sampler needs (flatbuffers: its exported programs)
+    sandbox_offers=("numpy", "scipy", "jax", "genjax", "flatbuffers") + tuple(f"gmmcourse.{m}" for m in ("gibbs", "sweep", "chains", "summaries", "models", "data", "em", "gamma", "precision", "shapes", "validation", "programs", "codeversion", "atomic")),  # the allow-list: what the reference sampler needs (flatbuffers: its exported programs)
     packages="`numpy`, `scipy`, `jax`, `genjax` and the parts of `gmmcourse` that the reference sampler "
              "needs (`gmmcourse.gibbs`, `gmmcourse.models`, `gmmcourse.data`, and with them `gmmcourse.em` "
              "and the sampler's helpers; `flatbuffers` loads its compiled programs); `gmmcourse.categorize` "
