@@ -226,3 +226,28 @@ def test_grading_doc_dpmm_figures_are_the_committed_results():
     assert f"at all {pw[wrong[0]]['seeds']} tried" in text
     weak = pw["sampler_plugin_for_new"]
     assert f"only {weak['caught']} of {weak['seeds']}" in text
+
+
+def _main_defaults(script: str) -> dict:
+    """The default arguments of ``main`` in benchmarks/<script> (read, not imported)."""
+    import ast
+
+    tree = ast.parse((ROOT / "benchmarks" / script).read_text())
+    (fn,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main"]
+    args = fn.args.args[len(fn.args.args) - len(fn.args.defaults):]
+    return {a.arg: ast.literal_eval(d) for a, d in zip(args, fn.args.defaults)}
+
+
+def test_make_bench_reruns_the_committed_rates():
+    """`make bench` runs the statistical rate scripts as the committed files were made:
+    false_fail.py and probe_rates.py get no arguments there (benchmarks/run.py), so their
+    defaults must be the committed runs' sizes (once they were not: `make bench` would have
+    graded the corpus at 3 seeds where the evidence of record has 10)."""
+    import run
+
+    assert run.BENCHMARKS["false_fail"][1] == [] and run.BENCHMARKS["probe_rates"][1] == []
+    ff = json.loads((ROOT / "benchmarks/results/false_fail.json").read_text())
+    assert _main_defaults("false_fail.py") == {"num_seeds": ff["num_seeds"], "corpus_seeds": ff["corpus_seeds"]}
+    pr = json.loads((ROOT / "benchmarks/results/probe_rates.json").read_text())
+    d = _main_defaults("probe_rates.py")
+    assert (d["seeds"], d["loop_seeds"]) == (pr["seeds"], pr["loop_seeds"])
