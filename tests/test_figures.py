@@ -251,3 +251,20 @@ def test_make_bench_reruns_the_committed_rates():
     pr = json.loads((ROOT / "benchmarks/results/probe_rates.json").read_text())
     d = _main_defaults("probe_rates.py")
     assert (d["seeds"], d["loop_seeds"]) == (pr["seeds"], pr["loop_seeds"])
+
+
+def test_a_grading_phase_with_survivors_is_still_recorded(tmp_path):
+    """bench_grading's resume phase returns the processes that outlived its SIGKILL (psutil
+    objects, which JSON cannot write): the phase is printed and its progress file written all
+    the same. A fresh-clone `make bench` lost its resume figures to this (TypeError: Object of
+    type Process is not JSON serializable) when one process outlived the kill by a second."""
+    import psutil
+
+    import bench_grading
+
+    progress = tmp_path / "progress.json"
+    r = bench_grading.phase("resume: run to be killed", lambda: {"wall_s": 1.0, "survivors": [psutil.Process()]},
+                            {"commit": "x"}, progress)
+    assert isinstance(r["survivors"][0], psutil.Process)  # the caller still gets the processes
+    shown = json.loads(progress.read_text())["resume: run to be killed"]
+    assert shown["wall_s"] == 1.0 and "psutil.Process" in shown["survivors"][0]
