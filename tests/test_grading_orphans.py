@@ -75,3 +75,49 @@ def test_sigkill_of_the_grader_alone_leaves_no_worker_or_sandbox(tmp_path):
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
                     pass
+
+
+LAUNCHER = """
+import subprocess, sys
+from gmmcourse.grading.sandbox import die_with
+prefix, check = die_with(int(sys.argv[1]))
+p = subprocess.Popen([*prefix, "/bin/sh", "-c", check + 'exec sleep 1000', "gmm-sandbox"])
+print(p.pid, flush=True)
+print(p.wait(), flush=True)
+"""
+
+
+def test_a_sandbox_never_outlives_the_worker_that_launched_it():
+    """The sandbox's launch (`sandbox.die_with`): a worker killed just after it forked the
+    sandbox, before bwrap armed its own parent-death signal, left an idle kernel running until
+    the next grader (seen in benchmarks/bench_grading.py's resume phase). Now (1) a launch
+    whose worker is already gone when its first shell word runs exits at once, running
+    nothing, and (2) a launched sandbox dies when its worker is killed."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a launcher that has died: its pid is no sandbox's parent
+    r = subprocess.run([sys.executable, "-c", LAUNCHER, str(gone.pid)], env=_env(), capture_output=True, text=True,
+                       timeout=300)  # a hang guard: sleep 1000 would run if the check did not stop it
+    assert r.returncode == 0 and r.stdout.split()[-1] == "1", (r.stdout, r.stderr)  # the sandbox exited 1 at once
+    # (2) the launcher is the worker: SIGKILL it once its sandbox runs
+    worker = subprocess.Popen([sys.executable, "-c", LAUNCHER.replace("int(sys.argv[1])", "__import__('os').getpid()")],
+                              env=_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(worker.stdout.readline())
+        born = start_time(child)
+        guard = time.monotonic() + 120  # until the sandbox runs sleep (milliseconds): a hang guard
+        while _cmd(psutil.Process(child)) != "sleep 1000":
+            assert time.monotonic() < guard, "the launched sandbox never ran"
+            time.sleep(0.01)
+        worker.kill()
+        worker.wait()
+        guard = time.monotonic() + 120  # the kernel delivers the signal at once; a guard against a hang only
+        while can_run(child, born) and time.monotonic() < guard:
+            time.sleep(0.05)
+        assert not can_run(child, born), "the sandbox outlived the worker that launched it"
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        try:
+            psutil.Process(child).kill()
+        except (psutil.Error, NameError):
+            pass

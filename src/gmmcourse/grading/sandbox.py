@@ -405,7 +405,19 @@ def kernel_command(
     cmd = prl + box + ["--"] + inner
     redirect = f' 9<"{filter_path()}"'
     join = "".join(f'echo $$ > "{f}" && ' for f in cgroup.procs_files())
-    return ["/bin/sh", "-c", f'{pre}{join}exec "$@"{redirect}', "gmm-sandbox"] + cmd
+    prefix, check = die_with(os.getpid())
+    return [*prefix, "/bin/sh", "-c", f'{check}{pre}{join}exec "$@"{redirect}', "gmm-sandbox"] + cmd
+
+
+def die_with(parent: int) -> tuple[list[str], str]:
+    """(argv prefix, first shell words) that kill a sandbox when ``parent`` (the process
+    launching it, a grading worker) dies, from its very start: ``setpriv --pdeathsig`` arms
+    the parent-death signal before anything else runs, then the shell exits at once if
+    ``parent`` was already gone by then. bwrap's own ``--die-with-parent`` arms it only once
+    bwrap runs, after a shell, ``chown``, ``prlimit`` and ``env``: a worker killed in between
+    left an orphaned sandbox (an idle kernel, found after a ``SIGKILL`` of the grader
+    mid-launch in benchmarks/bench_grading.py's resume phase; the next grader removed it)."""
+    return ["/usr/bin/setpriv", "--pdeathsig", "KILL", "--"], f'[ "$PPID" = {int(parent)} ] || exit 1; '
 
 
 def make_scratch(size_bytes: int = Limits.scratch_bytes) -> Scratch:
