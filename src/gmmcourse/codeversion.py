@@ -1,11 +1,10 @@
 """The version of the course's kernels, without importing JAX.
 
-Compiled programs (`gmmcourse.programs`) and the grader's warm JAX caches
-(`gmmcourse.grading.engine.warm_jax_cache`) are filed by it: a change to any of the
-package's top-level modules, or to the installed jax, jaxlib or genjax, gives new names. It
-reads the sources and the installed versions' metadata only, so the grader can check
-whether its cache is warm without loading JAX (about a second, and its memory for the
-whole run).
+Compiled programs (`gmmcourse.programs`) and the autograder's warm JAX caches are filed
+by it: a change to any of the package's top-level modules, or to the installed jax, jaxlib
+or genjax, gives new names. It reads the sources and the installed versions' metadata only,
+so the autograder can check whether its cache is warm without loading JAX (about a second,
+and its memory for the whole run).
 """
 
 from __future__ import annotations
