@@ -2,7 +2,7 @@
 `common.write` (commit, machine, date, load averages), then the README's performance table
 and docs/grading.md's figures are regenerated from the results (benchmarks/report.py).
 
-    python benchmarks/run.py            # all of BENCHMARKS, in order (hours: see `SLOW`)
+    python benchmarks/run.py            # all of BENCHMARKS, in order (about 90 min on a quiet 2-core machine)
     python benchmarks/run.py em sampler # some
     python benchmarks/run.py --fast     # all but the slow statistical ones
 
@@ -32,13 +32,13 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "dpmm": ("bench_dpmm.py", [], ["dpmm.json"]),
     "limits": ("bench_limits.py", [], ["limits.json"]),  # styles, R-hat, throttling, flood memory: about 10 min
     "grading_ctrl_c": ("bench_grading.py", ["--ctrl-c-only"], ["grading_ctrl_c.json"]),
-    "grading": ("bench_grading.py", [], ["grading.json"]),  # 150 submissions of coffee_blends: about an hour
+    "grading": ("bench_grading.py", [], ["grading.json"]),  # 150 submissions of coffee_blends: about 40 min
     "book": ("bench_book.py", [], ["book.json"]),
     "false_fail": ("false_fail.py", [], ["false_fail.json"]),
     "probe_rates": ("probe_rates.py", [], ["probe_rates.json"]),
     "dpmm_probes": ("dpmm_probe_rates.py", ["all"], ["dpmm_probe_rates.json", "dpmm_posterior_rates.json"]),
 }
-SLOW = {"false_fail", "probe_rates", "dpmm_probes"}  # statistical rates: 15-50 min each on 2 cores
+SLOW = {"false_fail", "probe_rates", "dpmm_probes"}  # statistical rates: 5-10 min each on 2 quiet cores
 
 
 def main(argv: list[str]) -> int:
