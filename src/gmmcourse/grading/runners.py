@@ -86,15 +86,12 @@ def run_serial(tasks: list[Task], done: Callable[[Task, dict | None, str | None]
         done(t, res, None)
 
 
-def run_dask(client, tasks: list[Task], done: Callable[[Task, dict | None, str | None], None],
-             submitted: Callable[[], None] = lambda: None) -> None:
-    """Submit every task; record each as it finishes (``submitted()`` runs in between, while
-    the workers grade). A worker or scheduler that dies makes the pending ones
-    infrastructure errors (`done` gets the reason), never a hang."""
+def run_dask(client, tasks: list[Task], done: Callable[[Task, dict | None, str | None], None]) -> None:
+    """Submit every task; record each as it finishes. A worker or scheduler that dies makes
+    the pending ones infrastructure errors (`done` gets the reason), never a hang."""
     from distributed import as_completed
 
     futs = {client.submit(grade_task, *t.args, pure=False, key=t.key): t for t in tasks}
-    submitted()
     for f in as_completed(futs, loop=client.loop):
         t = futs.pop(f)
         try:
