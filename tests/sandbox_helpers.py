@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from gmmcourse.grading.sandbox import CGroup, Limits, SandboxConfig, kernel_command, make_scratch
+from gmmcourse.grading.sandbox import CGroup, Limits, SandboxConfig, kernel_command, lifeline, make_scratch
 
 
 def require_sandbox() -> None:
@@ -35,7 +35,12 @@ def run_in_sandbox(code: str, cfg: SandboxConfig | None = None, limits: Limits |
         argv = kernel_command(cfg, limits, scratch.path, conn, cgroup)
         i = argv.index("ipykernel_launcher")
         argv = argv[: i - 1] + ["-c", code]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        read_end, write_end = lifeline()  # open while it runs, as a worker holds it
+        try:
+            return subprocess.run(argv, stdin=read_end, capture_output=True, text=True, timeout=timeout)
+        finally:
+            os.close(read_end)
+            os.close(write_end)
     finally:
         if own:
             cgroup.remove()

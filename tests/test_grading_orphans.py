@@ -121,3 +121,157 @@ def test_a_sandbox_never_outlives_the_worker_that_launched_it():
             psutil.Process(child).kill()
         except (psutil.Error, NameError):
             pass
+
+
+SLEEPER = "import time; time.sleep(1000)"
+
+
+def _sandbox(code: str):
+    """A real sandbox's argv (the kernel's, running `code`), its cgroup and scratch."""
+    from sandbox_helpers import require_sandbox
+
+    from gmmcourse.grading.sandbox import CGroup, Limits, SandboxConfig, kernel_command, make_scratch
+
+    require_sandbox()
+    limits = Limits()
+    scratch, cgroup = make_scratch(limits.scratch_bytes), CGroup(limits)
+    conn = os.path.join(scratch.path, "k1.json")
+    with open(conn, "w") as f:
+        f.write("{}")
+    argv = kernel_command(SandboxConfig(), limits, scratch.path, conn, cgroup)
+    i = argv.index("ipykernel_launcher")
+    return argv[: i - 1] + ["-c", code], cgroup, scratch
+
+
+def _members(cgroup) -> list[int]:
+    pids: set[int] = set()
+    for f in cgroup.procs_files():
+        try:
+            pids |= {int(p) for p in open(f).read().split()}
+        except OSError:
+            pass
+    return sorted(pids)
+
+
+def _left(cgroup, scratch) -> list[int]:
+    """The sandbox's processes: its cgroup's, and any naming its scratch that has not joined
+    the cgroup yet (the launch's first shell writes itself there)."""
+    named = [q.pid for q in psutil.process_iter() if scratch.path in _cmd(q)]
+    return sorted(set(_members(cgroup)) | set(named))
+
+
+def _running(cgroup, code: str) -> bool:
+    for pid in _members(cgroup):
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if cmd[0] != b"/bin/sh" and code.encode() in cmd:
+            return True
+    return False
+
+
+def test_a_sandbox_ends_when_its_lifeline_is_cut():
+    """`sandbox.LIFELINE_WATCH`: the parent-death signals are a chain that bwrap arms in the
+    sandbox's pid 1 only after setting the sandbox up, and a worker killed in between left an
+    idle kernel running (one process alive 1 s after the benchmark's SIGKILL, bench_grading's
+    resume phase). The lifeline needs no chain: (1) a sandbox whose lifeline is already cut
+    when it starts (its worker died during the launch) ends without running the code, and (2)
+    a running sandbox ends, every process of it, when its lifeline is cut. The launcher (this
+    test) stays alive throughout, so no parent-death signal can be what ends it."""
+    from gmmcourse.grading.sandbox import lifeline
+
+    for cut_before in (True, False):
+        argv, cgroup, scratch = _sandbox(SLEEPER)
+        read_end, write_end = lifeline()
+        if cut_before:
+            os.close(write_end)
+        p = subprocess.Popen(argv, stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(read_end)
+        try:
+            if not cut_before:
+                guard = time.monotonic() + 120  # until the code runs (about a second): a hang guard
+                while not _running(cgroup, SLEEPER):
+                    assert p.poll() is None and time.monotonic() < guard, "the sandbox never ran its code"
+                    time.sleep(0.02)
+                os.close(write_end)
+            try:
+                p.wait(timeout=120)  # it ends at once; a hang guard only (sleep 1000 if it does not)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"the sandbox outlived its lifeline (cut {'before' if cut_before else 'after'} "
+                                     "it started)") from None
+            assert not _left(cgroup, scratch), [_cmd(psutil.Process(q)) for q in _left(cgroup, scratch)]
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            cgroup.kill_all()
+            cgroup.remove()
+            scratch.remove()
+
+
+WORKER = """
+import os, subprocess, sys
+from gmmcourse.grading.sandbox import CGroup, Limits, SandboxConfig, kernel_command, lifeline, make_scratch
+limits = Limits()
+scratch, cgroup = make_scratch(limits.scratch_bytes), CGroup(limits)
+conn = os.path.join(scratch.path, "k1.json")
+with open(conn, "w") as f:
+    f.write("{}")
+argv = kernel_command(SandboxConfig(), limits, scratch.path, conn, cgroup)
+argv = argv[: argv.index("ipykernel_launcher") - 1] + ["-c", sys.argv[1]]
+print(scratch.path, *cgroup.procs_files(), flush=True)
+read_end, write_end = lifeline()
+p = subprocess.Popen(argv, stdin=read_end)
+print(p.pid, flush=True)
+p.wait()
+"""
+
+
+def test_a_worker_killed_at_any_moment_of_a_launch_leaves_no_sandbox():
+    """The grader's real case, as bench_grading's resume phase met it: a worker is SIGKILLed at
+    some moment while its sandbox starts (bwrap forking, mounting, arming its signals, the
+    code starting). Sixteen launches, each killed at another moment of its first 0.12 s (a
+    launch takes about 50 ms here, the window about 25 ms of it); after each, every process
+    of the sandbox must end. Before the lifeline, 16 of 40 launches killed 15 to 60 ms after
+    they began left the sandbox's pid 1 (bwrap) and its code running."""
+    import random
+    from pathlib import Path
+
+    from sandbox_helpers import require_sandbox
+
+    from gmmcourse.grading.sandbox import CGroup, remove_scratch
+
+    require_sandbox()
+    rng = random.Random(0)
+    left = []
+    for trial in range(16):
+        worker = subprocess.Popen([sys.executable, "-c", WORKER, SLEEPER], env=_env(), stdout=subprocess.PIPE, text=True)
+        scratch, *procs_files = worker.stdout.readline().split()
+        try:
+            int(worker.stdout.readline())  # the sandbox is launched
+            time.sleep(0.12 * trial / 16 + rng.uniform(0, 0.12 / 16))
+            worker.kill()
+            worker.wait()
+
+            def alive() -> list[int]:  # its cgroup's, and any naming its scratch not in it yet
+                pids = {q.pid for q in psutil.process_iter() if scratch in _cmd(q)}
+                for f in procs_files:
+                    try:
+                        pids |= {int(p) for p in Path(f).read_text().split()}
+                    except OSError:
+                        pass
+                return sorted(pids)
+
+            guard = time.monotonic() + 30  # what is left ends at once; a hang guard only
+            while alive() and time.monotonic() < guard:
+                time.sleep(0.05)
+            if alive():
+                left.append(trial)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+            CGroup.cleanup_stale()  # what a killed worker leaves, as the next grader removes it
+            remove_scratch(Path(scratch))
+    assert not left, f"launches whose sandbox outlived its killed worker: {left} of 16"

@@ -51,7 +51,7 @@ from traitlets import DottedObjectName, Type
 from . import channels, protocol
 from .outputs import BudgetedClient, message_size
 from .clock import Allowance
-from .sandbox import CGroup, Limits, SandboxConfig, kernel_command, wipe_dir
+from .sandbox import CGroup, Limits, SandboxConfig, kernel_command, lifeline, wipe_dir
 
 __all__ = ["SandboxedKernel", "KernelStartError", "BudgetedClient", "SandboxKernelManager", "message_size"]
 
@@ -109,6 +109,8 @@ class KernelStartError(RuntimeError):
 class SandboxedKernel:
     """A (re)startable sandboxed kernel attached to the submission's notebook."""
 
+    _lifeline: int | None = None  # the write end of the running sandbox's lifeline (`sandbox.lifeline`)
+
     def __init__(self, nb, limits: Limits, cfg: SandboxConfig, scratch: str, cgroup: CGroup):
         self.nb, self.limits, self.cfg, self.scratch, self.cgroup = nb, limits, cfg, scratch, cgroup
         self.client: BudgetedClient | None = None
@@ -129,6 +131,7 @@ class SandboxedKernel:
             pass
 
     async def start(self, timeout: float | None = None) -> None:
+        self._cut_lifeline()  # an earlier sandbox of this submission, if any, is never kept alive
         self.n += 1
         if self.n > 1:
             self._wipe_scratch()
@@ -164,9 +167,13 @@ class SandboxedKernel:
         self.km, self.client = km, client
         self.mon = None
         try:
-            await client.async_start_new_kernel(
-                cwd=self.scratch, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
-            )
+            read_end, self._lifeline = lifeline()
+            try:
+                await client.async_start_new_kernel(
+                    cwd=self.scratch, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=read_end
+                )
+            finally:
+                os.close(read_end)
             await client.async_start_new_kernel_client()
             self._watch_iopub()
             self.watch = channels.Watch(client.kc)
@@ -266,9 +273,17 @@ class SandboxedKernel:
                 pass
             self.km.close_client_context()
         self.cgroup.kill_all()
+        self._cut_lifeline()
         self.client = self.km = None
         if interrupted is not None:
             raise interrupted
+
+    def _cut_lifeline(self) -> None:
+        """Close the lifeline's write end: whatever of the sandbox is left (the cgroup's kill
+        missed nothing, but a sandbox outside any cgroup has only this) ends by itself."""
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+            self._lifeline = None
 
     def _kernel_pids(self) -> list[int]:
         """Host pids of the ipykernel process(es) in this submission's cgroup."""

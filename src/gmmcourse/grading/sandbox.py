@@ -50,7 +50,7 @@ from .seccomp import filter_path, seccomp_filter
 from .wipe import cleanup_stale_scratch, remove_scratch, wipe_dir
 
 __all__ = ["Limits", "SandboxConfig", "CGroup", "Scratch", "LimitUnavailable", "check_host", "kernel_command",
-           "make_scratch", "sandbox_available", "sandbox_uid", "seccomp_filter", "hierarchy",
+           "lifeline", "make_scratch", "sandbox_available", "sandbox_uid", "seccomp_filter", "hierarchy",
            "wipe_dir", "remove_scratch", "cleanup_stale_scratch"]  # the last three: `wipe`
 
 log = logging.getLogger("gmmcourse.grading")
@@ -331,7 +331,9 @@ def _view_args(cfg: SandboxConfig) -> list[str]:
 def kernel_command(
     cfg: SandboxConfig, limits: Limits, scratch: str, connection_file: str, cgroup: CGroup
 ) -> list[str]:
-    """argv that starts an ipykernel inside the sandbox, under the limits."""
+    """argv that starts an ipykernel inside the sandbox, under the limits. Start it with a
+    `lifeline`'s read end as its standard input, and keep the write end open while it may
+    run: end of file there kills it (`LIFELINE_WATCH`)."""
     env = _kernel_env(cfg, scratch)
     uid = sandbox_uid()
     inner = [cfg.python, "-m", "ipykernel_launcher", "-f", connection_file]
@@ -394,19 +396,40 @@ def kernel_command(
     box += ["--bind", scratch, scratch, "--clearenv", "--seccomp", "9"]
     for k, v in env.items():
         box += ["--setenv", k, v]
+    inner = ["/bin/sh", "-c", LIFELINE_WATCH, scratch] + inner
     if uid is not None:
         # the scratch is the kernel's own (mode 0700): only its uid may enter it
         inner = ["/usr/bin/setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-                 "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--",
-                 "/bin/sh", "-c", 'cd "$0" && exec "$@"', scratch] + inner
+                 "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"] + inner
         pre = f'chown {uid}:{uid} "{connection_file}" && '
-    else:
-        box += ["--chdir", scratch]
     cmd = prl + box + ["--"] + inner
     redirect = f' 9<"{filter_path()}"'
     join = "".join(f'echo $$ > "{f}" && ' for f in cgroup.procs_files())
     prefix, check = die_with(os.getpid())
     return [*prefix, "/bin/sh", "-c", f'{check}{pre}{join}exec "$@"{redirect}', "gmm-sandbox"] + cmd
+
+
+LIFELINE_WATCH = 'cd "$0" || exit 1; exec 3<&0 </dev/null; (read -r _ <&3; kill -9 -1) & exec "$@" 3<&-'
+"""The sandbox's first command (inside it, as the kernel's uid): its standard input is the
+read end of the launcher's lifeline (`lifeline`), a pipe nothing ever writes to. A watcher
+in the background waits on it; end of file, once the launcher (a grading worker) has died or
+closed its end, kills every process of the sandbox that it may signal (``kill -9 -1`` reaches
+only the sandbox's own pid namespace, never its pid 1), and bwrap's pid 1 then ends with its
+child, taking the namespace with it. The kernel itself gets ``/dev/null``.
+
+Why: the parent-death signals (`die_with`, bwrap's ``--die-with-parent``) are a chain, and
+bwrap arms it in the sandbox's pid 1 only after that process has set the sandbox up. A
+worker killed in between left pid 1 orphaned, with an idle kernel under it, until the next
+grader removed its cgroup (found by benchmarks/bench_grading.py's resume phase, one
+process alive 1 s after its ``SIGKILL``). A pipe's end of file needs no chain: the watcher
+sees it whenever it starts, so no moment of the launch is left uncovered."""
+
+
+def lifeline() -> tuple[int, int]:
+    """A sandbox's lifeline: (read end, the launched sandbox's standard input; write end, kept
+    open by the launcher for as long as the sandbox may live, and closed to end it). Both are
+    close-on-exec (`os.pipe`): no other child of the launcher holds the write end."""
+    return os.pipe()
 
 
 def die_with(parent: int) -> tuple[list[str], str]:
