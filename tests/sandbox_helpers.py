@@ -20,6 +20,15 @@ def require_sandbox() -> None:
         pytest.fail("the sandbox tests need root (the grader mounts tmpfs scratches and sets cgroups)")
 
 
+def sandbox_argv(code: str, cfg: SandboxConfig, limits: Limits, scratch: str, cgroup: CGroup) -> list[str]:
+    """The kernel's argv (`kernel_command`), running ``python -c code`` instead of the kernel."""
+    conn = os.path.join(scratch, "k1.json")
+    with open(conn, "w") as f:
+        f.write("{}")
+    argv = kernel_command(cfg, limits, scratch, conn, cgroup)
+    return argv[: argv.index("ipykernel_launcher") - 1] + ["-c", code]
+
+
 def run_in_sandbox(code: str, cfg: SandboxConfig | None = None, limits: Limits | None = None,
                    cgroup: CGroup | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """``python -c code`` as the grader starts a kernel: same sandbox, same limits, same uid."""
@@ -29,12 +38,7 @@ def run_in_sandbox(code: str, cfg: SandboxConfig | None = None, limits: Limits |
     own = cgroup is None
     cgroup = cgroup or CGroup(limits)
     try:
-        conn = os.path.join(scratch.path, "k1.json")
-        with open(conn, "w") as f:
-            f.write("{}")
-        argv = kernel_command(cfg, limits, scratch.path, conn, cgroup)
-        i = argv.index("ipykernel_launcher")
-        argv = argv[: i - 1] + ["-c", code]
+        argv = sandbox_argv(code, cfg, limits, scratch.path, cgroup)
         read_end, write_end = lifeline()  # open while it runs, as a worker holds it
         try:
             return subprocess.run(argv, stdin=read_end, capture_output=True, text=True, timeout=timeout)

@@ -129,24 +129,19 @@ SLEEPER = "import time; time.sleep(1000)"
 
 def _sandbox(code: str):
     """A real sandbox's argv (the kernel's, running `code`), its cgroup and scratch."""
-    from sandbox_helpers import require_sandbox
+    from sandbox_helpers import require_sandbox, sandbox_argv
 
-    from gmmcourse.grading.sandbox import CGroup, Limits, SandboxConfig, kernel_command, make_scratch
+    from gmmcourse.grading.sandbox import CGroup, Limits, SandboxConfig, make_scratch
 
     require_sandbox()
     limits = Limits()
     scratch, cgroup = make_scratch(limits.scratch_bytes), CGroup(limits)
-    conn = os.path.join(scratch.path, "k1.json")
-    with open(conn, "w") as f:
-        f.write("{}")
-    argv = kernel_command(SandboxConfig(), limits, scratch.path, conn, cgroup)
-    i = argv.index("ipykernel_launcher")
-    return argv[: i - 1] + ["-c", code], cgroup, scratch
+    return sandbox_argv(code, SandboxConfig(), limits, scratch.path, cgroup), cgroup, scratch
 
 
-def _members(cgroup) -> list[int]:
+def _members(procs_files) -> list[int]:
     pids: set[int] = set()
-    for f in cgroup.procs_files():
+    for f in procs_files:
         try:
             pids |= {int(p) for p in open(f).read().split()}
         except OSError:
@@ -154,15 +149,15 @@ def _members(cgroup) -> list[int]:
     return sorted(pids)
 
 
-def _left(cgroup, scratch) -> list[int]:
+def _left(procs_files, scratch: str) -> list[int]:
     """The sandbox's processes: its cgroup's, and any naming its scratch that has not joined
     the cgroup yet (the launch's first shell writes itself there)."""
-    named = [q.pid for q in psutil.process_iter() if scratch.path in _cmd(q)]
-    return sorted(set(_members(cgroup)) | set(named))
+    named = [q.pid for q in psutil.process_iter() if scratch in _cmd(q)]
+    return sorted(set(_members(procs_files)) | set(named))
 
 
 def _running(cgroup, code: str) -> bool:
-    for pid in _members(cgroup):
+    for pid in _members(cgroup.procs_files()):
         try:
             cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
         except OSError:
@@ -201,7 +196,7 @@ def test_a_sandbox_ends_when_its_lifeline_is_cut():
             except subprocess.TimeoutExpired:
                 raise AssertionError(f"the sandbox outlived its lifeline (cut {'before' if cut_before else 'after'} "
                                      "it started)") from None
-            assert not _left(cgroup, scratch), [_cmd(psutil.Process(q)) for q in _left(cgroup, scratch)]
+            assert not _left(cgroup.procs_files(), scratch.path), [_cmd(psutil.Process(q)) for q in _left(cgroup.procs_files(), scratch.path)]
         finally:
             if p.poll() is None:
                 p.kill()
@@ -212,15 +207,13 @@ def test_a_sandbox_ends_when_its_lifeline_is_cut():
 
 
 WORKER = """
-import os, subprocess, sys
-from gmmcourse.grading.sandbox import CGroup, Limits, SandboxConfig, kernel_command, lifeline, make_scratch
+import subprocess, sys
+sys.path.insert(0, sys.argv[2])  # tests/: sandbox_helpers
+from sandbox_helpers import sandbox_argv
+from gmmcourse.grading.sandbox import CGroup, Limits, SandboxConfig, lifeline, make_scratch
 limits = Limits()
 scratch, cgroup = make_scratch(limits.scratch_bytes), CGroup(limits)
-conn = os.path.join(scratch.path, "k1.json")
-with open(conn, "w") as f:
-    f.write("{}")
-argv = kernel_command(SandboxConfig(), limits, scratch.path, conn, cgroup)
-argv = argv[: argv.index("ipykernel_launcher") - 1] + ["-c", sys.argv[1]]
+argv = sandbox_argv(sys.argv[1], SandboxConfig(), limits, scratch.path, cgroup)
 print(scratch.path, *cgroup.procs_files(), flush=True)
 read_end, write_end = lifeline()
 p = subprocess.Popen(argv, stdin=read_end)
@@ -251,7 +244,7 @@ def test_a_worker_killed_at_any_moment_of_a_launch_leaves_no_sandbox():
     rng = random.Random(0)
     left = []
     for trial in range(16):
-        worker = subprocess.Popen([sys.executable, "-c", WORKER, SLEEPER], env=_env(), stdout=subprocess.PIPE, text=True)
+        worker = subprocess.Popen([sys.executable, "-c", WORKER, SLEEPER, os.path.dirname(__file__)], env=_env(), stdout=subprocess.PIPE, text=True)
         scratch, *procs_files = worker.stdout.readline().split()
         try:
             int(worker.stdout.readline())  # the sandbox is launched
@@ -259,14 +252,8 @@ def test_a_worker_killed_at_any_moment_of_a_launch_leaves_no_sandbox():
             worker.kill()
             worker.wait()
 
-            def alive() -> list[int]:  # its cgroup's, and any naming its scratch not in it yet
-                pids = {q.pid for q in psutil.process_iter() if scratch in _cmd(q)}
-                for f in procs_files:
-                    try:
-                        pids |= {int(p) for p in Path(f).read_text().split()}
-                    except OSError:
-                        pass
-                return sorted(pids)
+            def alive() -> list[int]:
+                return _left(procs_files, scratch)
 
             guard = time.monotonic() + 30  # what is left ends at once; a hang guard only
             while alive() and time.monotonic() < guard:
